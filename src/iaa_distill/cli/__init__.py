@@ -1,0 +1,49 @@
+"""The `iaa` command: a thin layer over the Python API. Each subcommand lives in its own module."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+from ..errors import IAAError
+
+# (subcommand, module in iaa_distill.cli, one-line help). Modules import heavy libraries only inside run().
+COMMANDS: list[tuple[str, str, str]] = [
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="iaa",
+        description="Image aesthetics assessment distilled from object-classification networks "
+        "(Hou et al., TCSVT 2022): datasets, teacher features, training, evaluation, scoring and serving.",
+    )
+    parser.add_argument("--version", action="version", version=f"iaa-distill {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(f".{module_name}", __name__)
+        command = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except IAAError as exc:
+        print(f"iaa: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("iaa: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""Dataset readers: every format becomes a list of `ImageRecord`s."""
+from .records import Dataset, ImageRecord, Label, level_values
+
+__all__ = ["Dataset", "ImageRecord", "Label", "level_values"]

@@ -1,0 +1,87 @@
+"""The common record every dataset reader produces: one image, its split, categories and label."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Label:
+    """An aesthetic label: vote counts over K ordered levels and/or a scalar mean on `scale`.
+
+    Levels are equally spaced from scale[0] to scale[1]; for AVA K=10 and scale=(1, 10).
+    """
+
+    scale: tuple[float, float]
+    votes: tuple[float, ...] | None = None
+    score: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.votes is None and self.score is None:
+            raise ValueError("a label needs votes or a score")
+
+    @property
+    def num_levels(self) -> int | None:
+        return None if self.votes is None else len(self.votes)
+
+    @property
+    def mean(self) -> float:
+        """Mean score on the label's scale (from the votes when they exist)."""
+        if self.votes is not None:
+            v = np.asarray(self.votes, dtype=np.float64)
+            return float((v * level_values(len(v), self.scale)).sum() / v.sum())
+        return float(self.score)
+
+    def distribution(self) -> np.ndarray | None:
+        """Normalised vote histogram, or None for a scalar-only label."""
+        if self.votes is None:
+            return None
+        v = np.asarray(self.votes, dtype=np.float64)
+        return v / v.sum()
+
+
+def level_values(num_levels: int, scale: tuple[float, float]) -> np.ndarray:
+    """Score value of each of K equally spaced levels on `scale` (AVA: 1, 2, ..., 10)."""
+    return np.linspace(scale[0], scale[1], num_levels)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a dataset. `split` is '' for unlabelled folders; `label` is None there."""
+
+    image_id: str
+    path: Path
+    dataset: str
+    split: str = ""
+    categories: tuple[str, ...] = ()
+    label: Label | None = None
+
+
+@dataclass
+class Dataset:
+    """All records of one dataset with the label layout they share."""
+
+    name: str
+    root: Path
+    records: list[ImageRecord]
+    num_levels: int | None = None
+    scale: tuple[float, float] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> list[ImageRecord]:
+        """Records of one split ('train', 'val', 'test'; 'all' for every record)."""
+        if name == "all":
+            return list(self.records)
+        return [r for r in self.records if r.split == name]
+
+    def fingerprint(self) -> str:
+        """A stable hash of the image ids (not labels, not the folder): detects a cache made for other images."""
+        h = hashlib.sha256()
+        for r in self.records:
+            h.update(r.image_id.encode() + b"\n")
+        return h.hexdigest()[:16]

@@ -1,0 +1,100 @@
+"""The one image decoder used everywhere: feature extraction, training, scoring and serving.
+
+Every photo becomes an RGB uint8 PIL image with its EXIF orientation applied:
+grayscale, palette, CMYK and 16-bit images are converted; images with transparency are
+composited onto a white background (how a viewer shows them); animated images give their
+first frame. Large JPEGs are decoded at reduced size (PIL draft mode) when the caller only
+needs `min_side` pixels on the short side. Anything undecodable raises `DecodeError` with the
+file name and the reason, so long runs report and skip it.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import DecodeError
+
+DEFAULT_MAX_PIXELS = 120_000_000
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+ALPHA_BACKGROUND = (255, 255, 255)
+
+ImageSource = str | Path | bytes | BinaryIO
+
+
+def decode_image(
+    source: ImageSource,
+    *,
+    min_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> Image.Image:
+    """Decode `source` (path, bytes or binary file) into an upright RGB uint8 image.
+
+    min_side: the caller needs at least this many pixels on the short side; JPEGs larger than
+    that are decoded at a reduced size (1/2, 1/4 or 1/8) that still satisfies it.
+    max_pixels: images with more pixels are refused (decompression-bomb guard).
+    """
+    label = name or (str(source) if isinstance(source, (str, Path)) else "<upload>")
+    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(fp) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise DecodeError(
+                        f"{label}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
+                        f"{max_pixels:,} (possible decompression bomb; raise --max-pixels to allow it)"
+                    )
+                if min_side and img.format == "JPEG":
+                    img.draft("RGB", _draft_request(img, min_side))
+                img.seek(0)
+                img.load()
+                return _to_rgb(ImageOps.exif_transpose(img))
+    except DecodeError:
+        raise
+    except FileNotFoundError:
+        raise DecodeError(f"{label}: file not found") from None
+    except IsADirectoryError:
+        raise DecodeError(f"{label}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise DecodeError(f"{label}: not a recognised image file (empty, corrupt or another format)") from None
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"{label}: refused as a possible decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise DecodeError(f"{label}: could not decode image ({exc})") from None
+
+
+def _draft_request(img: Image.Image, min_side: int) -> tuple[int, int]:
+    """Size to ask of PIL's draft mode so that the short side stays >= min_side."""
+    width, height = img.size
+    scale = min_side / min(width, height)
+    return (max(1, int(np.ceil(width * scale))), max(1, int(np.ceil(height * scale))))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB uint8 (16-bit scaled down, alpha composited onto white)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr).convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, ALPHA_BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def is_image_file(path: Path) -> bool:
+    """True when the file name has a common photo extension (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS

@@ -1,0 +1,53 @@
+"""Image -> tensor transforms shared by teachers, students, scoring and serving.
+
+Models see the whole photo (composition matters for aesthetics): evaluation resizes the full image
+to a square `size` x `size`; training resizes to `resize` x `resize`, then takes a random
+`size` x `size` crop and a random horizontal flip (the NIMA protocol). Tensors are RGB in [0, 1];
+mean/std normalisation lives inside each model as buffers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from .imaging import DEFAULT_MAX_PIXELS, decode_image
+
+
+def _interpolation(name: str) -> v2.InterpolationMode:
+    return v2.InterpolationMode(name if name in ("bilinear", "bicubic", "nearest") else "bilinear")
+
+
+def eval_transform(size: int, interpolation: str = "bicubic") -> v2.Compose:
+    """Whole image -> size x size float tensor in [0, 1]."""
+    return v2.Compose([
+        v2.PILToTensor(),
+        v2.Resize((size, size), interpolation=_interpolation(interpolation), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+    ])
+
+
+def train_transform(size: int, resize: int, interpolation: str = "bicubic", hflip: bool = True) -> v2.Compose:
+    """Resize to resize x resize, random size x size crop, random horizontal flip; float in [0, 1]."""
+    steps = [
+        v2.PILToTensor(),
+        v2.Resize((resize, resize), interpolation=_interpolation(interpolation), antialias=True),
+        v2.RandomCrop(size),
+    ]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    return v2.Compose(steps)
+
+
+def load_image_tensor(
+    source: str | Path | bytes | Image.Image,
+    size: int,
+    interpolation: str = "bicubic",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> torch.Tensor:
+    """Decode (reduced-size JPEG decode where possible) and resize one image for evaluation."""
+    image = source if isinstance(source, Image.Image) else decode_image(source, min_side=size, max_pixels=max_pixels)
+    return eval_transform(size, interpolation)(image.convert("RGB"))

@@ -1,0 +1,138 @@
+"""Stage 2 model: one end-to-end timm backbone that predicts aesthetics and mimics the teacher's aesthetic feature.
+
+backbone (pooled) -> projection to the teacher's aesthetic-feature size (+ReLU) -> prediction layer.
+The prediction is a K-level score distribution (softmax) when the labels have votes, else a scalar score.
+Normalisation constants are buffers, so the model takes RGB in [0, 1] and exports to ONNX with them.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from torch import nn
+
+from .artifacts import load_artifact, save_artifact
+from .data.records import level_values
+
+KIND = "student"
+
+
+@dataclass
+class StudentConfig:
+    """Everything that rebuilds a student and its preprocessing; saved as config.json next to the weights."""
+
+    backbone: str = "tf_efficientnet_lite0"
+    num_levels: int | None = 10
+    scale: tuple[float, float] = (1.0, 10.0)
+    feature_dim: int = 256
+    dropout: float = 0.0
+    input_size: int = 224
+    train_resize: int = 256
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    interpolation: str = "bicubic"
+    backbone_weights: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_backbone(cls, backbone: str, **overrides) -> "StudentConfig":
+        """Preprocessing derived from timm's pretrained config of `backbone`, never re-typed."""
+        cfg = timm.get_pretrained_cfg(backbone)
+        cfg = cfg.to_dict() if cfg is not None else {}
+        size = int(cfg.get("input_size", (3, 224, 224))[-1])
+        base = dict(
+            backbone=backbone,
+            input_size=size,
+            train_resize=int(round(size * 256 / 224)),
+            mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+            std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+            interpolation=cfg.get("interpolation", "bicubic"),
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StudentConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("scale", "mean", "std"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    @property
+    def output_dim(self) -> int:
+        return self.num_levels or 1
+
+
+class Student(nn.Module):
+    """Backbone -> aesthetic feature -> prediction. `forward` returns (prediction, feature)."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = timm.create_model(config.backbone, pretrained=False, num_classes=0)
+        self.project = nn.Sequential(nn.Linear(self.backbone.num_features, config.feature_dim), nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.feature_dim, config.output_dim))
+        self.register_buffer("pixel_mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("levels", output_levels(config.num_levels, config.scale), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images: (B, 3, H, W) RGB in [0, 1]. Returns raw prediction (logits or score) and the aesthetic feature."""
+        feature = self.project(self.backbone((images - self.pixel_mean) / self.pixel_std))
+        return self.head(feature), feature
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mean score on the label scale and the predicted distribution (None for a scalar model)."""
+        raw, _ = self(images)
+        return prediction_to_mean(raw, self.levels, self.config.num_levels)
+
+    def save_pretrained(self, directory: str | Path, **extra) -> Path:
+        config = asdict(self.config)
+        config["extra"] = {**config.get("extra", {}), **extra}
+        return save_artifact(directory, KIND, config, self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "Student":
+        config, state = load_artifact(directory, KIND)
+        model = cls(StudentConfig.from_dict(config))
+        model.load_state_dict(state)
+        return model.eval()
+
+    @classmethod
+    def create(cls, config: StudentConfig, pretrained: bool = True, weights: str | None = None) -> "Student":
+        """A new student whose backbone starts from ImageNet weights (offline-first, see teachers.weights)."""
+        model = cls(config)
+        if pretrained:
+            from .teachers.weights import load_pretrained
+
+            source = load_pretrained(model.backbone, config.backbone, weights)
+            model.config.backbone_weights = f"{source.kind}:{Path(source.location).name}"
+        return model
+
+
+def output_levels(num_levels: int | None, scale: tuple[float, float]) -> torch.Tensor:
+    """Score of each output level (K-level models) or the (min, max) of the scale (scalar models)."""
+    values = level_values(num_levels, scale) if num_levels else np.asarray(scale)
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def prediction_to_mean(
+    raw: torch.Tensor, levels: torch.Tensor, num_levels: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Turn a raw prediction into (mean score on the scale, distribution or None).
+
+    K-level models: softmax over the levels, mean = sum(p_k * level_k).
+    Scalar models predict the score normalised to [0, 1] on the scale; it is mapped back here.
+    Shared by the teacher head and the student.
+    """
+    levels = levels.to(raw.device)
+    if num_levels:
+        dist = torch.softmax(raw.float(), dim=-1)
+        return dist @ levels, dist
+    low, high = levels[0], levels[-1]
+    return low + raw.float().squeeze(-1) * (high - low), None

@@ -1,0 +1,1 @@
+"""Frozen pre-trained object-classification teachers and their multi-level pooled features."""

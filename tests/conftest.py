@@ -1,0 +1,52 @@
+"""Shared fixtures: real photographs from scikit-image, written as small JPEGs; never any network."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TIMM_OFFLINE", "1")
+
+PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "retina", "motorcycle_left")
+
+
+def _load_photos() -> dict[str, np.ndarray]:
+    import skimage.data as data
+
+    photos = {}
+    for name in PHOTO_NAMES:
+        try:
+            img = getattr(data, name)()
+        except Exception:  # some sample files need an optional download; skip those
+            continue
+        if img.ndim == 3 and img.shape[2] in (3, 4):
+            photos[name] = np.ascontiguousarray(img[..., :3])
+    return photos
+
+
+@pytest.fixture(scope="session")
+def sample_photos() -> dict[str, np.ndarray]:
+    """Real colour photographs (RGB uint8) that ship with scikit-image."""
+    return _load_photos()
+
+
+def write_jpegs(folder: Path, photos: dict[str, np.ndarray], count: int, size: int = 96, seed: int = 0) -> list[Path]:
+    """`count` small JPEG crops of the sample photos (deterministic), for datasets in tests."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(photos)
+    paths = []
+    for i in range(count):
+        img = photos[names[i % len(names)]]
+        h, w = img.shape[:2]
+        ch, cw = int(h * rng.uniform(0.5, 1.0)), int(w * rng.uniform(0.5, 1.0))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = Image.fromarray(img[y:y + ch, x:x + cw]).resize((size, int(size * 0.75)))
+        path = folder / f"{i:05d}.jpg"
+        crop.save(path, quality=90)
+        paths.append(path)
+    return paths
