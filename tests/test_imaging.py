@@ -1,0 +1,205 @@
+"""The shared decoder on a corpus of bad and odd files generated here, plus real photos for sanity."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from iaa_distill.errors import DecodeError
+from iaa_distill.imaging import decode_image, is_image_file
+
+
+def rgb(img: Image.Image) -> np.ndarray:
+    return np.asarray(img, dtype=np.int16)
+
+
+@pytest.fixture
+def photo(sample_photos) -> np.ndarray:
+    """A real photograph, 128x96."""
+    return np.asarray(Image.fromarray(sample_photos["chelsea"]).resize((128, 96)))
+
+
+def jpeg_bytes(array: np.ndarray, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "JPEG", quality=95, **kwargs)
+    return buf.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def one_colour_png(width: int, height: int) -> bytes:
+    """A valid 1-bit grayscale PNG of one colour: tiny on disk, huge once decoded."""
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    idat = zlib.compress(row * height, 9)
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("empty.jpg", b"", "not a recognised image"),
+        ("random.jpg", np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(), "not a recognised image"),
+        ("notes.jpg", "just some text, not a photo\n".encode(), "not a recognised image"),
+        ("header only.png", b"\x89PNG\r\n\x1a\n", "could not decode|not a recognised image"),
+    ],
+)
+def test_non_images_raise_decode_error_naming_the_file(tmp_path, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DecodeError, match=reason) as info:
+        decode_image(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_truncated_files(tmp_path, photo):
+    data = jpeg_bytes(photo)
+    for name, content in [("truncated.jpg", data[: len(data) // 2]), ("cut header.jpg", data[:300])]:
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(DecodeError) as info:
+            decode_image(path)
+        assert str(path) in str(info.value)
+        with pytest.raises(DecodeError):
+            decode_image(path, min_side=16)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "PNG")
+    (tmp_path / "truncated.png").write_bytes(buf.getvalue()[:-2000])
+    with pytest.raises(DecodeError, match="truncated.png"):
+        decode_image(tmp_path / "truncated.png")
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(DecodeError, match="gone.jpg: file not found"):
+        decode_image(tmp_path / "gone.jpg")
+    with pytest.raises(DecodeError, match="is a directory"):
+        decode_image(tmp_path)
+
+
+def test_real_photo_round_trip_from_path_bytes_and_file(tmp_path, photo):
+    data = jpeg_bytes(photo)
+    (tmp_path / "ünï cødé photo.jpg").write_bytes(data)
+    for source in (tmp_path / "ünï cødé photo.jpg", str(tmp_path / "ünï cødé photo.jpg"), data, io.BytesIO(data)):
+        img = decode_image(source)
+        assert img.mode == "RGB" and img.size == (128, 96)
+        assert np.abs(rgb(img) - photo).mean() < 4
+    with pytest.raises(DecodeError, match="^upload.jpg: "):
+        decode_image(b"garbage", name="upload.jpg")
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path, photo):
+    Image.fromarray(photo).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    assert Image.open(tmp_path / "cmyk.jpg").mode == "CMYK"
+    img = decode_image(tmp_path / "cmyk.jpg")
+    assert img.mode == "RGB" and img.size == (128, 96)
+    assert np.abs(rgb(img) - photo).mean() < 6
+
+
+def test_16_bit_png_is_scaled_to_8_bit(tmp_path):
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (8, 1))
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    out = rgb(decode_image(tmp_path / "deep.png"))
+    assert out.shape == (8, 64, 3) and (out[..., 0] == out[..., 1]).all()
+    np.testing.assert_allclose(out[0, :, 0], ramp[0] / 65535 * 255, atol=1)
+
+
+def test_grayscale_and_tiny_images(tmp_path, photo):
+    gray = np.asarray(Image.fromarray(photo).convert("L"))
+    Image.fromarray(gray).save(tmp_path / "gray.jpg", quality=95)
+    assert decode_image(tmp_path / "gray.jpg", min_side=16).size == (32, 24)  # draft decode at 1/4
+    out = rgb(decode_image(tmp_path / "gray.jpg"))
+    assert out.shape == (96, 128, 3) and (out[..., 0] == out[..., 2]).all()
+    assert np.abs(out[..., 0] - gray).mean() < 3
+    Image.new("RGB", (1, 1), (200, 10, 30)).save(tmp_path / "dot.png")
+    Image.new("RGB", (1, 1), (200, 10, 30)).save(tmp_path / "dot.jpg", quality=100)
+    assert decode_image(tmp_path / "dot.png").getpixel((0, 0)) == (200, 10, 30)
+    assert decode_image(tmp_path / "dot.jpg", min_side=224).size == (1, 1)
+
+
+def test_alpha_is_composited_onto_white(tmp_path):
+    rgba = np.zeros((4, 6, 4), dtype=np.uint8)
+    rgba[..., 0] = 255  # red
+    rgba[:, :2, 3] = 0  # transparent
+    rgba[:, 2:4, 3] = 128  # half
+    rgba[:, 4:, 3] = 255  # opaque
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    out = rgb(decode_image(tmp_path / "alpha.png"))
+    assert tuple(out[0, 0]) == (255, 255, 255)
+    assert tuple(out[0, 5]) == (255, 0, 0)
+    assert 120 <= out[0, 3, 1] <= 135 and out[0, 3, 0] == 255
+
+    palette = Image.new("P", (6, 4), 1)
+    palette.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.paste(0, (0, 0, 3, 4))
+    palette.save(tmp_path / "palette.png", transparency=0)
+    out = rgb(decode_image(tmp_path / "palette.png"))
+    assert tuple(out[0, 0]) == (255, 255, 255) and tuple(out[0, 5]) == (0, 0, 255)
+
+    la = Image.fromarray(rgba[..., [1, 3]], "LA")
+    la.save(tmp_path / "la.png")
+    out = rgb(decode_image(tmp_path / "la.png"))
+    assert tuple(out[0, 0]) == (255, 255, 255) and tuple(out[0, 5]) == (0, 0, 0)
+
+
+def test_animated_gif_gives_first_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert Image.open(tmp_path / "anim.gif").n_frames == 3
+    out = decode_image(tmp_path / "anim.gif")
+    assert out.mode == "RGB" and out.getpixel((4, 4)) == (255, 0, 0)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    array = np.zeros((32, 64, 3), dtype=np.uint8)
+    array[:, :32] = (255, 0, 0)  # left half red
+    array[:, 32:] = (0, 0, 255)  # right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    (tmp_path / "rotated.jpg").write_bytes(jpeg_bytes(array, exif=exif.tobytes()))
+    out = rgb(decode_image(tmp_path / "rotated.jpg"))
+    assert out.shape == (64, 32, 3)  # width and height swapped
+    assert out[8, 16, 0] > 200 and out[8, 16, 2] < 60  # top is the former left (red)
+    assert out[56, 16, 2] > 200 and out[56, 16, 0] < 60  # bottom is the former right (blue)
+
+
+def test_decompression_bomb_is_refused(tmp_path, photo):
+    (tmp_path / "bomb.png").write_bytes(one_colour_png(12_000, 12_000))
+    assert (tmp_path / "bomb.png").stat().st_size < 100_000
+    with pytest.raises(DecodeError, match=r"bomb.png: 12000x12000 = 144,000,000 pixels exceeds the limit"):
+        decode_image(tmp_path / "bomb.png")
+    (tmp_path / "huge.png").write_bytes(one_colour_png(20_000, 20_000))
+    with pytest.raises(DecodeError, match="huge.png: .*decompression bomb"):
+        decode_image(tmp_path / "huge.png")
+    (tmp_path / "small.png").write_bytes(one_colour_png(300, 200))
+    assert decode_image(tmp_path / "small.png").size == (300, 200)
+    with pytest.raises(DecodeError, match="small.png: 300x200"):
+        decode_image(tmp_path / "small.png", max_pixels=50_000)
+
+
+def test_draft_decode_of_large_jpeg(tmp_path, photo):
+    big = np.asarray(Image.fromarray(photo).resize((2000, 1500)))
+    (tmp_path / "big.jpg").write_bytes(jpeg_bytes(big))
+    assert decode_image(tmp_path / "big.jpg").size == (2000, 1500)
+    small = decode_image(tmp_path / "big.jpg", min_side=200)
+    assert small.size == (500, 375)  # 1/4 scale; 1/8 would give a short side of 188 < 200
+    assert decode_image(tmp_path / "big.jpg", min_side=1000).size == (2000, 1500)
+    expected = np.asarray(Image.fromarray(big).resize((500, 375), Image.BILINEAR), dtype=np.int16)
+    assert np.abs(rgb(small) - expected).mean() < 8
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "big rotated.jpg").write_bytes(jpeg_bytes(big, exif=exif.tobytes()))
+    assert decode_image(tmp_path / "big rotated.jpg", min_side=200).size == (375, 500)
+
+
+def test_is_image_file():
+    assert is_image_file(Path("a/B.JPG")) and is_image_file(Path("x.webp"))
+    assert not is_image_file(Path("labels.csv")) and not is_image_file(Path("jpg"))
