@@ -1,0 +1,121 @@
+"""Stage 1 model: the teacher head on the concatenated multi-level features of the frozen teachers.
+
+features -> BatchNorm -> FC -> ReLU -> Dropout -> FC -> ReLU (= the "aesthetic feature")
+-> Dropout -> FC (K logits, or one normalised score for scalar labels).
+Its config records which teachers and which feature cache it was trained on, so that a head
+is never applied to features of another layout.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .artifacts import load_artifact, save_artifact
+from .student import output_levels, prediction_to_mean
+
+KIND = "teacher_head"
+
+
+@dataclass
+class TeacherHeadConfig:
+    """Rebuilds a teacher head; saved as config.json next to its weights."""
+
+    input_dim: int
+    num_levels: int | None = 10
+    scale: tuple[float, float] = (1.0, 10.0)
+    hidden: tuple[int, ...] = (1024, 256)
+    dropout: float = 0.25
+    teachers: list = field(default_factory=list)  # the feature cache manifest's teacher entries
+    cache_fingerprint: str = ""
+    dataset_fingerprint: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TeacherHeadConfig":
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("scale", "hidden"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    @property
+    def output_dim(self) -> int:
+        return self.num_levels or 1
+
+    @property
+    def feature_dim(self) -> int:
+        """Size of the aesthetic feature (the last hidden layer), which the student's projection matches."""
+        return self.hidden[-1]
+
+
+class TeacherHead(nn.Module):
+    """BatchNorm + MLP over cached teacher features. `forward` returns (raw prediction, aesthetic feature)."""
+
+    def __init__(self, config: TeacherHeadConfig):
+        super().__init__()
+        if not config.hidden:
+            raise ValueError("the teacher head needs at least one hidden layer")
+        self.config = config
+        layers: list[nn.Module] = [nn.BatchNorm1d(config.input_dim)]
+        width = config.input_dim
+        for i, size in enumerate(config.hidden):
+            if i:
+                layers.append(nn.Dropout(config.dropout))
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, config.output_dim))
+        self.register_buffer("levels", output_levels(config.num_levels, config.scale), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        aesthetic = self.body(features.float())
+        return self.head(aesthetic), aesthetic
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        config = asdict(self.config)
+        return save_artifact(directory, KIND, config, self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "TeacherHead":
+        config, state = load_artifact(directory, KIND)
+        head = cls(TeacherHeadConfig.from_dict(config))
+        head.load_state_dict(state)
+        return head.eval()
+
+
+@torch.inference_mode()
+def run_head(head: TeacherHead, features: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Raw predictions (N, K or 1) and aesthetic features (N, F) in eval mode, in chunks.
+
+    `features` may be a float16 memmap; each chunk is read and converted to float32 on its own.
+    """
+    head.eval()
+    device = next(head.parameters()).device
+    raws, aesthetics = [], []
+    for start in range(0, len(features), batch_size):
+        chunk = torch.from_numpy(np.asarray(features[start:start + batch_size], dtype=np.float32)).to(device)
+        raw, aesthetic = head(chunk)
+        raws.append(raw.float().cpu().numpy())
+        aesthetics.append(aesthetic.float().cpu().numpy())
+    if not raws:
+        return np.zeros((0, head.config.output_dim), np.float32), np.zeros((0, head.config.feature_dim), np.float32)
+    return np.concatenate(raws), np.concatenate(aesthetics)
+
+
+def predict_features(
+    head: TeacherHead, features: np.ndarray, batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean score on the label scale (N,) and the predicted distribution (N, K), or None for scalar heads."""
+    raw, _ = run_head(head, features, batch_size)
+    mean, dist = prediction_to_mean(torch.from_numpy(raw), head.levels.cpu(), head.config.num_levels)
+    return mean.numpy(), None if dist is None else dist.numpy()
+
+
+def raw_to_target(raw: np.ndarray, num_levels: int | None) -> np.ndarray:
+    """The distillation target of a raw prediction: the distribution (K-level) or the normalised score (scalar)."""
+    if num_levels:
+        return torch.softmax(torch.from_numpy(raw).float(), dim=-1).numpy()
+    return raw.reshape(-1).astype(np.float32)
