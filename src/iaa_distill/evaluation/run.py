@@ -1,0 +1,153 @@
+"""Evaluate a saved model on a labelled dataset split: students through `Scorer`, teacher heads on cached features."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import CONFIG_NAME
+from ..data.records import Dataset, ImageRecord
+from ..errors import IAAError
+from .categories import DEFAULT_MIN_IMAGES
+from .predictions import Predictions
+from .report import build_document, write_report
+
+
+def _model_config(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / CONFIG_NAME
+    if not path.is_file():
+        raise IAAError(f"{model_dir}: not a model folder (no {CONFIG_NAME})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise IAAError(f"{path}: invalid JSON ({exc})") from None
+
+
+def _labelled(dataset: Dataset, split: str) -> list[ImageRecord]:
+    records = [r for r in dataset.split(split) if r.label is not None]
+    if not records:
+        raise IAAError(f"dataset '{dataset.name}' has no labelled images in split '{split}'")
+    return records
+
+
+def _teacher_names(teachers: list | None) -> list[str]:
+    """Teacher names of a manifest / head config entry list (entries are dicts with a 'name' or plain names)."""
+    return [str(t.get("name", t)) if isinstance(t, dict) else str(t) for t in teachers or []]
+
+
+def _score_student(model_dir: Path, records: list[ImageRecord], batch_size: int, num_workers: int, device: str,
+                   progress: bool) -> tuple[list[ImageRecord], np.ndarray, np.ndarray | None, dict[str, str]]:
+    from ..scoring import Scorer
+
+    scorer = Scorer.from_pretrained(model_dir, device=device)
+    results = scorer.score_paths([str(r.path) for r in records], batch_size=batch_size, num_workers=num_workers,
+                                 progress=progress)
+    kept, means, dists, excluded = [], [], [], {}
+    for record, result in zip(records, results):
+        if result.error or not math.isfinite(result.mean):
+            excluded[record.image_id] = result.error or "no finite prediction"
+            continue
+        kept.append(record)
+        means.append(result.mean)
+        dists.append(result.distribution)
+    has_dist = bool(kept) and all(d is not None for d in dists)
+    return kept, np.asarray(means, dtype=np.float64), (np.asarray(dists, dtype=np.float64) if has_dist else None), \
+        excluded
+
+
+def _score_head(model_dir: Path, config: dict[str, Any], records: list[ImageRecord], dataset: Dataset,
+                features: str | Path) -> tuple[list[ImageRecord], np.ndarray, np.ndarray | None, dict[str, str]]:
+    from ..features import FeatureCache
+    from ..teacher_head import TeacherHead, predict_features
+
+    cache = FeatureCache.open(features)
+    cache.check_matches(dataset)
+    if int(config.get("input_dim", -1)) != cache.dim or config.get("teachers") != cache.manifest.get("teachers"):
+        raise IAAError(f"{features}: features of teachers '{'+'.join(_teacher_names(cache.manifest.get('teachers')))}' "
+                       f"({cache.dim} values), but the teacher head {model_dir} was trained on "
+                       f"'{'+'.join(_teacher_names(config.get('teachers')))}' ({config.get('input_dim')} values)")
+    head = TeacherHead.from_pretrained(model_dir)
+    excluded = {r.image_id: cache.failed[r.image_id] for r in records if r.image_id in cache.failed}
+    kept = [r for r in records if r.image_id not in cache.failed]
+    if not kept:
+        return kept, np.zeros(0), None, excluded
+    mean, dist = predict_features(head, cache.rows_for([r.image_id for r in kept]))
+    return kept, np.asarray(mean, dtype=np.float64), None if dist is None else np.asarray(dist, np.float64), excluded
+
+
+def _default_name(model_dir: Path) -> str:
+    """A student saved by training lives in RUN/model: name it after the run."""
+    resolved = model_dir.resolve()
+    return resolved.parent.name if resolved.name == "model" else resolved.name
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    dataset: Dataset | str,
+    split: str = "test",
+    out: str | Path | None = None,
+    features: str | Path | None = None,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    device: str = "auto",
+    min_category_images: int = DEFAULT_MIN_IMAGES,
+    threshold: float | None = None,
+    progress: bool = False,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Predict every labelled image of `split` and compute the metrics; with `out`, write the full report.
+
+    `name` labels the model in reports (default: its folder's name, or the run folder's for `RUN/model`).
+    `dataset` is a Dataset or a `FORMAT:PATH` spec; `features` (a feature cache folder) is used by teacher
+    heads and ignored for students, so one call fits every model of a run. Images that cannot be scored
+    (undecodable, or failed in the feature cache) are excluded and listed under "excluded".
+    Returns the metrics.json document.
+    """
+    model_dir = Path(model_dir).expanduser()
+    config = _model_config(model_dir)
+    if isinstance(dataset, str):
+        from ..data.registry import open_dataset
+
+        dataset = open_dataset(dataset)
+    records = _labelled(dataset, split)
+    kind = config.get("kind")
+    if kind == "student":  # a student scores the images themselves; `features` is only for teacher heads
+        records, pred_mean, pred_dist, excluded = _score_student(model_dir, records, batch_size, num_workers,
+                                                                 device, progress)
+        detail = {"backbone": config.get("backbone")}
+    elif kind == "teacher_head":
+        if features is None:
+            raise IAAError(f"{model_dir} is a teacher head: pass the feature cache of this dataset (--features DIR)")
+        records, pred_mean, pred_dist, excluded = _score_head(model_dir, config, records, dataset, features)
+        detail = {"teachers": _teacher_names(config.get("teachers"))}
+    else:
+        raise IAAError(f"{model_dir}: cannot evaluate a '{kind}' artefact (expected a student or a teacher head)")
+    if not records:
+        raise IAAError(f"no image of split '{split}' could be scored ({len(excluded)} failed, e.g. "
+                       f"{next(iter(excluded.items()), ('', ''))[0]}: {next(iter(excluded.values()), '')})")
+
+    labels = [r.label for r in records]
+    scale = tuple(dataset.scale or labels[0].scale)
+    true_dist = None
+    notes = []
+    if dataset.num_levels and all(label.votes is not None for label in labels):
+        if pred_dist is not None and pred_dist.shape[1] == dataset.num_levels:
+            true_dist = np.stack([label.distribution() for label in labels])
+        elif pred_dist is not None:
+            notes.append(f"EMD not computed: the model predicts {pred_dist.shape[1]} levels, "
+                         f"the labels have {dataset.num_levels}")
+    model_scale = config.get("scale")
+    if model_scale and tuple(map(float, model_scale)) != tuple(map(float, scale)):
+        notes.append(f"the model predicts on the scale {model_scale[0]:g}..{model_scale[1]:g}, the labels are on "
+                     f"{scale[0]:g}..{scale[1]:g}: correlations are comparable, accuracy/MSE/EMD are not")
+    predictions = Predictions(
+        [r.image_id for r in records], np.array([label.mean for label in labels]), pred_mean,
+        true_dist, pred_dist,
+        [r.categories for r in records], scale, dataset.num_levels, name or _default_name(model_dir), dataset.name, split)
+    extra = {"model_kind": kind, "model_path": str(model_dir.resolve()), **detail, "notes": notes}
+    if out is None:
+        return build_document(predictions, threshold, min_category_images, excluded, extra)
+    return write_report(predictions, out, threshold, min_category_images, excluded, extra)
