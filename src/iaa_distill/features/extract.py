@@ -1,0 +1,278 @@
+"""Batched teacher feature extraction into a resumable cache, on CPU or CUDA, optionally sharded with torchrun.
+
+CPU: DataLoader workers decode each image once (reduced-size JPEG decode to the largest teacher
+input) and resize it for every teacher; the teachers run in float32.
+CUDA: workers only read the bytes of plain JPEGs, which are decoded as a batch with nvJPEG on the
+GPU (other formats, rotated or CMYK JPEGs, and batches that nvJPEG refuses, go through the shared
+decoder); resizing happens on the GPU and the teachers run under bfloat16 autocast. This path cannot
+be tested without a GPU.
+Under `torchrun` (torch.distributed initialised from the environment) each rank extracts a strided
+shard of the rows into the same cache. Batches are fixed groups of rows, so a resumed run computes
+exactly the batches an uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import __version__
+from ..data.loading import ImageFiles
+from ..data.records import Dataset
+from ..errors import DecodeError, IAAError
+from ..imaging import decode_image
+from ..teachers import DEFAULT_TEACHERS, TeacherSet, load_teachers
+from .cache import FORMAT, FORMAT_VERSION, FeatureCache, RowWriter, finalize_manifest, prepare_cache, read_progress
+
+JPEG_MAGIC = b"\xff\xd8"
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> CUDA when available (the local rank's GPU under torchrun), else CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise IAAError("--device cuda: no CUDA device is available; use --device cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if device != "cpu":
+        raise IAAError(f"--device {device}: expected auto, cpu or cuda")
+    return torch.device("cpu")
+
+
+@contextmanager
+def distributed(device: torch.device) -> Iterator[tuple[int, int]]:
+    """(rank, world size): from an initialised process group, from torchrun's environment, or (0, 1)."""
+    import torch.distributed as dist
+
+    started = False
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        started = True
+    try:
+        yield (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+def _barrier_with_error(error: str | None, world: int) -> None:
+    """Share rank 0's error (or None) with every rank, so that all stop together with the same message.
+
+    Being a collective, it also synchronises the ranks (a barrier) when there is no error.
+    """
+    if world > 1:
+        import torch.distributed as dist
+
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error:
+        raise IAAError(error)
+
+
+def build_manifest(dataset: Dataset, split: str, ids: Sequence[str], teachers: TeacherSet, hflip: bool,
+                   device: torch.device) -> dict[str, Any]:
+    """The cache manifest for this run (`cache.spec_differences` says what must match on resume)."""
+    gpu = device.type == "cuda"
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "teachers": teachers.specs(),
+        "dim": teachers.dim,
+        "hflip": hflip,
+        "preprocessing": {
+            "view": "whole image resized to each teacher's input size",
+            "decoder": "nvjpeg+pil" if gpu else "pil",
+            "precision": "bfloat16" if gpu else "float32",
+        },
+        "dataset": {
+            "name": dataset.name,
+            "fingerprint": dataset.fingerprint(),
+            "split": split,
+            "num_images": len(ids),
+            "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
+        },
+        "iaa_distill_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "complete": False,
+        "failed": {},
+    }
+
+
+def _pending_batches(rows: Sequence[int], done: np.ndarray, batch_size: int) -> list[list[int]]:
+    """Fixed groups of `batch_size` rows with their finished rows removed; empty groups dropped."""
+    groups = (rows[i:i + batch_size] for i in range(0, len(rows), batch_size))
+    return [pending for group in groups if (pending := [r for r in group if not done[r]])]
+
+
+def extract_features(
+    dataset: Dataset,
+    out: str | Path,
+    teachers: Sequence[str] = DEFAULT_TEACHERS,
+    *,
+    weights: dict[str, str] | None = None,
+    split: str = "all",
+    batch_size: int = 32,
+    num_workers: int = 2,
+    device: str = "auto",
+    hflip: bool = False,
+    progress: bool = True,
+) -> FeatureCache:
+    """Extract the teachers' MLSP features of `dataset`'s `split` into the cache folder `out`.
+
+    Creates the cache, or resumes it when it was made the same way (other teachers, preprocessing or
+    images are refused with an IAAError). Undecodable images are listed in `FeatureCache.failed`.
+    """
+    if batch_size < 1:
+        raise IAAError(f"--batch-size must be at least 1, got {batch_size}")
+    records = dataset.split(split)
+    if not records:
+        raise IAAError(f"dataset '{dataset.name}' has no images in split '{split}'")
+    ids = [r.image_id for r in records]
+    duplicates = [image_id for image_id, count in Counter(ids).items() if count > 1]
+    if duplicates:
+        raise IAAError(f"dataset '{dataset.name}': image id '{duplicates[0]}' appears more than once")
+    out = Path(out).expanduser()
+    torch_device = resolve_device(device)
+    with distributed(torch_device) as (rank, world):
+        teacher_set = load_teachers(teachers, weights, torch_device, hflip=hflip)
+        manifest = build_manifest(dataset, split, ids, teacher_set, hflip, torch_device)
+        error = None
+        if rank == 0:
+            try:
+                prepare_cache(out, manifest, ids)
+            except IAAError as exc:
+                error = str(exc)
+        _barrier_with_error(error, world)
+        done, _ = read_progress(out, len(ids))
+        batches = _pending_batches(list(range(rank, len(ids), world)), done, batch_size)
+        writer = RowWriter(out, rank)
+        try:
+            run = _run_cuda if torch_device.type == "cuda" else _run_cpu
+            run(teacher_set, [str(r.path) for r in records], batches, writer, num_workers, torch_device,
+                progress and rank == 0)
+        finally:
+            writer.close()
+        _barrier_with_error(None, world)
+        if rank == 0:
+            finalize_manifest(out)
+        _barrier_with_error(None, world)
+    return FeatureCache.open(out)
+
+
+def _progress_bar(batches: list[list[int]], enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=sum(map(len, batches)), unit="img", desc="features", disable=not enabled, smoothing=0.1)
+
+
+def _run_cpu(teachers: TeacherSet, paths: list[str], batches: list[list[int]], writer: RowWriter,
+             num_workers: int, device: torch.device, progress: bool) -> None:
+    transform = teachers.input_transform()
+    files = ImageFiles(paths, transform, (transform.numel,), min_side=teachers.max_input_size)
+    loader = torch.utils.data.DataLoader(files, batch_sampler=batches, num_workers=num_workers)
+    with _progress_bar(batches, progress) as bar:
+        for batch in loader:
+            ok = batch["ok"]
+            features = teachers(batch["image"][ok].to(device)) if ok.any() else torch.zeros(0, teachers.dim)
+            rows = batch["index"].tolist()
+            writer.write([r for r, good in zip(rows, ok.tolist()) if good], features.cpu().numpy(),
+                         {r: e for r, e, good in zip(rows, batch["error"], ok.tolist()) if not good})
+            bar.update(len(rows))
+
+
+class _EncodedImages(torch.utils.data.Dataset):
+    """For the GPU path: raw bytes of plain JPEGs (decoded later with nvJPEG); anything else decoded here."""
+
+    def __init__(self, paths: Sequence[str], min_side: int):
+        self.paths = list(paths)
+        self.min_side = min_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.paths[index]
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            return {"index": index, "jpeg": None, "image": None, "error": f"{path}: cannot read ({exc.strerror})"}
+        if data[:2] == JPEG_MAGIC and _plain_jpeg(data):
+            return {"index": index, "jpeg": torch.frombuffer(bytearray(data), dtype=torch.uint8), "image": None,
+                    "error": ""}
+        try:
+            image = decode_image(data, min_side=self.min_side, name=path)
+        except DecodeError as exc:
+            return {"index": index, "jpeg": None, "image": None, "error": str(exc)}
+        return {"index": index, "jpeg": None, "image": torch.from_numpy(np.array(image)).permute(2, 0, 1),
+                "error": ""}
+
+
+def _plain_jpeg(data: bytes, max_pixels: int = 120_000_000) -> bool:
+    """An RGB or grayscale JPEG without EXIF rotation and of sane size: safe for nvJPEG."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return (img.mode in ("RGB", "L") and img.width * img.height <= max_pixels
+                    and img.getexif().get(0x0112, 1) == 1)
+    except Exception:  # anything odd goes through the shared decoder, which names the problem
+        return False
+
+
+def _resize_on_device(image: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
+    """(3, H, W) uint8 on the GPU -> (3, size, size) float in [0, 1], antialiased."""
+    mode = interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"
+    resized = torch.nn.functional.interpolate(image[None].float(), size=(size, size), mode=mode, antialias=True)
+    return (resized[0] / 255.0).clamp_(0.0, 1.0)
+
+
+def _run_cuda(teachers: TeacherSet, paths: list[str], batches: list[list[int]], writer: RowWriter,
+              num_workers: int, device: torch.device, progress: bool) -> None:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    files = _EncodedImages(paths, teachers.max_input_size)
+    loader = torch.utils.data.DataLoader(files, batch_sampler=batches, num_workers=num_workers,
+                                         collate_fn=list, pin_memory=False)
+    with _progress_bar(batches, progress) as bar:
+        for items in loader:
+            jpegs = [item for item in items if item["jpeg"] is not None]
+            if jpegs:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        decoded = decode_jpeg([i["jpeg"] for i in jpegs], mode=ImageReadMode.RGB, device=device)
+                    except RuntimeError:  # one bad file fails the batch: fall back to the shared decoder
+                        decoded = [None] * len(jpegs)
+                for item, image in zip(jpegs, decoded):
+                    if image is None:
+                        try:
+                            image = torch.from_numpy(np.array(decode_image(item["jpeg"].numpy().tobytes(),
+                                                                             name=paths[item["index"]])))
+                            image = image.permute(2, 0, 1)
+                        except DecodeError as exc:
+                            item["error"] = str(exc)
+                    item["image"] = image
+            good = [item for item in items if item["image"] is not None]
+            failed = {item["index"]: item["error"] for item in items if item["image"] is None}
+            features = torch.zeros(0, teachers.dim)
+            if good:
+                inputs = [torch.stack([_resize_on_device(item["image"].to(device, non_blocking=True),
+                                                         t.input_size, t.interpolation) for item in good])
+                          for t in teachers.teachers]
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    features = teachers(inputs).float()
+            writer.write([item["index"] for item in good], features.cpu().numpy(), failed)
+            bar.update(len(items))
