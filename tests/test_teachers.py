@@ -123,3 +123,16 @@ def test_bad_teacher_names_are_clear_errors(tmp_path):
         load_teachers(["not_a_model"])
     with pytest.raises(IAAError, match="resnet10t"):
         load_teachers(["test_efficientnet"], {"resnet10t": str(tmp_path / "x.pth")})
+
+
+@pytest.mark.parametrize("name, levels", [("swin_tiny_patch4_window7_224", 12), ("convnext_atto", 12)])
+def test_mlsp_pools_every_block_of_stage_based_models(name, levels):
+    """Structure only (random weights, never used as a teacher): every block, channels pooled correctly."""
+    from iaa_distill.teachers.weights import WeightsSource
+
+    model = timm.create_model(name, pretrained=False)
+    teacher = Teacher(name, model, WeightsSource("test", "random", ""))
+    assert len(teacher.level_dims) == levels
+    assert teacher.level_dims[-1] == model.num_features  # the channel axis was pooled, not a spatial one
+    out = teacher(torch.rand(1, 3, teacher.input_size, teacher.input_size))
+    assert out.shape == (1, teacher.dim)

@@ -4,8 +4,9 @@ The MLSP vector is the global average pool of the output of every block, concate
 network order (Hou et al.; Hosu et al. 2019). Blocks are found generically:
 - models with `blocks` made of stages (EfficientNet, MobileNet, ...): every block of every stage;
 - models with a flat `blocks` list (ViT-like): every block (token outputs are averaged);
-- other models (ResNet, ConvNeXt, ...): the modules named in timm's `feature_info`, expanded to
-  their children when a stage is a sequence of blocks.
+- other models (ResNet, ConvNeXt, Swin, ...): the modules named in timm's `feature_info`, expanded
+  to their blocks when a stage holds them (`stage.blocks` or a sequence of blocks); channels-last
+  (NHWC) stage outputs such as Swin's are pooled over their spatial axes.
 Preprocessing comes from the model's pretrained config (input size, mean/std, interpolation);
 the teacher sees the whole image resized to its input size, so one vector per image can be cached.
 """
@@ -38,6 +39,10 @@ def mlsp_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for entry in info:
         name = entry["module"]
         stage = modules[name]
+        inner = getattr(stage, "blocks", None)  # ConvNeXt / Swin stages hold their blocks in `.blocks`
+        if isinstance(inner, nn.Sequential) and len(inner):
+            found += [(f"{name}.blocks.{i}", module) for i, module in enumerate(inner)]
+            continue
         children = list(stage.named_children()) if isinstance(stage, nn.Sequential) else []
         if children:
             found += [(f"{name}.{child}", module) for child, module in children]
@@ -46,12 +51,12 @@ def mlsp_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return found
 
 
-def _pool(output: torch.Tensor | tuple) -> torch.Tensor:
-    """Global average pool of a block output: NCHW -> NC, NLC (tokens) -> NC."""
+def _pool(output: torch.Tensor | tuple, nhwc: bool = False) -> torch.Tensor:
+    """Global average pool of a block output: NCHW (or NHWC, e.g. Swin) -> NC, NLC (tokens) -> NC."""
     if isinstance(output, (tuple, list)):
         output = output[0]
     if output.ndim == 4:
-        return output.float().mean(dim=(2, 3))
+        return output.float().mean(dim=(1, 2) if nhwc else (2, 3))
     if output.ndim == 3:
         return output.float().mean(dim=1)
     raise ValueError(f"cannot pool a block output of shape {tuple(output.shape)}")
@@ -73,6 +78,7 @@ class Teacher(nn.Module):
         self.register_buffer("mean", torch.tensor(cfg["mean"], dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(cfg["std"], dtype=torch.float32).view(1, 3, 1, 1))
         self._blocks = mlsp_blocks(model)
+        self._nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
         self._pooled: list[torch.Tensor] | None = None  # a list only while `_levels` runs
         last = len(self._blocks) - 1
         for i, (_, block) in enumerate(self._blocks):
@@ -91,7 +97,7 @@ class Teacher(nn.Module):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             if self._pooled is None:
                 return
-            self._pooled.append(_pool(output))
+            self._pooled.append(_pool(output, self._nhwc))
             if stop:
                 raise _StopForward
 
