@@ -1,0 +1,245 @@
+"""A pre-resized image cache for student training: decode every JPEG once, reuse it for every epoch and run.
+
+Each image is decoded with the shared decoder (reduced-size JPEG decode) and resized whole to a
+square `size` x `size` uint8 array exactly like `preprocessing` does, then stored in one
+memory-mapped `images.npy` (N x size x size x 3). A folder holds:
+
+- `images.npy`   the pixels (row i = `index.json` id i; rows of undecodable images stay black);
+- `index.json`   ids and paths in row order;
+- `manifest.json` size, interpolation, dataset fingerprint, ids hash, `complete`;
+- `progress.jsonl` a journal: after every committed chunk (pixels fsynced first) one line
+  {"done": rows, "failed": [[id, error], ...]}; an interrupted build resumes after the last line;
+- `failed.json`  id -> error of the undecodable images (written when complete).
+
+Training reads random crops straight from the memory map, so an epoch costs no JPEG decoding and
+memory use does not grow with the number of images. Several processes (DDP ranks) may ask for
+the same cache: a file lock lets one build it while the others wait.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from ..artifacts import atomic_write_text
+from ..data.loading import ImageFiles
+from ..data.records import ImageRecord
+from ..errors import IAAError
+
+IMAGES = "images.npy"
+INDEX = "index.json"
+MANIFEST = "manifest.json"
+JOURNAL = "progress.jsonl"
+FAILED = "failed.json"
+LOCK = ".lock"
+FORMAT_VERSION = 1
+
+
+def default_cache_root() -> Path:
+    """`$IAA_CACHE_DIR/images`, else `~/.cache/iaa_distill/images`."""
+    base = os.environ.get("IAA_CACHE_DIR") or Path.home() / ".cache" / "iaa_distill"
+    return Path(base).expanduser() / "images"
+
+
+def ids_hash(ids: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for image_id in ids:
+        h.update(image_id.encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+def resize_transform(size: int, interpolation: str) -> v2.Compose:
+    """PIL -> uint8 (3, size, size): the same resize as `preprocessing.eval_transform`/`train_transform`."""
+    mode = v2.InterpolationMode(interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear")
+    return v2.Compose([v2.PILToTensor(), v2.Resize((size, size), interpolation=mode, antialias=True)])
+
+
+@dataclass
+class ImageCache:
+    """A complete cache folder: `rows_for(ids)` locates images in `pixels` (opened read-only on demand)."""
+
+    root: Path
+    ids: list[str]
+    size: int
+    interpolation: str
+    failed: dict[str, str]
+    manifest: dict
+
+    @classmethod
+    def open(cls, directory: str | Path) -> "ImageCache":
+        root = Path(directory).expanduser()
+        try:
+            manifest = json.loads((root / MANIFEST).read_text())
+            index = json.loads((root / INDEX).read_text())
+            failed = json.loads((root / FAILED).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise IAAError(f"{root}: not a complete image cache ({exc})") from None
+        if not manifest.get("complete"):
+            raise IAAError(f"{root}: image cache is incomplete (its build was interrupted; rerun to finish it)")
+        return cls(root, index["ids"], manifest["size"], manifest["interpolation"], failed, manifest)
+
+    @property
+    def path(self) -> Path:
+        return self.root / IMAGES
+
+    def pixels(self) -> np.ndarray:
+        """The (N, size, size, 3) uint8 memory map."""
+        return np.load(self.path, mmap_mode="r")
+
+    def valid_ids(self) -> list[str]:
+        return [i for i in self.ids if i not in self.failed]
+
+    def rows_for(self, ids: Sequence[str]) -> np.ndarray:
+        position = {image_id: row for row, image_id in enumerate(self.ids)}
+        missing = [i for i in ids if i not in position]
+        if missing:
+            raise IAAError(f"{self.root}: image cache lacks {len(missing)} images (e.g. '{missing[0]}')")
+        return np.array([position[i] for i in ids], dtype=np.int64)
+
+
+def ensure_image_cache(
+    records: Sequence[ImageRecord],
+    size: int,
+    interpolation: str = "bicubic",
+    root: str | Path | None = None,
+    name: str = "images",
+    dataset_fingerprint: str = "",
+    num_workers: int = 4,
+    batch_size: int = 32,
+    commit_every: int = 1024,
+) -> ImageCache:
+    """Open the cache of `records` at `size`, building or finishing it first when needed.
+
+    The folder `root/<name>-<size>px-<interpolation>-<ids hash>` is keyed by everything that
+    changes its content, so caches for other images or sizes never collide and every run or
+    baseline over the same images reuses the same one.
+    """
+    ids = [r.image_id for r in records]
+    folder = Path(root or default_cache_root()).expanduser() / f"{name}-{size}px-{interpolation}-{ids_hash(ids)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; concurrent ranks wait here, then find it complete
+        try:
+            return ImageCache.open(folder)
+        except IAAError:
+            pass
+        _build(records, folder, size, interpolation, dataset_fingerprint, num_workers, batch_size, commit_every)
+        return ImageCache.open(folder)
+
+
+def _build(
+    records: Sequence[ImageRecord],
+    folder: Path,
+    size: int,
+    interpolation: str,
+    dataset_fingerprint: str,
+    num_workers: int,
+    batch_size: int,
+    commit_every: int,
+) -> None:
+    ids = [r.image_id for r in records]
+    shape = (len(ids), size, size, 3)
+    manifest = {
+        "format": FORMAT_VERSION, "size": size, "interpolation": interpolation, "shape": list(shape),
+        "dataset_fingerprint": dataset_fingerprint, "ids_hash": ids_hash(ids), "complete": False,
+    }
+    done, failed = _resume_point(folder, manifest)
+    if done == 0:
+        for stale in (JOURNAL, FAILED):
+            (folder / stale).unlink(missing_ok=True)
+        atomic_write_text(folder / INDEX, json.dumps({"ids": ids, "paths": [str(r.path) for r in records]}) + "\n")
+        with open(folder / IMAGES, "wb") as f:  # .npy header, then a sparse file of the full size
+            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            f.truncate(f.tell() + int(np.prod(shape)))
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    start = time.perf_counter()
+    remaining = len(ids) - done
+    _say(f"image cache: {'resuming' if done else 'writing'} {remaining} of {len(ids)} images at {size}x{size} in {folder}")
+    if remaining:
+        _fill(records, folder, size, interpolation, done, failed, num_workers, batch_size, commit_every)
+    atomic_write_text(folder / FAILED, json.dumps(failed, indent=1) + "\n")
+    atomic_write_text(folder / MANIFEST, json.dumps({**manifest, "complete": True}, indent=2) + "\n")
+    rate = remaining / max(time.perf_counter() - start, 1e-9)
+    _say(f"image cache: done ({rate:.0f} img/s), {len(failed)} undecodable image(s) excluded")
+    for image_id, error in list(failed.items())[:5]:
+        _say(f"  {image_id}: {error}")
+
+
+def _resume_point(folder: Path, manifest: dict) -> tuple[int, dict[str, str]]:
+    """Rows already committed by an interrupted build of the same content (0 when starting afresh)."""
+    try:
+        old = json.loads((folder / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return 0, {}
+    if {k: v for k, v in old.items() if k != "complete"} != {k: v for k, v in manifest.items() if k != "complete"}:
+        return 0, {}
+    if not (folder / IMAGES).is_file() or not (folder / JOURNAL).is_file():
+        return 0, {}
+    done, failed = 0, {}
+    for line in (folder / JOURNAL).read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a torn last line from a crash: ignore it
+            break
+        done = entry["done"]
+        failed.update(dict(entry["failed"]))
+    return done, failed
+
+
+def _fill(
+    records: Sequence[ImageRecord],
+    folder: Path,
+    size: int,
+    interpolation: str,
+    done: int,
+    failed: dict[str, str],
+    num_workers: int,
+    batch_size: int,
+    commit_every: int,
+) -> None:
+    """Decode rows done..N-1 in order with DataLoader workers, committing pixels then journal every chunk."""
+    from tqdm import tqdm
+
+    files = ImageFiles([r.path for r in records[done:]], resize_transform(size, interpolation), (3, size, size), min_side=size)
+    loader = torch.utils.data.DataLoader(files, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    row_bytes = size * size * 3
+    with open(folder / IMAGES, "r+b") as images, open(folder / JOURNAL, "a") as journal:
+        images.seek(0)
+        np.lib.format.read_magic(images)
+        np.lib.format.read_array_header_1_0(images)
+        offset = images.tell()
+        pending: list[list[str]] = []
+        row = done
+        progress = tqdm(total=len(records), initial=done, unit="img", desc="image cache", disable=None, file=sys.stderr)
+        for batch in loader:
+            pixels = batch["image"].permute(0, 2, 3, 1).contiguous().numpy()
+            for k in range(len(pixels)):
+                if batch["ok"][k]:
+                    os.pwrite(images.fileno(), pixels[k].tobytes(), offset + (row + k) * row_bytes)
+                else:
+                    pending.append([records[row + k].image_id, batch["error"][k]])
+            row += len(pixels)
+            progress.update(len(pixels))
+            if row - done >= commit_every or row == len(records):
+                os.fsync(images.fileno())
+                journal.write(json.dumps({"done": row, "failed": pending}) + "\n")
+                journal.flush()
+                os.fsync(journal.fileno())
+                failed.update(dict(pending))
+                pending, done = [], row
+        progress.close()
+
+
+def _say(message: str) -> None:
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        print(message, flush=True)
