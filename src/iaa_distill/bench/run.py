@@ -1,0 +1,90 @@
+"""Run the benchmark sections, print every figure and ratio, write `bench.json` and `bench.md`."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..artifacts import atomic_write_text
+from ..teachers import DEFAULT_TEACHERS
+from .photos import write_benchmark_photos
+from .sections import bench_decode, bench_scoring, bench_teachers, bench_training, machine_info
+from .timing import Report
+
+SECTIONS = ("decode", "teachers", "training", "scoring")
+AVA_IMAGES, AVA_TRAIN, AVA_TEST = 255_500, 235_500, 19_930
+
+
+def run_bench(out: str | Path = "bench", photos: int = 96, sections: tuple[str, ...] = SECTIONS, device: str = "auto",
+              workers: int | None = None, repeats: int = 3, quick: bool = False, ava_epochs: int = 15) -> Report:
+    """Measure on this machine; `quick` shrinks every section (a smoke run, not for reporting)."""
+    import os
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    workers = workers if workers is not None else min(16, os.cpu_count() or 1)
+    out = Path(out)
+    report = Report(machine_info(device))
+    print(f"iaa bench on {report.machine}")
+    paths = write_benchmark_photos(out / "photos", photos)
+    print(f"  {len(paths)} photos of 800x600 in {out / 'photos'} (~{sum(p.stat().st_size for p in paths) / len(paths) / 1024:.0f} KB each)")
+    gpu = device == "cuda"
+    batch = 256 if gpu else (8 if quick else 32)
+    repeats = 1 if quick else repeats
+    start = time.perf_counter()
+    rates: dict[str, dict] = {}
+    if "decode" in sections:
+        rates["decode"] = bench_decode(report, paths, workers, repeats)
+    if "teachers" in sections:
+        teachers = list(DEFAULT_TEACHERS[:1] if quick else DEFAULT_TEACHERS)
+        rates["teachers"] = bench_teachers(report, paths, teachers, workers, batch, repeats, device)
+    if "training" in sections:
+        steps = 2 if quick else (20 if gpu else 3)
+        rates["training"] = bench_training(report, paths, workers, batch, steps, device)
+        if gpu:
+            rates["training_compiled"] = bench_training(report, paths, workers, batch, steps, device, compile_model=True)
+    if "scoring" in sections:
+        sizes = (256,) if gpu else ((8,) if quick else (8, 32))
+        rates["scoring"] = bench_scoring(report, paths, workers, device, sizes)
+    estimate = ava_estimate(rates, ava_epochs)
+    if estimate:
+        print(f"  estimate   full AVA pipeline from these rates: {estimate['total_hours']:.2f} h ({estimate['detail']})")
+    write(report, out, estimate, time.perf_counter() - start)
+    return report
+
+
+def ava_estimate(rates: dict[str, dict], epochs: int) -> dict | None:
+    """Hours for features + stage 1 + student and baseline (epochs each) + evaluation on AVA, from measured rates."""
+    if not all(k in rates for k in ("teachers", "training", "scoring")):
+        return None
+    teacher_rate = 1.0 / sum(1.0 / r for r in rates["teachers"].values())  # each image decoded once for all teachers
+    train = rates.get("training_compiled", rates["training"])["from_files"]
+    score = max(v for k, v in rates["scoring"].items() if k.endswith("best"))
+    seconds = {
+        "features": AVA_IMAGES / teacher_rate,
+        "student_and_baseline": 2 * epochs * AVA_TRAIN / train,
+        "evaluation": 2 * AVA_TEST / score,
+    }
+    return {"total_hours": sum(seconds.values()) / 3600, "seconds": seconds, "epochs": epochs,
+            "detail": ", ".join(f"{k} {v / 3600:.2f} h" for k, v in seconds.items())}
+
+
+def _goal(ratio: dict) -> str:
+    return "" if ratio["goal"] is None else f">= {ratio['goal']:g}: {ratio['verdict']}"
+
+
+def write(report: Report, out: Path, estimate: dict | None, seconds: float) -> None:
+    document = {"machine": report.machine, "results": [asdict(r) for r in report.results], "ratios": report.ratios,
+                "ava_estimate": estimate, "seconds": seconds}
+    atomic_write_text(out / "bench.json", json.dumps(document, indent=2) + "\n")
+    lines = ["# iaa bench", "", f"Machine: {report.machine}", "", "| section | figure | value |", "|---|---|---|"]
+    lines += [f"| {r.section} | {r.name} | {r.value:.1f} {r.unit} |" for r in report.results]
+    lines += ["", "| ratio | value | goal |", "|---|---|---|"]
+    lines += [f"| {r['name']} | {r['value']:.2f}x | {_goal(r)} |" for r in report.ratios]
+    if estimate:
+        lines += ["", f"Full AVA pipeline estimated from these rates ({estimate['epochs']} student epochs, student + baseline): "
+                  f"**{estimate['total_hours']:.2f} h** ({estimate['detail']})."]
+    atomic_write_text(out / "bench.md", "\n".join(lines) + "\n")
+    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.md'} ({seconds:.0f} s)")

@@ -1,0 +1,213 @@
+"""The measured sections of `iaa bench`: decoding, teacher extraction, student training, scoring.
+
+Each function adds figures to a `Report`; `photos` are real-size JPEG files (see photos.py).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.loading import ImageFiles
+from ..preprocessing import eval_transform
+from .timing import Report, images_per_second
+
+NIMA_BACKBONE = "inception_resnet_v2"  # the architecture of pyiqa's default `nima` (299 px)
+
+
+def _drain(loader: torch.utils.data.DataLoader) -> int:
+    return sum(int(batch["ok"].sum()) for batch in loader)
+
+
+def decode_rate(photos: list[Path], size: int, draft: bool, workers: int, repeats: int) -> float:
+    """img/s of decode + whole-image resize to size x size in DataLoader workers."""
+    files = ImageFiles(photos, eval_transform(size), (3, size, size), min_side=size if draft else None)
+    loader = torch.utils.data.DataLoader(files, batch_size=32, num_workers=workers)
+    return images_per_second(lambda: _drain(loader), repeats=repeats)
+
+
+def bench_decode(report: Report, photos: list[Path], workers: int, repeats: int) -> dict[str, float]:
+    full = report.add("decode", f"PIL full decode + resize 224, {workers} workers", decode_rate(photos, 224, False, workers, repeats))
+    draft = report.add("decode", f"PIL reduced-size (draft) decode + resize 224, {workers} workers", decode_rate(photos, 224, True, workers, repeats))
+    report.ratio("draft vs full decode", draft, full)
+    if torch.cuda.is_available():
+        from torchvision.io import decode_jpeg
+
+        data = [torch.frombuffer(bytearray(Path(p).read_bytes()), dtype=torch.uint8) for p in photos]
+
+        def gpu() -> int:
+            for start in range(0, len(data), 64):
+                images = decode_jpeg(data[start:start + 64], device="cuda")
+                for image in images:
+                    torch.nn.functional.interpolate(image[None].float(), size=(224, 224), mode="bilinear", antialias=True)
+            torch.cuda.synchronize()
+            return len(data)
+
+        report.add("decode", "nvJPEG decode + resize 224 (GPU, files in page cache)", images_per_second(gpu, repeats=repeats))
+    return {"full": full, "draft": draft}
+
+
+def bench_teachers(report: Report, photos: list[Path], teachers: list[str], workers: int, batch_size: int,
+                   repeats: int, device: str) -> dict[str, float]:
+    """Per teacher: compute-only MLSP rate vs end-to-end extraction from JPEG files, and its decode limit."""
+    from ..data.folder import read_folder
+    from ..features import extract_features
+    from ..teachers import load_teachers
+
+    dev = torch.device(device)
+    rates = {}
+    for name in teachers:
+        start = time.perf_counter()
+        teacher_set = load_teachers([name], device=str(dev))
+        load_seconds = time.perf_counter() - start  # paid once per run; excluded from the extraction rate
+        size = teacher_set.max_input_size
+        batch = torch.rand(batch_size, 3, size, size, device=dev)
+
+        def compute() -> int:
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                teacher_set(batch)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            return batch_size
+
+        compute_rate = report.add("teachers", f"{name} MLSP compute only, batch {batch_size}, {size} px", images_per_second(compute, repeats=repeats))
+        decode_limit = report.add("teachers", f"{name} decode limit (draft decode + resize {size})", decode_rate(photos, size, True, workers, 1))
+        folder = photos[0].parent
+        dataset = read_folder(folder)
+        times = []
+        for _ in range(max(1, repeats - 1)):
+            with tempfile.TemporaryDirectory() as tmp:
+                start = time.perf_counter()
+                extract_features(dataset, Path(tmp) / "cache", [name], batch_size=batch_size, num_workers=workers,
+                                 device=device, progress=False)
+                times.append(time.perf_counter() - start - load_seconds)
+        end_to_end = report.add("teachers", f"{name} extraction from JPEG files, end to end (model loading excluded)",
+                                len(dataset.records) / float(np.median(times)))
+        report.ratio(f"{name} extraction vs min(decode limit, compute)", end_to_end, min(decode_limit, compute_rate), goal=0.8)
+        rates[name] = end_to_end
+    return rates
+
+
+def bench_training(report: Report, photos: list[Path], workers: int, batch_size: int, steps: int, device: str,
+                   backbone: str = "tf_efficientnet_lite0", compile_model: bool = False) -> dict[str, float]:
+    """Student train step (forward + backward + AdamW): in-memory tensors vs batches read from the image cache."""
+    from ..data.records import ImageRecord
+    from ..losses import label_loss
+    from ..student import Student, StudentConfig
+    from ..training.datamodule import SplitArrays, StudentDataModule
+    from ..training.image_cache import ensure_image_cache
+
+    dev = torch.device(device)
+    config = StudentConfig.for_backbone(backbone)
+    model = Student(config).to(dev).to(memory_format=torch.channels_last)
+    step_fn = torch.compile(model) if compile_model else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    size = config.input_size
+    target = torch.full((batch_size, config.output_dim), 1.0 / config.output_dim, device=dev)
+
+    def step(images: torch.Tensor) -> None:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            raw, _ = step_fn(images.contiguous(memory_format=torch.channels_last))
+            loss = label_loss(raw.float(), target[: len(raw)], config.num_levels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    fixed = torch.rand(batch_size, 3, size, size, device=dev)
+
+    def compute() -> int:
+        for _ in range(steps):
+            step(fixed)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return steps * batch_size
+
+    label = f"{backbone} {size} px batch {batch_size}" + (" compiled" if compile_model else "")
+    compute_rate = report.add("training", f"train step, compute only ({label})", images_per_second(compute, repeats=2))
+
+    records = [ImageRecord(p.name, p, "bench") for p in photos]
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        cache = ensure_image_cache(records, config.train_resize, root=tmp, num_workers=workers)
+        report.add("training", f"image cache build from JPEG files ({config.train_resize} px, once per dataset)", len(records) / (time.perf_counter() - start))
+        n = len(records)
+        split = SplitArrays(cache.path, cache.rows_for([r.image_id for r in records]),
+                            np.full((n, config.output_dim), 1.0 / config.output_dim, dtype=np.float32), np.full(n, 5.0))
+        module = StudentDataModule(split, split, config.train_resize, size, batch_size, num_workers=workers)
+        loader = module.train_dataloader()
+
+        def from_cache() -> int:
+            done = 0
+            while done < steps * batch_size:
+                for batch in loader:
+                    step(batch["image"].to(dev, non_blocking=True).float().div_(255))
+                    done += len(batch["image"])
+                    if done >= steps * batch_size:
+                        break
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            return done
+
+        cached_rate = report.add("training", f"train step reading the image cache ({label}, {workers} workers)", images_per_second(from_cache, repeats=2))
+        loader_rate = report.add("training", f"image-cache loader alone ({workers} workers)", images_per_second(lambda: sum(len(b["image"]) for b in loader), repeats=2))
+    report.ratio(f"training from files vs compute only ({label})", cached_rate, compute_rate, goal=0.8)
+    return {"compute": compute_rate, "from_files": cached_rate, "loader": loader_rate}
+
+
+def _student_dir(root: Path, backbone: str, pretrained: bool) -> Path:
+    from ..student import Student, StudentConfig
+
+    config = StudentConfig.for_backbone(backbone)
+    model = Student.create(config, pretrained=pretrained)
+    return model.save_pretrained(root / backbone)
+
+
+def bench_scoring(report: Report, photos: list[Path], workers: int, device: str, batch_sizes: tuple[int, ...],
+                  nima: bool = True) -> dict[str, float]:
+    """`iaa score` end to end from JPEG files: default student (torch, ONNX) vs the NIMA architecture."""
+    from ..scoring import Scorer
+    from ..scoring.onnx_export import export_onnx
+
+    rates: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        default_dir = _student_dir(root, "tf_efficientnet_lite0", pretrained=True)
+        onnx_path = export_onnx(default_dir, root / "student.onnx")
+        scorers = {"student torch": Scorer.from_pretrained(default_dir, device=device)}
+        if device == "cpu":
+            scorers["student onnxruntime"] = Scorer.from_pretrained(default_dir, device=device, backend="onnx", onnx_path=onnx_path)
+        for name, scorer in scorers.items():
+            few = photos[: min(len(photos), 32)]
+            rates[f"{name} batch 1"] = report.add("scoring", f"{name}, batch 1 (latency mode), {workers} workers", images_per_second(
+                lambda s=scorer: len(s.score_paths(few, batch_size=1, num_workers=workers)), repeats=2))
+            best = 0.0
+            for bs in batch_sizes:
+                rate = report.add("scoring", f"{name}, batch {bs}", images_per_second(
+                    lambda s=scorer, b=bs: len(s.score_paths(photos, batch_size=b, num_workers=workers)), repeats=2))
+                best = max(best, rate)
+            rates[f"{name} best"] = best
+        if "student onnxruntime best" in rates:
+            report.ratio("ONNX Runtime vs PyTorch (best batch)", rates["student onnxruntime best"], rates["student torch best"])
+        if nima:
+            nima_dir = _student_dir(root, NIMA_BACKBONE, pretrained=False)  # random weights: timing only
+            nima_scorer = Scorer.from_pretrained(nima_dir, device=device)
+            bs = max(batch_sizes)
+            rates["nima"] = report.add("scoring", f"NIMA architecture ({NIMA_BACKBONE}, 299 px, random weights), batch {bs}", images_per_second(
+                lambda: len(nima_scorer.score_paths(photos, batch_size=bs, num_workers=workers)), repeats=2))
+            fastest = max(rates.get("student onnxruntime best", 0.0), rates["student torch best"])
+            report.ratio("iaa score (default student) vs NIMA architecture, end to end", fastest, rates["nima"], goal=10.0)
+    return rates
+
+
+def machine_info(device: str) -> dict:
+    import platform
+
+    info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "device": device, "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

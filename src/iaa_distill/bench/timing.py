@@ -1,0 +1,50 @@
+"""Timing helpers: warm-up runs excluded, median of repeats, results as (figure, unit) rows."""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Result:
+    """One measured figure: `value` in `unit`, with how it was measured."""
+
+    section: str
+    name: str
+    value: float
+    unit: str
+    note: str = ""
+
+
+@dataclass
+class Report:
+    machine: dict
+    results: list[Result] = field(default_factory=list)
+    ratios: list[dict] = field(default_factory=list)
+
+    def add(self, section: str, name: str, value: float, unit: str = "img/s", note: str = "") -> float:
+        self.results.append(Result(section, name, float(value), unit, note))
+        print(f"  {section:<10} {name:<58} {value:>10.1f} {unit} {note}", flush=True)
+        return value
+
+    def ratio(self, name: str, numerator: float, denominator: float, goal: float | None = None, note: str = "") -> float:
+        value = numerator / denominator if denominator else float("nan")
+        verdict = "" if goal is None else ("met" if value >= goal else "NOT met")
+        self.ratios.append({"name": name, "value": value, "goal": goal, "verdict": verdict, "note": note})
+        goal_text = "" if goal is None else f" (goal >= {goal:g}: {verdict})"
+        print(f"  ratio      {name:<58} {value:>10.2f}x{goal_text} {note}", flush=True)
+        return value
+
+
+def images_per_second(run: Callable[[], int], repeats: int = 3, warmup: int = 1) -> float:
+    """Median img/s of `run()` (which returns how many images it processed) over `repeats` timed calls."""
+    for _ in range(warmup):
+        run()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        n = run()
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates)

@@ -1,0 +1,31 @@
+"""Measure every speed goal on this machine: image decoding (full vs reduced-size), teacher
+extraction vs its decode limit, student training from files vs compute only, `iaa score` with
+PyTorch and ONNX Runtime at batch 1 and the best batch vs the NIMA architecture, and the full AVA
+pipeline estimated from those rates. Prints figures and ratios; writes bench.json and bench.md."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="bench", help="output folder for photos, bench.json and bench.md (default: ./bench)")
+    parser.add_argument("--photos", type=int, default=96, help="number of generated 800x600 JPEG photos (default: 96)")
+    parser.add_argument("--sections", default="decode,teachers,training,scoring",
+                        help="comma-separated subset of decode,teachers,training,scoring")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--workers", type=int, help="DataLoader workers (default: CPU count, at most 16)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per figure; the median is reported (default: 3)")
+    parser.add_argument("--ava-epochs", type=int, default=15, help="student epochs assumed in the AVA estimate (default: 15)")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run of every section (figures not for reporting)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench.run import SECTIONS, run_bench
+    from ..errors import IAAError
+
+    sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise IAAError(f"unknown bench sections {unknown} (known: {', '.join(SECTIONS)})")
+    run_bench(args.out, args.photos, sections, args.device, args.workers, args.repeats, args.quick, args.ava_epochs)
+    return 0

@@ -1,0 +1,24 @@
+"""`iaa bench`: a smoke run of the decode section writes figures and ratios (speed itself is not asserted)."""
+from __future__ import annotations
+
+import json
+
+from iaa_distill.cli import main
+
+
+def test_bench_decode_section_writes_figures_and_ratios(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "--sections", "decode", "--photos", "6", "--repeats", "1", "--workers", "0", "--out", str(out)]) == 0
+    document = json.loads((out / "bench.json").read_text())
+    names = [r["name"] for r in document["results"]]
+    assert any("full decode" in n for n in names) and any("draft" in n for n in names)
+    assert all(r["value"] > 0 for r in document["results"])
+    assert document["ratios"][0]["name"] == "draft vs full decode"
+    photo = next((out / "photos").glob("*.jpg"))
+    assert 100_000 < photo.stat().st_size < 400_000  # realistic AVA-size JPEGs
+    assert "| ratio |" in (out / "bench.md").read_text()
+
+
+def test_bench_refuses_unknown_sections(capsys):
+    assert main(["bench", "--sections", "decode,warp"]) == 1
+    assert "unknown bench sections ['warp']" in capsys.readouterr().err
