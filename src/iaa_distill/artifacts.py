@@ -15,12 +15,15 @@ from .errors import IAAError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+_UMASK = os.umask(0)  # read once at import (setting it back at once); umask cannot be read without setting it
+os.umask(_UMASK)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file so that readers see either the old or the new content, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
     with os.fdopen(fd, "w") as f:
         f.write(text)
         f.flush()

@@ -1,0 +1,33 @@
+"""Export a trained student for deployment: `iaa export onnx --model DIR --out model.onnx`.
+
+The ONNX graph takes float RGB in [0, 1], N x 3 x S x S (dynamic N; normalisation is inside) and
+returns `mean` (N,) and, for K-level models, `distribution` (N, K). The preprocessing (input size,
+interpolation, scale, number of levels) and the full model config are stored in its metadata, so
+`iaa score --backend onnx --onnx model.onnx` and other onnxruntime users need nothing else.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    formats = parser.add_subparsers(dest="export_format", metavar="FORMAT", required=True)
+    onnx = formats.add_parser("onnx", help="ONNX for onnxruntime", description=__doc__.strip())
+    onnx.add_argument("--model", required=True, metavar="DIR", help="trained student folder")
+    onnx.add_argument("--out", metavar="FILE", help="output file (default: DIR/model.onnx)")
+    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    onnx.add_argument("--no-check", action="store_true", help="skip comparing onnxruntime with PyTorch on a random batch")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..scoring.onnx_export import DEFAULT_ONNX_NAME, export_onnx, verify_onnx
+
+    out = Path(args.out) if args.out else Path(args.model) / DEFAULT_ONNX_NAME
+    export_onnx(args.model, out, opset=args.opset)
+    message = f"exported -> {out}"
+    if not args.no_check:
+        message += f" (max |mean score difference| vs PyTorch: {verify_onnx(args.model, out):.2e})"
+    print(message)
+    return 0

@@ -1,0 +1,64 @@
+"""Score photos with a trained student: files, folders (recursive) and glob patterns -> CSV or JSONL.
+
+Columns: path, mean (score on the model's scale), std (spread of the predicted distribution; empty
+for scalar models), distribution (space-separated level probabilities, K-level models only), error
+(why a file could not be scored). Results are journalled while scoring; --resume continues a killed
+run or skips files already in the output. Under torchrun each process scores a shard and rank 0
+writes the merged output. --html adds a self-contained culling gallery.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns ('**' allowed)")
+    parser.add_argument("--model", required=True, metavar="DIR", help="trained student folder (config.json + model.safetensors)")
+    parser.add_argument("--out", default="scores.csv", help="output file (default: scores.csv)")
+    parser.add_argument("--format", choices=("csv", "jsonl"), help="output format (default: from --out's extension, else csv)")
+    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML gallery sorted by score")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes (default: min(4, CPUs))")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference engine (default: torch)")
+    parser.add_argument("--onnx", metavar="FILE", help="ONNX file for --backend onnx (default: DIR/model.onnx)")
+    parser.add_argument("--threads", type=int, help="CPU inference threads (default: the engine's own choice)")
+    parser.add_argument("--resume", action="store_true", help="keep rows already in --out or its journal and score only the rest")
+    parser.add_argument("--sort", action="store_true", help="sort rows by score, best first (failed files last)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import IAAError
+    from ..scoring import Scorer
+    from ..scoring.batch import collect_paths, score_to_file
+
+    if args.batch_size < 1 or args.workers < 0 or (args.threads is not None and args.threads < 1):
+        raise IAAError("--batch-size and --threads must be >= 1, --workers >= 0")
+    device = args.device
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{int(local_rank) % torch.cuda.device_count()}"
+    paths = collect_paths(args.paths)
+    scorer = Scorer.from_pretrained(
+        args.model, device=device, backend=args.backend, onnx_path=args.onnx, threads=args.threads
+    )
+    rows = score_to_file(
+        scorer, paths, args.out, fmt=args.format, batch_size=args.batch_size, num_workers=args.workers,
+        resume=args.resume, sort=args.sort, progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    if rows is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
+    failed = sum(not r.ok for r in rows)
+    print(f"scored {len(rows) - failed} images, {failed} failed -> {args.out}", file=sys.stderr)
+    if args.html:
+        from ..scoring.gallery import write_gallery
+
+        write_gallery(rows, args.html, scorer.config.scale, title=f"iaa score: {os.path.basename(os.path.abspath(args.model))}")
+        print(f"gallery -> {args.html}", file=sys.stderr)
+    return 0

@@ -1,0 +1,332 @@
+"""`Scorer`: a trained student (PyTorch or its ONNX export) behind one call that scores photos.
+
+Preprocessing comes from the model's own config: the shared decoder (reduced-size JPEG decode to
+`input_size`), then the whole image resized to `input_size` x `input_size` (`preprocessing.eval_transform`).
+Inference runs under `torch.inference_mode` with the model in eval mode and no shared mutable state,
+so one `Scorer` can be called from several threads at once.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import DecodeError, IAAError
+from ..imaging import DEFAULT_MAX_PIXELS, decode_image
+from ..preprocessing import eval_transform
+from ..student import Student, StudentConfig, output_levels
+
+ScoreInput = str | Path | bytes | Image.Image | torch.Tensor | np.ndarray
+
+
+@dataclass
+class ScoreResult:
+    """One scored image.
+
+    mean: predicted mean score on the model's scale (NaN when the image failed).
+    std: standard deviation of the predicted distribution over the score levels; NaN for scalar
+        models (they predict no distribution) and for failed images.
+    distribution: probabilities of the K levels (None for scalar models and failures).
+    error: '' on success, else the one-line reason.
+    """
+
+    path: str
+    mean: float
+    std: float
+    distribution: list[float] | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (NaN becomes None)."""
+        return {
+            "path": self.path,
+            "mean": _finite_or_none(self.mean),
+            "std": _finite_or_none(self.std),
+            "distribution": self.distribution,
+            "error": self.error,
+        }
+
+    @classmethod
+    def failure(cls, path: str, error: str) -> "ScoreResult":
+        return cls(path, math.nan, math.nan, None, error)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class _TorchBackend:
+    def __init__(self, model: Student, device: torch.device):
+        self.model = model.to(device).eval()
+        self.device = device
+        self.name = "torch"
+
+    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        images = images.to(self.device, non_blocking=True)
+        with torch.inference_mode(), torch.autocast("cuda", enabled=self.device.type == "cuda"):
+            mean, dist = self.model.predict(images)
+        return mean.float().cpu().numpy(), None if dist is None else dist.float().cpu().numpy()
+
+
+class _OnnxBackend:
+    def __init__(self, path: Path, device: torch.device, threads: int | None = None):
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+            raise IAAError(f"{path}: cannot load ONNX model ({str(exc).splitlines()[0]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.name = "onnx"
+
+    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        values = self.session.run(None, {self.input_name: images.float().cpu().numpy()})
+        named = dict(zip(self.outputs, values))
+        return named["mean"].astype(np.float32), named.get("distribution")
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when available; asking for CUDA without it is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise IAAError("--device cuda was requested but no CUDA GPU is available (use --device cpu)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise IAAError(f"unknown device '{device}' (use cpu, cuda or auto)")
+    return torch.device(device)
+
+
+class Scorer:
+    """Scores photos with a trained student. Build it with `Scorer.from_pretrained(model_dir)`."""
+
+    def __init__(self, config: StudentConfig, backend: _TorchBackend | _OnnxBackend, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.config = config
+        self.backend = backend
+        self.max_pixels = max_pixels
+        self.transform = eval_transform(config.input_size, config.interpolation)
+        self.levels = output_levels(config.num_levels, config.scale).numpy().astype(np.float64)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | Path | None,
+        device: str = "auto",
+        backend: str = "torch",
+        onnx_path: str | Path | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        threads: int | None = None,
+    ) -> "Scorer":
+        """Load a student folder (config.json + model.safetensors).
+
+        backend='onnx' runs `onnx_path` (default: `model_dir/model.onnx`) with onnxruntime; its
+        preprocessing comes from `model_dir`'s config, or from the ONNX metadata when `model_dir` is None.
+        threads: CPU threads for inference (onnx: the session's intra-op threads; torch: process-wide
+        `torch.set_num_threads`); None keeps the engine's default.
+        """
+        torch_device = resolve_device(device)
+        if threads and backend == "torch":
+            torch.set_num_threads(threads)
+        if backend == "torch":
+            if model_dir is None:
+                raise IAAError("the torch backend needs a model folder (--model DIR)")
+            model = Student.from_pretrained(model_dir)
+            return cls(model.config, _TorchBackend(model, torch_device), max_pixels)
+        if backend != "onnx":
+            raise IAAError(f"unknown backend '{backend}' (use torch or onnx)")
+        from .onnx_export import DEFAULT_ONNX_NAME, config_from_metadata
+
+        if onnx_path is None:
+            if model_dir is None:
+                raise IAAError("the onnx backend needs --onnx FILE or a model folder holding model.onnx")
+            onnx_path = Path(model_dir) / DEFAULT_ONNX_NAME
+        onnx_path = Path(onnx_path)
+        if not onnx_path.is_file():
+            raise IAAError(f"{onnx_path}: ONNX file not found (create it with: iaa export onnx --model DIR --out FILE)")
+        onnx_backend = _OnnxBackend(onnx_path, torch_device, threads)
+        embedded = config = config_from_metadata(onnx_backend.metadata, onnx_path)
+        if model_dir is not None:
+            config = _read_config(model_dir)
+            for key in ("num_levels", "input_size", "scale"):
+                if getattr(config, key) != getattr(embedded, key):
+                    raise IAAError(
+                        f"{onnx_path}: exported from a different model ({key} {getattr(embedded, key)} "
+                        f"vs {getattr(config, key)} in {model_dir}); re-export it"
+                    )
+        return cls(config, onnx_backend, max_pixels)
+
+    @property
+    def device(self) -> torch.device:
+        return getattr(self.backend, "device", torch.device("cpu"))
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return (3, self.config.input_size, self.config.input_size)
+
+    # -- preprocessing -------------------------------------------------------------------------
+    def preprocess(self, item: ScoreInput, name: str) -> torch.Tensor:
+        """One input -> (3, S, S) float tensor in [0, 1]. Raises DecodeError for unusable input."""
+        if isinstance(item, (str, Path, bytes, bytearray)):
+            item = decode_image(item, min_side=self.config.input_size, max_pixels=self.max_pixels, name=name)
+        if isinstance(item, np.ndarray):
+            item = self._array_to_image(item, name)
+        if isinstance(item, Image.Image):
+            return self.transform(item.convert("RGB"))
+        if isinstance(item, torch.Tensor):
+            return self._prepare_tensor(item, name)
+        raise TypeError(f"cannot score an object of type {type(item).__name__} ({name})")
+
+    @staticmethod
+    def _array_to_image(array: np.ndarray, name: str) -> Image.Image:
+        if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4)):
+            if array.dtype != np.uint8:
+                raise DecodeError(f"{name}: numpy images must be uint8 HxW or HxWx3, got {array.dtype}")
+            return Image.fromarray(array)
+        raise DecodeError(f"{name}: numpy images must be HxW or HxWx3, got shape {array.shape}")
+
+    def _prepare_tensor(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
+        """uint8 tensors go through the same resize as decoded images; float ones are taken as [0, 1]."""
+        if tensor.ndim != 3 or tensor.shape[0] != 3:
+            raise DecodeError(f"{name}: tensors must be CHW RGB (3, H, W), got shape {tuple(tensor.shape)}")
+        if tensor.dtype != torch.uint8 and not tensor.is_floating_point():
+            raise DecodeError(f"{name}: tensors must be uint8 or float in [0, 1], got {tensor.dtype}")
+        return self.transform(tensor.detach().cpu()).clamp_(0, 1)  # PILToTensor passes tensors through
+
+    # -- inference -----------------------------------------------------------------------------
+    def predict_batch(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B, 3, S, S) in [0, 1] -> mean scores (B,) and distributions (B, K) or None."""
+        return self.backend(images)
+
+    def _results(self, names: Sequence[str], images: torch.Tensor) -> list[ScoreResult]:
+        mean, dist = self.predict_batch(images)
+        results = []
+        for i, name in enumerate(names):
+            if dist is None:
+                results.append(ScoreResult(name, float(mean[i]), math.nan, None))
+            else:
+                p = dist[i].astype(np.float64)
+                std = float(np.sqrt(max(0.0, float(p @ (self.levels - float(mean[i])) ** 2))))
+                results.append(ScoreResult(name, float(mean[i]), std, [float(v) for v in p]))
+        return results
+
+    def score(
+        self, inputs: ScoreInput | Sequence[ScoreInput], batch_size: int = 32, names: Sequence[str] | None = None
+    ) -> list[ScoreResult]:
+        """Score paths, bytes, PIL images, numpy HxWx3 uint8 arrays or CHW tensors (uint8, or float in [0, 1]).
+
+        A 4-D tensor is a batch of images. Inputs that cannot be decoded give a result with `error` set.
+        """
+        items = _as_list(inputs)
+        if names is None:
+            names = [_default_name(item, i) for i, item in enumerate(items)]
+        elif len(names) != len(items):
+            raise ValueError(f"got {len(names)} names for {len(items)} inputs")
+        results: list[ScoreResult] = []
+        for start in range(0, len(items), max(1, batch_size)):
+            chunk = list(zip(items[start:start + batch_size], names[start:start + batch_size]))
+            results.extend(self._score_chunk(chunk))
+        return results
+
+    def _score_chunk(self, chunk: list[tuple[ScoreInput, str]]) -> list[ScoreResult]:
+        out: list[ScoreResult | None] = [None] * len(chunk)
+        good, tensors = [], []
+        for i, (item, name) in enumerate(chunk):
+            try:
+                tensors.append(self.preprocess(item, name))
+                good.append(i)
+            except DecodeError as exc:
+                out[i] = ScoreResult.failure(name, str(exc))
+        if good:
+            scored = self._results([chunk[i][1] for i in good], torch.stack(tensors))
+            for i, result in zip(good, scored):
+                out[i] = result
+        return out  # type: ignore[return-value]
+
+    def iter_paths(
+        self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False
+    ) -> Iterator[list[ScoreResult]]:
+        """Score image files batch by batch, decoding in DataLoader workers; yields each batch's results in order."""
+        from tqdm import tqdm
+
+        from ..data.loading import ImageFiles
+
+        names = [str(p) for p in paths]
+        dataset = ImageFiles(names, self.transform, self.output_shape, self.config.input_size, self.max_pixels)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=max(1, batch_size),
+            num_workers=num_workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if num_workers > 0 else None,
+        )
+        with tqdm(total=len(names), unit="img", disable=not progress, dynamic_ncols=True, smoothing=0.05) as bar:
+            for batch in loader:
+                indices = batch["index"].tolist()
+                ok = batch["ok"].tolist()
+                results: list[ScoreResult | None] = [None] * len(indices)
+                keep = [j for j, flag in enumerate(ok) if flag]
+                if keep:
+                    scored = self._results([names[indices[j]] for j in keep], batch["image"][keep])
+                    for j, result in zip(keep, scored):
+                        results[j] = result
+                for j, flag in enumerate(ok):
+                    if not flag:
+                        results[j] = ScoreResult.failure(names[indices[j]], batch["error"][j])
+                bar.update(len(indices))
+                yield results  # type: ignore[misc]
+
+    def score_paths(
+        self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False
+    ) -> list[ScoreResult]:
+        """Score image files (bad files give an error result, never an exception)."""
+        return [r for batch in self.iter_paths(paths, batch_size, num_workers, progress) for r in batch]
+
+
+def _read_config(model_dir: str | Path) -> StudentConfig:
+    import json
+
+    from ..artifacts import CONFIG_NAME
+
+    path = Path(model_dir).expanduser() / CONFIG_NAME
+    if not path.is_file():
+        raise IAAError(f"{model_dir}: not a model folder (expected {CONFIG_NAME})")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise IAAError(f"{path}: invalid JSON ({exc})") from None
+    if data.get("kind") != "student":
+        raise IAAError(f"{model_dir}: holds a '{data.get('kind')}' model, expected 'student'")
+    return StudentConfig.from_dict(data)
+
+
+def _as_list(inputs: ScoreInput | Sequence[ScoreInput]) -> list[ScoreInput]:
+    if isinstance(inputs, torch.Tensor):
+        return list(inputs.unbind(0)) if inputs.ndim == 4 else [inputs]
+    if isinstance(inputs, (str, Path, bytes, bytearray, Image.Image, np.ndarray)):
+        return [inputs]
+    return list(inputs)
+
+
+def _default_name(item: ScoreInput, index: int) -> str:
+    if isinstance(item, (str, Path)):
+        return str(item)
+    filename = getattr(item, "filename", "")
+    return filename or f"<input {index}>"
