@@ -64,3 +64,16 @@ def test_stage_runner_skips_only_up_to_date_stages(tmp_path):
     shutil.rmtree(tmp_path / "a")  # outputs deleted by the user: rerun even though the key matches
     runner.run("a", "k2", tmp_path / "a", make("a"))
     assert calls == ["a", "a", "a"]
+
+
+def test_public_api_names_resolve_lazily():
+    import subprocess
+    import sys
+
+    import iaa_distill
+
+    for name in iaa_distill.__all__:
+        assert getattr(iaa_distill, name) is not None, name
+    light = subprocess.run([sys.executable, "-c", "import sys, iaa_distill; print('torch' in sys.modules)"],
+                           capture_output=True, text=True, check=True)
+    assert light.stdout.strip() == "False"

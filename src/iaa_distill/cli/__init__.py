@@ -8,20 +8,21 @@ import sys
 from .. import __version__
 from ..errors import IAAError
 
-# (subcommand, module in iaa_distill.cli, one-line help). Modules import heavy libraries only inside run().
+# (subcommand, module in iaa_distill.cli, one-line help), in data-flow order.
+# Modules import heavy libraries only inside run(), so `iaa --help` stays fast.
 COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "demo", "the whole method end to end on bundled photos with synthetic labels (CPU, minutes)"),
-    ("fit", "fit", "run every stage from a YAML recipe (features -> teacher -> student + baseline -> eval -> compare)"),
     ("data", "data", "inspect datasets: iaa data check FORMAT:PATH"),
     ("features", "features", "extract teacher features (MLSP) of a dataset into a resumable cache"),
-    ("train-student", "train_student", "stage 2: train the distilled student (or --baseline) on cached images"),
     ("train-teacher", "train_teacher", "stage 1: train the teacher head on a feature cache and write distillation targets"),
+    ("train-student", "train_student", "stage 2: train the distilled student (or --baseline) on cached images"),
+    ("fit", "fit", "run every stage from a YAML recipe (features -> teacher -> student + baseline -> eval -> compare)"),
+    ("eval", "evaluate", "evaluate a student or teacher head on a dataset split: metrics, per-category, reports, plots"),
+    ("compare", "compare", "compare evaluation folders vs a baseline: paired bootstrap CIs, per-category gains"),
     ("score", "score", "score photos (files, folders, globs) with a trained student -> CSV/JSONL, --html gallery"),
     ("export", "export", "export a trained student: iaa export onnx --model DIR --out model.onnx"),
     ("serve", "serve", "HTTP service + web page for a trained student (FastAPI + uvicorn)"),
-    ("eval", "evaluate", "evaluate a student or teacher head on a dataset split: metrics, per-category, reports, plots"),
     ("bench", "bench", "measure every speed goal on this machine and print figures and ratios"),
-    ("compare", "compare", "compare evaluation folders vs a baseline: paired bootstrap CIs, per-category gains"),
 ]
 
 
