@@ -43,11 +43,11 @@ def save_artifact(directory: str | Path, kind: str, config: dict[str, Any], stat
     return directory
 
 
-def load_artifact(directory: str | Path, kind: str | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read an artefact folder; `kind` checks that it holds what the caller expects."""
+def read_config(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """The `config.json` of a model folder; `kind` checks that it holds what the caller expects."""
     directory = Path(directory).expanduser()
-    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    if not config_path.is_file() or not weights_path.is_file():
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
         raise IAAError(f"{directory}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
     try:
         config = json.loads(config_path.read_text())
@@ -55,4 +55,13 @@ def load_artifact(directory: str | Path, kind: str | None = None) -> tuple[dict[
         raise IAAError(f"{config_path}: invalid JSON ({exc})") from None
     if kind is not None and config.get("kind") != kind:
         raise IAAError(f"{directory}: holds a '{config.get('kind')}' model, expected '{kind}'")
+    return config
+
+
+def load_artifact(directory: str | Path, kind: str | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read an artefact folder (config and weights)."""
+    config = read_config(directory, kind)
+    weights_path = Path(directory).expanduser() / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise IAAError(f"{directory}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
     return config, load_file(str(weights_path))

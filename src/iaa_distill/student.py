@@ -46,12 +46,13 @@ class StudentConfig:
         base = dict(
             backbone=backbone,
             input_size=size,
-            train_resize=int(round(size * 256 / 224)),
             mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
             std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
             interpolation=cfg.get("interpolation", "bicubic"),
         )
         base.update(overrides)
+        if "train_resize" not in overrides:  # keep the 256/224 ratio for an overridden input size
+            base["train_resize"] = int(round(base["input_size"] * 256 / 224))
         return cls(**base)
 
     @classmethod

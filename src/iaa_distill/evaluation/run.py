@@ -1,29 +1,18 @@
 """Evaluate a saved model on a labelled dataset split: students through `Scorer`, teacher heads on cached features."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..artifacts import CONFIG_NAME
+from ..artifacts import read_config
 from ..data.records import Dataset, ImageRecord
 from ..errors import IAAError
 from .categories import DEFAULT_MIN_IMAGES
 from .predictions import Predictions
 from .report import build_document, write_report
-
-
-def _model_config(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / CONFIG_NAME
-    if not path.is_file():
-        raise IAAError(f"{model_dir}: not a model folder (no {CONFIG_NAME})")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise IAAError(f"{path}: invalid JSON ({exc})") from None
 
 
 def _labelled(dataset: Dataset, split: str) -> list[ImageRecord]:
@@ -107,7 +96,7 @@ def evaluate_model(
     Returns the metrics.json document.
     """
     model_dir = Path(model_dir).expanduser()
-    config = _model_config(model_dir)
+    config = read_config(model_dir)
     if isinstance(dataset, str):
         from ..data.registry import open_dataset
 

@@ -301,20 +301,9 @@ class Scorer:
 
 
 def _read_config(model_dir: str | Path) -> StudentConfig:
-    import json
+    from ..artifacts import read_config
 
-    from ..artifacts import CONFIG_NAME
-
-    path = Path(model_dir).expanduser() / CONFIG_NAME
-    if not path.is_file():
-        raise IAAError(f"{model_dir}: not a model folder (expected {CONFIG_NAME})")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise IAAError(f"{path}: invalid JSON ({exc})") from None
-    if data.get("kind") != "student":
-        raise IAAError(f"{model_dir}: holds a '{data.get('kind')}' model, expected 'student'")
-    return StudentConfig.from_dict(data)
+    return StudentConfig.from_dict(read_config(model_dir, "student"))
 
 
 def _as_list(inputs: ScoreInput | Sequence[ScoreInput]) -> list[ScoreInput]:
