@@ -26,7 +26,9 @@ class StudentTrainConfig:
     grad_clip: float | None = 1.0
     ema: bool = False
     ema_decay: float = 0.999
-    alpha: float = 1.0  # feature distillation weight
+    # feature distillation weight; the MSE is on the teacher head's raw aesthetic-feature scale, which starts
+    # ~10x above the EMD term: 0.1 beat 1.0 on the demo data (val SRCC 0.822 vs 0.759; baseline 0.808)
+    alpha: float = 0.1
     beta: float = 1.0  # output distillation weight
     feature_loss: str = "mse"  # 'mse' | 'cosine'
     loss: str = "emd"  # ground-truth loss: 'emd' | 'mse' | 'l1' (scalar labels: 'emd' means mse)
