@@ -13,7 +13,7 @@ def test_bench_decode_section_writes_figures_and_ratios(tmp_path, capsys):
     names = [r["name"] for r in document["results"]]
     assert any("full decode" in n for n in names) and any("draft" in n for n in names)
     assert all(r["value"] > 0 for r in document["results"])
-    assert document["ratios"][0]["name"] == "draft vs full decode"
+    assert document["ratios"][0]["name"] == "draft vs full decode, in the main process"
     photo = next((out / "photos").glob("*.jpg"))
     assert 100_000 < photo.stat().st_size < 400_000  # realistic AVA-size JPEGs
     assert "| ratio |" in (out / "bench.md").read_text()

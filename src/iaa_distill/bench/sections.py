@@ -31,9 +31,13 @@ def decode_rate(photos: list[Path], size: int, draft: bool, workers: int, repeat
 
 
 def bench_decode(report: Report, photos: list[Path], workers: int, repeats: int) -> dict[str, float]:
-    full = report.add("decode", f"PIL full decode + resize 224, {workers} workers", decode_rate(photos, 224, False, workers, repeats))
-    draft = report.add("decode", f"PIL reduced-size (draft) decode + resize 224, {workers} workers", decode_rate(photos, 224, True, workers, repeats))
-    report.ratio("draft vs full decode", draft, full)
+    rates = {}
+    for n in sorted({0, workers}):
+        where = "in the main process" if n == 0 else f"{n} DataLoader workers"
+        full = report.add("decode", f"PIL full decode + resize 224, {where}", decode_rate(photos, 224, False, n, repeats))
+        draft = report.add("decode", f"PIL reduced-size (draft) decode + resize 224, {where}", decode_rate(photos, 224, True, n, repeats))
+        report.ratio(f"draft vs full decode, {where}", draft, full)
+        rates.update(full=full, draft=draft)
     if torch.cuda.is_available():
         from torchvision.io import decode_jpeg
 
@@ -47,8 +51,8 @@ def bench_decode(report: Report, photos: list[Path], workers: int, repeats: int)
             torch.cuda.synchronize()
             return len(data)
 
-        report.add("decode", "nvJPEG decode + resize 224 (GPU, files in page cache)", images_per_second(gpu, repeats=repeats))
-    return {"full": full, "draft": draft}
+        rates["nvjpeg"] = report.add("decode", "nvJPEG decode + resize 224 (GPU, files in page cache)", images_per_second(gpu, repeats=repeats))
+    return rates
 
 
 def bench_teachers(report: Report, photos: list[Path], teachers: list[str], workers: int, batch_size: int,
