@@ -122,7 +122,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
     dataset = open_dataset(recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed)
     teacher_config = _checked_fields(TeacherTrainConfig, {"seed": recipe.seed, "progress": progress, **recipe.teacher}, "teacher")
     student_config = _checked_fields(
-        StudentTrainConfig, {"seed": recipe.seed, "val_fraction": recipe.val_fraction, **recipe.student}, "student")
+        StudentTrainConfig, {"seed": recipe.seed, "val_fraction": recipe.val_fraction, "progress": progress, **recipe.student},
+        "student")
     evaluation = {"split": "test", "progress": progress, **recipe.evaluation}
     runner = StageRunner(out, log)
     folders = {name: out / name for name in ("features", "teacher", "image_cache", "student", "baseline", "comparison")}

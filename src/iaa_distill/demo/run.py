@@ -1,7 +1,9 @@
 """`iaa demo`: build the synthetic-label dataset, run every stage of the method on it, score held-out photos."""
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +36,21 @@ def demo_recipe(out: Path, csv_path: Path, quick: bool, seed: int) -> Recipe:
 
 def run_demo(out: str | Path = "iaa-demo", quick: bool = False, seed: int = 0, log=print) -> dict[str, Any]:
     """Run the demo into `out`; returns the stage timings, folders and the comparison document."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="lightning|torchmetrics")
+        warnings.filterwarnings("ignore", message=".*(LeafSpec|SpearmanCorrcoef|logging interval).*")
+        import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import: quiet them afterwards)
+
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # Trainer banners and tips
+            logging.getLogger(name).setLevel(logging.WARNING)
+        return _run(Path(out).expanduser().resolve(), quick, seed, log)
+
+
+def _run(out: Path, quick: bool, seed: int, log) -> dict[str, Any]:
     from ..scoring import Scorer
     from ..scoring.batch import score_to_file
     from ..scoring.gallery import write_gallery
 
-    out = Path(out).expanduser().resolve()
     log(SYNTHETIC_WARNING)
     start = time.perf_counter()
     csv_path = out / "dataset" / "labels.csv"

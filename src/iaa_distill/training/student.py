@@ -56,7 +56,7 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 # Settings that may change between an interrupted run and its resumption.
-RESUME_FREE = ("num_workers",)
+RESUME_FREE = ("num_workers", "progress")
 
 
 class TrainingDiverged(IAAError):
@@ -361,6 +361,7 @@ def train_student(
         gradient_clip_val=config.grad_clip or None, use_distributed_sampler=False, num_sanity_val_steps=0,
         deterministic=config.deterministic if config.deterministic is not None else not torch.cuda.is_available(),
         logger=CSVLogger(out, name="logs"), log_every_n_steps=10, enable_model_summary=False,
+        enable_progress_bar=config.progress,
         callbacks=[
             BestStudent(out, extra),
             EarlyStopping("val_srcc", mode="max", patience=config.patience, check_finite=False),
@@ -382,10 +383,20 @@ def train_student(
         raise
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
+        _close_progress_bars(trainer)
     if not trainer.is_global_zero:
         return {}
     return _write_metrics(out, trainer, settings, len(train_records), len(val_records), excluded,
                           time.perf_counter() - start)
+
+
+def _close_progress_bars(trainer: pl.Trainer) -> None:
+    """A run stopped by an exception leaves tqdm bars open; they would print again at interpreter exit."""
+    bar = trainer.progress_bar_callback
+    for name in ("_train_progress_bar", "_val_progress_bar"):
+        progress = getattr(bar, name, None)
+        if progress is not None:
+            progress.close()
 
 
 def _check_counts(name: str, n_train: int, n_val: int, config: StudentTrainConfig) -> None:

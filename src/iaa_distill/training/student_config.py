@@ -45,6 +45,7 @@ class StudentTrainConfig:
     compile: bool = False
     deterministic: bool | None = None  # None: on for CPU runs, off on GPU (speed)
     num_workers: int = 4
+    progress: bool = True  # progress bars
     val_fraction: float = 0.05  # used when the dataset is opened from a spec (CLI, recipes)
 
     @classmethod
