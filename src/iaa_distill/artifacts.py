@@ -5,7 +5,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from dataclasses import asdict
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -43,16 +44,20 @@ def save_artifact(directory: str | Path, kind: str, config: dict[str, Any], stat
     return directory
 
 
+def read_json(path: Path, missing: str) -> dict[str, Any]:
+    """A JSON file as a dict; `missing` is the error when it does not exist."""
+    if not path.is_file():
+        raise IAAError(missing)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise IAAError(f"{path}: invalid JSON ({exc})") from None
+
+
 def read_config(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
     """The `config.json` of a model folder; `kind` checks that it holds what the caller expects."""
     directory = Path(directory).expanduser()
-    config_path = directory / CONFIG_NAME
-    if not config_path.is_file():
-        raise IAAError(f"{directory}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise IAAError(f"{config_path}: invalid JSON ({exc})") from None
+    config = read_json(directory / CONFIG_NAME, f"{directory}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
     if kind is not None and config.get("kind") != kind:
         raise IAAError(f"{directory}: holds a '{config.get('kind')}' model, expected '{kind}'")
     return config
@@ -65,3 +70,23 @@ def load_artifact(directory: str | Path, kind: str | None = None) -> tuple[dict[
     if not weights_path.is_file():
         raise IAAError(f"{directory}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
     return config, load_file(str(weights_path))
+
+
+class SavedModel:
+    """`save_pretrained` / `from_pretrained` for an nn.Module built from a dataclass `config` (with `from_dict`)."""
+
+    KIND: ClassVar[str]
+    CONFIG: ClassVar[type]
+
+    def save_pretrained(self, directory: str | Path, **extra: Any) -> Path:
+        config = asdict(self.config)
+        if extra:
+            config["extra"] = {**config.get("extra", {}), **extra}
+        return save_artifact(directory, self.KIND, config, self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path):
+        config, state = load_artifact(directory, cls.KIND)
+        model = cls(cls.CONFIG.from_dict(config))
+        model.load_state_dict(state)
+        return model.eval()

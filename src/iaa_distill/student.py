@@ -6,7 +6,7 @@ Normalisation constants are buffers, so the model takes RGB in [0, 1] and export
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from .artifacts import load_artifact, save_artifact
+from .artifacts import SavedModel
 from .data.records import level_values
 
 KIND = "student"
@@ -69,8 +69,11 @@ class StudentConfig:
         return self.num_levels or 1
 
 
-class Student(nn.Module):
+class Student(SavedModel, nn.Module):
     """Backbone -> aesthetic feature -> prediction. `forward` returns (prediction, feature)."""
+
+    KIND = KIND
+    CONFIG = StudentConfig
 
     def __init__(self, config: StudentConfig):
         super().__init__()
@@ -91,18 +94,6 @@ class Student(nn.Module):
         """Mean score on the label scale and the predicted distribution (None for a scalar model)."""
         raw, _ = self(images)
         return prediction_to_mean(raw, self.levels, self.config.num_levels)
-
-    def save_pretrained(self, directory: str | Path, **extra) -> Path:
-        config = asdict(self.config)
-        config["extra"] = {**config.get("extra", {}), **extra}
-        return save_artifact(directory, KIND, config, self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "Student":
-        config, state = load_artifact(directory, KIND)
-        model = cls(StudentConfig.from_dict(config))
-        model.load_state_dict(state)
-        return model.eval()
 
     @classmethod
     def create(cls, config: StudentConfig, pretrained: bool = True, weights: str | None = None) -> "Student":

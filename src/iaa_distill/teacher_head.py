@@ -7,14 +7,13 @@ is never applied to features of another layout.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import load_artifact, save_artifact
+from .artifacts import SavedModel
 from .student import output_levels, prediction_to_mean
 
 KIND = "teacher_head"
@@ -51,8 +50,11 @@ class TeacherHeadConfig:
         return self.hidden[-1]
 
 
-class TeacherHead(nn.Module):
+class TeacherHead(SavedModel, nn.Module):
     """BatchNorm + MLP over cached teacher features. `forward` returns (raw prediction, aesthetic feature)."""
+
+    KIND = KIND
+    CONFIG = TeacherHeadConfig
 
     def __init__(self, config: TeacherHeadConfig):
         super().__init__()
@@ -73,17 +75,6 @@ class TeacherHead(nn.Module):
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         aesthetic = self.body(features.float())
         return self.head(aesthetic), aesthetic
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        config = asdict(self.config)
-        return save_artifact(directory, KIND, config, self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "TeacherHead":
-        config, state = load_artifact(directory, KIND)
-        head = cls(TeacherHeadConfig.from_dict(config))
-        head.load_state_dict(state)
-        return head.eval()
 
 
 @torch.inference_mode()

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import atomic_write_text
+from ..artifacts import atomic_write_text, read_json
 from ..data.records import Dataset
 from ..errors import IAAError
 
@@ -124,12 +124,7 @@ class FeatureCache:
 
 def read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST_NAME
-    if not path.is_file():
-        raise IAAError(f"{directory}: not a feature cache (no {MANIFEST_NAME}); create one with `iaa features`")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise IAAError(f"{path}: invalid JSON ({exc})") from None
+    manifest = read_json(path, f"{directory}: not a feature cache (no {MANIFEST_NAME}); create one with `iaa features`")
     if manifest.get("format") != FORMAT:
         raise IAAError(f"{path}: not an iaa-distill feature cache manifest")
     return manifest
