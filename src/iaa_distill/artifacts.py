@@ -72,6 +72,13 @@ def load_artifact(directory: str | Path, kind: str | None = None) -> tuple[dict[
     return config, load_file(str(weights_path))
 
 
+def dataclass_from_json(cls: type, data: dict[str, Any], tuples: tuple[str, ...] = ()) -> Any:
+    """Rebuild dataclass `cls` from its JSON dict: unknown keys (e.g. `kind`) dropped, JSON lists in `tuples` made tuples."""
+    values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+    values.update({k: tuple(values[k]) for k in tuples if values.get(k) is not None})
+    return cls(**values)
+
+
 class SavedModel:
     """`save_pretrained` / `from_pretrained` for an nn.Module built from a dataclass `config` (with `from_dict`)."""
 

@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from .artifacts import SavedModel
+from .artifacts import SavedModel, dataclass_from_json
 from .data.records import level_values
 
 KIND = "student"
@@ -57,12 +57,7 @@ class StudentConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "StudentConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        values = {k: v for k, v in data.items() if k in known}
-        for key in ("scale", "mean", "std"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        return dataclass_from_json(cls, data, ("scale", "mean", "std"))
 
     @property
     def output_dim(self) -> int:

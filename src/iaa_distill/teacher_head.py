@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import SavedModel
+from .artifacts import SavedModel, dataclass_from_json
 from .student import output_levels, prediction_to_mean
 
 KIND = "teacher_head"
@@ -34,11 +34,7 @@ class TeacherHeadConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TeacherHeadConfig":
-        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        for key in ("scale", "hidden"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        return dataclass_from_json(cls, data, ("scale", "hidden"))
 
     @property
     def output_dim(self) -> int:
