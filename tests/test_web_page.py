@@ -101,3 +101,10 @@ def test_upload_in_browser_shows_the_api_score(browser, server, sample_photos, t
     browser.find_element(By.ID, "files").send_keys(str(fake))
     status = WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "status").text.startswith("Error") and d.find_element(By.ID, "status"))
     assert "notes.jpg" in status.text and len(browser.find_elements(By.CSS_SELECTOR, "#results .result")) == 1
+
+    # a bad file among good ones only fails itself
+    browser.find_element(By.ID, "files").send_keys(f"{fake}\n{photo}")
+    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result")) == 2)
+    status = WebDriverWait(browser, 30).until(lambda d: "Scored 1 photo." in d.find_element(By.ID, "status").text
+                                              and d.find_element(By.ID, "status"))
+    assert status.text.startswith("Error") and "notes.jpg" in status.text
