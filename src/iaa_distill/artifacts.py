@@ -44,6 +44,12 @@ def save_artifact(directory: str | Path, kind: str, config: dict[str, Any], stat
     return directory
 
 
+def model_name(directory: str | Path) -> str:
+    """A model's display name: its folder's, or the run folder's for a model saved by training (RUN/model)."""
+    resolved = Path(directory).expanduser().resolve()
+    return resolved.parent.name if resolved.name == "model" else resolved.name
+
+
 def read_json(path: Path, missing: str) -> dict[str, Any]:
     """A JSON file as a dict; `missing` is the error when it does not exist."""
     if not path.is_file():

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import read_config
+from ..artifacts import model_name, read_config
 from ..data.records import Dataset, ImageRecord
 from ..errors import IAAError
 from .categories import DEFAULT_MIN_IMAGES
@@ -65,12 +65,6 @@ def _score_head(model_dir: Path, config: dict[str, Any], records: list[ImageReco
         return kept, np.zeros(0), None, excluded
     mean, dist = predict_features(head, cache.rows_for([r.image_id for r in kept]))
     return kept, np.asarray(mean, dtype=np.float64), None if dist is None else np.asarray(dist, np.float64), excluded
-
-
-def _default_name(model_dir: Path) -> str:
-    """A student saved by training lives in RUN/model: name it after the run."""
-    resolved = model_dir.resolve()
-    return resolved.parent.name if resolved.name == "model" else resolved.name
 
 
 def evaluate_model(
@@ -135,7 +129,7 @@ def evaluate_model(
     predictions = Predictions(
         [r.image_id for r in records], np.array([label.mean for label in labels]), pred_mean,
         true_dist, pred_dist,
-        [r.categories for r in records], scale, dataset.num_levels, name or _default_name(model_dir), dataset.name, split)
+        [r.categories for r in records], scale, dataset.num_levels, name or model_name(model_dir), dataset.name, split)
     extra = {"model_kind": kind, "model_path": str(model_dir.resolve()), **detail, "notes": notes}
     if out is None:
         return build_document(predictions, threshold, min_category_images, excluded, extra)

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image, UnidentifiedImageError
 
+from ..artifacts import model_name
 from ..errors import DecodeError
 from ..imaging import decode_image
 from .scorer import Scorer
@@ -78,7 +79,7 @@ def create_app(
     async def health() -> dict:
         return {
             "status": "ok",
-            "model": Path(model_dir).name if model_dir else Path(str(onnx_path)).name,
+            "model": model_name(model_dir) if model_dir else Path(str(onnx_path)).name,
             "backbone": config.backbone,
             "backend": scorer.backend.name,
             "scale": list(config.scale),
