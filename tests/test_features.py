@@ -188,8 +188,8 @@ def test_two_process_gloo_sharding_equals_single_process(setup, reference, tmp_p
                        rtol=1e-3, atol=1e-3)
 
 
-def test_gpu_path_reads_plain_jpegs_and_decodes_the_rest_in_workers(setup, sample_photos, tmp_path):
-    """The CPU half of the CUDA path (the nvJPEG decode itself needs a GPU and is not tested here)."""
+def test_encoded_images_pass_plain_jpegs_and_decode_the_rest(setup, sample_photos, tmp_path):
+    """Workers of the batch-decode path: bytes of complete plain JPEGs; everything else decoded or reported."""
     dataset, _ = setup
     rotated = tmp_path / "rotated.jpg"
     exif = Image.Exif()
@@ -197,14 +197,32 @@ def test_gpu_path_reads_plain_jpegs_and_decodes_the_rest_in_workers(setup, sampl
     Image.fromarray(sample_photos["chelsea"]).resize((60, 40)).save(rotated, exif=exif)
     png = tmp_path / "photo.png"
     Image.fromarray(sample_photos["coffee"]).resize((60, 40)).save(png)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes((dataset.root / "00001.jpg").read_bytes()[:-200])
     files = _EncodedImages([str(dataset.root / "00000.jpg"), str(rotated), str(png),
-                            str(dataset.root / "broken.jpg")], min_side=32)
-    plain, turned, other, broken = (files[i] for i in range(4))
+                            str(dataset.root / "broken.jpg"), str(truncated)], min_side=32)
+    plain, turned, other, broken, cut = (files[i] for i in range(5))
     assert plain["jpeg"] is not None and plain["image"] is None
     assert bytes(plain["jpeg"].numpy()[:2]) == b"\xff\xd8"
     assert turned["jpeg"] is None and tuple(turned["image"].shape) == (3, 60, 40)  # EXIF rotation applied
     assert other["jpeg"] is None and tuple(other["image"].shape) == (3, 40, 60)
     assert broken["image"] is None and broken["jpeg"] is None and "broken.jpg" in broken["error"]
+    assert cut["jpeg"] is None and cut["image"] is None and "truncated.jpg" in cut["error"]  # never half a photo
+
+
+def test_batch_decode_path_matches_the_pil_path(setup, reference, sample_photos, tmp_path):
+    """decoder='torchvision' (the nvJPEG path on CUDA) run on the CPU: same rows, same failures, same features
+    up to resampling differences. Only nvJPEG itself and bfloat16 need a GPU."""
+    dataset, weights = setup
+    cache = _extract(dataset, weights, tmp_path / "tv", decoder="torchvision")
+    assert cache.manifest["preprocessing"]["decoder"] == "torchvision+pil"
+    assert cache.ids == reference.ids and cache.failed == reference.failed and cache.complete
+    ours, theirs = cache.rows_for(cache.valid_ids()), reference.rows_for(reference.valid_ids())
+    cosine = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    assert cosine.min() > 0.98, cosine
+    assert not np.allclose(ours, theirs, atol=1e-4)  # really decoded and resized another way
+    with pytest.raises(IAAError, match="decoder"):  # a cache is not resumed with another decoder
+        _extract(dataset, weights, tmp_path / "tv", decoder="pil")
 
 
 def test_cli_features(setup, tmp_path, capsys):

@@ -184,14 +184,15 @@ def bench_scoring(report: Report, photos: list[Path], workers: int, device: str,
         scorers = {"student torch": Scorer.from_pretrained(default_dir, device=device)}
         if device == "cpu":
             scorers["student onnxruntime"] = Scorer.from_pretrained(default_dir, device=device, backend="onnx", onnx_path=onnx_path)
+        few = photos[: min(len(photos), 32)]
         for name, scorer in scorers.items():
-            few = photos[: min(len(photos), 32)]
+            scorer.score_paths(few, batch_size=max(batch_sizes), num_workers=workers)  # warm-up on a few photos
             rates[f"{name} batch 1"] = report.add("scoring", f"{name}, batch 1 (latency mode), {workers} workers", images_per_second(
                 lambda s=scorer: len(s.score_paths(few, batch_size=1, num_workers=workers)), repeats=2))
             best = 0.0
             for bs in batch_sizes:
                 rate = report.add("scoring", f"{name}, batch {bs}", images_per_second(
-                    lambda s=scorer, b=bs: len(s.score_paths(photos, batch_size=b, num_workers=workers)), repeats=2))
+                    lambda s=scorer, b=bs: len(s.score_paths(photos, batch_size=b, num_workers=workers)), repeats=2, warmup=0))
                 best = max(best, rate)
             rates[f"{name} best"] = best
         if "student onnxruntime best" in rates:
@@ -200,8 +201,9 @@ def bench_scoring(report: Report, photos: list[Path], workers: int, device: str,
             nima_dir = _student_dir(root, NIMA_BACKBONE, pretrained=False)  # random weights: timing only
             nima_scorer = Scorer.from_pretrained(nima_dir, device=device)
             bs = max(batch_sizes)
+            nima_scorer.score_paths(few, batch_size=bs, num_workers=workers)  # warm-up on a few photos
             rates["nima"] = report.add("scoring", f"NIMA architecture ({NIMA_BACKBONE}, 299 px, random weights), batch {bs}", images_per_second(
-                lambda: len(nima_scorer.score_paths(photos, batch_size=bs, num_workers=workers)), repeats=2))
+                lambda: len(nima_scorer.score_paths(photos, batch_size=bs, num_workers=workers)), repeats=2, warmup=0))
             fastest = max(rates.get("student onnxruntime best", 0.0), rates["student torch best"])
             report.ratio("iaa score (default student) vs NIMA architecture, end to end", fastest, rates["nima"], goal=10.0)
     return rates

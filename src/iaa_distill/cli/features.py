@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2, help="data-loader worker processes (decoding)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--decoder", default="auto", choices=("auto", "pil", "torchvision"),
+                        help="pil: shared decoder in the workers; torchvision: batched JPEG decoding on the device "
+                             "(nvJPEG on CUDA); auto: torchvision on CUDA, pil on CPU (default)")
     parser.add_argument("--hflip", action="store_true", help="average each image's features with its mirror image's")
 
 
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.dataset)
     cache = extract_features(
         dataset, args.out, teachers, weights=parse_weights(args.weights), split=args.split,
-        batch_size=args.batch_size, num_workers=args.workers, device=args.device, hflip=args.hflip,
+        batch_size=args.batch_size, num_workers=args.workers, device=args.device, decoder=args.decoder, hflip=args.hflip,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0

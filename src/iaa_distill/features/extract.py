@@ -1,11 +1,13 @@
 """Batched teacher feature extraction into a resumable cache, on CPU or CUDA, optionally sharded with torchrun.
 
-CPU: DataLoader workers decode each image once (reduced-size JPEG decode to the largest teacher
-input) and resize it for every teacher; the teachers run in float32.
-CUDA: workers only read the bytes of plain JPEGs, which are decoded as a batch with nvJPEG on the
-GPU (other formats, rotated or CMYK JPEGs, and batches that nvJPEG refuses, go through the shared
-decoder); resizing happens on the GPU and the teachers run under bfloat16 autocast. This path cannot
-be tested without a GPU.
+Two decoders, chosen with `decoder` ("auto": torchvision on CUDA, PIL on CPU):
+- pil: DataLoader workers decode each image once with the shared decoder (reduced-size JPEG decode
+  to the largest teacher input) and resize it for every teacher.
+- torchvision: workers only read the bytes of plain JPEGs, which are decoded as a batch by
+  `torchvision.io.decode_jpeg` on the extraction device (nvJPEG on CUDA); other formats, rotated or
+  CMYK JPEGs, files without an end-of-image marker and batches the decoder refuses go through the
+  shared decoder. Resizing happens on the device.
+On CUDA the teachers run under bfloat16 autocast, on CPU in float32.
 Under `torchrun` (torch.distributed initialised from the environment) each rank extracts a strided
 shard of the rows into the same cache. Batches are fixed groups of rows, so a resumed run computes
 exactly the batches an uninterrupted run would have.
@@ -36,6 +38,8 @@ from ..teachers import DEFAULT_TEACHERS, TeacherSet, load_teachers
 from .cache import FORMAT, FORMAT_VERSION, FeatureCache, RowWriter, finalize_manifest, prepare_cache, read_progress
 
 JPEG_MAGIC = b"\xff\xd8"
+JPEG_END = b"\xff\xd9"
+DECODERS = ("auto", "pil", "torchvision")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -84,8 +88,17 @@ def _barrier_with_error(error: str | None, world: int) -> None:
         raise IAAError(error)
 
 
+def resolve_decoder(decoder: str, device: torch.device) -> str:
+    """'auto' -> 'torchvision' (nvJPEG) on CUDA, 'pil' on CPU."""
+    if decoder == "auto":
+        return "torchvision" if device.type == "cuda" else "pil"
+    if decoder not in DECODERS:
+        raise IAAError(f"--decoder {decoder}: expected one of {', '.join(DECODERS)}")
+    return decoder
+
+
 def build_manifest(dataset: Dataset, split: str, ids: Sequence[str], teachers: TeacherSet, hflip: bool,
-                   device: torch.device) -> dict[str, Any]:
+                   device: torch.device, decoder: str) -> dict[str, Any]:
     """The cache manifest for this run (`cache.spec_differences` says what must match on resume)."""
     gpu = device.type == "cuda"
     return {
@@ -96,7 +109,7 @@ def build_manifest(dataset: Dataset, split: str, ids: Sequence[str], teachers: T
         "hflip": hflip,
         "preprocessing": {
             "view": "whole image resized to each teacher's input size",
-            "decoder": "nvjpeg+pil" if gpu else "pil",
+            "decoder": "pil" if decoder == "pil" else ("nvjpeg+pil" if gpu else "torchvision+pil"),
             "precision": "bfloat16" if gpu else "float32",
         },
         "dataset": {
@@ -129,6 +142,7 @@ def extract_features(
     batch_size: int = 32,
     num_workers: int = 2,
     device: str = "auto",
+    decoder: str = "auto",
     hflip: bool = False,
     progress: bool = True,
 ) -> FeatureCache:
@@ -136,6 +150,7 @@ def extract_features(
 
     Creates the cache, or resumes it when it was made the same way (other teachers, preprocessing or
     images are refused with an IAAError). Undecodable images are listed in `FeatureCache.failed`.
+    decoder: "pil", "torchvision" (batched `decode_jpeg` on the device; nvJPEG on CUDA) or "auto".
     """
     if batch_size < 1:
         raise IAAError(f"--batch-size must be at least 1, got {batch_size}")
@@ -148,9 +163,10 @@ def extract_features(
         raise IAAError(f"dataset '{dataset.name}': image id '{duplicates[0]}' appears more than once")
     out = Path(out).expanduser()
     torch_device = resolve_device(device)
+    decoder = resolve_decoder(decoder, torch_device)
     with distributed(torch_device) as (rank, world):
         teacher_set = load_teachers(teachers, weights, torch_device, hflip=hflip)
-        manifest = build_manifest(dataset, split, ids, teacher_set, hflip, torch_device)
+        manifest = build_manifest(dataset, split, ids, teacher_set, hflip, torch_device, decoder)
         error = None
         if rank == 0:
             try:
@@ -162,7 +178,7 @@ def extract_features(
         batches = _pending_batches(list(range(rank, len(ids), world)), done, batch_size)
         writer = RowWriter(out, rank)
         try:
-            run = _run_cuda if torch_device.type == "cuda" else _run_cpu
+            run = _run_batch_decode if decoder == "torchvision" else _run_pil
             run(teacher_set, [str(r.path) for r in records], batches, writer, num_workers, torch_device,
                 progress and rank == 0)
         finally:
@@ -180,7 +196,7 @@ def _progress_bar(batches: list[list[int]], enabled: bool):
     return tqdm(total=sum(map(len, batches)), unit="img", desc="features", disable=not enabled, smoothing=0.1)
 
 
-def _run_cpu(teachers: TeacherSet, paths: list[str], batches: list[list[int]], writer: RowWriter,
+def _run_pil(teachers: TeacherSet, paths: list[str], batches: list[list[int]], writer: RowWriter,
              num_workers: int, device: torch.device, progress: bool) -> None:
     transform = teachers.input_transform()
     files = ImageFiles(paths, transform, (transform.numel,), min_side=teachers.max_input_size)
@@ -196,7 +212,7 @@ def _run_cpu(teachers: TeacherSet, paths: list[str], batches: list[list[int]], w
 
 
 class _EncodedImages(torch.utils.data.Dataset):
-    """For the GPU path: raw bytes of plain JPEGs (decoded later with nvJPEG); anything else decoded here."""
+    """For batch decoding: raw bytes of plain JPEGs (decoded later on the device); anything else decoded here."""
 
     def __init__(self, paths: Sequence[str], min_side: int):
         self.paths = list(paths)
@@ -223,7 +239,13 @@ class _EncodedImages(torch.utils.data.Dataset):
 
 
 def _plain_jpeg(data: bytes, max_pixels: int = 120_000_000) -> bool:
-    """An RGB or grayscale JPEG without EXIF rotation and of sane size: safe for nvJPEG."""
+    """A complete RGB or grayscale JPEG without EXIF rotation and of sane size: safe for batch decoding.
+
+    Truncated files (no end-of-image marker) are left to the shared decoder, which reports them:
+    batch decoders may fill the missing part silently.
+    """
+    if not data.rstrip(b"\x00").endswith(JPEG_END):
+        return False
     try:
         with Image.open(io.BytesIO(data)) as img:
             return (img.mode in ("RGB", "L") and img.width * img.height <= max_pixels
@@ -233,13 +255,13 @@ def _plain_jpeg(data: bytes, max_pixels: int = 120_000_000) -> bool:
 
 
 def _resize_on_device(image: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
-    """(3, H, W) uint8 on the GPU -> (3, size, size) float in [0, 1], antialiased."""
+    """(3, H, W) uint8 on the device -> (3, size, size) float in [0, 1], antialiased."""
     mode = interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"
     resized = torch.nn.functional.interpolate(image[None].float(), size=(size, size), mode=mode, antialias=True)
     return (resized[0] / 255.0).clamp_(0.0, 1.0)
 
 
-def _run_cuda(teachers: TeacherSet, paths: list[str], batches: list[list[int]], writer: RowWriter,
+def _run_batch_decode(teachers: TeacherSet, paths: list[str], batches: list[list[int]], writer: RowWriter,
               num_workers: int, device: torch.device, progress: bool) -> None:
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -259,8 +281,9 @@ def _run_cuda(teachers: TeacherSet, paths: list[str], batches: list[list[int]], 
                 for item, image in zip(jpegs, decoded):
                     if image is None:
                         try:
-                            image = torch.from_numpy(np.array(decode_image(item["jpeg"].numpy().tobytes(),
-                                                                             name=paths[item["index"]])))
+                            image = torch.from_numpy(np.array(decode_image(
+                                item["jpeg"].numpy().tobytes(), min_side=teachers.max_input_size,
+                                name=paths[item["index"]])))
                             image = image.permute(2, 0, 1)
                         except DecodeError as exc:
                             item["error"] = str(exc)
@@ -272,7 +295,7 @@ def _run_cuda(teachers: TeacherSet, paths: list[str], batches: list[list[int]], 
                 inputs = [torch.stack([_resize_on_device(item["image"].to(device, non_blocking=True),
                                                          t.input_size, t.interpolation) for item in good])
                           for t in teachers.teachers]
-                with torch.autocast("cuda", dtype=torch.bfloat16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     features = teachers(inputs).float()
             writer.write([item["index"] for item in good], features.cpu().numpy(), failed)
             bar.update(len(items))
