@@ -50,3 +50,39 @@ def write_jpegs(folder: Path, photos: dict[str, np.ndarray], count: int, size: i
         crop.save(path, quality=90)
         paths.append(path)
     return paths
+
+
+def save_tiny_student(directory: Path, num_levels: int | None = 10, seed: int = 0, backbone: str = "test_efficientnet",
+                      input_size: int = 64) -> Path:
+    """An untrained (random-weight) student, saved as a model folder; for mechanics tests only."""
+    import torch
+
+    from iaa_distill.student import Student, StudentConfig
+
+    torch.manual_seed(seed)
+    config = StudentConfig.for_backbone(backbone, input_size=input_size, num_levels=num_levels, feature_dim=16)
+    Student(config).save_pretrained(directory, note="random weights, untrained (test fixture)")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models run fastest on one intra-op thread, above all on a busy 2-core machine (opt in per module)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight student model folder."""
+    return save_tiny_student(tmp_path_factory.mktemp("student"))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, sample_photos) -> list[Path]:
+    """Ten small JPEG crops of the sample photos."""
+    return write_jpegs(tmp_path_factory.mktemp("photos"), sample_photos, 10, size=96)

@@ -14,8 +14,9 @@ from iaa_distill.cli import main
 from iaa_distill.errors import IAAError
 from iaa_distill.scoring import Scorer
 from iaa_distill.scoring.onnx_export import export_onnx
-from tests.conftest import write_jpegs
-from tests.test_scorer import save_tiny_student, single_thread  # noqa: F401 (autouse fixture)
+from tests.conftest import save_tiny_student, write_jpegs
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

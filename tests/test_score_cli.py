@@ -17,8 +17,9 @@ import pytest
 
 from iaa_distill.cli import main
 from iaa_distill.scoring import Scorer
-from tests.conftest import write_jpegs
-from tests.test_scorer import save_tiny_student, single_thread  # noqa: F401 (autouse fixture)
+from tests.conftest import save_tiny_student, write_jpegs
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,6 @@ import math
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,35 +15,9 @@ from PIL import Image
 
 from iaa_distill.errors import IAAError
 from iaa_distill.scoring import Scorer, ScoreResult
-from iaa_distill.student import Student, StudentConfig
-from tests.conftest import write_jpegs
+from tests.conftest import save_tiny_student
 
-
-def save_tiny_student(directory: Path, num_levels: int | None = 10, seed: int = 0, backbone: str = "test_efficientnet", input_size: int = 64) -> Path:
-    """An untrained (random-weight) student, saved as a model folder; for mechanics tests only."""
-    torch.manual_seed(seed)
-    config = StudentConfig.for_backbone(backbone, input_size=input_size, num_levels=num_levels, feature_dim=16)
-    Student(config).save_pretrained(directory, note="random weights, untrained (test fixture)")
-    return directory
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models run fastest on one intra-op thread, above all on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return save_tiny_student(tmp_path_factory.mktemp("student"))
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory, sample_photos) -> list[Path]:
-    return write_jpegs(tmp_path_factory.mktemp("photos"), sample_photos, 10, size=96)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,8 @@ from PIL import Image
 
 from iaa_distill.scoring import Scorer
 from iaa_distill.scoring.server import create_app
-from tests.conftest import write_jpegs
-from tests.test_scorer import save_tiny_student, single_thread  # noqa: F401 (autouse fixture)
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return save_tiny_student(tmp_path_factory.mktemp("student"))
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory, sample_photos) -> list[Path]:
-    return write_jpegs(tmp_path_factory.mktemp("photos"), sample_photos, 4, size=96)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

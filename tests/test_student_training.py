@@ -312,3 +312,17 @@ def test_cli_baseline_with_bundled_weights_and_refusal(tmp_path, sample_photos, 
     assert model.config.backbone == "tf_efficientnet_lite0"
     assert model.config.backbone_weights.startswith("bundled:")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["baseline"] is True
+
+
+@pytest.mark.slow
+def test_compiled_channels_last_training_saves_plain_weights(toy, tmp_path):
+    """--compile with channels_last (the GPU speed options) trains and saves weights that load uncompiled."""
+    dataset, targets_dir, cache_root = toy
+    config = tiny_config(epochs=1, compile=True, channels_last=True)
+    metrics = train_student(dataset, tmp_path / "compiled", config, targets_dir=targets_dir, image_cache_dir=cache_root)
+    assert metrics["epochs_completed"] == 1 and math.isfinite(metrics["best_val_srcc"])
+    weights = load_file(tmp_path / "compiled" / "model" / "model.safetensors")
+    assert not any("_orig_mod" in key for key in weights)
+    model = Student.from_pretrained(tmp_path / "compiled" / "model")
+    mean, _ = model.predict(torch.rand(2, 3, 32, 32))
+    assert torch.isfinite(mean).all()

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_jpegs
-from tests.test_scorer import save_tiny_student, single_thread  # noqa: F401 (autouse fixture)
+from tests.conftest import save_tiny_student, write_jpegs
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("single_thread")]
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
