@@ -184,6 +184,15 @@ def test_decompression_bomb_is_refused(tmp_path, photo):
         decode_image(tmp_path / "small.png", max_pixels=50_000)
 
 
+def test_a_raised_pixel_limit_is_not_undercut_by_pils_own(tmp_path, monkeypatch):
+    """PIL refuses to open images above twice its own limit; --max-pixels above that must still work."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    (tmp_path / "big.png").write_bytes(one_colour_png(300, 200))  # 60,000 px: over twice PIL's limit
+    assert decode_image(tmp_path / "big.png", max_pixels=100_000).size == (300, 200)
+    with pytest.raises(DecodeError, match="big.png: 300x200 = 60,000 pixels exceeds the limit of 50,000"):
+        decode_image(tmp_path / "big.png", max_pixels=50_000)
+
+
 def test_draft_decode_of_large_jpeg(tmp_path, photo):
     big = np.asarray(Image.fromarray(photo).resize((2000, 1500)))
     (tmp_path / "big.jpg").write_bytes(jpeg_bytes(big))

@@ -40,6 +40,7 @@ def decode_image(
     max_pixels: images with more pixels are refused (decompression-bomb guard).
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else "<upload>")
+    _let_pil_open_up_to(max_pixels)
     fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
         with warnings.catch_warnings():
@@ -68,6 +69,15 @@ def decode_image(
         raise DecodeError(f"{label}: refused as a possible decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"{label}: could not decode image ({exc})") from None
+
+
+def _let_pil_open_up_to(max_pixels: int) -> None:
+    """PIL refuses to open images above twice its own limit; a higher `max_pixels` raises that limit.
+
+    Only ever raised, never lowered: our check right after opening is the one that applies.
+    """
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 def _draft_request(img: Image.Image, min_side: int) -> tuple[int, int]:
