@@ -31,22 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..artifacts import model_name
     from ..errors import IAAError
     from ..scoring import Scorer
     from ..scoring.batch import collect_paths, score_to_file
 
     if args.batch_size < 1 or args.workers < 0 or (args.threads is not None and args.threads < 1):
         raise IAAError("--batch-size and --threads must be >= 1, --workers >= 0")
-    device = args.device
-    local_rank = os.environ.get("LOCAL_RANK")
-    if local_rank is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and device in ("auto", "cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            device = f"cuda:{int(local_rank) % torch.cuda.device_count()}"
     paths = collect_paths(args.paths)
     scorer = Scorer.from_pretrained(
-        args.model, device=device, backend=args.backend, onnx_path=args.onnx, threads=args.threads
+        args.model, device=args.device, backend=args.backend, onnx_path=args.onnx, threads=args.threads
     )
     rows = score_to_file(
         scorer, paths, args.out, fmt=args.format, batch_size=args.batch_size, num_workers=args.workers,
@@ -59,6 +53,6 @@ def run(args: argparse.Namespace) -> int:
     if args.html:
         from ..scoring.gallery import write_gallery
 
-        write_gallery(rows, args.html, scorer.config.scale, title=f"iaa score: {os.path.basename(os.path.abspath(args.model))}")
+        write_gallery(rows, args.html, scorer.config.scale, title=f"iaa score: {model_name(args.model)}")
         print(f"gallery -> {args.html}", file=sys.stderr)
     return 0

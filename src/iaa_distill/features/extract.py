@@ -31,6 +31,7 @@ from PIL import Image
 
 from .. import __version__
 from ..data.loading import ImageFiles
+from ..devices import resolve_device
 from ..data.records import Dataset
 from ..errors import DecodeError, IAAError
 from ..imaging import decode_image
@@ -40,19 +41,6 @@ from .cache import FORMAT, FORMAT_VERSION, FeatureCache, RowWriter, finalize_man
 JPEG_MAGIC = b"\xff\xd8"
 JPEG_END = b"\xff\xd9"
 DECODERS = ("auto", "pil", "torchvision")
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> CUDA when available (the local rank's GPU under torchrun), else CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise IAAError("--device cuda: no CUDA device is available; use --device cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if device != "cpu":
-        raise IAAError(f"--device {device}: expected auto, cpu or cuda")
-    return torch.device("cpu")
 
 
 @contextmanager

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..devices import resolve_device
 from ..errors import DecodeError, IAAError
 from ..imaging import DEFAULT_MAX_PIXELS, decode_image
 from ..preprocessing import eval_transform
@@ -102,17 +103,6 @@ class _OnnxBackend:
         values = self.session.run(None, {self.input_name: images.float().cpu().numpy()})
         named = dict(zip(self.outputs, values))
         return named["mean"].astype(np.float32), named.get("distribution")
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when available; asking for CUDA without it is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise IAAError("--device cuda was requested but no CUDA GPU is available (use --device cpu)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise IAAError(f"unknown device '{device}' (use cpu, cuda or auto)")
-    return torch.device(device)
 
 
 class Scorer:
