@@ -122,3 +122,11 @@ def test_inference_concurrency_is_bounded(model_dir, photos, monkeypatch):
             codes = list(pool.map(lambda _: client.post("/score", files=upload(("a.jpg", data))).status_code, range(6)))
     assert codes == [200] * 6
     assert peak == 2
+
+
+def test_a_raised_pixel_limit_is_not_undercut_by_pils_own(model_dir, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)  # PIL alone would refuse 20,000 px (over twice this)
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 100), "white").save(buffer, format="PNG")
+    with TestClient(create_app(model_dir, device="cpu", max_pixels=50_000)) as client:
+        assert client.post("/score", files=upload(("wide.png", buffer.getvalue()))).status_code == 200

@@ -40,7 +40,7 @@ def decode_image(
     max_pixels: images with more pixels are refused (decompression-bomb guard).
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else "<upload>")
-    _let_pil_open_up_to(max_pixels)
+    let_pil_open_up_to(max_pixels)
     fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
         with warnings.catch_warnings():
@@ -71,7 +71,7 @@ def decode_image(
         raise DecodeError(f"{label}: could not decode image ({exc})") from None
 
 
-def _let_pil_open_up_to(max_pixels: int) -> None:
+def let_pil_open_up_to(max_pixels: int) -> None:
     """PIL refuses to open images above twice its own limit; a higher `max_pixels` raises that limit.
 
     Only ever raised, never lowered: our check right after opening is the one that applies.

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..artifacts import model_name
 from ..errors import DecodeError
-from ..imaging import decode_image
+from ..imaging import decode_image, let_pil_open_up_to
 from .scorer import Scorer
 
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -108,16 +108,14 @@ def create_app(
 
 
 def check_image(name: str, data: bytes, max_pixels: int, min_side: int | None = None) -> Image.Image:
-    """Sniff the type from the bytes, enforce the pixel limit, decode; raises UploadError."""
+    """Sniff the type from the bytes, then decode with the shared decoder (pixel limit included); raises UploadError."""
+    let_pil_open_up_to(max_pixels)
     try:
-        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as probe:
-            width, height = probe.size
+        Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS).close()
     except Image.DecompressionBombError as exc:
         raise UploadError(422, f"{name}: refused as a possible decompression bomb ({exc})", name) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise UploadError(415, f"{name}: not a supported image (JPEG, PNG, WebP, BMP, TIFF or GIF content expected)", name) from None
-    if width * height > max_pixels:
-        raise UploadError(422, f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels:,}", name)
     try:
         return decode_image(data, min_side=min_side, max_pixels=max_pixels, name=name)
     except DecodeError as exc:
