@@ -236,19 +236,22 @@ class Scorer:
         return results
 
     def _score_chunk(self, chunk: list[tuple[ScoreInput, str]]) -> list[ScoreResult]:
-        out: list[ScoreResult | None] = [None] * len(chunk)
-        good, tensors = [], []
+        good, tensors, errors = [], [], {}
         for i, (item, name) in enumerate(chunk):
             try:
                 tensors.append(self.preprocess(item, name))
                 good.append(i)
             except DecodeError as exc:
-                out[i] = ScoreResult.failure(name, str(exc))
+                errors[i] = str(exc)
+        return self._assemble([name for _, name in chunk], good, torch.stack(tensors) if tensors else None, errors)
+
+    def _assemble(self, names: Sequence[str], good: list[int], images: torch.Tensor | None,
+                  errors: dict[int, str]) -> list[ScoreResult]:
+        """Results in input order: positions `good` scored from `images`, the others failed with `errors`."""
+        out = {i: ScoreResult.failure(names[i], error) for i, error in errors.items()}
         if good:
-            scored = self._results([chunk[i][1] for i in good], torch.stack(tensors))
-            for i, result in zip(good, scored):
-                out[i] = result
-        return out  # type: ignore[return-value]
+            out.update(zip(good, self._results([names[i] for i in good], images)))
+        return [out[i] for i in range(len(names))]
 
     def iter_paths(
         self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False
@@ -271,17 +274,11 @@ class Scorer:
             for batch in loader:
                 indices = batch["index"].tolist()
                 ok = batch["ok"].tolist()
-                results: list[ScoreResult | None] = [None] * len(indices)
                 keep = [j for j, flag in enumerate(ok) if flag]
-                if keep:
-                    scored = self._results([names[indices[j]] for j in keep], batch["image"][keep])
-                    for j, result in zip(keep, scored):
-                        results[j] = result
-                for j, flag in enumerate(ok):
-                    if not flag:
-                        results[j] = ScoreResult.failure(names[indices[j]], batch["error"][j])
+                errors = {j: batch["error"][j] for j, flag in enumerate(ok) if not flag}
+                results = self._assemble([names[i] for i in indices], keep, batch["image"][keep], errors)
                 bar.update(len(indices))
-                yield results  # type: ignore[misc]
+                yield results
 
     def score_paths(
         self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False
