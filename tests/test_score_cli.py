@@ -25,17 +25,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return save_tiny_student(tmp_path_factory.mktemp("student"))
-
-
-@pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory, sample_photos) -> Path:
     root = tmp_path_factory.mktemp("photos")
     write_jpegs(root / "a", sample_photos, 5, size=96)
     write_jpegs(root / "b" / "deep", sample_photos, 3, size=80, seed=1)
     (root / "b" / "notes.txt").write_text("not a photo")
     (root / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    (root / "a" / "._00000.jpg").write_bytes(b"\x00\x05\x16\x07 macOS metadata")  # hidden: not a photo of the user's
+    write_jpegs(root / ".thumbnails", sample_photos, 2, size=32)
     return root
 
 

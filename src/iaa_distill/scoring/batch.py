@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from ..artifacts import atomic_write_text
+from ..data.folder import read_folder
 from ..errors import IAAError
 from ..imaging import is_image_file
 from .scorer import Scorer, ScoreResult
@@ -31,7 +32,8 @@ BARRIER_TIMEOUT = timedelta(days=7)  # ranks may wait for the slowest shard of a
 
 
 def collect_paths(specs: Sequence[str]) -> list[str]:
-    """Files as given, folders searched recursively for images, glob patterns expanded (`**` allowed)."""
+    """Files as given, folders searched recursively for images (as `folder:` datasets list them), glob patterns
+    expanded (`**` allowed)."""
     paths: list[str] = []
     for spec in specs:
         path = Path(spec).expanduser()
@@ -55,7 +57,8 @@ def collect_paths(specs: Sequence[str]) -> list[str]:
 
 
 def _images_under(folder: Path) -> list[str]:
-    return [str(p) for p in sorted(folder.rglob("*")) if p.is_file() and is_image_file(p)]
+    """The images a `folder:` dataset lists (hidden files and folders skipped)."""
+    return [str(record.path) for record in read_folder(folder).records]
 
 
 def infer_format(out: Path, fmt: str | None) -> str:
