@@ -1,7 +1,11 @@
-"""The one reading of a `--device` option, shared by feature extraction, scoring, evaluation and serving."""
+"""Devices and processes: the one reading of a `--device` option, and joining torchrun's process group;
+shared by feature extraction, scoring, evaluation and serving."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 
 import torch
 
@@ -22,3 +26,23 @@ def resolve_device(device: str) -> torch.device:
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
         return torch.device(device)
     raise IAAError(f"unknown device '{device}' (use auto, cpu, cuda or cuda:N)")
+
+
+@contextmanager
+def process_group(device: torch.device, backend: str | None = None,
+                  timeout: timedelta | None = None) -> Iterator[tuple[int, int]]:
+    """(rank, world size): from an initialised process group; under torchrun (WORLD_SIZE > 1) from a group joined
+    for the duration (`backend`: default NCCL on CUDA, else gloo); otherwise (0, 1)."""
+    import torch.distributed as dist
+
+    started = False
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"), timeout=timeout)
+        started = True
+    try:
+        yield (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    finally:
+        if started:
+            dist.destroy_process_group()

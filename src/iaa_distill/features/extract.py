@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from PIL import Image
 
 from .. import __version__
 from ..data.loading import ImageFiles
-from ..devices import resolve_device
+from ..devices import process_group, resolve_device
 from ..data.records import Dataset
 from ..errors import DecodeError, IAAError
 from ..imaging import decode_image
@@ -41,24 +39,6 @@ from .cache import FORMAT, FORMAT_VERSION, FeatureCache, RowWriter, finalize_man
 JPEG_MAGIC = b"\xff\xd8"
 JPEG_END = b"\xff\xd9"
 DECODERS = ("auto", "pil", "torchvision")
-
-
-@contextmanager
-def distributed(device: torch.device) -> Iterator[tuple[int, int]]:
-    """(rank, world size): from an initialised process group, from torchrun's environment, or (0, 1)."""
-    import torch.distributed as dist
-
-    started = False
-    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        started = True
-    try:
-        yield (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    finally:
-        if started:
-            dist.destroy_process_group()
 
 
 def _barrier_with_error(error: str | None, world: int) -> None:
@@ -152,7 +132,7 @@ def extract_features(
     out = Path(out).expanduser()
     torch_device = resolve_device(device)
     decoder = resolve_decoder(decoder, torch_device)
-    with distributed(torch_device) as (rank, world):
+    with process_group(torch_device) as (rank, world):
         teacher_set = load_teachers(teachers, weights, torch_device, hflip=hflip)
         manifest = build_manifest(dataset, split, ids, teacher_set, hflip, torch_device, decoder)
         error = None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..artifacts import atomic_write_text
 from ..data.folder import read_folder
+from ..devices import process_group
 from ..errors import IAAError
 from ..imaging import is_image_file
 from .scorer import Scorer, ScoreResult
@@ -168,30 +169,11 @@ def _journals(out: Path) -> list[Path]:
     return ([partial] if partial.exists() else []) + ranks
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) from torchrun's environment; initialises a gloo group when world > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
-    return rank, world
-
-
 def _barrier(world: int) -> None:
     if world > 1:
         import torch.distributed as dist
 
         dist.barrier()
-
-
-def _leave(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
 
 
 def score_to_file(
@@ -209,29 +191,29 @@ def score_to_file(
     out = Path(out)
     fmt = infer_format(out, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rank, world = _distributed()
-    existing = _journals(out)
-    if existing and not resume:
-        raise IAAError(
-            f"{existing[0]}: left by an interrupted run; pass --resume to continue it, or delete it to start over"
-        )
-    done: dict[str, ScoreResult] = {}
-    if resume:
-        if out.exists():
-            done.update(read_output(out, fmt))
-        for journal_path in existing:
-            done.update(read_journal(journal_path))
-    _barrier(world)  # every rank has read the old state before anyone appends
+    # gloo, whatever the device: the ranks only wait for each other
+    with process_group(scorer.device, backend="gloo", timeout=BARRIER_TIMEOUT) as (rank, world):
+        existing = _journals(out)
+        if existing and not resume:
+            raise IAAError(
+                f"{existing[0]}: left by an interrupted run; pass --resume to continue it, or delete it to start over"
+            )
+        done: dict[str, ScoreResult] = {}
+        if resume:
+            if out.exists():
+                done.update(read_output(out, fmt))
+            for journal_path in existing:
+                done.update(read_journal(journal_path))
+        _barrier(world)  # every rank has read the old state before anyone appends
 
-    todo = [p for p in paths[rank::world] if p not in done]
-    journal = Journal(out.with_name(out.name + (f".rank{rank}" if world > 1 else ".partial")))
-    try:
-        for batch in scorer.iter_paths(todo, batch_size, num_workers, progress=progress and rank == 0):
-            journal.append(batch)
-    finally:
-        journal.close()
-    _barrier(world)
-    _leave(world)
+        todo = [p for p in paths[rank::world] if p not in done]
+        journal = Journal(out.with_name(out.name + (f".rank{rank}" if world > 1 else ".partial")))
+        try:
+            for batch in scorer.iter_paths(todo, batch_size, num_workers, progress=progress and rank == 0):
+                journal.append(batch)
+        finally:
+            journal.close()
+        _barrier(world)
     if rank != 0:
         return None
     rows = _merge(out, fmt, paths, resume, sort)
