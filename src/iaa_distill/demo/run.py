@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..recipe import Recipe, run_recipe
+from ..teachers import DEFAULT_TEACHERS
 from .synthetic import build_synthetic_dataset
 
 SYNTHETIC_WARNING = (
@@ -15,7 +16,6 @@ SYNTHETIC_WARNING = (
     "scored by a documented formula), not human ratings. They show the pipeline working; real results need "
     "AVA, TAD66K, AADB, KonIQ-10k or your own ratings (see the README)."
 )
-TEACHERS = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
 
 
 def demo_recipe(out: Path, csv_path: Path, quick: bool, seed: int) -> Recipe:
@@ -24,7 +24,7 @@ def demo_recipe(out: Path, csv_path: Path, quick: bool, seed: int) -> Recipe:
         dataset=f"csv:{csv_path}",
         out=out / "run",
         seed=seed,
-        features={"teachers": TEACHERS, "batch_size": 16, "num_workers": 2},
+        features={"teachers": list(DEFAULT_TEACHERS), "batch_size": 16, "num_workers": 2},
         teacher={"epochs": 40 if quick else 80, "batch_size": 32, "patience": 15, "hidden": (256, 128), "dropout": 0.2},
         student={
             "backbone": "tf_efficientnet_lite0", "input_size": 128 if quick else 192, "epochs": 2 if quick else 6,
