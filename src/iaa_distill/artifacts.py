@@ -103,3 +103,12 @@ class SavedModel:
         model = cls(cls.CONFIG.from_dict(config))
         model.load_state_dict(state)
         return model.eval()
+
+
+SYNTHETIC_NOTE = "trained on SYNTHETIC labels (the demo's formula), not human ratings: its scores are not aesthetic judgements"
+
+
+def labels_are_synthetic(config: Any) -> bool:
+    """True for a model (config dataclass or its JSON dict) trained on synthetic labels, such as the demo's."""
+    value = config.get("synthetic_labels") if isinstance(config, dict) else getattr(config, "synthetic_labels", False)
+    return bool(value)

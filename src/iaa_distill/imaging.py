@@ -21,6 +21,8 @@ from .errors import DecodeError
 
 DEFAULT_MAX_PIXELS = 120_000_000
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+# Raster formats PIL may open; anything else (EPS, PDF, ...) is refused: PIL hands EPS to Ghostscript.
+RASTER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO")
 ALPHA_BACKGROUND = (255, 255, 255)
 
 ImageSource = str | Path | bytes | BinaryIO
@@ -45,7 +47,7 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(fp) as img:
+            with Image.open(fp, formats=RASTER_FORMATS) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise DecodeError(

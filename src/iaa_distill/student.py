@@ -35,6 +35,7 @@ class StudentConfig:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     interpolation: str = "bicubic"
     backbone_weights: str = ""
+    synthetic_labels: bool = False  # trained on labels made by a formula (the demo's), not human ratings
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -31,6 +31,7 @@ class TeacherHeadConfig:
     teachers: list = field(default_factory=list)  # the feature cache manifest's teacher entries
     cache_fingerprint: str = ""
     dataset_fingerprint: str = ""
+    synthetic_labels: bool = False  # trained on labels made by a formula (the demo's), not human ratings
 
     @classmethod
     def from_dict(cls, data: dict) -> "TeacherHeadConfig":

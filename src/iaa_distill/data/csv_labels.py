@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .parsing import assign_splits, csv_rows, deduplicate, number, relative_id, seeded_subset, vote_counts
-from .records import SPLITS, Dataset, ImageRecord, Label
+from .records import SPLITS, SYNTHETIC_MARKER, Dataset, ImageRecord, Label
 
 VOTE_COLUMN = re.compile(r"votes_(\d+)$")
 
@@ -77,6 +77,7 @@ def read_csv(
     return Dataset(
         name=label_file.stem, root=root, records=records,
         num_levels=len(vote_columns) or None, scale=low_high, notes=notes,
+        synthetic_labels=(root / SYNTHETIC_MARKER).is_file(),
     )
 
 

@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+# A file of this name beside a ratings CSV marks its labels as synthetic (made by a formula, not by people);
+# models trained on them say so wherever they are used.
+SYNTHETIC_MARKER = "SYNTHETIC_LABELS.txt"
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class Dataset:
     num_levels: int | None = None
     scale: tuple[float, float] | None = None
     notes: list[str] = field(default_factory=list)
+    synthetic_labels: bool = False  # labels made by a formula (the demo's), not human ratings
 
     def split(self, name: str) -> list[ImageRecord]:
         """Records of one split ('train', 'val', 'test'; 'all' for every record)."""

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from ..data.records import SYNTHETIC_MARKER
+
 # photo name -> (loader attribute in skimage.data, category)
 PHOTOS = {
     "astronaut": ("astronaut", "portrait"),
@@ -154,6 +156,9 @@ def build_synthetic_dataset(
         writer.writerow(["image", *[f"votes_{k}" for k in range(1, LEVELS + 1)], "split", "category"])
         for item in items:
             writer.writerow([f"images/{item.name}", *item.votes, item.split, item.category])
+    (out / SYNTHETIC_MARKER).write_text(
+        "The labels in labels.csv are SYNTHETIC: a formula of the degradation applied to each photo (see\n"
+        "iaa_distill/demo/synthetic.py), not human ratings. Models trained on them are marked as such.\n")
     return csv_path
 
 

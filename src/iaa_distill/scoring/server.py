@@ -19,11 +19,10 @@ from PIL import Image, UnidentifiedImageError
 
 from ..artifacts import model_name
 from ..errors import DecodeError
-from ..imaging import decode_image, let_pil_open_up_to
+from ..imaging import RASTER_FORMATS, decode_image, let_pil_open_up_to
 from .scorer import Scorer
 
 DEFAULT_MAX_PIXELS = 50_000_000
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 MULTIPART_OVERHEAD = 64 * 1024
 
 
@@ -111,7 +110,7 @@ def check_image(name: str, data: bytes, max_pixels: int, min_side: int | None = 
     """Sniff the type from the bytes, then decode with the shared decoder (pixel limit included); raises UploadError."""
     let_pil_open_up_to(max_pixels)
     try:
-        Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS).close()
+        Image.open(io.BytesIO(data), formats=RASTER_FORMATS).close()
     except Image.DecompressionBombError as exc:
         raise UploadError(422, f"{name}: refused as a possible decompression bomb ({exc})", name) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):

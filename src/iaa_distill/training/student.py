@@ -308,7 +308,8 @@ def train_student(
     feature_dim = config.feature_dim or (targets.features.shape[1] if targets is not None else 256)
     sizes = {k: v for k, v in (("input_size", config.input_size), ("train_resize", config.train_resize)) if v}
     student_config = StudentConfig.for_backbone(config.backbone, num_levels=dataset.num_levels,
-                                                scale=tuple(dataset.scale), feature_dim=feature_dim, **sizes)
+                                                scale=tuple(dataset.scale), feature_dim=feature_dim,
+                                                synthetic_labels=dataset.synthetic_labels, **sizes)
 
     settings = {
         "train": asdict(config), "student": asdict(student_config), "baseline": baseline,

@@ -322,6 +322,7 @@ def train_teacher_head(
         input_dim=cache.dim, num_levels=num_levels, scale=scale, hidden=tuple(config.hidden),
         dropout=config.dropout, teachers=cache.manifest.get("teachers", []),
         cache_fingerprint=cache_fingerprint(cache.manifest), dataset_fingerprint=dataset.fingerprint(),
+        synthetic_labels=dataset.synthetic_labels,
     )
     settings = {k: v for k, v in asdict(config).items() if k != "progress"}
     run_key = hashlib.sha256(json.dumps([asdict(head_config), settings, train.ids, val.ids],

@@ -1,0 +1,70 @@
+"""Settings that know what they are: every field of a settings dataclass is either *identity*
+(changes the result: learning rate, teachers, seed, image size) or *execution* (how fast or where
+it runs: workers, inference batch size, device, progress bars).
+
+Mark execution fields with `execution()`; every other field is identity. Stage keys, run folders
+and cache manifests hash `identity(settings)` only, so changing the number of workers or the device
+never invalidates finished work.
+
+    @dataclass
+    class TrainConfig:
+        lr: float = 1e-3                          # identity
+        num_workers: int = execution(4)           # execution
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import MISSING, Field, field, fields, is_dataclass
+from typing import Any
+
+EXECUTION = "iaa_execution"
+
+
+def execution(default: Any = MISSING, *, default_factory: Any = MISSING, help: str = "") -> Any:
+    """A dataclass field that does not change the result (workers, device, progress, inference batch size)."""
+    metadata = {EXECUTION: True, "help": help}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def is_execution(f: Field) -> bool:
+    """True for a field declared with `execution()`."""
+    return bool(f.metadata.get(EXECUTION))
+
+
+def execution_names(cls_or_obj: Any) -> frozenset[str]:
+    """Names of the execution fields of a settings dataclass (class or instance)."""
+    return frozenset(f.name for f in fields(cls_or_obj) if is_execution(f))
+
+
+def identity(settings: Any) -> dict[str, Any]:
+    """The identity fields of a settings dataclass as a JSON-ready dict (nested dataclasses recursed)."""
+    if not is_dataclass(settings):
+        raise TypeError(f"expected a settings dataclass, got {type(settings).__name__}")
+    out = {}
+    for f in fields(settings):
+        if is_execution(f):
+            continue
+        value = getattr(settings, f.name)
+        out[f.name] = identity(value) if is_dataclass(value) else value
+    return json.loads(json.dumps(out, default=str))
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-ready parts (settings dataclasses contribute their identity only)."""
+    plain = [identity(p) if is_dataclass(p) and not isinstance(p, type) else p for p in parts]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Readable `key old -> new` lines for every differing key of two (nested) settings dicts."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key} {a!r} -> {b!r}")
+    return lines
