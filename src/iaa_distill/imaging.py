@@ -22,7 +22,7 @@ from .errors import DecodeError
 DEFAULT_MAX_PIXELS = 120_000_000
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # Raster formats PIL may open; anything else (EPS, PDF, ...) is refused: PIL hands EPS to Ghostscript.
-RASTER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO")
+RASTER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # JPEG covers MPO (camera multi-picture)
 ALPHA_BACKGROUND = (255, 255, 255)
 
 ImageSource = str | Path | bytes | BinaryIO

@@ -2,7 +2,8 @@
 (changes the result: learning rate, teachers, seed, image size) or *execution* (how fast or where
 it runs: workers, inference batch size, device, progress bars).
 
-Mark execution fields with `execution()`; every other field is identity. Stage keys, run folders
+Mark execution fields with `execution()`; every other field is identity (`setting()` gives one its
+command-line help, see `cli/options.py`). Stage keys, run folders
 and cache manifests hash `identity(settings)` only, so changing the number of workers or the device
 never invalidates finished work.
 
@@ -21,9 +22,17 @@ from typing import Any
 EXECUTION = "iaa_execution"
 
 
-def execution(default: Any = MISSING, *, default_factory: Any = MISSING, help: str = "") -> Any:
+def setting(default: Any = MISSING, *, default_factory: Any = MISSING, help: str = "", group: str = "") -> Any:
+    """An identity field (changes the result) with its command-line help and option group."""
+    return _field(default, default_factory, {"help": help, "group": group})
+
+
+def execution(default: Any = MISSING, *, default_factory: Any = MISSING, help: str = "", group: str = "") -> Any:
     """A dataclass field that does not change the result (workers, device, progress, inference batch size)."""
-    metadata = {EXECUTION: True, "help": help}
+    return _field(default, default_factory, {EXECUTION: True, "help": help, "group": group})
+
+
+def _field(default: Any, default_factory: Any, metadata: dict[str, Any]) -> Any:
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
