@@ -7,24 +7,18 @@ metadata_props, so the .onnx file alone is enough to score with onnxruntime.
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import IAAError
 from ..student import Student, StudentConfig
+from .onnx_metadata import DEFAULT_ONNX_NAME, metadata_props
+from .scorer import Scorer
 
-DEFAULT_ONNX_NAME = "model.onnx"
-CONFIG_KEY = "iaa_distill.student_config"
-PREPROCESSING = (
-    "decode RGB (EXIF orientation applied), resize the whole image to input_size x input_size "
-    "with `interpolation` (antialiased), scale to float [0, 1]; normalisation is inside the graph"
-)
+__all__ = ["DEFAULT_ONNX_NAME", "export_onnx", "verify_onnx"]
 
 
 class _Predictor(nn.Module):
@@ -70,16 +64,7 @@ def _add_metadata(path: Path, config: StudentConfig) -> None:
     import onnx
 
     proto = onnx.load(str(path))
-    props = {
-        CONFIG_KEY: json.dumps(asdict(config)),
-        "input_size": str(config.input_size),
-        "interpolation": config.interpolation,
-        "scale": json.dumps(list(config.scale)),
-        "num_levels": str(config.num_levels or 0),
-        "input": "images: float32 N x 3 x input_size x input_size, RGB in [0, 1]",
-        "preprocessing": PREPROCESSING,
-        "outputs": "mean: (N,) score on `scale`" + ("; distribution: (N, num_levels)" if config.num_levels else ""),
-    }
+    props = metadata_props(config)
     for key, value in props.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -88,17 +73,8 @@ def _add_metadata(path: Path, config: StudentConfig) -> None:
     onnx.save(proto, str(path))
 
 
-def config_from_metadata(props: dict[str, str], source: str | Path) -> StudentConfig:
-    """The student config stored in an exported file's metadata_props."""
-    if CONFIG_KEY not in props:
-        raise IAAError(f"{source}: no iaa-distill metadata (export it with: iaa export onnx --model DIR --out FILE)")
-    return StudentConfig.from_dict(json.loads(props[CONFIG_KEY]))
-
-
 def verify_onnx(model_dir: str | Path, onnx_path: str | Path, batch: int = 3, seed: int = 0) -> float:
     """Max absolute difference of mean scores between PyTorch and onnxruntime on a random batch."""
-    from .scorer import Scorer
-
     torch_scorer = Scorer.from_pretrained(model_dir, device="cpu")
     onnx_scorer = Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=onnx_path)
     size = torch_scorer.config.input_size

@@ -22,6 +22,7 @@ from ..errors import DecodeError, IAAError
 from ..imaging import DEFAULT_MAX_PIXELS, decode_image
 from ..preprocessing import eval_transform
 from ..student import Student, StudentConfig, output_levels
+from .onnx_metadata import DEFAULT_ONNX_NAME, config_from_metadata
 
 ScoreInput = str | Path | bytes | Image.Image | torch.Tensor | np.ndarray
 
@@ -142,8 +143,6 @@ class Scorer:
             return cls(model.config, _TorchBackend(model, torch_device), max_pixels)
         if backend != "onnx":
             raise IAAError(f"unknown backend '{backend}' (use torch or onnx)")
-        from .onnx_export import DEFAULT_ONNX_NAME, config_from_metadata
-
         if onnx_path is None:
             if model_dir is None:
                 raise IAAError("the onnx backend needs --onnx FILE or a model folder holding model.onnx")
