@@ -212,3 +212,19 @@ def test_draft_decode_of_large_jpeg(tmp_path, photo):
 def test_is_image_file():
     assert is_image_file(Path("a/B.JPG")) and is_image_file(Path("x.webp"))
     assert not is_image_file(Path("labels.csv")) and not is_image_file(Path("jpg"))
+
+
+def test_one_resize_refuses_unknown_interpolation_names():
+    import torch
+
+    from iaa_distill.errors import IAAError
+    from iaa_distill.preprocessing import eval_transform, resize_whole, resize_whole_tensor
+
+    image = Image.new("RGB", (30, 20), (200, 10, 10))
+    assert tuple(resize_whole(16, "bilinear")(image).shape) == (3, 16, 16)
+    on_device = resize_whole_tensor(torch.from_numpy(np.array(image)).permute(2, 0, 1), 16, "bilinear")
+    assert torch.allclose(on_device, eval_transform(16, "bilinear")(image), atol=1 / 255)
+    for make in (lambda: resize_whole(16, "lanczos"), lambda: eval_transform(16, "Bicubic"),
+                 lambda: resize_whole_tensor(torch.zeros(3, 4, 4, dtype=torch.uint8), 2, "area")):
+        with pytest.raises(IAAError, match="unknown interpolation"):
+            make()

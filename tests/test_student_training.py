@@ -19,7 +19,8 @@ from iaa_distill.preprocessing import load_image_tensor
 from iaa_distill.student import Student
 from iaa_distill.targets import DistillationTargets
 from iaa_distill.training import datamodule as dm
-from iaa_distill.training.image_cache import JOURNAL, MANIFEST, ensure_image_cache, resize_transform
+from iaa_distill.preprocessing import resize_whole
+from iaa_distill.training.image_cache import JOURNAL, MANIFEST, ensure_image_cache
 from iaa_distill.training.student import TrainingDiverged, train_student
 from iaa_distill.training.student_config import StudentTrainConfig
 from tests.conftest import write_jpegs
@@ -79,7 +80,7 @@ def test_image_cache_matches_preprocessing_lists_failures_and_resumes(tmp_path, 
     assert records[7].image_id not in cache.valid_ids() and len(cache.valid_ids()) == 10
     pixels = cache.pixels()
     assert pixels.shape == (12, 40, 40, 3) and pixels.dtype == np.uint8
-    expected = resize_transform(40, "bicubic")(decode_image(records[0].path, min_side=40)).permute(1, 2, 0).numpy()
+    expected = resize_whole(40, "bicubic")(decode_image(records[0].path, min_side=40)).permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(pixels[0], expected)
     reference = np.array(pixels)
 

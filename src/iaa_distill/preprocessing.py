@@ -13,29 +13,43 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from .errors import IAAError
 from .imaging import DEFAULT_MAX_PIXELS, decode_image
 
 
-def _interpolation(name: str) -> v2.InterpolationMode:
-    return v2.InterpolationMode(name if name in ("bilinear", "bicubic", "nearest") else "bilinear")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "nearest-exact")
+
+
+def parse_interpolation(name: str) -> v2.InterpolationMode:
+    """The resize mode called `name`; IAAError for a name the PIL and tensor paths cannot both honour."""
+    if name not in INTERPOLATIONS:
+        raise IAAError(f"unknown interpolation '{name}': use one of {', '.join(INTERPOLATIONS)} "
+                       "(check the model's or the cache's config)")
+    return v2.InterpolationMode(name)
+
+
+def resize_whole(size: int, interpolation: str) -> v2.Compose:
+    """PIL image -> uint8 (3, size, size) tensor: the whole image resized (antialiased), no crop."""
+    return v2.Compose([v2.PILToTensor(), v2.Resize((size, size), interpolation=parse_interpolation(interpolation),
+                                                   antialias=True)])
+
+
+def resize_whole_tensor(image: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
+    """(3, H, W) uint8 tensor on any device -> (3, size, size) float in [0, 1]; `resize_whole` for batches
+    decoded on the device (resized in float, so it may differ from the uint8 path by a rounding step)."""
+    resized = v2.functional.resize(image[None].float(), [size, size], interpolation=parse_interpolation(interpolation),
+                                   antialias=True)
+    return (resized[0] / 255.0).clamp_(0.0, 1.0)
 
 
 def eval_transform(size: int, interpolation: str = "bicubic") -> v2.Compose:
     """Whole image -> size x size float tensor in [0, 1]."""
-    return v2.Compose([
-        v2.PILToTensor(),
-        v2.Resize((size, size), interpolation=_interpolation(interpolation), antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-    ])
+    return v2.Compose([resize_whole(size, interpolation), v2.ToDtype(torch.float32, scale=True)])
 
 
 def train_transform(size: int, resize: int, interpolation: str = "bicubic", hflip: bool = True) -> v2.Compose:
     """Resize to resize x resize, random size x size crop, random horizontal flip; float in [0, 1]."""
-    steps = [
-        v2.PILToTensor(),
-        v2.Resize((resize, resize), interpolation=_interpolation(interpolation), antialias=True),
-        v2.RandomCrop(size),
-    ]
+    steps = [resize_whole(resize, interpolation), v2.RandomCrop(size)]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
     steps.append(v2.ToDtype(torch.float32, scale=True))

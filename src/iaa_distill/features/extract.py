@@ -33,6 +33,7 @@ from ..devices import process_group, resolve_device
 from ..data.records import Dataset
 from ..errors import DecodeError, IAAError
 from ..imaging import decode_image
+from ..preprocessing import resize_whole_tensor
 from ..teachers import DEFAULT_TEACHERS, TeacherSet, load_teachers
 from .cache import FORMAT, FORMAT_VERSION, FeatureCache, RowWriter, finalize_manifest, prepare_cache, read_progress
 
@@ -222,13 +223,6 @@ def _plain_jpeg(data: bytes, max_pixels: int = 120_000_000) -> bool:
         return False
 
 
-def _resize_on_device(image: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
-    """(3, H, W) uint8 on the device -> (3, size, size) float in [0, 1], antialiased."""
-    mode = interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"
-    resized = torch.nn.functional.interpolate(image[None].float(), size=(size, size), mode=mode, antialias=True)
-    return (resized[0] / 255.0).clamp_(0.0, 1.0)
-
-
 def _run_batch_decode(teachers: TeacherSet, paths: list[str], batches: list[list[int]], writer: RowWriter,
               num_workers: int, device: torch.device, progress: bool) -> None:
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -260,7 +254,7 @@ def _run_batch_decode(teachers: TeacherSet, paths: list[str], batches: list[list
             failed = {item["index"]: item["error"] for item in items if item["image"] is None}
             features = torch.zeros(0, teachers.dim)
             if good:
-                inputs = [torch.stack([_resize_on_device(item["image"].to(device, non_blocking=True),
+                inputs = [torch.stack([resize_whole_tensor(item["image"].to(device, non_blocking=True),
                                                          t.input_size, t.interpolation) for item in good])
                           for t in teachers.teachers]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

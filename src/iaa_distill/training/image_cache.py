@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
 
 from ..artifacts import atomic_write_text
 from ..data.loading import ImageFiles
 from ..data.records import ImageRecord
 from ..errors import IAAError
+from ..preprocessing import resize_whole
 
 IMAGES = "images.npy"
 INDEX = "index.json"
@@ -56,12 +56,6 @@ def ids_hash(ids: Sequence[str]) -> str:
     for image_id in ids:
         h.update(image_id.encode() + b"\n")
     return h.hexdigest()[:16]
-
-
-def resize_transform(size: int, interpolation: str) -> v2.Compose:
-    """PIL -> uint8 (3, size, size): the same resize as `preprocessing.eval_transform`/`train_transform`."""
-    mode = v2.InterpolationMode(interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear")
-    return v2.Compose([v2.PILToTensor(), v2.Resize((size, size), interpolation=mode, antialias=True)])
 
 
 @dataclass
@@ -210,7 +204,7 @@ def _fill(
     """Decode rows done..N-1 in order with DataLoader workers, committing pixels then journal every chunk."""
     from tqdm import tqdm
 
-    files = ImageFiles([r.path for r in records[done:]], resize_transform(size, interpolation), (3, size, size), min_side=size)
+    files = ImageFiles([r.path for r in records[done:]], resize_whole(size, interpolation), (3, size, size), min_side=size)
     loader = torch.utils.data.DataLoader(files, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     row_bytes = size * size * 3
     with open(folder / IMAGES, "r+b") as images, open(folder / JOURNAL, "a") as journal:
