@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from iaa_distill.errors import IAAError
-from iaa_distill.recipe import Recipe, StageRunner, _checked_fields
+from iaa_distill.recipe import Recipe, StageRunner, _checked_fields, stage_keys, stage_settings
+from iaa_distill.settings import execution_names
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
@@ -23,6 +25,64 @@ def test_shipped_configs_are_valid(path):
     _checked_fields(StudentTrainConfig, recipe.student, "student")
     assert set(recipe.features) <= set(inspect.signature(extract_features).parameters)
     assert recipe.evaluation.get("split", "test") in ("val", "test")
+    stage_settings(recipe)  # every section names only known settings
+
+
+def test_recipe_sections_mirror_the_functions_they_configure():
+    from iaa_distill.evaluation import evaluate_model
+    from iaa_distill.features import ExtractionSettings, extract_features
+    from iaa_distill.recipe import EvaluationSettings
+
+    for cls, function in ((ExtractionSettings, extract_features), (EvaluationSettings, evaluate_model)):
+        parameters = inspect.signature(function).parameters
+        for f in fields(cls):
+            assert f.name in parameters, (cls.__name__, f.name)
+            assert f.default == parameters[f.name].default or f.name in ("teachers", "weights", "progress"), f.name
+
+
+def _ratings(tmp_path: Path, count: int = 40) -> Path:
+    rows = ["image,score"] + [f"img{i:02d}.jpg,{1 + i % 5}" for i in range(count)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "labels.csv"
+
+
+def _keys(csv_path: Path, **recipe_fields) -> dict[str, str]:
+    from iaa_distill.data.registry import open_dataset
+
+    recipe = Recipe(dataset=f"csv:{csv_path}?scale=1,5", out=csv_path.parent / "run", **recipe_fields)
+    dataset = open_dataset(recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed)
+    return stage_keys(dataset, stage_settings(recipe), recipe.baseline)
+
+
+def test_execution_settings_leave_every_stage_up_to_date(tmp_path):
+    from iaa_distill.features import ExtractionSettings
+    from iaa_distill.recipe import EvaluationSettings
+    from iaa_distill.training.student_config import StudentTrainConfig
+    from iaa_distill.training.teacher import TeacherTrainConfig
+
+    csv_path = _ratings(tmp_path)
+    base = _keys(csv_path)
+    changed = {"num_workers": 7, "batch_size": 3, "device": "cpu", "devices": 2, "progress": False}
+    sections = {"features": ExtractionSettings, "teacher": TeacherTrainConfig, "student": StudentTrainConfig,
+                "evaluation": EvaluationSettings}
+    for section, cls in sections.items():
+        execution = {name: changed[name] for name in execution_names(cls) if name in changed}
+        assert _keys(csv_path, **{section: execution}) == base, section
+    assert {"num_workers", "batch_size", "device"} <= execution_names(ExtractionSettings)
+    assert {"num_workers", "batch_size", "device"} <= execution_names(EvaluationSettings)
+    # identity settings do change the stage they configure and everything after it
+    assert _keys(csv_path, features={"hflip": True})["features"] != base["features"]
+    evaluated = _keys(csv_path, evaluation={"split": "val"})
+    assert evaluated["teacher"] == base["teacher"] and evaluated["eval-student"] != base["eval-student"]
+
+
+def test_a_new_split_keeps_the_features(tmp_path):
+    csv_path = _ratings(tmp_path)
+    base = _keys(csv_path)
+    for other in ({"val_fraction": 0.2}, {"seed": 3}):
+        keys = _keys(csv_path, **other)
+        assert keys["features"] == base["features"], other
+        assert keys["teacher"] != base["teacher"] and keys["student"] != base["student"], other
 
 
 def test_recipe_errors_name_the_problem(tmp_path):

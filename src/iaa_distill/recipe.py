@@ -14,22 +14,52 @@ resumable stages continue where an interrupted run stopped).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from .artifacts import atomic_write_text
+from .data.records import DEFAULT_VAL_FRACTION, Dataset
 from .errors import IAAError
+from .evaluation.categories import DEFAULT_MIN_IMAGES
+from .features.settings import ExtractionSettings
+from .settings import execution, fingerprint, setting
+
+if TYPE_CHECKING:
+    from .training.student_config import StudentTrainConfig
+    from .training.teacher import TeacherTrainConfig
 
 STAGES_FILE = "stages.json"
 RECIPE_KEYS = ("dataset", "out", "val_fraction", "seed", "features", "teacher", "student", "baseline", "evaluation")
+
+
+@dataclass
+class EvaluationSettings:
+    """A recipe's `evaluation` section: `evaluate_model`'s keyword arguments, field for field."""
+
+    split: Literal["val", "test"] = setting("test", help="the labelled split to evaluate on")
+    min_category_images: int = setting(DEFAULT_MIN_IMAGES, help="smallest category reported on its own")
+    threshold: float | None = setting(None, help="score threshold of binary accuracy (default: the scale's middle)")
+    batch_size: int = execution(64, help="images per forward pass")
+    num_workers: int = execution(2, help="data-loader worker processes")
+    device: str = execution("auto", help="where the model runs")
+    progress: bool = execution(False, help="show a progress bar")
+
+
+@dataclass
+class StageSettings:
+    """A recipe's sections as typed settings: what each stage's key is made of."""
+
+    features: ExtractionSettings
+    teacher: TeacherTrainConfig
+    student: StudentTrainConfig
+    evaluation: EvaluationSettings
 
 
 @dataclass
@@ -38,13 +68,13 @@ class Recipe:
 
     dataset: str
     out: Path
-    val_fraction: float = 0.05
+    val_fraction: float = DEFAULT_VAL_FRACTION
     seed: int = 0
-    features: dict[str, Any] = field(default_factory=dict)  # extract_features keyword arguments
+    features: dict[str, Any] = field(default_factory=dict)  # ExtractionSettings fields
     teacher: dict[str, Any] = field(default_factory=dict)  # TeacherTrainConfig fields
     student: dict[str, Any] = field(default_factory=dict)  # StudentTrainConfig fields
     baseline: bool = True
-    evaluation: dict[str, Any] = field(default_factory=dict)  # evaluate_model keyword arguments (split, ...)
+    evaluation: dict[str, Any] = field(default_factory=dict)  # EvaluationSettings fields
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> "Recipe":
@@ -66,10 +96,6 @@ class Recipe:
                 raise IAAError(f"{path}: '{key}' is required (in the recipe or on the command line)")
         data["out"] = Path(str(data["out"])).expanduser()
         return cls(**data)
-
-
-def _digest(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _checked_fields(cls: type, values: dict[str, Any], stage: str) -> Any:
@@ -108,52 +134,77 @@ class StageRunner:
         return key
 
 
+def stage_settings(recipe: Recipe, progress: bool = True) -> StageSettings:
+    """Each section of `recipe` as its typed settings (IAAError naming an unknown setting)."""
+    from .training.student_config import StudentTrainConfig
+    from .training.teacher import TeacherTrainConfig
+
+    return StageSettings(
+        features=_checked_fields(ExtractionSettings, {"progress": progress, **recipe.features}, "features"),
+        teacher=_checked_fields(TeacherTrainConfig, {"seed": recipe.seed, "progress": progress, **recipe.teacher},
+                                "teacher"),
+        student=_checked_fields(StudentTrainConfig, {"seed": recipe.seed, "val_fraction": recipe.val_fraction,
+                                                     "progress": progress, **recipe.student}, "student"),
+        evaluation=_checked_fields(EvaluationSettings, {"progress": progress, **recipe.evaluation}, "evaluation"),
+    )
+
+
+def stage_keys(dataset: Dataset, stages: StageSettings, baseline: bool = True) -> dict[str, str]:
+    """The key of every stage: its identity settings and its inputs' keys (execution settings never enter).
+
+    Features depend only on the images (ids and paths) and their identity settings, so new labels or
+    another split (`val_fraction`, `seed`) keep them; every later stage also depends on the labels and splits.
+    """
+    images = [(r.image_id, str(r.path)) for r in dataset.split(stages.features.split)]
+    labels = [(r.image_id, r.split, r.label) for r in dataset.records]
+    keys = {"features": fingerprint("features", images, stages.features)}
+    keys["teacher"] = fingerprint(keys["features"], labels, stages.teacher)
+    students = ("student", "baseline") if baseline else ("student",)
+    for name in students:
+        keys[name] = fingerprint(keys["teacher"], labels, stages.student, name == "baseline")
+    for name in ("teacher", *students):
+        keys[f"eval-{name}"] = fingerprint(keys[name], labels, stages.evaluation)
+    keys["compare"] = fingerprint([keys[f"eval-{name}"] for name in ("teacher", *students)])
+    return keys
+
+
 def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every stage of `recipe`; returns the folders, the timings and the comparison document."""
     from .data.registry import open_dataset
     from .evaluation import compare_runs, evaluate_model
     from .features import extract_features
     from .training.student import train_student
-    from .training.student_config import StudentTrainConfig
-    from .training.teacher import TeacherTrainConfig, train_teacher_head
+    from .training.teacher import train_teacher_head
 
     out = recipe.out
     out.mkdir(parents=True, exist_ok=True)
     dataset = open_dataset(recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed)
-    teacher_config = _checked_fields(TeacherTrainConfig, {"seed": recipe.seed, "progress": progress, **recipe.teacher}, "teacher")
-    student_config = _checked_fields(
-        StudentTrainConfig, {"seed": recipe.seed, "val_fraction": recipe.val_fraction, "progress": progress, **recipe.student},
-        "student")
-    evaluation = {"split": "test", "progress": progress, **recipe.evaluation}
+    stages = stage_settings(recipe, progress)
+    keys = stage_keys(dataset, stages, recipe.baseline)
     runner = StageRunner(out, log)
     folders = {name: out / name for name in ("features", "teacher", "image_cache", "student", "baseline", "comparison")}
-    data_key = _digest(dataset.fingerprint(), recipe.val_fraction, recipe.seed,
-                       [(r.image_id, r.split, r.label) for r in dataset.records])
-
-    features_key = runner.run("features", _digest(data_key, recipe.features), folders["features"], lambda: extract_features(
-        dataset, folders["features"], progress=progress, **recipe.features))
-    teacher_key = runner.run("teacher", _digest(features_key, recipe.teacher, recipe.seed), folders["teacher"],
-                             lambda: train_teacher_head(dataset, folders["features"], folders["teacher"], teacher_config))
+    runner.run("features", keys["features"], folders["features"], lambda: extract_features(
+        dataset, folders["features"], **stages.features.as_kwargs()))
+    runner.run("teacher", keys["teacher"], folders["teacher"],
+               lambda: train_teacher_head(dataset, folders["features"], folders["teacher"], stages.teacher))
     runs = {"student": False, **({"baseline": True} if recipe.baseline else {})}
-    keys = {}
     for name, baseline in runs.items():
-        keys[name] = runner.run(name, _digest(teacher_key, recipe.student, recipe.seed, baseline), folders[name], lambda b=baseline, n=name: train_student(
+        runner.run(name, keys[name], folders[name], lambda b=baseline, n=name: train_student(
             # the baseline reads only the aesthetic-feature size from the targets: same architecture, no distillation
-            dataset, folders[n], student_config, targets_dir=folders["teacher"], baseline=b,
+            dataset, folders[n], stages.student, targets_dir=folders["teacher"], baseline=b,
             image_cache_dir=folders["image_cache"]))
 
     eval_dirs = {}
-    models = {"teacher": (folders["teacher"], teacher_key), **{n: (folders[n] / "model", keys[n]) for n in runs}}
-    for name, (model_dir, key) in models.items():
+    models = {"teacher": folders["teacher"], **{n: folders[n] / "model" for n in runs}}
+    for name, model_dir in models.items():
         eval_dirs[name] = out / "eval" / name
         features = folders["features"] if name == "teacher" else None  # students score the images themselves
-        runner.run(f"eval-{name}", _digest(key, evaluation), eval_dirs[name], lambda m=model_dir, d=eval_dirs[name], f=features, n=name: evaluate_model(
-            m, dataset, out=d, features=f, name=n, **evaluation))
+        runner.run(f"eval-{name}", keys[f"eval-{name}"], eval_dirs[name], lambda m=model_dir, d=eval_dirs[name], f=features, n=name: evaluate_model(
+            m, dataset, out=d, features=f, name=n, **asdict(stages.evaluation)))
     comparison = None
     if recipe.baseline:
         order = [eval_dirs["baseline"], eval_dirs["student"], eval_dirs["teacher"]]
-        runner.run("compare", _digest([runner.done[f"eval-{n}"] for n in models]), folders["comparison"],
-                   lambda: compare_runs(order, folders["comparison"]))
+        runner.run("compare", keys["compare"], folders["comparison"], lambda: compare_runs(order, folders["comparison"]))
         comparison = json.loads((folders["comparison"] / "comparison.json").read_text())
     return {"folders": {**{k: str(v) for k, v in folders.items()}, "eval": {k: str(v) for k, v in eval_dirs.items()}},
             "timings": runner.timings, "comparison": comparison, "dataset": dataset}

@@ -6,6 +6,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
+from ..data.records import DEFAULT_VAL_FRACTION
 from ..errors import IAAError
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("dataset", metavar="DATASET", help="FORMAT:PATH, e.g. ava:/data/AVA, csv:labels.csv?scale=1,10, folder:~/Photos")
     check.add_argument("--decode", action="store_true", help="also decode every found image (slow on big sets)")
     check.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes (default: %(default)s)")
-    check.add_argument("--val-fraction", type=float, default=0.05, help="share of train carved out as val (default: %(default)s)")
+    check.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION, help="share of train carved out as val (default: %(default)s)")
     check.add_argument("--seed", type=int, default=0, help="seed of the carved splits (default: %(default)s)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..data.records import DEFAULT_VAL_FRACTION
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="model folder: a student or a teacher head")
@@ -22,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="categories with fewer images are flagged, not reported (default: %(default)s)")
     parser.add_argument("--threshold", type=float,
                         help="binary accuracy threshold (default: 5 on the 1..10 scale, else the scale midpoint)")
-    parser.add_argument("--val-fraction", type=float, default=0.05,
+    parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
                         help="as used in training, so --split val selects the same images (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="split seed, as used in training (default: %(default)s)")
 

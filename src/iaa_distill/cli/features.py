@@ -14,20 +14,14 @@ SHOWN_FAILURES = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..features.settings import ExtractionSettings
+    from .options import add_options
+
     parser.add_argument("dataset", metavar="DATASET", help="FORMAT:PATH, e.g. ava:/data/AVA or folder:~/Photos")
-    parser.add_argument("--teachers", metavar="A,B,C",
-                        help="comma-separated timm model names (default: the bundled tf_efficientnet_lite0,1,2)")
     parser.add_argument("--out", required=True, metavar="CACHE", help="feature cache folder (created or resumed)")
     parser.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                         help="local weights file for teacher NAME (.safetensors/.pth); repeatable")
-    parser.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2, help="data-loader worker processes (decoding)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--decoder", default="auto", choices=("auto", "pil", "torchvision"),
-                        help="pil: shared decoder in the workers; torchvision: batched JPEG decoding on the device "
-                             "(nvJPEG on CUDA); auto: torchvision on CUDA, pil on CPU (default)")
-    parser.add_argument("--hflip", action="store_true", help="average each image's features with its mirror image's")
+    add_options(parser, ExtractionSettings, exclude=("weights",))
 
 
 def parse_weights(items: list[str]) -> dict[str, str]:
@@ -43,16 +37,14 @@ def parse_weights(items: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from ..data.registry import open_dataset
     from ..features import extract_features
-    from ..teachers import DEFAULT_TEACHERS
+    from ..features.settings import ExtractionSettings
+    from .options import config_from_args
 
-    teachers = [n.strip() for n in args.teachers.split(",") if n.strip()] if args.teachers else DEFAULT_TEACHERS
+    teachers = tuple(n.strip() for item in args.teachers for n in item.split(",") if n.strip())
     if not teachers:
         raise IAAError("--teachers: give at least one timm model name")
-    dataset = open_dataset(args.dataset)
-    cache = extract_features(
-        dataset, args.out, teachers, weights=parse_weights(args.weights), split=args.split,
-        batch_size=args.batch_size, num_workers=args.workers, device=args.device, decoder=args.decoder, hflip=args.hflip,
-    )
+    settings = config_from_args(ExtractionSettings, args, teachers=teachers, weights=parse_weights(args.weights))
+    cache = extract_features(open_dataset(args.dataset), args.out, **settings.as_kwargs())
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
     print(f"{cache.directory}: {len(cache.valid_ids())} of {len(cache.ids)} images, {cache.dim} features each "

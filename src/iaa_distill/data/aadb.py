@@ -10,13 +10,13 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .parsing import deduplicate, number, relative_id, text_lines
-from .records import Dataset, ImageRecord, Label
+from .records import DEFAULT_VAL_FRACTION, Dataset, ImageRecord, Label
 
 SCALE = (0.0, 1.0)
 LIST_FILES = {"train": "Train", "val": "Validation", "test": "TestNew"}
 
 
-def read_aadb(path: Path, *, val_fraction: float = 0.05, seed: int = 0) -> Dataset:
+def read_aadb(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> Dataset:
     """Read an AADB folder (the one holding imgListFiles_label/) with its official split."""
     root = Path(path)
     lists = root / "imgListFiles_label"

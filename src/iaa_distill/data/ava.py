@@ -14,14 +14,14 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .parsing import assign_splits, deduplicate, seeded_subset, text_lines
-from .records import Dataset, ImageRecord, Label
+from .records import DEFAULT_VAL_FRACTION, Dataset, ImageRecord, Label
 
 SCALE = (1.0, 10.0)
 CATEGORY_LISTS = ("animal", "architecture", "cityscape", "floral", "fooddrink", "landscape", "portrait", "stilllife")
 LISTS_DIR = "aesthetics_image_lists"
 
 
-def read_ava(path: Path, *, val_fraction: float = 0.05, seed: int = 0) -> Dataset:
+def read_ava(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> Dataset:
     """Read an AVA folder (the one holding AVA.txt) into records with the official test split."""
     root = Path(path)
     label_file = root / "AVA.txt"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .parsing import assign_splits, csv_rows, deduplicate, number, relative_id, seeded_subset, vote_counts
-from .records import SPLITS, SYNTHETIC_MARKER, Dataset, ImageRecord, Label
+from .records import DEFAULT_VAL_FRACTION, Dataset, ImageRecord, Label, SPLITS, SYNTHETIC_MARKER
 
 VOTE_COLUMN = re.compile(r"votes_(\d+)$")
 
@@ -25,7 +25,7 @@ VOTE_COLUMN = re.compile(r"votes_(\d+)$")
 def read_csv(
     path: Path,
     *,
-    val_fraction: float = 0.05,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
     scale: str | tuple[float, float] | None = None,
     test_fraction: float = 0.2,

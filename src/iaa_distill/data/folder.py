@@ -11,10 +11,10 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..imaging import IMAGE_EXTENSIONS
-from .records import Dataset, ImageRecord
+from .records import DEFAULT_VAL_FRACTION, Dataset, ImageRecord
 
 
-def read_folder(path: Path, *, val_fraction: float = 0.05, seed: int = 0) -> Dataset:
+def read_folder(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> Dataset:
     """List the images below `path` in sorted order (`val_fraction`/`seed` unused: no labels, no split)."""
     root = Path(path)
     if not root.is_dir():

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .parsing import assign_splits, csv_rows, deduplicate, relative_id, seeded_subset, vote_counts
-from .records import Dataset, ImageRecord, Label
+from .records import DEFAULT_VAL_FRACTION, Dataset, ImageRecord, Label
 
 SCALE = (1.0, 5.0)
 LABEL_FILE = "koniq10k_scores_and_distributions.csv"
 VOTE_COLUMNS = ("c1", "c2", "c3", "c4", "c5")
 
 
-def read_koniq(path: Path, *, val_fraction: float = 0.05, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+def read_koniq(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """Read a KonIQ-10k folder (the one holding the scores CSV) with a seeded split."""
     root = Path(path)
     label_file = root / LABEL_FILE

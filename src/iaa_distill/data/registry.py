@@ -19,7 +19,7 @@ from .ava import read_ava
 from .csv_labels import read_csv
 from .folder import read_folder
 from .koniq import read_koniq
-from .records import Dataset
+from .records import DEFAULT_VAL_FRACTION, Dataset
 from .tad66k import read_tad66k
 
 READERS: dict[str, Callable[..., Dataset]] = {
@@ -33,7 +33,7 @@ READERS: dict[str, Callable[..., Dataset]] = {
 NUMERIC_OPTIONS = {"test_fraction"}
 
 
-def open_dataset(spec: str, *, val_fraction: float = 0.05, seed: int = 0) -> Dataset:
+def open_dataset(spec: str, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> Dataset:
     """Read the dataset named by `spec` (FORMAT:PATH) into records."""
     fmt, sep, location = spec.partition(":")
     fmt = fmt.strip().lower()

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .parsing import assign_splits, csv_rows, deduplicate, number, relative_id, seeded_subset
-from .records import Dataset, ImageRecord, Label
+from .records import DEFAULT_VAL_FRACTION, Dataset, ImageRecord, Label
 
 SCALE = (1.0, 10.0)
 IMAGE_FOLDERS = ("images", "imgs")
 
 
-def read_tad66k(path: Path, *, val_fraction: float = 0.05, seed: int = 0, images: Path | None = None) -> Dataset:
+def read_tad66k(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0, images: Path | None = None) -> Dataset:
     """Read a TAD66K folder (the one holding merge/ and unmerge/)."""
     root = Path(path)
     if not (root / "merge").is_dir():

@@ -35,11 +35,11 @@ from ..errors import DecodeError, IAAError
 from ..imaging import decode_image
 from ..preprocessing import resize_whole_tensor
 from ..teachers import DEFAULT_TEACHERS, TeacherSet, load_teachers
+from .settings import DECODERS
 from .cache import FORMAT, FORMAT_VERSION, FeatureCache, RowWriter, finalize_manifest, prepare_cache, read_progress
 
 JPEG_MAGIC = b"\xff\xd8"
 JPEG_END = b"\xff\xd9"
-DECODERS = ("auto", "pil", "torchvision")
 
 
 def _barrier_with_error(error: str | None, world: int) -> None:

@@ -8,11 +8,11 @@ from PIL import Image
 from torch import nn
 
 from ..errors import IAAError
+from ..features.settings import DEFAULT_TEACHERS
 from ..preprocessing import eval_transform
 from .mlsp import Teacher, mlsp_blocks
 from .weights import WeightsSource, load_pretrained
 
-DEFAULT_TEACHERS = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 
 __all__ = ["DEFAULT_TEACHERS", "PackedInputs", "Teacher", "TeacherSet", "WeightsSource", "load_pretrained", "load_teachers", "mlsp_blocks"]
 
