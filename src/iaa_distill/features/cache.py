@@ -10,21 +10,24 @@ A cache is a folder:
   and fsynced only after that batch's rows were written and synced. A torn last line (a kill during
   the append) is ignored, so those rows are simply extracted again.
 Killed at any moment and rerun, extraction continues from the logged batches and ends with the same
-bytes as an uninterrupted run.
+bytes as an uninterrupted run. The mechanics (journal, row store, id index, typed manifest) are
+`iaa_distill.storage`'s; this module knows the layout and `FeatureCacheManifest`, the one place that
+says what a cache's content depends on.
 """
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..artifacts import atomic_write_text, read_json
+from ..artifacts import atomic_write_text
 from ..data.records import Dataset
 from ..errors import IAAError
+from ..storage import IdIndex, Manifest, RowStore, create_array, read_journal
 
 MANIFEST_NAME = "manifest.json"
 FEATURES_NAME = "features.npy"
@@ -34,18 +37,48 @@ FORMAT = "iaa-distill feature cache"
 FORMAT_VERSION = 1
 
 
+@dataclass
+class FeatureCacheManifest(Manifest):
+    """`manifest.json`: what the features were made from (identity) and how far the cache got."""
+
+    IDENTITY = ("teachers", "dim", "hflip", "preprocessing", "dataset")
+
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    teachers: list[dict[str, Any]] = field(default_factory=list)  # each teacher's spec and column offset
+    dim: int = 0
+    hflip: bool = False
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # view, decoder actually used, precision
+    dataset: dict[str, Any] = field(default_factory=dict)  # name, fingerprint, split, num_images, ids_sha256
+    iaa_distill_version: str = ""
+    created: str = ""
+    complete: bool = False
+    failed: dict[str, str] = field(default_factory=dict)  # image id -> why it has no features
+
+    def differences(self, other: Manifest) -> list[str]:
+        """`what old vs new` for each part of the identity that differs (teachers by name first)."""
+        old_names = [t["name"] for t in self.teachers]
+        new_names = [t["name"] for t in getattr(other, "teachers", [])]
+        if old_names != new_names:
+            return [f"teachers {','.join(old_names)} vs {','.join(new_names)}"]
+        pairs = [(f"{a['name']} {key}", a.get(key), b.get(key))
+                 for a, b in zip(self.teachers, other.teachers) for key in sorted(set(a) | set(b))]
+        pairs += [(key, getattr(self, key), getattr(other, key)) for key in ("dim", "hflip", "preprocessing")]
+        pairs += [(f"dataset {key}", self.dataset.get(key), other.dataset.get(key))
+                  for key in sorted(set(self.dataset) | set(other.dataset))]
+        return [f"{what} {a} vs {b}" for what, a, b in pairs if a != b]
+
+
 def read_progress(directory: Path, num_rows: int) -> tuple[np.ndarray, dict[int, str]]:
     """Rows logged as finished by any rank, and the failed rows with their errors (torn lines ignored)."""
     done = np.zeros(num_rows, dtype=bool)
     failed: dict[int, str] = {}
     for log in sorted((directory / PROGRESS_DIR).glob("rank*.log")):
-        lines = log.read_bytes().split(b"\n")
-        for line in lines[:-1]:  # the part after the last newline is torn or empty
+        for entry in read_journal(log):
             try:
-                entry = json.loads(line)
                 rows = [int(r) for r in entry["rows"]]
                 errors = {int(r): str(e) for r, e in entry.get("failed", {}).items()}
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
             if rows and (min(rows) < 0 or max(rows) >= num_rows):
                 continue
@@ -57,15 +90,16 @@ def read_progress(directory: Path, num_rows: int) -> tuple[np.ndarray, dict[int,
 class FeatureCache:
     """A read-only view of a feature cache folder; see the module doc for the layout."""
 
-    def __init__(self, directory: Path, manifest: dict[str, Any], ids: list[str], features: np.ndarray,
+    def __init__(self, directory: Path, manifest: FeatureCacheManifest, ids: list[str], features: np.ndarray,
                  done: np.ndarray, failed: dict[str, str]):
         self.directory = directory
         self.manifest = manifest
-        self.ids = ids
+        self.index = IdIndex(ids, f"{directory} (feature cache)",
+                             "extract features for these images with `iaa features` into another --out")
+        self.ids = self.index.ids
         self.features = features
         self.done = done
         self.failed = failed
-        self._rows = {image_id: row for row, image_id in enumerate(ids)}
 
     @classmethod
     def open(cls, directory: str | Path) -> "FeatureCache":
@@ -76,16 +110,16 @@ class FeatureCache:
             features = np.load(directory / FEATURES_NAME, mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise IAAError(f"{directory}: damaged feature cache ({exc}); extract again into a new --out") from None
-        if features.shape != (len(ids), manifest["dim"]):
+        if features.shape != (len(ids), manifest.dim):
             raise IAAError(f"{directory}: damaged feature cache ({FEATURES_NAME} has shape {features.shape}, "
-                           f"expected {(len(ids), manifest['dim'])}); extract again into a new --out")
+                           f"expected {(len(ids), manifest.dim)}); extract again into a new --out")
         done, failed_rows = read_progress(directory, len(ids))
         failed = {ids[row]: error for row, error in sorted(failed_rows.items())}
         return cls(directory, manifest, ids, features, done, failed)
 
     @property
     def dim(self) -> int:
-        return int(self.manifest["dim"])
+        return int(self.manifest.dim)
 
     @property
     def complete(self) -> bool:
@@ -97,22 +131,19 @@ class FeatureCache:
 
     def rows_for(self, ids: Iterable[str]) -> np.ndarray:
         """Features of `ids` as a float32 (len(ids), dim) array; IAAError names an id that has none."""
-        rows = []
-        for image_id in ids:
-            row = self._rows.get(image_id)
-            if row is None:
-                raise IAAError(f"{self.directory}: image '{image_id}' is not in this feature cache")
+        ids = list(ids)
+        rows = self.index.rows_for(ids)
+        for image_id, row in zip(ids, rows):
             if image_id in self.failed:
                 raise IAAError(f"{self.directory}: image '{image_id}' has no features ({self.failed[image_id]})")
             if not self.done[row]:
                 raise IAAError(f"{self.directory}: image '{image_id}' has not been extracted yet; "
                                "rerun `iaa features` with the same --out to finish the cache")
-            rows.append(row)
-        return np.asarray(self.features[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+        return np.asarray(self.features[rows], dtype=np.float32)
 
     def check_matches(self, dataset: Dataset) -> None:
         """Refuse a cache that was made for other images than `dataset`'s."""
-        made_for = self.manifest["dataset"]
+        made_for = self.manifest.dataset
         if made_for["fingerprint"] != dataset.fingerprint():
             raise IAAError(
                 f"{self.directory}: feature cache was made for dataset '{made_for['name']}' "
@@ -122,52 +153,32 @@ class FeatureCache:
             )
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
+def read_manifest(directory: Path) -> FeatureCacheManifest:
     path = directory / MANIFEST_NAME
-    manifest = read_json(path, f"{directory}: not a feature cache (no {MANIFEST_NAME}); create one with `iaa features`")
-    if manifest.get("format") != FORMAT:
+    manifest = FeatureCacheManifest.read(
+        path, f"{directory}: not a feature cache (no {MANIFEST_NAME}); create one with `iaa features`")
+    if manifest.format != FORMAT:
         raise IAAError(f"{path}: not an iaa-distill feature cache manifest")
+    if manifest.format_version != FORMAT_VERSION:
+        raise IAAError(f"{path}: feature cache format {manifest.format_version}, this version reads "
+                       f"{FORMAT_VERSION}; extract again into a new --out")
     return manifest
 
 
-def create_cache(directory: Path, manifest: dict[str, Any], ids: Sequence[str]) -> None:
+def create_cache(directory: Path, manifest: FeatureCacheManifest | dict[str, Any], ids: Sequence[str]) -> None:
     """Write the index and the preallocated zero array, then the manifest (its presence marks the cache usable)."""
+    if isinstance(manifest, dict):
+        manifest = FeatureCacheManifest.from_dict(manifest)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / PROGRESS_DIR).mkdir(exist_ok=True)
     for log in (directory / PROGRESS_DIR).glob("rank*.log"):  # left by a creation that never finished
         log.unlink()
     atomic_write_text(directory / IDS_NAME, json.dumps(list(ids)) + "\n")
-    features = np.lib.format.open_memmap(directory / FEATURES_NAME, mode="w+", dtype=np.float16,
-                                         shape=(len(ids), manifest["dim"]))
-    features.flush()
-    del features
-    with open(directory / FEATURES_NAME, "rb+") as f:
-        os.fsync(f.fileno())
-    atomic_write_text(directory / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    create_array(directory / FEATURES_NAME, (len(ids), manifest.dim), np.float16)
+    manifest.write(directory / MANIFEST_NAME)
 
 
-def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two manifests in what decides the features."""
-    diffs = []
-    old_names = [t["name"] for t in old["teachers"]]
-    new_names = [t["name"] for t in new["teachers"]]
-    if old_names != new_names:
-        diffs.append(f"teachers {','.join(old_names)} vs {','.join(new_names)}")
-    else:
-        for a, b in zip(old["teachers"], new["teachers"]):
-            for key in ("weights", "input_size", "mean", "std", "interpolation", "level_dims"):
-                if a.get(key) != b.get(key):
-                    diffs.append(f"{a['name']} {key} {a.get(key)} vs {b.get(key)}")
-    for key in ("hflip", "preprocessing"):
-        if old.get(key) != new.get(key):
-            diffs.append(f"{key} {old.get(key)} vs {new.get(key)}")
-    for key in ("name", "split", "fingerprint", "num_images", "ids_sha256"):
-        if old["dataset"].get(key) != new["dataset"].get(key):
-            diffs.append(f"dataset {key} {old['dataset'].get(key)} vs {new['dataset'].get(key)}")
-    return diffs
-
-
-def prepare_cache(directory: Path, manifest: dict[str, Any], ids: Sequence[str]) -> None:
+def prepare_cache(directory: Path, manifest: FeatureCacheManifest, ids: Sequence[str]) -> None:
     """Create the cache, or check that the existing one was made the same way (IAAError saying what differs)."""
     if not (directory / MANIFEST_NAME).is_file():
         ours = {MANIFEST_NAME, FEATURES_NAME, IDS_NAME, PROGRESS_DIR}
@@ -178,8 +189,7 @@ def prepare_cache(directory: Path, manifest: dict[str, Any], ids: Sequence[str])
                            "choose an empty or new --out")
         create_cache(directory, manifest, ids)
         return
-    existing = read_manifest(directory)
-    diffs = spec_differences(existing, manifest)
+    diffs = read_manifest(directory).differences(manifest)
     if diffs:
         raise IAAError(f"{directory}: feature cache was made differently ({'; '.join(diffs)}, cache vs this run); "
                        "use another --out, or delete the cache to extract again")
@@ -191,39 +201,22 @@ def finalize_manifest(directory: Path) -> None:
     manifest = read_manifest(directory)
     ids = json.loads((directory / IDS_NAME).read_text())
     done, failed = read_progress(directory, len(ids))
-    manifest["complete"] = bool(done.all())
-    manifest["failed"] = {ids[row]: error for row, error in sorted(failed.items())}
-    atomic_write_text(directory / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    manifest.complete = bool(done.all())
+    manifest.failed = {ids[row]: error for row, error in sorted(failed.items())}
+    manifest.write(directory / MANIFEST_NAME)
 
 
 class RowWriter:
-    """Writes finished batches of one rank: rows into `features.npy` (synced), then a fsynced log line."""
+    """Writes finished batches of one rank: rows into `features.npy` (synced), then a line in its progress log."""
 
     def __init__(self, directory: Path, rank: int):
-        features = np.load(directory / FEATURES_NAME, mmap_mode="r")
-        self._offset, self._row_bytes = int(features.offset), features.shape[1] * 2
-        del features
-        self._data = os.open(directory / FEATURES_NAME, os.O_WRONLY)
-        log_path = directory / PROGRESS_DIR / f"rank{rank}.log"
-        self._log = open(log_path, "ab+")
-        self._log.seek(0)
-        content = self._log.read()
-        if content and not content.endswith(b"\n"):  # a torn line from a kill: drop it before appending
-            self._log.truncate(content.rfind(b"\n") + 1)
-        self._log.seek(0, os.SEEK_END)
+        self._store = RowStore(directory / FEATURES_NAME, directory / PROGRESS_DIR / f"rank{rank}.log")
 
     def write(self, rows: Sequence[int], features: np.ndarray, failed: dict[int, str]) -> None:
         """rows[i] <- features[i] (float16); `failed` rows are logged as done with their error, left zero."""
-        features = np.ascontiguousarray(features, dtype=np.float16)
-        for row, vector in zip(rows, features):
-            os.pwrite(self._data, vector.tobytes(), self._offset + int(row) * self._row_bytes)
-        os.fdatasync(self._data)
-        line = json.dumps({"rows": [int(r) for r in rows] + [int(r) for r in failed],
-                           "failed": {str(r): e for r, e in failed.items()}})
-        self._log.write(line.encode() + b"\n")
-        self._log.flush()
-        os.fsync(self._log.fileno())
+        self._store.write(rows, features)
+        self._store.commit({"rows": [int(r) for r in rows] + [int(r) for r in failed],
+                            "failed": {str(r): e for r, e in failed.items()}})
 
     def close(self) -> None:
-        os.close(self._data)
-        self._log.close()
+        self._store.close()

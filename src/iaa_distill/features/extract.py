@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,9 +33,10 @@ from ..data.records import Dataset
 from ..errors import DecodeError, IAAError
 from ..imaging import decode_image
 from ..preprocessing import resize_whole_tensor
+from ..storage import IdIndex
 from ..teachers import DEFAULT_TEACHERS, TeacherSet, load_teachers
+from .cache import FeatureCache, FeatureCacheManifest, RowWriter, finalize_manifest, prepare_cache, read_progress
 from .settings import DECODERS
-from .cache import FORMAT, FORMAT_VERSION, FeatureCache, RowWriter, finalize_manifest, prepare_cache, read_progress
 
 JPEG_MAGIC = b"\xff\xd8"
 JPEG_END = b"\xff\xd9"
@@ -67,32 +67,28 @@ def resolve_decoder(decoder: str, device: torch.device) -> str:
 
 
 def build_manifest(dataset: Dataset, split: str, ids: Sequence[str], teachers: TeacherSet, hflip: bool,
-                   device: torch.device, decoder: str) -> dict[str, Any]:
-    """The cache manifest for this run (`cache.spec_differences` says what must match on resume)."""
+                   device: torch.device, decoder: str) -> FeatureCacheManifest:
+    """The cache manifest for this run (`FeatureCacheManifest.differences` says what must match on resume)."""
     gpu = device.type == "cuda"
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "teachers": teachers.specs(),
-        "dim": teachers.dim,
-        "hflip": hflip,
-        "preprocessing": {
+    return FeatureCacheManifest(
+        teachers=teachers.specs(),
+        dim=teachers.dim,
+        hflip=hflip,
+        preprocessing={
             "view": "whole image resized to each teacher's input size",
             "decoder": "pil" if decoder == "pil" else ("nvjpeg+pil" if gpu else "torchvision+pil"),
             "precision": "bfloat16" if gpu else "float32",
         },
-        "dataset": {
+        dataset={
             "name": dataset.name,
             "fingerprint": dataset.fingerprint(),
             "split": split,
             "num_images": len(ids),
             "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
         },
-        "iaa_distill_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "complete": False,
-        "failed": {},
-    }
+        iaa_distill_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 def _pending_batches(rows: Sequence[int], done: np.ndarray, batch_size: int) -> list[list[int]]:
@@ -126,10 +122,7 @@ def extract_features(
     records = dataset.split(split)
     if not records:
         raise IAAError(f"dataset '{dataset.name}' has no images in split '{split}'")
-    ids = [r.image_id for r in records]
-    duplicates = [image_id for image_id, count in Counter(ids).items() if count > 1]
-    if duplicates:
-        raise IAAError(f"dataset '{dataset.name}': image id '{duplicates[0]}' appears more than once")
+    ids = IdIndex([r.image_id for r in records], f"dataset '{dataset.name}'").ids  # refuses a repeated id
     out = Path(out).expanduser()
     torch_device = resolve_device(device)
     decoder = resolve_decoder(decoder, torch_device)

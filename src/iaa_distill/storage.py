@@ -1,0 +1,194 @@
+"""Crash-safe storage shared by the feature cache, the image cache and the score output.
+
+- `Journal`: an append-only JSON-lines file. Each `append` writes whole lines, then flushes and
+  fsyncs, so a line on disk is a commit. A kill during an append leaves a torn last line: readers
+  ignore it (`read_journal`) and the next writer cuts it off before appending.
+- `RowStore`: a preallocated `.npy` array (`create_array`: zero-filled, sparse on disk) whose rows
+  are written in place, plus a journal. `write` puts rows, `commit` syncs them and only then appends
+  the journal line that says they are done; rows not named by a journal line are simply written again.
+- `IdIndex`: image id -> row of a store, with errors that name the missing id.
+- `Manifest`: a typed manifest (dataclass) written atomically as JSON, with `fingerprint()` (a hash
+  of the fields that decide the content) and `differences(other)` (readable lines for a refusal).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from .artifacts import atomic_write_text, read_json
+from .errors import IAAError
+from .settings import differences as settings_differences
+
+
+class Journal:
+    """An append-only JSON-lines file; every `append` is flushed and fsynced before it returns."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "ab+")
+        self._file.seek(0)
+        content = self._file.read()
+        if content and not content.endswith(b"\n"):  # a torn line from a kill: cut it before appending
+            self._file.truncate(content.rfind(b"\n") + 1)
+        self._file.seek(0, os.SEEK_END)
+
+    def append(self, *entries: dict[str, Any]) -> None:
+        """Commit `entries`, one line each."""
+        self._file.write(b"".join(json.dumps(entry).encode() + b"\n" for entry in entries))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """The committed entries of a journal (none when it does not exist); torn or unreadable lines skipped."""
+    try:
+        lines = Path(path).read_bytes().split(b"\n")[:-1]  # the part after the last newline is torn or empty
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def create_array(path: Path, shape: tuple[int, ...], dtype: np.dtype | str) -> None:
+    """A zero-filled `.npy` file of `shape` (sparse on disk: only the header is written), fsynced."""
+    dtype = np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.truncate(f.tell() + int(np.prod(shape)) * dtype.itemsize)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class RowStore:
+    """Writes rows of an existing `.npy` array in place; `commit` syncs them, then journals `entry`."""
+
+    def __init__(self, array_path: Path, journal_path: Path):
+        array = np.load(array_path, mmap_mode="r")
+        self.dtype = array.dtype
+        self._offset = int(array.offset)
+        self._row_bytes = int(np.prod(array.shape[1:])) * array.dtype.itemsize
+        del array
+        self._data = os.open(array_path, os.O_WRONLY)
+        self.journal = Journal(journal_path)
+
+    def write(self, rows: Iterable[int], values: np.ndarray) -> None:
+        """rows[i] <- values[i] (converted to the array's dtype); not durable until `commit`."""
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        for row, value in zip(rows, values):
+            os.pwrite(self._data, value.tobytes(), self._offset + int(row) * self._row_bytes)
+
+    def commit(self, entry: dict[str, Any]) -> None:
+        """Make the written rows durable, then record `entry` in the journal."""
+        os.fdatasync(self._data)
+        self.journal.append(entry)
+
+    def close(self) -> None:
+        os.close(self._data)
+        self.journal.close()
+
+    def __enter__(self) -> "RowStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class IdIndex:
+    """Image id -> row of a store; `where` names the store in errors."""
+
+    def __init__(self, ids: Sequence[str], where: str, hint: str = "build it again for these images"):
+        self.ids = list(ids)
+        self.where = where
+        self.hint = hint
+        self._rows: dict[str, int] = {}
+        for row, image_id in enumerate(self.ids):
+            if image_id in self._rows:
+                raise IAAError(f"{where}: image id '{image_id}' appears more than once")
+            self._rows[image_id] = row
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._rows
+
+    def rows_for(self, ids: Iterable[str]) -> np.ndarray:
+        """Rows of `ids` in their order (int64); IAAError naming the first id that is not in the store."""
+        ids = list(ids)
+        missing = [image_id for image_id in ids if image_id not in self._rows]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise IAAError(f"{self.where}: image '{missing[0]}' is not in it{more}; {self.hint}")
+        return np.fromiter((self._rows[image_id] for image_id in ids), dtype=np.int64, count=len(ids))
+
+
+M = TypeVar("M", bound="Manifest")
+
+
+@dataclass
+class Manifest:
+    """Base of typed manifests: JSON on disk, `IDENTITY` names the fields that decide the content."""
+
+    IDENTITY: ClassVar[tuple[str, ...]] = ()
+
+    def identity(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.IDENTITY}
+
+    def fingerprint(self) -> str:
+        """A short stable hash of the identity fields."""
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def differences(self, other: "Manifest") -> list[str]:
+        """Readable `field old -> new` lines where the identity of `other` differs from this one's."""
+        return settings_differences(self.identity(), other.identity())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __getitem__(self, key: str) -> Any:
+        """Read like the JSON file (`manifest["teachers"]`), for callers that treat it as a document."""
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls: type[M], data: dict[str, Any]) -> M:
+        """Known fields of `data` (missing ones keep their defaults; unknown ones are ignored)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    @classmethod
+    def read(cls: type[M], path: Path, missing: str) -> M:
+        """The manifest at `path`; IAAError `missing` when there is none, or naming a damaged file."""
+        data = read_json(path, missing)
+        if not isinstance(data, dict):
+            raise IAAError(f"{path}: damaged manifest (not a JSON object); delete its folder to build it again")
+        return cls.from_dict(data)
