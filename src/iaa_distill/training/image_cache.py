@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from ..data.loading import ImageFiles
 from ..data.records import ImageRecord
 from ..errors import IAAError
 from ..preprocessing import resize_whole
+from ..storage import IdIndex, Manifest, RowStore, create_array, read_journal
 
 IMAGES = "images.npy"
 INDEX = "index.json"
@@ -59,6 +60,21 @@ def ids_hash(ids: Sequence[str]) -> str:
 
 
 @dataclass
+class ImageCacheManifest(Manifest):
+    """`manifest.json`: what the pixels are made from (everything but `complete`) and whether they are all there."""
+
+    IDENTITY = ("format", "size", "interpolation", "shape", "dataset_fingerprint", "ids_hash")
+
+    format: int = FORMAT_VERSION
+    size: int = 0
+    interpolation: str = "bicubic"
+    shape: list[int] = field(default_factory=list)
+    dataset_fingerprint: str = ""
+    ids_hash: str = ""
+    complete: bool = False
+
+
+@dataclass
 class ImageCache:
     """A complete cache folder: `rows_for(ids)` locates images in `pixels` (opened read-only on demand)."""
 
@@ -67,20 +83,23 @@ class ImageCache:
     size: int
     interpolation: str
     failed: dict[str, str]
-    manifest: dict
+    manifest: ImageCacheManifest
+
+    def __post_init__(self) -> None:
+        self.index = IdIndex(self.ids, f"{self.root} (image cache)", "delete the folder to build it again")
 
     @classmethod
     def open(cls, directory: str | Path) -> "ImageCache":
         root = Path(directory).expanduser()
         try:
-            manifest = json.loads((root / MANIFEST).read_text())
+            manifest = ImageCacheManifest.from_dict(json.loads((root / MANIFEST).read_text()))
             index = json.loads((root / INDEX).read_text())
             failed = json.loads((root / FAILED).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
             raise IAAError(f"{root}: not a complete image cache ({exc})") from None
-        if not manifest.get("complete"):
+        if not manifest.complete:
             raise IAAError(f"{root}: image cache is incomplete (its build was interrupted; rerun to finish it)")
-        return cls(root, index["ids"], manifest["size"], manifest["interpolation"], failed, manifest)
+        return cls(root, index["ids"], manifest.size, manifest.interpolation, failed, manifest)
 
     @property
     def path(self) -> Path:
@@ -94,11 +113,8 @@ class ImageCache:
         return [i for i in self.ids if i not in self.failed]
 
     def rows_for(self, ids: Sequence[str]) -> np.ndarray:
-        position = {image_id: row for row, image_id in enumerate(self.ids)}
-        missing = [i for i in ids if i not in position]
-        if missing:
-            raise IAAError(f"{self.root}: image cache lacks {len(missing)} images (e.g. '{missing[0]}')")
-        return np.array([position[i] for i in ids], dtype=np.int64)
+        """Rows of `ids` in `pixels`; IAAError naming an id the cache lacks."""
+        return self.index.rows_for(ids)
 
 
 def ensure_image_cache(
@@ -143,50 +159,43 @@ def _build(
 ) -> None:
     ids = [r.image_id for r in records]
     shape = (len(ids), size, size, 3)
-    manifest = {
-        "format": FORMAT_VERSION, "size": size, "interpolation": interpolation, "shape": list(shape),
-        "dataset_fingerprint": dataset_fingerprint, "ids_hash": ids_hash(ids), "complete": False,
-    }
+    manifest = ImageCacheManifest(size=size, interpolation=interpolation, shape=list(shape),
+                                  dataset_fingerprint=dataset_fingerprint, ids_hash=ids_hash(ids))
     done, failed = _resume_point(folder, manifest)
     if done == 0:
         for stale in (JOURNAL, FAILED):
             (folder / stale).unlink(missing_ok=True)
         atomic_write_text(folder / INDEX, json.dumps({"ids": ids, "paths": [str(r.path) for r in records]}) + "\n")
-        with open(folder / IMAGES, "wb") as f:  # .npy header, then a sparse file of the full size
-            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
-            f.truncate(f.tell() + int(np.prod(shape)))
-        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        create_array(folder / IMAGES, shape, np.uint8)
+        manifest.write(folder / MANIFEST)
     start = time.perf_counter()
     remaining = len(ids) - done
     _say(f"image cache: {'resuming' if done else 'writing'} {remaining} of {len(ids)} images at {size}x{size} in {folder}")
     if remaining:
         _fill(records, folder, size, interpolation, done, failed, num_workers, batch_size, commit_every)
     atomic_write_text(folder / FAILED, json.dumps(failed, indent=1) + "\n")
-    atomic_write_text(folder / MANIFEST, json.dumps({**manifest, "complete": True}, indent=2) + "\n")
+    manifest.complete = True
+    manifest.write(folder / MANIFEST)
     rate = remaining / max(time.perf_counter() - start, 1e-9)
     _say(f"image cache: done ({rate:.0f} img/s), {len(failed)} undecodable image(s) excluded")
     for image_id, error in list(failed.items())[:5]:
         _say(f"  {image_id}: {error}")
 
 
-def _resume_point(folder: Path, manifest: dict) -> tuple[int, dict[str, str]]:
+def _resume_point(folder: Path, manifest: ImageCacheManifest) -> tuple[int, dict[str, str]]:
     """Rows already committed by an interrupted build of the same content (0 when starting afresh)."""
     try:
-        old = json.loads((folder / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError):
+        old = ImageCacheManifest.from_dict(json.loads((folder / MANIFEST).read_text()))
+    except (OSError, json.JSONDecodeError, TypeError):
         return 0, {}
-    if {k: v for k, v in old.items() if k != "complete"} != {k: v for k, v in manifest.items() if k != "complete"}:
-        return 0, {}
-    if not (folder / IMAGES).is_file() or not (folder / JOURNAL).is_file():
+    if old.differences(manifest) or not (folder / IMAGES).is_file():
         return 0, {}
     done, failed = 0, {}
-    for line in (folder / JOURNAL).read_text().splitlines():
+    for entry in read_journal(folder / JOURNAL):
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:  # a torn last line from a crash: ignore it
-            break
-        done = entry["done"]
-        failed.update(dict(entry["failed"]))
+            done, failed = int(entry["done"]), {**failed, **dict(entry["failed"])}
+        except (KeyError, TypeError, ValueError):
+            continue
     return done, failed
 
 
@@ -206,29 +215,19 @@ def _fill(
 
     files = ImageFiles([r.path for r in records[done:]], resize_whole(size, interpolation), (3, size, size), min_side=size)
     loader = torch.utils.data.DataLoader(files, batch_size=batch_size, num_workers=num_workers, shuffle=False)
-    row_bytes = size * size * 3
-    with open(folder / IMAGES, "r+b") as images, open(folder / JOURNAL, "a") as journal:
-        images.seek(0)
-        np.lib.format.read_magic(images)
-        np.lib.format.read_array_header_1_0(images)
-        offset = images.tell()
+    with RowStore(folder / IMAGES, folder / JOURNAL) as store:
         pending: list[list[str]] = []
         row = done
         progress = tqdm(total=len(records), initial=done, unit="img", desc="image cache", disable=None, file=sys.stderr)
         for batch in loader:
             pixels = batch["image"].permute(0, 2, 3, 1).contiguous().numpy()
-            for k in range(len(pixels)):
-                if batch["ok"][k]:
-                    os.pwrite(images.fileno(), pixels[k].tobytes(), offset + (row + k) * row_bytes)
-                else:
-                    pending.append([records[row + k].image_id, batch["error"][k]])
+            ok = batch["ok"].tolist()
+            store.write([row + k for k in range(len(pixels)) if ok[k]], pixels[batch["ok"].numpy()])
+            pending += [[records[row + k].image_id, batch["error"][k]] for k in range(len(pixels)) if not ok[k]]
             row += len(pixels)
             progress.update(len(pixels))
             if row - done >= commit_every or row == len(records):
-                os.fsync(images.fileno())
-                journal.write(json.dumps({"done": row, "failed": pending}) + "\n")
-                journal.flush()
-                os.fsync(journal.fileno())
+                store.commit({"done": row, "failed": pending})
                 failed.update(dict(pending))
                 pending, done = [], row
         progress.close()
