@@ -1,7 +1,7 @@
 """Score many files into one CSV or JSONL, safely: resumable, journalled, shardable with torchrun.
 
-While scoring, each batch's results are appended (and flushed) to a JSONL journal, `<out>.partial`
-(or `<out>.rank<k>` per torchrun rank), so a killed run loses at most the batch in flight.
+While scoring, each batch's results are committed (fsynced) to a JSONL journal (`storage.Journal`),
+`<out>.partial` (or `<out>.rank<k>` per torchrun rank), so a killed run loses at most the batch in flight.
 `resume=True` skips every path already present in the output or in a journal and keeps those rows
 (failed files included: delete their rows to retry them). At the end the output is written
 atomically (temp file + os.replace) and the journals are removed.
@@ -26,6 +26,7 @@ from ..data.folder import read_folder
 from ..devices import process_group
 from ..errors import IAAError
 from ..imaging import is_image_file
+from ..storage import Journal, read_journal
 from .scorer import Scorer, ScoreResult
 
 FORMATS = ("csv", "jsonl")
@@ -121,45 +122,16 @@ def read_output(path: Path, fmt: str) -> dict[str, ScoreResult]:
     return {r.path: r for r in rows}
 
 
-def read_journal(path: Path) -> dict[str, ScoreResult]:
-    """Rows of a JSONL journal; a torn last line (killed writer) is ignored."""
+def read_results(journal_path: Path) -> dict[str, ScoreResult]:
+    """Rows of a results journal; a torn last line (killed writer) and unreadable rows are ignored."""
     rows: dict[str, ScoreResult] = {}
-    with path.open() as f:
-        for line in f:
-            try:
-                result = _from_dict(json.loads(line))
-            except (ValueError, KeyError, TypeError):
-                continue
-            rows[result.path] = result
+    for entry in read_journal(journal_path):
+        try:
+            result = _from_dict(entry)
+        except (ValueError, KeyError, TypeError):
+            continue
+        rows[result.path] = result
     return rows
-
-
-class Journal:
-    """Append-only JSONL file of results, flushed after every batch."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        _drop_torn_tail(path)
-        self.file = path.open("a")
-
-    def append(self, results: Iterable[ScoreResult]) -> None:
-        self.file.write("".join(json.dumps(r.to_dict()) + "\n" for r in results))
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a half-written last line left by a killed process, so appends start on a fresh line."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    if not data.endswith(b"\n"):
-        with path.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -203,16 +175,13 @@ def score_to_file(
             if out.exists():
                 done.update(read_output(out, fmt))
             for journal_path in existing:
-                done.update(read_journal(journal_path))
+                done.update(read_results(journal_path))
         _barrier(world)  # every rank has read the old state before anyone appends
 
         todo = [p for p in paths[rank::world] if p not in done]
-        journal = Journal(out.with_name(out.name + (f".rank{rank}" if world > 1 else ".partial")))
-        try:
+        with Journal(out.with_name(out.name + (f".rank{rank}" if world > 1 else ".partial"))) as journal:
             for batch in scorer.iter_paths(todo, batch_size, num_workers, progress=progress and rank == 0):
-                journal.append(batch)
-        finally:
-            journal.close()
+                journal.append(*(r.to_dict() for r in batch))
         _barrier(world)
     if rank != 0:
         return None
@@ -227,7 +196,7 @@ def _merge(out: Path, fmt: str, paths: Sequence[str], resume: bool, sort: bool) 
     """Old output rows (when resuming) + every journal; inputs in order, then older rows not among them."""
     rows: dict[str, ScoreResult] = read_output(out, fmt) if resume and out.exists() else {}
     for journal_path in _journals(out):
-        rows.update(read_journal(journal_path))
+        rows.update(read_results(journal_path))
     ordered = [rows.pop(p) for p in paths if p in rows] + list(rows.values())
     if sort:
         ordered.sort(key=lambda r: (not r.ok, -r.mean if r.ok else 0.0))
