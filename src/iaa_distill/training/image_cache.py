@@ -13,7 +13,8 @@ memory-mapped `images.npy` (N x size x size x 3). A folder holds:
 
 Training reads random crops straight from the memory map, so an epoch costs no JPEG decoding and
 memory use does not grow with the number of images. Several processes (DDP ranks) may ask for
-the same cache: a file lock lets one build it while the others wait.
+the same cache: a file lock lets one build it while the others wait. The journal, row writes and id
+index are `iaa_distill.storage`'s (`RowStore`, `IdIndex`); `ImageCacheManifest` is the typed manifest.
 """
 from __future__ import annotations
 
