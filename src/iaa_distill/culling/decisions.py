@@ -24,7 +24,7 @@ def format_decisions(decisions: Sequence[Decision]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for d in decisions:
-        score = f"{d.score:.4f}" if math.isfinite(d.score) else ""
+        score = f"{d.score:.6f}" if math.isfinite(d.score) else ""
         writer.writerow([d.path, score, d.flag, d.rating, d.burst, d.reason])
     return buffer.getvalue()
 

@@ -89,12 +89,21 @@ def histogram_svg(scores: np.ndarray, scale: tuple[float, float], bins: int = 30
     )
 
 
-def data_range(scores: np.ndarray) -> tuple[float, float]:
-    """The slider's and histogram's span: the scores' own range, rounded out to 0.01 (never empty)."""
+def data_range(scores: np.ndarray) -> tuple[float, float, float]:
+    """The slider's and histogram's span, the scores' own range rounded out to a step of about 1/100 of
+    it (at most 0.01), and that step."""
     if not len(scores):
-        return 0.0, 1.0
-    low, high = math.floor(float(scores.min()) * 100) / 100, math.ceil(float(scores.max()) * 100) / 100
-    return (low, high) if high > low else (low - 0.01, high + 0.01)
+        return 0.0, 1.0, 0.01
+    spread = float(scores.max() - scores.min())
+    step = min(0.01, 10.0 ** math.floor(math.log10(spread / 100))) if spread > 0 else 0.01
+    # round(..., 6): 5.380903 / 1e-6 is 5380902.99999... in floating point
+    low = math.floor(round(float(scores.min()) / step, 6)) * step
+    high = math.ceil(round(float(scores.max()) / step, 6)) * step
+    return (low, high, step) if high > low else (low - step, high + step, step)
+
+
+def _decimals(step: float) -> int:
+    return max(2, -math.floor(math.log10(step) + 1e-9))
 
 
 def _card(photo: GalleryPhoto) -> str:
@@ -113,13 +122,14 @@ def _card(photo: GalleryPhoto) -> str:
     )
 
 
-def _toolbar(low: float, high: float) -> str:
-    slider = f"type='range' min='{low:.2f}' max='{high:.2f}' step='0.01'"
+def _toolbar(low: float, high: float, step: float) -> str:
+    places = _decimals(step)
+    slider = f"type='range' min='{low:.{places}f}' max='{high:.{places}f}' step='{step:.{places}f}' data-decimals='{places}'"
     return (
         "<div class='toolbar'><label>Sort by <select id='sort'><option value='score'>score</option>"
         "<option value='name'>name</option><option value='time'>capture time</option></select></label>"
-        f"<label>Scores <input {slider} id='min-score' value='{low:.2f}'> to <input {slider} id='max-score' "
-        f"value='{high:.2f}'> <span id='range'></span></label><span id='counts'></span>"
+        f"<label>Scores <input {slider} id='min-score' value='{low:.{places}f}'> to <input {slider} id='max-score' "
+        f"value='{high:.{places}f}'> <span id='range'></span></label><span id='counts'></span>"
         "<button id='export-csv'>Export decisions (CSV)</button><button id='export-txt'>Export picks (TXT)</button>"
         "<button id='reset'>Forget my changes</button>"
         "<span class='keys'>Arrows move · P pick · X reject · U unflag · 0–5 stars · Enter enlarge · Esc close</span></div>"
@@ -131,11 +141,12 @@ def render_page(photos: Sequence[GalleryPhoto], failed: Sequence[tuple[str, str]
     """The gallery page as a string: histogram, best and worst picks, every photo, failed files."""
     ranked = sorted(photos, key=lambda p: -p.score)
     scores = np.array([p.score for p in ranked], dtype=np.float64)
-    low, high = data_range(scores)
+    low, high, step = data_range(scores)
     n_picks = min(PICKS, max(1, len(ranked) // 2))  # best and worst do not overlap
     key = hashlib.sha1("\n".join(sorted(p.path for p in photos)).encode()).hexdigest()[:16]
     summary = f"{len(ranked)} photos scored, {len(failed)} failed" + (
-        f"; mean {scores.mean():.2f}, median {np.median(scores):.2f}, range {low:.2f}–{high:.2f}" if len(scores) else "")
+        f"; mean {scores.mean():.2f}, median {np.median(scores):.2f}, from {scores.min():.{_decimals(step)}f} "
+        f"to {scores.max():.{_decimals(step)}f}" if len(scores) else "")
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_static('gallery.css').replace('VAR_THUMB', str(thumb_size))}</style>",
@@ -147,7 +158,7 @@ def render_page(photos: Sequence[GalleryPhoto], failed: Sequence[tuple[str, str]
     if ranked:
         parts += ["<h2>Best picks</h2><div class='grid picks' id='best'>", *map(_card, ranked[:n_picks]),
                   "</div><h2>Worst picks</h2><div class='grid picks' id='worst'>", *map(_card, ranked[::-1][:n_picks]), "</div>"]
-    parts += ["<h2>All photos</h2>", _toolbar(low, high), "<div class='grid' id='all'>", *map(_card, ranked), "</div>"]
+    parts += ["<h2>All photos</h2>", _toolbar(low, high, step), "<div class='grid' id='all'>", *map(_card, ranked), "</div>"]
     if failed:
         rows = "".join(f"<tr><td>{html.escape(p)}</td><td>{html.escape(e)}</td></tr>" for p, e in failed)
         parts.append(f"<h2>Failed files ({len(failed)})</h2><table id='failed'>{rows}</table>")

@@ -32,7 +32,8 @@
   }
   function filter() {
     const a = Math.min(+low.value, +high.value), b = Math.max(+low.value, +high.value);
-    document.getElementById('range').textContent = a.toFixed(2) + ' \u2013 ' + b.toFixed(2);
+    const places = +low.dataset.decimals;
+    document.getElementById('range').textContent = a.toFixed(places) + ' \u2013 ' + b.toFixed(places);
     cards.forEach(c => { const s = +c.dataset.score; c.hidden = s < a - 1e-9 || s > b + 1e-9; });
     count();
   }
@@ -58,7 +59,7 @@
   }
   function enlarge(card) {
     box.querySelector('img').src = card.dataset.full || card.querySelector('img')?.src || '';
-    box.querySelector('p').textContent = card.dataset.path + ' \u2014 ' + (+card.dataset.score).toFixed(2);
+    box.querySelector('p').textContent = card.dataset.path + ' \u2014 ' + (+card.dataset.score).toFixed(+low.dataset.decimals);
     box.hidden = false;
   }
   function perRow(shown) { return Math.max(1, shown.filter(c => c.offsetTop === shown[0].offsetTop).length); }
