@@ -98,9 +98,8 @@ def run(args: argparse.Namespace) -> int:
     verb = "" if args.apply else "would "
     if args.xmp:
         check_unique_sidecars([d.path for d in decided], args.xmp_name)
-        for d in decided:
-            if args.apply:
-                write_rating(d.path, d.xmp_rating, args.xmp_name)
+        for d in decided if args.apply else []:
+            write_rating(d.path, d.xmp_rating, args.xmp_name)
         _say(f"{verb}write xmp:Rating into {len(decided)} sidecars ({'photo.xmp' if args.xmp_name == 'stem' else 'photo.ext.xmp'})")
     kind, folder = next(((k, f) for k, f in (("copy", args.copy_to), ("link", args.link_to), ("move", args.move_to)) if f), (None, None))
     if kind:

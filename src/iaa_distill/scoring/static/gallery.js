@@ -34,7 +34,7 @@
     const a = Math.min(+low.value, +high.value), b = Math.max(+low.value, +high.value);
     const places = +low.dataset.decimals;
     document.getElementById('range').textContent = a.toFixed(places) + ' \u2013 ' + b.toFixed(places);
-    cards.forEach(c => { const s = +c.dataset.score; c.hidden = s < a - 1e-9 || s > b + 1e-9; });
+    cards.forEach(c => { const s = +c.dataset.score, out = s < a - 1e-9 || s > b + 1e-9; if (c.hidden !== out) c.hidden = out; });
     count();
   }
   function groupValue(card, key, groups) {
@@ -47,8 +47,8 @@
     cards.forEach(c => { if (c.dataset.burst) (groups[c.dataset.burst] = groups[c.dataset.burst] || []).push(c); });
     const keyed = cards.map(c => [groupValue(c, key, groups), c.dataset.burst || c.dataset.path, -c.dataset.score, c]);
     keyed.sort((x, y) => { for (let i = 0; i < 3; i++) { if (x[i] < y[i]) return -1; if (x[i] > y[i]) return 1; } return 0; });
-    keyed.forEach(k => grid.appendChild(k[3]));
     cards.splice(0, cards.length, ...keyed.map(k => k[3]));
+    grid.replaceChildren(...cards);
   }
   function select(card) {
     if (!card) return;
