@@ -15,13 +15,16 @@ DNG_TAGS = [
 ]
 
 
-def write_dng(path: Path, preview: np.ndarray | None, raw_shape: tuple[int, int] = (64, 96), jpeg: bool = True) -> Path:
-    """A DNG with a random Bayer mosaic of `raw_shape` and `preview` (RGB uint8) embedded as JPEG or bitmap."""
+def write_dng(path: Path, preview: np.ndarray | None, raw_shape: tuple[int, int] = (64, 96), jpeg: bool = True,
+              taken: str | None = None) -> Path:
+    """A DNG with a random Bayer mosaic of `raw_shape` and `preview` (RGB uint8) embedded as JPEG or bitmap;
+    `taken` ('YYYY:MM:DD HH:MM:SS') becomes its capture time."""
     import tifffile
 
     mosaic = np.random.default_rng(0).integers(0, 4000, raw_shape, dtype=np.uint16)
+    tags = DNG_TAGS + ([(306, "s", 0, taken, True)] if taken else [])
     with tifffile.TiffWriter(path) as tiff:
-        tiff.write(mosaic, photometric=32803, subfiletype=0, extratags=DNG_TAGS, subifds=0 if preview is None else 1)
+        tiff.write(mosaic, photometric=32803, subfiletype=0, extratags=tags, subifds=0 if preview is None else 1)
         if preview is not None:
             tiff.write(preview, photometric="rgb", subfiletype=1, compression="jpeg" if jpeg else None)
     return path

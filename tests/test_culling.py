@@ -89,6 +89,9 @@ def test_capture_time_reads_exif_with_subseconds(tmp_path, sample_photos):
     assert capture_time(str(path)) == pytest.approx(expected)
     Image.fromarray(photo).save(tmp_path / "none.jpg")
     assert capture_time(str(tmp_path / "none.jpg")) is None
+    dng = write_dng(tmp_path / "a.NEF", photo, taken="2024:05:01 10:00:03")
+    assert capture_time(str(dng)) == pytest.approx(expected - 0.25 + 3)
+    assert capture_time(str(write_dng(tmp_path / "b.dng", photo))) is None
 
 
 def test_survey_writes_thumbnails_once_and_reports_undecodable_files(tmp_path, sample_photos, monkeypatch):
@@ -272,10 +275,12 @@ def test_changing_a_rule_does_not_rescore(model_dir, shoot, tmp_path, monkeypatc
 def test_raw_only_folder_is_culled(model_dir, tmp_path, sample_photos):
     folder = tmp_path / "raws"
     folder.mkdir()
-    for i, name in enumerate(("chelsea", "coffee")):
-        write_dng(folder / f"DSC_{i}.NEF", sample_photos[name][:96, :128])
+    for i, name in enumerate(("chelsea", "coffee", "coffee")):  # the two coffee shots: a burst, one second apart
+        write_dng(folder / f"DSC_{i}.NEF", sample_photos[name][:96, :128], taken=f"2024:05:01 10:00:0{i}")
     assert cull(folder, "--model", model_dir, "--out", tmp_path / "cull") == 0
-    assert [r["flag"] for r in _rows(tmp_path / "cull" / "decisions.csv")] == ["pick", "pick"]
+    rows = _rows(tmp_path / "cull" / "decisions.csv")
+    assert [r["burst"] for r in rows] == ["", "B1", "B1"] and rows[0]["flag"] == "pick"
+    assert sorted(r["flag"] for r in rows[1:]) == ["pick", "reject"]
 
 
 def test_apply_writes_sidecars_and_copies_picks_then_reapplies_a_decision_list(model_dir, shoot, tmp_path):

@@ -22,7 +22,7 @@ from ..artifacts import atomic_write_text
 from ..errors import DecodeError
 from ..imaging import RASTER_FORMATS, decode_image, is_raw_file
 
-INDEX = "index.json"
+INDEX, INDEX_EVERY = "index.json", 100  # the index is saved every INDEX_EVERY photos
 EXIF_IFD, DATETIME_ORIGINAL, SUBSEC_ORIGINAL = 0x8769, 36867, 37521
 
 
@@ -39,9 +39,11 @@ class PhotoFacts:
 
 
 def capture_time(path: str) -> float | None:
-    """EXIF DateTimeOriginal (+ SubsecTimeOriginal) as seconds since the epoch; None when absent or unreadable."""
+    """EXIF DateTimeOriginal (+ SubsecTimeOriginal) as seconds since the epoch; None when absent or unreadable.
+
+    RAW files: LibRaw's capture time (whole seconds)."""
     if is_raw_file(Path(path)):
-        return None
+        return _raw_capture_time(path)
     try:
         with Image.open(path, formats=RASTER_FORMATS) as img:
             exif = img.getexif().get_ifd(EXIF_IFD)
@@ -53,6 +55,17 @@ def capture_time(path: str) -> float | None:
     except ValueError:
         return None
     return taken + (float(f"0.{subsec}") if subsec.isdigit() else 0.0)
+
+
+def _raw_capture_time(path: str) -> float | None:
+    import rawpy
+
+    try:
+        with rawpy.imread(path) as raw:
+            taken = raw.other.timestamp
+    except (rawpy.LibRawError, OSError, ValueError):
+        return None
+    return taken.timestamp() if taken.year > 1970 else None  # LibRaw gives the epoch when there is none
 
 
 def _signature(path: str) -> str:
@@ -96,11 +109,17 @@ def survey(paths: Sequence[str], folder: str | Path, size: int = 400, workers: i
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for done, result in enumerate(pool.map(lambda p: survey_photo(p, folder, size), todo), 1):
             facts[result.path] = result
+            if done % INDEX_EVERY == 0:  # an interrupted run keeps what it made
+                _write_index(folder, cached, facts)
             if progress:
                 progress(done)
-    atomic_write_text(folder / INDEX, json.dumps({**{p: asdict(f) for p, f in cached.items()},
-                                                  **{p: asdict(f) for p, f in facts.items()}}) + "\n")
+    _write_index(folder, cached, facts)
     return facts
+
+
+def _write_index(folder: Path, cached: dict[str, PhotoFacts], facts: dict[str, PhotoFacts]) -> None:
+    merged = {**cached, **facts}
+    atomic_write_text(folder / INDEX, json.dumps({p: asdict(f) for p, f in merged.items()}) + "\n")
 
 
 def _same_file(path: str, signature: str) -> bool:
