@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -92,8 +92,7 @@ def survey_photo(path: str, folder: Path, size: int) -> PhotoFacts:
     return PhotoFacts(path, name, str(imagehash.phash(image)), capture_time(path), signature)
 
 
-def survey(paths: Sequence[str], folder: str | Path, size: int = 400, workers: int = 2,
-           progress: Callable[[int], None] | None = None) -> dict[str, PhotoFacts]:
+def survey(paths: Sequence[str], folder: str | Path, size: int = 400, workers: int = 2) -> dict[str, PhotoFacts]:
     """Facts for every path (threads: PIL decodes outside the GIL); cached photos are not decoded again."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -111,8 +110,6 @@ def survey(paths: Sequence[str], folder: str | Path, size: int = 400, workers: i
             facts[result.path] = result
             if done % INDEX_EVERY == 0:  # an interrupted run keeps what it made
                 _write_index(folder, cached, facts)
-            if progress:
-                progress(done)
     _write_index(folder, cached, facts)
     return facts
 
