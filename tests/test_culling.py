@@ -316,6 +316,11 @@ def test_apply_writes_sidecars_and_copies_picks_then_reapplies_a_decision_list(m
     chosen.write_text("path,flag,rating\n" + f"{photos / 'phone.HEIC'},pick,5\n{photos / '00001.jpg'},reject,0\n")
     assert cull("--decisions", chosen, "--link-to", tmp_path / "mine", "--apply") == 0
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["phone.HEIC"]
+    listed = tmp_path / "picks.txt"  # a pick list carries no stars: existing ratings stay, missing photos are named
+    listed.write_text(f"{photos / 'camera.DNG'}\n{photos / 'gone.jpg'}\n")
+    rating = _exiftool(photos / "camera.DNG.xmp", "XMP:Rating")["Rating"]
+    assert cull("--decisions", listed, "--xmp", "--xmp-name", "ext", "--apply") == 0
+    assert _exiftool(photos / "camera.DNG.xmp", "XMP:Rating")["Rating"] == rating and not (photos / "gone.jpg.xmp").exists()
 
 
 def test_synthetic_model_is_marked_and_another_model_refuses_the_folder(shoot, tmp_path, capsys):

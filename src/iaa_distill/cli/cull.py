@@ -89,26 +89,43 @@ def _summarise(decisions: list) -> None:
         _say(f"  failed: {d.reason}")
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..culling import actions
+def _write_sidecars(args: argparse.Namespace, decided: list) -> None:
+    """xmp:Rating for each rated or rejected photo that exists (an unrated one keeps its sidecar as it is)."""
+    from pathlib import Path
+
     from ..culling.xmp import check_unique_sidecars, write_rating
 
-    decisions = _decide(args)
-    decided = [d for d in decisions if d.flag != "error"]
-    verb = "" if args.apply else "would "
+    missing = [d.path for d in decided if not Path(d.path).is_file()]
+    absent = set(missing)
+    rated = [d for d in decided if d.xmp_rating and d.path not in absent]
+    check_unique_sidecars([d.path for d in rated], args.xmp_name)
+    for d in rated if args.apply else []:
+        write_rating(d.path, d.xmp_rating, args.xmp_name)
+    for path in missing[:10]:
+        _say(f"  {path}: no such photo, no sidecar written")
+    name = "photo.xmp" if args.xmp_name == "stem" else "photo.ext.xmp"
+    _say(f"{'' if args.apply else 'would '}write xmp:Rating into {len(rated)} sidecars ({name})"
+         + ("" if args.apply else "; add --apply to write them"))
+
+
+def _act(args: argparse.Namespace, kind: str, folder: str, decided: list) -> None:
+    """Copy, link or move the picks (with their sidecars when --xmp) into `folder`, or list the plan."""
+    from ..culling import actions
+
+    picks = [d.path for d in decided if d.flag == "pick"]
+    steps = actions.plan(picks, kind, folder, args.xmp_name if args.xmp else None)
+    notes = actions.apply(steps) if args.apply else [f"{s.action} {s.source} -> {s.target}" for s in steps[:20]]
+    notes += [] if args.apply or len(steps) <= 20 else [f"... and {len(steps) - 20} more"]
+    for note in notes:
+        _say(f"  {note}")
+    _say(f"{'' if args.apply else 'would '}{kind} {len(picks)} picks into {folder}" + ("" if args.apply else "; add --apply to do it"))
+
+
+def run(args: argparse.Namespace) -> int:
+    decided = [d for d in _decide(args) if d.flag != "error"]
     if args.xmp:
-        check_unique_sidecars([d.path for d in decided], args.xmp_name)
-        for d in decided if args.apply else []:
-            write_rating(d.path, d.xmp_rating, args.xmp_name)
-        _say(f"{verb}write xmp:Rating into {len(decided)} sidecars ({'photo.xmp' if args.xmp_name == 'stem' else 'photo.ext.xmp'})")
-    kind, folder = next(((k, f) for k, f in (("copy", args.copy_to), ("link", args.link_to), ("move", args.move_to)) if f), (None, None))
-    if kind:
-        picks = [d.path for d in decided if d.flag == "pick"]
-        steps = actions.plan(picks, kind, folder, args.xmp_name if args.xmp else None)
-        notes = actions.apply(steps) if args.apply else [f"{s.action} {s.source} -> {s.target}" for s in steps[:20]]
-        for note in notes:
-            _say(f"  {note}")
-        _say(f"{verb}{kind} {len(picks)} picks into {folder}" + ("" if args.apply else "; add --apply to do it"))
-    elif args.xmp and not args.apply:
-        _say("add --apply to write them")
+        _write_sidecars(args, decided)
+    for kind, folder in (("copy", args.copy_to), ("link", args.link_to), ("move", args.move_to)):
+        if folder:
+            _act(args, kind, folder, decided)
     return 0
