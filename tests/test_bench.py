@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from iaa_distill.cli import main
 
 
@@ -22,3 +24,15 @@ def test_bench_decode_section_writes_figures_and_ratios(tmp_path, capsys):
 def test_bench_refuses_unknown_sections(capsys):
     assert main(["bench", "--sections", "decode,warp"]) == 1
     assert "unknown bench sections ['warp']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_culling_section_times_each_stage(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", "--sections", "culling", "--quick", "--photos", "1", "--workers", "0", "--out", str(out)]) == 0
+    document = json.loads((out / "bench.json").read_text())
+    shares = {r["name"]: r["value"] for r in document["results"] if r["unit"] == "%"}
+    assert set(shares) == {f"share of {s}" for s in ("scoring", "thumbnails", "decisions", "gallery")}
+    assert 90 < sum(shares.values()) <= 100.5
+    assert document["ratios"][0]["name"].startswith("thumbnail speed vs scoring speed")
+    assert next((out / "camera").glob("*.jpg")).stat().st_size > 1_000_000  # camera-size JPEGs

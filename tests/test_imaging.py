@@ -228,3 +228,46 @@ def test_one_resize_refuses_unknown_interpolation_names():
                  lambda: resize_whole_tensor(torch.zeros(3, 4, 4, dtype=torch.uint8), 2, "area")):
         with pytest.raises(IAAError, match="unknown interpolation"):
             make()
+
+
+# -- RAW (LibRaw) and HEIC (pillow-heif) ---------------------------------------------------------
+def test_heic_decodes_to_rgb(tmp_path, photo):
+    from tests.camera_files import write_heic
+
+    out = rgb(decode_image(write_heic(tmp_path / "phone.HEIC", photo)))
+    assert out.shape == (96, 128, 3) and np.abs(out - photo).mean() < 12
+
+
+def test_raw_uses_a_large_enough_jpeg_preview(tmp_path, photo):
+    from tests.camera_files import write_dng
+
+    path = write_dng(tmp_path / "shot.DNG", photo)  # preview 128x96, raw mosaic 96x64
+    out = rgb(decode_image(path, min_side=64))
+    assert out.shape == (96, 128, 3) and np.abs(out - photo).mean() < 12  # the preview, not the random mosaic
+
+
+def test_raw_bitmap_preview_from_bytes(tmp_path, photo):
+    from tests.camera_files import write_dng
+
+    data = write_dng(tmp_path / "shot.dng", photo, jpeg=False).read_bytes()
+    assert np.array_equal(rgb(decode_image(data, name="upload.dng", min_side=32)), photo)
+
+
+def test_raw_without_usable_preview_is_demosaiced(tmp_path, photo):
+    from tests.camera_files import write_dng
+
+    small = photo[::4, ::4].copy()  # 32x24 preview: too small for min_side 48
+    for path in (write_dng(tmp_path / "tiny.nef", small), write_dng(tmp_path / "none.dng", None)):
+        assert decode_image(path, min_side=48).size == (96, 64)  # the whole mosaic, not half size
+    assert decode_image(tmp_path / "none.dng", min_side=20).size == (48, 32)  # half size suffices
+
+
+def test_broken_raw_raises_decode_error(tmp_path):
+    (tmp_path / "broken.CR2").write_bytes(b"not a raw file at all" * 10)
+    with pytest.raises(DecodeError, match="broken.CR2: could not decode RAW") as info:
+        decode_image(tmp_path / "broken.CR2")
+    assert "\n" not in str(info.value)
+
+
+def test_raw_and_heic_count_as_image_files():
+    assert all(is_image_file(Path(n)) for n in ("a.NEF", "b.cr2", "c.ARW", "d.dng", "e.heic", "f.HEIF"))

@@ -4,8 +4,10 @@ Every photo becomes an RGB uint8 PIL image with its EXIF orientation applied:
 grayscale, palette, CMYK and 16-bit images are converted; images with transparency are
 composited onto a white background (how a viewer shows them); animated images give their
 first frame. Large JPEGs are decoded at reduced size (PIL draft mode) when the caller only
-needs `min_side` pixels on the short side. Anything undecodable raises `DecodeError` with the
-file name and the reason, so long runs report and skip it.
+needs `min_side` pixels on the short side. HEIC/HEIF opens through pillow-heif; camera RAW files
+(recognised by extension) through LibRaw (rawpy), from their embedded preview when it is large
+enough, else demosaiced (at half size when that suffices). Anything undecodable raises
+`DecodeError` with the file name and the reason, so long runs report and skip it.
 """
 from __future__ import annotations
 
@@ -15,15 +17,25 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DecodeError
 
 DEFAULT_MAX_PIXELS = 120_000_000
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+HEIF_EXTENSIONS = (".heic", ".heif", ".hif")
+RAW_EXTENSIONS = (".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".raf",
+                  ".pef", ".srw", ".3fr", ".iiq", ".erf", ".mrw", ".x3f", ".kdc", ".dcr", ".mos", ".rwl")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif") + HEIF_EXTENSIONS + RAW_EXTENSIONS
 # Raster formats PIL may open; anything else (EPS, PDF, ...) is refused: PIL hands EPS to Ghostscript.
-RASTER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # JPEG covers MPO (camera multi-picture)
+# JPEG covers MPO (camera multi-picture); HEIF is pillow-heif's plugin (HEIC, HEIF).
+RASTER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF")
 ALPHA_BACKGROUND = (255, 255, 255)
+RAW_PREVIEW_MIN_SIDE = 1024  # without a `min_side`, a RAW's embedded preview is used when at least this large
+# LibRaw's `flip` -> the PIL transpose that makes the image upright
+RAW_FLIPS = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
+
+pillow_heif.register_heif_opener()
 
 ImageSource = str | Path | bytes | BinaryIO
 
@@ -44,6 +56,13 @@ def decode_image(
     label = name or (str(source) if isinstance(source, (str, Path)) else "<upload>")
     let_pil_open_up_to(max_pixels)
     fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    if is_raw_file(Path(label)):
+        return _decode_raw(fp, label, min_side, max_pixels)
+    return _decode_raster(fp, label, min_side, max_pixels)
+
+
+def _decode_raster(fp: str | Path | BinaryIO, label: str, min_side: int | None, max_pixels: int) -> Image.Image:
+    """Decode a file PIL opens (one of RASTER_FORMATS)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -71,6 +90,48 @@ def decode_image(
         raise DecodeError(f"{label}: refused as a possible decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"{label}: could not decode image ({exc})") from None
+
+
+def _decode_raw(fp: str | Path | BinaryIO, label: str, min_side: int | None, max_pixels: int) -> Image.Image:
+    """A camera RAW through LibRaw: its embedded preview when large enough, else demosaiced."""
+    import rawpy
+
+    try:
+        with rawpy.imread(str(fp) if isinstance(fp, Path) else fp) as raw:
+            width, height = raw.sizes.width, raw.sizes.height
+            if width * height > max_pixels:
+                raise DecodeError(f"{label}: {width}x{height} RAW exceeds the limit of {max_pixels:,} pixels "
+                                  "(raise --max-pixels to allow it)")
+            needed = min(min_side or RAW_PREVIEW_MIN_SIDE, width, height)
+            preview = _raw_preview(raw, label, needed, max_pixels)
+            if preview is not None:
+                return preview
+            half = bool(min_side) and min(width, height) // 2 >= min_side
+            return Image.fromarray(raw.postprocess(half_size=half, use_camera_wb=True, output_bps=8))
+    except DecodeError:
+        raise
+    except FileNotFoundError:
+        raise DecodeError(f"{label}: file not found") from None
+    except (rawpy.LibRawError, OSError, ValueError) as exc:
+        raise DecodeError(f"{label}: could not decode RAW file ({type(exc).__name__}: {exc})") from None
+
+
+def _raw_preview(raw, label: str, needed: int, max_pixels: int) -> Image.Image | None:
+    """The RAW's embedded preview, upright, when its short side is at least `needed`; else None."""
+    import rawpy
+
+    try:
+        thumb = raw.extract_thumb()
+    except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+        return None
+    if thumb.format == rawpy.ThumbFormat.JPEG:
+        image = _decode_raster(io.BytesIO(thumb.data), label, needed, max_pixels)
+    else:
+        image = _to_rgb(Image.fromarray(thumb.data))
+    if min(image.size) < needed:
+        return None
+    flip = RAW_FLIPS.get(raw.sizes.flip)  # camera previews carry no orientation of their own
+    return image.transpose(flip) if flip is not None else image
 
 
 def let_pil_open_up_to(max_pixels: int) -> None:
@@ -108,5 +169,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def is_image_file(path: Path) -> bool:
-    """True when the file name has a common photo extension (case-insensitive)."""
+    """True when the file name has a common photo extension, RAW and HEIC included (case-insensitive)."""
     return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_raw_file(path: Path) -> bool:
+    """True when the file name has a camera RAW extension (decoded through LibRaw)."""
+    return path.suffix.lower() in RAW_EXTENSIONS

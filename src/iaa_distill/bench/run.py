@@ -10,11 +10,12 @@ import torch
 
 from ..artifacts import atomic_write_text
 from ..teachers import DEFAULT_TEACHERS
+from .culling import bench_culling
 from .photos import write_benchmark_photos
 from .sections import bench_decode, bench_scoring, bench_teachers, bench_training, machine_info
 from .timing import Report
 
-SECTIONS = ("decode", "teachers", "training", "scoring")
+SECTIONS = ("decode", "teachers", "training", "scoring", "culling")  # culling: only when asked (--sections culling)
 AVA_IMAGES, AVA_TRAIN, AVA_TEST = 255_500, 235_500, 19_930
 
 
@@ -48,6 +49,8 @@ def run_bench(out: str | Path = "bench", photos: int = 96, sections: tuple[str, 
     if "scoring" in sections:
         sizes = (256,) if gpu else ((8,) if quick else (8, 32))
         rates["scoring"] = bench_scoring(report, paths, workers, device, sizes)
+    if "culling" in sections:
+        rates["culling"] = bench_culling(report, out, workers, device, quick)
     estimate = ava_estimate(rates, ava_epochs)
     if estimate:
         print(f"  estimate   full AVA pipeline from these rates: {estimate['total_hours']:.2f} h ({estimate['detail']})")

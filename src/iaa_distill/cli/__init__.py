@@ -20,6 +20,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("eval", "evaluate", "evaluate a student or teacher head on a dataset split: metrics, per-category, reports, plots"),
     ("compare", "compare", "compare evaluation folders vs a baseline: paired bootstrap CIs, per-category gains"),
     ("score", "score", "score photos (files, folders, globs) with a trained student -> CSV/JSONL, --html gallery"),
+    ("cull", "cull", "cull photo folders: keep/reject by score and bursts, XMP stars, copy/link/move the picks, gallery"),
     ("export", "export", "export a trained student: iaa export onnx --model DIR --out model.onnx"),
     ("serve", "serve", "HTTP service + web page for a trained student (FastAPI + uvicorn)"),
     ("bench", "bench", "measure every speed goal on this machine and print figures and ratios"),

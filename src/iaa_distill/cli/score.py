@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..artifacts import model_name
+    from ..artifacts import labels_are_synthetic, model_name
     from ..errors import IAAError
     from ..scoring import Scorer
     from ..scoring.batch import collect_paths, score_to_file
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.html:
         from ..scoring.gallery import write_gallery
 
-        write_gallery(rows, args.html, scorer.config.scale, title=f"iaa score: {model_name(args.model)}")
+        write_gallery(rows, args.html, scorer.config.scale, title=f"iaa score: {model_name(args.model)}",
+                      synthetic=labels_are_synthetic(scorer.config))
         print(f"gallery -> {args.html}", file=sys.stderr)
     return 0

@@ -47,6 +47,7 @@ def run_demo(out: str | Path = "iaa-demo", quick: bool = False, seed: int = 0, l
 
 
 def _run(out: Path, quick: bool, seed: int, log) -> dict[str, Any]:
+    from ..artifacts import labels_are_synthetic
     from ..scoring import Scorer
     from ..scoring.batch import score_to_file
     from ..scoring.gallery import write_gallery
@@ -66,7 +67,7 @@ def _run(out: Path, quick: bool, seed: int, log) -> dict[str, Any]:
     held_out = [str(r.path) for r in result["dataset"].split("test")]
     scorer = Scorer.from_pretrained(model_dir, device="cpu")
     scores = score_to_file(scorer, held_out, out / "scores.csv", batch_size=32, num_workers=2, sort=True)
-    gallery = write_gallery(scores, out / "gallery.html", scale=scorer.config.scale)
+    gallery = write_gallery(scores, out / "gallery.html", scale=scorer.config.scale, synthetic=labels_are_synthetic(scorer.config))
     timings = {"dataset": dataset_time, **result["timings"], "score": time.perf_counter() - t0}
     total = time.perf_counter() - start
     _summary(log, out, result, timings, total, model_dir, gallery)

@@ -1,0 +1,64 @@
+"""The decisions file: one row per photo (path, score, flag, rating, burst, reason).
+
+`iaa cull` writes it; the gallery exports the same columns after culling by hand; `iaa cull
+--decisions FILE --apply` reads either back. A .txt file is also read: one path per line, all picks.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..artifacts import atomic_write_text
+from ..errors import IAAError
+from .rules import ERROR, PICK, REJECT, UNFLAGGED, Decision
+
+COLUMNS = ("path", "score", "flag", "rating", "burst", "reason")
+FLAGS = (PICK, REJECT, UNFLAGGED, ERROR)
+
+
+def format_decisions(decisions: Sequence[Decision]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for d in decisions:
+        score = f"{d.score:.6f}" if math.isfinite(d.score) else ""
+        writer.writerow([d.path, score, d.flag, d.rating, d.burst, d.reason])
+    return buffer.getvalue()
+
+
+def write_decisions(decisions: Sequence[Decision], out: str | Path) -> Path:
+    out = Path(out)
+    atomic_write_text(out, format_decisions(decisions))
+    return out
+
+
+def read_decisions(path: str | Path) -> list[Decision]:
+    """Decisions from a CSV with at least `path` and `flag` columns, or a .txt list of picked paths."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise IAAError(f"{path}: cannot read the decisions file ({exc.strerror or exc})") from None
+    if path.suffix.lower() == ".txt":
+        return [Decision(line.strip(), math.nan, PICK, 0, "", "listed") for line in text.splitlines() if line.strip()]
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or not {"path", "flag"} <= set(reader.fieldnames):
+        raise IAAError(f"{path}: a decisions CSV needs 'path' and 'flag' columns (as `iaa cull` and the gallery write)")
+    return [_row(path, line, row) for line, row in enumerate(reader, 2)]
+
+
+def _row(source: Path, line: int, row: dict[str, str]) -> Decision:
+    flag = (row.get("flag") or UNFLAGGED).strip().lower()
+    if flag not in FLAGS or not (row.get("path") or "").strip():
+        raise IAAError(f"{source}, line {line}: needs a path and a flag among {', '.join(FLAGS)} (got {flag!r})")
+    try:
+        rating = int(row.get("rating") or 0)
+        score = float(row["score"]) if row.get("score") else math.nan
+    except ValueError:
+        raise IAAError(f"{source}, line {line}: rating must be a whole number and score a number") from None
+    if not -1 <= rating <= 5:
+        raise IAAError(f"{source}, line {line}: rating {rating} is outside -1..5")
+    return Decision(row["path"].strip(), score, flag, rating, (row.get("burst") or "").strip(), row.get("reason") or "")
