@@ -50,10 +50,7 @@ def decode_image(
             with Image.open(fp, formats=RASTER_FORMATS) as img:
                 width, height = img.size
                 if width * height > max_pixels:
-                    raise DecodeError(
-                        f"{label}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
-                        f"{max_pixels:,} (possible decompression bomb; raise --max-pixels to allow it)"
-                    )
+                    raise DecodeError(too_many_pixels(label, max_pixels, f"{width}x{height} = {width * height:,} pixels"))
                 if min_side and img.format == "JPEG":
                     img.draft("RGB", _draft_request(img, min_side))
                 img.seek(0)
@@ -67,10 +64,16 @@ def decode_image(
         raise DecodeError(f"{label}: is a directory, not an image") from None
     except UnidentifiedImageError:
         raise DecodeError(f"{label}: not a recognised image file (empty, corrupt or another format)") from None
-    except Image.DecompressionBombError as exc:
-        raise DecodeError(f"{label}: refused as a possible decompression bomb ({exc})") from None
+    except Image.DecompressionBombError:  # Pillow's own guard (twice its limit): name the limit the user set
+        raise DecodeError(too_many_pixels(label, max_pixels, "the image")) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"{label}: could not decode image ({exc})") from None
+
+
+def too_many_pixels(label: str, max_pixels: int, size: str) -> str:
+    """The one message for an image over the pixel limit."""
+    return (f"{label}: {size} exceeds the limit of {max_pixels:,} pixels "
+            "(possible decompression bomb; raise --max-pixels to allow it)")
 
 
 def let_pil_open_up_to(max_pixels: int) -> None:

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import argparse
 
+from .types import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", metavar="RUN", nargs="+", help="evaluation folders; the first one is the baseline")
     parser.add_argument("--out", required=True, help="output folder for the comparison")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--bootstrap", type=positive_int, default=2000, help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
-    parser.add_argument("--min-category-images", type=int,
+    parser.add_argument("--min-category-images", type=positive_int,
                         help="categories with fewer images are flagged (default: the baseline evaluation's)")
 
 

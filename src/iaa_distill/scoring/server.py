@@ -19,10 +19,10 @@ from PIL import Image, UnidentifiedImageError
 
 from ..artifacts import model_name
 from ..errors import DecodeError
-from ..imaging import RASTER_FORMATS, decode_image, let_pil_open_up_to
+from ..imaging import DEFAULT_MAX_PIXELS, RASTER_FORMATS, decode_image, let_pil_open_up_to, too_many_pixels
 from .scorer import Scorer
 
-DEFAULT_MAX_PIXELS = 50_000_000
+SERVER_MAX_PIXELS = DEFAULT_MAX_PIXELS // 2  # a service holds several uploads at once: half the CLI's limit
 MULTIPART_OVERHEAD = 64 * 1024
 
 
@@ -37,7 +37,7 @@ class UploadError(Exception):
 def create_app(
     model_dir: str | Path | None,
     max_upload_mb: float = 20,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = SERVER_MAX_PIXELS,
     max_concurrency: int = 2,
     max_files: int = 32,
     device: str = "auto",
@@ -111,8 +111,8 @@ def check_image(name: str, data: bytes, max_pixels: int, min_side: int | None = 
     let_pil_open_up_to(max_pixels)
     try:
         Image.open(io.BytesIO(data), formats=RASTER_FORMATS).close()
-    except Image.DecompressionBombError as exc:
-        raise UploadError(422, f"{name}: refused as a possible decompression bomb ({exc})", name) from None
+    except Image.DecompressionBombError:
+        raise UploadError(422, too_many_pixels(name, max_pixels, "the image"), name) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise UploadError(415, f"{name}: not a supported image (JPEG, PNG, WebP, BMP, TIFF or GIF content expected)", name) from None
     try:
