@@ -247,3 +247,54 @@ def test_scorer_repr_names_model_scale_device_and_backend(scorer, model_dir):
     text = repr(scorer)
     for part in (Path(model_dir).name, scorer.config.backbone, "(1.0, 10.0)", "cpu", "torch"):
         assert part in text, text
+
+
+# -- label files and model folders ---------------------------------------------------------------
+@pytest.mark.parametrize("bad_row", [
+    'b.jpg,"5\n' + "c.jpg,6\n" * 20_000,  # an unterminated quote swallows the rest of the file
+    "b.jpg," + "9" * 140_000 + "\n",  # a field over the csv module's 128 KB limit
+], ids=["unterminated-quote", "huge-field"])
+def test_malformed_csv_is_one_line_with_file_and_line(tmp_path, bad_row, capsys):
+    from iaa_distill.data.koniq import read_koniq
+    from iaa_distill.data.tad66k import read_tad66k
+    from iaa_distill.errors import DatasetError
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,score\na.jpg,7\n" + bad_row)
+    assert main(["data", "check", f"csv:{labels}"]) == 1
+    assert "labels.csv:3: malformed CSV" in _one_error_line(capsys)
+    (tmp_path / "merge").mkdir()
+    for name in ("train.csv", "test.csv"):
+        (tmp_path / "merge" / name).write_text("image,score\na.jpg,7\n" + bad_row)
+    (tmp_path / "koniq10k_scores_and_distributions.csv").write_text(
+        "image_name,c1,c2,c3,c4,c5\na.jpg,1,2,3,4,5\n" + bad_row)
+    for reader in (read_tad66k, read_koniq):
+        with pytest.raises(DatasetError, match=r"\.csv:3: malformed CSV"):
+            reader(tmp_path)
+
+
+def _copy_model(model_dir: Path, to: Path) -> Path:
+    to.mkdir()
+    for item in Path(model_dir).iterdir():
+        (to / item.name).write_bytes(item.read_bytes())
+    return to
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "model.safetensors: damaged or truncated weights"),
+    ("levels", "config.json: does not match model.safetensors"),
+    ("backbone", "config.json: cannot build the model"),
+])
+def test_damaged_model_folders_name_the_file(model_dir, photo_dir, tmp_path, damage, message, capsys):
+    import json
+
+    broken = _copy_model(model_dir, tmp_path / "broken")
+    weights, config_path = broken / "model.safetensors", broken / "config.json"
+    config = json.loads(config_path.read_text())
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    else:
+        config.update(num_levels=5) if damage == "levels" else config.update(backbone="no_such_backbone_v9")
+        config_path.write_text(json.dumps(config))
+    assert score(photo_dir, "--model", broken, "--out", tmp_path / "s.csv") == 1
+    assert message in _one_error_line(capsys)
