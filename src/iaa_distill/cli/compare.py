@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..evaluation.compare import LABELS, compare_runs
+    from ..evaluation.compare import LABELS, compare_runs, interval_cells
     from ..evaluation.report import fmt
 
     document = compare_runs(args.runs, args.out, bootstrap=args.bootstrap, seed=args.seed,
@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
         for key, label in LABELS.items():
             if key in diffs:
                 d = diffs[key]
-                print(f"  {label:<16} {fmt(d['baseline'])} -> {fmt(d['value'])}  diff {d['diff']:+.4f} "
-                      f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]  p={fmt(d['p_value'])}")
+                ci, p = interval_cells(d, document["n"])
+                print(f"  {label:<16} {fmt(d['baseline'])} -> {fmt(d['value'])}  diff {d['diff']:+.4f} {ci}  p{' ' if p.startswith('<') else '='}{p}")
     out = Path(args.out)
     print(f"wrote {out / 'comparison.md'}, {out / 'comparison.html'}, {out / 'comparison.json'}, "
           f"{out / 'comparison.png'}")

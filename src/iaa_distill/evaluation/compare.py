@@ -23,11 +23,11 @@ import numpy as np
 
 from ..artifacts import atomic_write_text
 from ..errors import IAAError
-from .categories import category_rows
+from .categories import MIN_CI_IMAGES, category_rows
 from .metrics import MetricWarning, binary_accuracy, emd_per_image, plcc, srcc
 from .plots import difference_plot
 from .predictions import Predictions
-from .report import EvalRun, fmt, html_page, html_table, jsonable, load_run, markdown_table
+from .report import EvalRun, data_uri, fmt, fmt_p, html_page, html_table, jsonable, load_run, markdown_table
 
 DEFAULT_BOOTSTRAP = 2000
 CELLS_PER_CHUNK = 2_000_000  # resamples x images held in memory at once
@@ -223,7 +223,7 @@ def compare_runs(
         pr = [p.pred_mean[sel] for p in preds]
         em = [{k: v[sel] for k, v in e.items()} for e in emds]
         points = [_point(t, p, threshold, e) for p, e in zip(pr, em)]
-        samples = _bootstrap(t, pr, threshold, em, bootstrap, seed + seed_offset) if len(t) >= 3 else None
+        samples = _bootstrap(t, pr, threshold, em, bootstrap, seed + seed_offset) if len(t) >= MIN_CI_IMAGES else None
         result = {"values": dict(zip(names, points)), "differences": {}}
         for j in range(1, len(preds)):
             diffs = {}
@@ -292,12 +292,21 @@ def _write(document: dict[str, Any], out: Path, names: list[str]) -> None:
         body.append(f"<h2>{html.escape(heading)}</h2>\n<p>{html.escape(text)}</p>\n"
                     + (html_table(headers, rows) if rows else ""))
     md.append("\n![SRCC differences](comparison.png)\n")
+    body.append(f"<h2>SRCC differences</h2>\n<img alt=\"SRCC differences (forest plot)\" "
+                f"src=\"{data_uri(out / 'comparison.png')}\">\n")
     atomic_write_text(out / "comparison.md", "".join(md))
     atomic_write_text(out / "comparison.html", html_page(title, "".join(body)))
 
 
 def _signed(value: float, digits: int = 4, suffix: str = "") -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:+.{digits}f}{suffix}"
+
+
+def interval_cells(d: dict[str, float], n: int) -> list[str]:
+    """The '95% CI' and 'p' cells of one difference: 'too few' below MIN_CI_IMAGES images."""
+    if n < MIN_CI_IMAGES:
+        return [f"too few (n < {MIN_CI_IMAGES})", "too few"]
+    return [f"[{_signed(d['ci_low'])}, {_signed(d['ci_high'])}]", fmt_p(d["p_value"])]
 
 
 def comparison_sections(document: dict[str, Any], names: list[str]) -> list[tuple[str, str, list[str], list]]:
@@ -312,7 +321,7 @@ def comparison_sections(document: dict[str, Any], names: list[str]) -> list[tupl
         diffs = document["differences"][name]
         rows = [[LABELS[k] + ("" if diffs[k]["higher_is_better"] else " (lower is better)"),
                  fmt(diffs[k]["baseline"]), fmt(diffs[k]["value"]), _signed(diffs[k]["diff"]),
-                 f"[{_signed(diffs[k]['ci_low'])}, {_signed(diffs[k]['ci_high'])}]", fmt(diffs[k]["p_value"])]
+                 *interval_cells(diffs[k], document["n"])]
                 for k in metrics]
         text = f"Relative SRCC change: {_signed(diffs['srcc_relative_change_pct'], 2, ' %')}."
         sections.append((f"{name} vs {names[0]}", text,
@@ -326,8 +335,7 @@ def comparison_sections(document: dict[str, Any], names: list[str]) -> list[tupl
         for name in names[1:]:
             r = c["runs"][name]
             cells += [fmt(r["srcc"]), _signed(r["diff"]), _signed(r["relative_pct"], 2, " %"),
-                      "" if not math.isfinite(r["ci_low"]) else f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]",
-                      fmt(r["p_value"])]
+                      *(interval_cells(r, c["n"]) if not c["too_few"] else ["too few", "too few"])]
         return cells
 
     shown = [row(c) for c in document["per_category"] if not c["too_few"]]
