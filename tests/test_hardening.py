@@ -298,3 +298,23 @@ def test_damaged_model_folders_name_the_file(model_dir, photo_dir, tmp_path, dam
         config_path.write_text(json.dumps(config))
     assert score(photo_dir, "--model", broken, "--out", tmp_path / "s.csv") == 1
     assert message in _one_error_line(capsys)
+
+
+def test_a_model_trained_on_synthetic_labels_says_so_in_the_summary_and_gallery(model_dir, photo_dir, tmp_path, capsys):
+    import json
+
+    synthetic = _copy_model(model_dir, tmp_path / "demo-model")
+    config = json.loads((synthetic / "config.json").read_text())
+    (synthetic / "config.json").write_text(json.dumps({**config, "synthetic_labels": True}))
+    gallery = tmp_path / "gallery.html"
+    assert score(photo_dir, "--model", synthetic, "--out", tmp_path / "s.csv", "--html", gallery) == 0
+    assert "SYNTHETIC labels" in capsys.readouterr().err and "SYNTHETIC labels" in gallery.read_text()
+
+
+def test_readme_says_what_was_measured_how_to_install_and_how_to_cite():
+    readme = (REPO / "README.md").read_text()
+    assert "is reproduced with" not in readme and "has **not** run AVA" in readme
+    assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in readme
+    assert "5.5 GB" in readme and "torch>=2.6" in readme
+    assert "@article{hou2022distilling" in readme and "2206.00809" in readme
+    assert "## Robustness" in readme and "--overwrite" in readme and "FIFO" in readme

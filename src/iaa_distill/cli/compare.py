@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from .types import positive_int
+from .types import count, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     document = compare_runs(args.runs, args.out, bootstrap=args.bootstrap, seed=args.seed,
                             min_category_images=args.min_category_images)
     base = document["baseline"]
-    print(f"{document['n']} images; baseline {base}; {document['bootstrap']} paired bootstrap resamples")
+    print(f"{count(document['n'], 'image')}; baseline {base}; {document['bootstrap']} paired bootstrap resamples")
     for name, diffs in document["differences"].items():
         rel = diffs["srcc_relative_change_pct"]
         print(f"{name} vs {base}: SRCC {'n/a' if rel != rel else f'{rel:+.2f} %'} relative")

@@ -64,11 +64,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     failed = sum(not r.ok for r in rows)
     print(f"scored {count(len(rows) - failed, 'image')}, {failed} failed -> {args.out}", file=sys.stderr)
-    if labels_are_synthetic(scorer.config):
+    synthetic = labels_are_synthetic(scorer.config)
+    if synthetic:
         print(f"note: this model was {SYNTHETIC_NOTE}", file=sys.stderr)
     if args.html:
         from ..scoring.gallery import write_gallery
 
-        write_gallery(rows, args.html, scorer.config.scale, title=f"iaa score: {model_name(args.model)}")
+        title = f"iaa score: {model_name(args.model)}" + (f" (WARNING: {SYNTHETIC_NOTE})" if synthetic else "")
+        write_gallery(rows, args.html, scorer.config.scale, title=title)
         print(f"gallery -> {args.html}", file=sys.stderr)
     return 0
