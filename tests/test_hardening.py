@@ -22,9 +22,9 @@ from iaa_distill.imaging import decode_image
 from iaa_distill.scoring import Scorer
 from iaa_distill.scoring.inputs import collect_inputs
 from tests.conftest import write_jpegs
+from tests.test_score_cli import REPO, score
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +32,6 @@ def photo_dir(tmp_path_factory, sample_photos) -> Path:
     root = tmp_path_factory.mktemp("hardening")
     write_jpegs(root / "shoot", sample_photos, 3, size=80)
     return root / "shoot"
-
-
-def score(*args) -> int:
-    return main(["score", *map(str, args), "--workers", "0", "--no-progress"])
 
 
 @pytest.fixture
