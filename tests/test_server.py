@@ -42,14 +42,14 @@ def test_score_one_and_many_match_the_api(client, model_dir, photos):
     expected = Scorer.from_pretrained(model_dir, device="cpu").score(photos)
     response = client.post("/score", files=upload(*[(p.name, p.read_bytes()) for p in photos]))
     assert response.status_code == 200
-    body = response.json()
-    assert [r["file"] for r in body] == [p.name for p in photos]
+    body = response.json()["results"]
+    assert [r["file"] for r in body] == [p.name for p in photos] and {r["error"] for r in body} == {""}
     for got, want in zip(body, expected):
         assert got["mean"] == pytest.approx(want.mean, abs=1e-5)
         assert got["std"] == pytest.approx(want.std, abs=1e-5)
         np.testing.assert_allclose(got["distribution"], want.distribution, atol=1e-6)
     single = client.post("/score", files=upload(("one.png", _png(photos[0]))))
-    assert single.status_code == 200 and len(single.json()) == 1 and single.json()[0]["file"] == "one.png"
+    assert single.status_code == 200 and [r["file"] for r in single.json()["results"]] == ["one.png"]
 
 
 def _png(path: Path) -> bytes:
@@ -67,11 +67,17 @@ def test_type_is_checked_by_content_not_name(client, photos):
     assert empty.status_code == 415
 
 
-def test_corrupt_image_is_422(client, photos):
+def test_corrupt_image_is_422_alone_and_a_per_file_error_among_others(client, photos):
     data = photos[0].read_bytes()
     truncated = data[: len(data) // 2]  # the header survives, the pixels do not
-    response = client.post("/score", files=upload(("ok.jpg", photos[1].read_bytes()), ("cut.jpg", truncated)))
-    assert response.status_code == 422 and response.json()["file"] == "cut.jpg"
+    alone = client.post("/score", files=upload(("cut.jpg", truncated)))
+    assert alone.status_code == 422 and alone.json()["file"] == "cut.jpg"
+    response = client.post("/score", files=upload(("ok.jpg", photos[1].read_bytes()), ("cut.jpg", truncated),
+                                                  ("text.jpg", b"hello")))
+    assert response.status_code == 200  # the good result is not lost to the bad files
+    ok, cut, text = response.json()["results"]
+    assert ok["error"] == "" and ok["mean"] is not None
+    assert cut["mean"] is None and "cut.jpg" in cut["error"] and "not a supported image" in text["error"]
 
 
 def test_missing_field_is_a_clear_422(client):

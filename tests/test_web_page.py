@@ -84,7 +84,7 @@ def test_upload_in_browser_shows_the_api_score(browser, server, sample_photos, t
     from selenium.webdriver.support.ui import WebDriverWait
 
     photo = write_jpegs(tmp_path, sample_photos, 1, size=96)[0]
-    api = httpx.post(f"{server}/score", files={"files": (photo.name, photo.read_bytes(), "image/jpeg")}).json()[0]
+    api = httpx.post(f"{server}/score", files={"files": (photo.name, photo.read_bytes(), "image/jpeg")}).json()["results"][0]
 
     browser.get(server + "/")
     WebDriverWait(browser, 20).until(lambda d: "test_efficientnet" in d.find_element(By.ID, "model").text)

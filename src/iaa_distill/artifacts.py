@@ -75,7 +75,15 @@ def load_artifact(directory: str | Path, kind: str | None = None) -> tuple[dict[
     weights_path = Path(directory).expanduser() / WEIGHTS_NAME
     if not weights_path.is_file():
         raise IAAError(f"{directory}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
-    return config, load_file(str(weights_path))
+    try:
+        return config, load_file(str(weights_path))
+    except Exception as exc:  # safetensors raises its own error type for truncated or damaged files
+        raise IAAError(f"{weights_path}: damaged or truncated weights ({_first_line(exc)}); "
+                       "copy the model folder again or re-train it") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def dataclass_from_json(cls: type, data: dict[str, Any], tuples: tuple[str, ...] = ()) -> Any:
@@ -100,8 +108,18 @@ class SavedModel:
     @classmethod
     def from_pretrained(cls, directory: str | Path):
         config, state = load_artifact(directory, cls.KIND)
-        model = cls(cls.CONFIG.from_dict(config))
-        model.load_state_dict(state)
+        config_path = Path(directory).expanduser() / CONFIG_NAME
+        try:
+            model = cls(cls.CONFIG.from_dict(config))
+        except (RuntimeError, ValueError, TypeError, KeyError) as exc:  # e.g. timm's "Unknown model"
+            raise IAAError(f"{config_path}: cannot build the model ({_first_line(exc)}); "
+                           "the config was edited or is damaged") from None
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), _first_line(exc))
+            raise IAAError(f"{config_path}: does not match {WEIGHTS_NAME} ({detail}); "
+                           "the config was edited or the files come from different models") from None
         return model.eval()
 
 

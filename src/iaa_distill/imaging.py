@@ -69,10 +69,7 @@ def _decode_raster(fp: str | Path | BinaryIO, label: str, min_side: int | None, 
             with Image.open(fp, formats=RASTER_FORMATS) as img:
                 width, height = img.size
                 if width * height > max_pixels:
-                    raise DecodeError(
-                        f"{label}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
-                        f"{max_pixels:,} (possible decompression bomb; raise --max-pixels to allow it)"
-                    )
+                    raise DecodeError(too_many_pixels(label, max_pixels, f"{width}x{height} = {width * height:,} pixels"))
                 if min_side and img.format == "JPEG":
                     img.draft("RGB", _draft_request(img, min_side))
                 img.seek(0)
@@ -86,8 +83,8 @@ def _decode_raster(fp: str | Path | BinaryIO, label: str, min_side: int | None, 
         raise DecodeError(f"{label}: is a directory, not an image") from None
     except UnidentifiedImageError:
         raise DecodeError(f"{label}: not a recognised image file (empty, corrupt or another format)") from None
-    except Image.DecompressionBombError as exc:
-        raise DecodeError(f"{label}: refused as a possible decompression bomb ({exc})") from None
+    except Image.DecompressionBombError:  # Pillow's own guard (twice its limit): name the limit the user set
+        raise DecodeError(too_many_pixels(label, max_pixels, "the image")) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"{label}: could not decode image ({exc})") from None
 
@@ -100,8 +97,7 @@ def _decode_raw(fp: str | Path | BinaryIO, label: str, min_side: int | None, max
         with rawpy.imread(str(fp) if isinstance(fp, Path) else fp) as raw:
             width, height = raw.sizes.width, raw.sizes.height
             if width * height > max_pixels:
-                raise DecodeError(f"{label}: {width}x{height} RAW exceeds the limit of {max_pixels:,} pixels "
-                                  "(raise --max-pixels to allow it)")
+                raise DecodeError(too_many_pixels(label, max_pixels, f"{width}x{height} RAW = {width * height:,} pixels"))
             needed = min(min_side or RAW_PREVIEW_MIN_SIDE, width, height)
             preview = _raw_preview(raw, label, needed, max_pixels)
             if preview is not None:
@@ -132,6 +128,12 @@ def _raw_preview(raw, label: str, needed: int, max_pixels: int) -> Image.Image |
         return None
     flip = RAW_FLIPS.get(raw.sizes.flip)  # camera previews carry no orientation of their own
     return image.transpose(flip) if flip is not None else image
+
+
+def too_many_pixels(label: str, max_pixels: int, size: str) -> str:
+    """The one message for an image over the pixel limit."""
+    return (f"{label}: {size} exceeds the limit of {max_pixels:,} pixels "
+            "(possible decompression bomb; raise --max-pixels to allow it)")
 
 
 def let_pil_open_up_to(max_pixels: int) -> None:

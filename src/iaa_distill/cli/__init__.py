@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import warnings
 
 from .. import __version__
 from ..errors import IAAError
@@ -25,6 +27,24 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("serve", "serve", "HTTP service + web page for a trained student (FastAPI + uvicorn)"),
     ("bench", "bench", "measure every speed goal on this machine and print figures and ratios"),
 ]
+
+
+# Lightning's loggers for its banners ("GPU available"), "💡 Tip" adverts and the model summary table.
+# Lightning resets its top-level logger on import, but leaves these alone: set them before it is imported.
+LIBRARY_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.accelerators.cuda",
+    "lightning.pytorch.callbacks.model_summary",
+    "lightning.pytorch.utilities.model_summary",
+)
+
+
+def quiet_libraries() -> None:
+    """Hide library banners, tips and deprecation chatter that say nothing to the user of a command."""
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*(LeafSpec|SpearmanCorrcoef|logging interval).*")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,10 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    quiet_libraries()
     try:
         return int(args._run(args) or 0)
     except IAAError as exc:
         print(f"iaa: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # last resort: outputs are checked up front, but disks fill up and files vanish
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"iaa: error: {where}{exc.strerror or exc}; check the path and its permissions", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("iaa: interrupted", file=sys.stderr)

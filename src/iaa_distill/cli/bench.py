@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import argparse
 
+from .types import non_negative_int, positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench", help="output folder for photos, bench.json and bench.md (default: ./bench)")
-    parser.add_argument("--photos", type=int, default=96, help="number of generated 800x600 JPEG photos (default: 96)")
+    parser.add_argument("--photos", type=positive_int, default=96, help="number of generated 800x600 JPEG photos (default: 96)")
     parser.add_argument("--sections", default="decode,teachers,training,scoring",
                         help="comma-separated subset of decode,teachers,training,scoring")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--workers", type=int, help="DataLoader workers (default: CPU count, at most 16)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per figure; the median is reported (default: 3)")
-    parser.add_argument("--ava-epochs", type=int, default=15, help="student epochs assumed in the AVA estimate (default: 15)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device to measure on (default: auto)")
+    parser.add_argument("--workers", type=non_negative_int, help="DataLoader workers (default: CPU count, at most 16)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per figure; the median is reported (default: 3)")
+    parser.add_argument("--ava-epochs", type=positive_int, default=15, help="student epochs assumed in the AVA estimate (default: 15)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run of every section (figures not for reporting)")
 
 

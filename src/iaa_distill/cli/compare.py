@@ -6,34 +6,36 @@ from __future__ import annotations
 
 import argparse
 
+from .types import count, positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", metavar="RUN", nargs="+", help="evaluation folders; the first one is the baseline")
     parser.add_argument("--out", required=True, help="output folder for the comparison")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--bootstrap", type=positive_int, default=2000, help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
-    parser.add_argument("--min-category-images", type=int,
+    parser.add_argument("--min-category-images", type=positive_int,
                         help="categories with fewer images are flagged (default: the baseline evaluation's)")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..evaluation.compare import LABELS, compare_runs
+    from ..evaluation.compare import LABELS, compare_runs, interval_cells
     from ..evaluation.report import fmt
 
     document = compare_runs(args.runs, args.out, bootstrap=args.bootstrap, seed=args.seed,
                             min_category_images=args.min_category_images)
     base = document["baseline"]
-    print(f"{document['n']} images; baseline {base}; {document['bootstrap']} paired bootstrap resamples")
+    print(f"{count(document['n'], 'image')}; baseline {base}; {document['bootstrap']} paired bootstrap resamples")
     for name, diffs in document["differences"].items():
         rel = diffs["srcc_relative_change_pct"]
         print(f"{name} vs {base}: SRCC {'n/a' if rel != rel else f'{rel:+.2f} %'} relative")
         for key, label in LABELS.items():
             if key in diffs:
                 d = diffs[key]
-                print(f"  {label:<16} {fmt(d['baseline'])} -> {fmt(d['value'])}  diff {d['diff']:+.4f} "
-                      f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]  p={fmt(d['p_value'])}")
+                ci, p = interval_cells(d, document["n"])
+                print(f"  {label:<16} {fmt(d['baseline'])} -> {fmt(d['value'])}  diff {d['diff']:+.4f} {ci}  p{' ' if p.startswith('<') else '='}{p}")
     out = Path(args.out)
     print(f"wrote {out / 'comparison.md'}, {out / 'comparison.html'}, {out / 'comparison.json'}, "
           f"{out / 'comparison.png'}")

@@ -52,7 +52,7 @@ def _decide(args: argparse.Namespace) -> list:
     from ..culling.run import cull, skipped_files
     from ..errors import IAAError
     from ..scoring import Scorer
-    from ..scoring.batch import collect_paths
+    from ..scoring.inputs import collect_inputs
     from .options import config_from_args
 
     if args.decisions:
@@ -66,7 +66,10 @@ def _decide(args: argparse.Namespace) -> list:
     skipped = skipped_files(args.paths)
     if skipped:
         _say(f"skipped files that are not photos: {', '.join(skipped)}")
-    paths = collect_paths(args.paths)
+    inputs = collect_inputs(args.paths)
+    for line in inputs.skipped:
+        _say(f"  {line}")
+    paths = inputs.paths
     scorer = Scorer.from_pretrained(args.model, device=args.device)
     result = cull(paths, scorer, args.model, args.out, config_from_args(CullRules, args), thumb_size=args.thumb_size,
                   batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress and sys.stderr.isatty(),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..data.records import DEFAULT_VAL_FRACTION
 from ..errors import IAAError
+from .types import fraction, non_negative_int
 
 if TYPE_CHECKING:
     from ..data.check import DataCheckReport
@@ -21,10 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check = sub.add_parser("check", help=CHECK_HELP, description=CHECK_HELP.capitalize() + "; exit 0 when usable, 1 when not.")
     check.add_argument("dataset", metavar="DATASET", help="FORMAT:PATH, e.g. ava:/data/AVA, csv:labels.csv?scale=1,10, folder:~/Photos")
     check.add_argument("--decode", action="store_true", help="also decode every found image (slow on big sets)")
-    check.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes (default: %(default)s)")
-    check.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION, help="share of train carved out as val (default: %(default)s)")
+    check.add_argument("--workers", type=non_negative_int, default=min(8, os.cpu_count() or 1), help="decoding processes (default: %(default)s)")
+    check.add_argument("--val-fraction", type=fraction, default=DEFAULT_VAL_FRACTION, help="share of train carved out as val (default: %(default)s)")
     check.add_argument("--seed", type=int, default=0, help="seed of the carved splits (default: %(default)s)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.check import check_dataset
 
     dataset = open_dataset(args.dataset, val_fraction=args.val_fraction, seed=args.seed)
-    report = check_dataset(dataset, decode=args.decode, workers=args.workers, progress=not args.json)
+    report = check_dataset(dataset, decode=args.decode, workers=args.workers, progress=not (args.json or args.no_progress))
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     if not report.usable:
         raise IAAError(f"dataset {args.dataset} is not usable: {'; '.join(report.reasons)}")

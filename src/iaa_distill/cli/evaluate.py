@@ -8,25 +8,29 @@ import argparse
 import sys
 
 from ..data.records import DEFAULT_VAL_FRACTION
+from .types import count, fraction, non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="model folder: a student or a teacher head")
+    parser.add_argument("--model", metavar="DIR", help="model folder: a student or a teacher head")
+    parser.add_argument("positional_model", nargs="?", metavar="MODEL",
+                        help="deprecated spelling of --model (iaa eval MODEL DATASET)")
     parser.add_argument("dataset", metavar="DATASET", help="FORMAT:PATH, e.g. ava:/data/AVA or csv:labels.csv")
     parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
                         help="dataset split to evaluate (default: %(default)s)")
     parser.add_argument("--out", required=True, help="output folder for metrics, per-image CSV, reports and plots")
     parser.add_argument("--features", metavar="CACHE", help="feature cache folder (teacher heads; ignored for students)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=2, help="image decoding workers (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default: %(default)s)")
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="image decoding workers (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
-    parser.add_argument("--min-category-images", type=int, default=30,
+    parser.add_argument("--min-category-images", type=positive_int, default=30,
                         help="categories with fewer images are flagged, not reported (default: %(default)s)")
     parser.add_argument("--threshold", type=float,
                         help="binary accuracy threshold (default: 5 on the 1..10 scale, else the scale midpoint)")
-    parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+    parser.add_argument("--val-fraction", type=fraction, default=DEFAULT_VAL_FRACTION,
                         help="as used in training, so --split val selects the same images (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="split seed, as used in training (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,16 +41,17 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate_model
     from ..evaluation.report import PLOTS, fmt, headline_rows
 
-    if args.batch_size < 1 or args.workers < 0 or args.min_category_images < 1:
-        raise IAAError("--batch-size and --min-category-images must be at least 1, --workers at least 0")
+    if (args.model is None) == (args.positional_model is None):
+        raise IAAError("name the model once: iaa eval --model DIR DATASET")
+    model = args.model or args.positional_model
     dataset = open_dataset(args.dataset, val_fraction=args.val_fraction, seed=args.seed)
     document = evaluate_model(
-        args.model, dataset, split=args.split, out=args.out, features=args.features, batch_size=args.batch_size,
+        model, dataset, split=args.split, out=args.out, features=args.features, batch_size=args.batch_size,
         num_workers=args.workers, device=args.device, min_category_images=args.min_category_images,
-        threshold=args.threshold, progress=sys.stderr.isatty())
+        threshold=args.threshold, progress=not args.no_progress and sys.stderr.isatty())
     rows = headline_rows(document["overall"])
     width = max(len(label) for label, _ in rows)
-    print(f"{document['model']} on {document['dataset']} ({document['split']}): {document['n']} images")
+    print(f"{document['model']} on {document['dataset']} ({document['split']}): {count(document['n'], 'image')}")
     for label, value in rows:
         print(f"  {label:<{width}}  {value}")
     shown = [c for c in document["per_category"] if not c["too_few"]]

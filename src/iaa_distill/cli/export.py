@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 
+from .types import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     formats = parser.add_subparsers(dest="export_format", metavar="FORMAT", required=True)
     onnx = formats.add_parser("onnx", help="ONNX for onnxruntime", description=__doc__.strip())
     onnx.add_argument("--model", required=True, metavar="DIR", help="trained student folder")
     onnx.add_argument("--out", metavar="FILE", help="output file (default: DIR/model.onnx)")
-    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    onnx.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default: 17)")
     onnx.add_argument("--no-check", action="store_true", help="skip comparing onnxruntime with PyTorch on a random batch")
 
 

@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def csv_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]
     """Header (lower-cased, stripped) and (line number, row dict) for every non-blank row."""
     reader = csv.reader(io.StringIO(read_text(path), newline=""))
     header: list[str] | None = None
-    for row in reader:
+    for row in checked_rows(reader, path):
         if any(cell.strip() for cell in row):
             header = [cell.strip().lower() for cell in row]
             break
@@ -57,7 +58,7 @@ def csv_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]
         raise DatasetError(f"{path}: empty CSV file (expected a header row)")
 
     def rows() -> Iterator[tuple[int, dict[str, str]]]:
-        for row in reader:
+        for row in checked_rows(reader, path):
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
@@ -67,6 +68,19 @@ def csv_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]
             yield reader.line_num, {k: v.strip() for k, v in zip(header, row)}
 
     return header, rows()
+
+
+def checked_rows(reader: Any, path: Path) -> Iterator[list[str]]:
+    """The rows of a csv reader; malformed CSV (an unterminated quote, a field over the csv module's limit)
+    becomes a DatasetError naming the file and line."""
+    while True:
+        start = reader.line_num + 1  # the line the next row begins on (a quoted field may span lines)
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DatasetError(f"{path}:{start}: malformed CSV ({exc}); check the quotes on this line") from None
 
 
 def number(text: str, where: str, what: str = "score") -> float:

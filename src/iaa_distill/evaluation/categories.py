@@ -2,9 +2,12 @@
 
 Categories with fewer than `min_images` images are flagged `too_few` and kept out of headline
 tables and charts, so a correlation over a handful of images is never reported as if meaningful.
+Each SRCC comes with a 95% confidence interval (Fisher z with the Bonett-Wright standard error for
+Spearman's rho) when the category has at least `MIN_CI_IMAGES` images.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections import defaultdict
 from typing import Any
@@ -13,6 +16,16 @@ from .metrics import MetricWarning, plcc, srcc
 from .predictions import Predictions
 
 DEFAULT_MIN_IMAGES = 30
+MIN_CI_IMAGES = 20  # fewer images: no confidence interval or p-value (a handful of images misleads)
+
+
+def srcc_interval(rho: float, n: int) -> tuple[float, float]:
+    """95% CI of Spearman's rho over n images (Bonett & Wright 2000); NaN below MIN_CI_IMAGES or for NaN rho."""
+    if n < MIN_CI_IMAGES or not math.isfinite(rho):
+        return math.nan, math.nan
+    centre = math.atanh(max(-0.999999, min(0.999999, rho)))
+    half = 1.96 * math.sqrt((1 + rho * rho / 2) / (n - 3))
+    return math.tanh(centre - half), math.tanh(centre + half)
 
 
 def category_rows(predictions: Predictions) -> dict[str, list[int]]:
@@ -25,7 +38,7 @@ def category_rows(predictions: Predictions) -> dict[str, list[int]]:
 
 
 def per_category(predictions: Predictions, min_images: int = DEFAULT_MIN_IMAGES) -> list[dict[str, Any]]:
-    """One dict per category: category, n, srcc, plcc, too_few (sorted by category name)."""
+    """One dict per category: category, n, srcc, srcc_ci (95%), plcc, too_few (sorted by category name)."""
     results = []
     for cat, rows in category_rows(predictions).items():
         too_few = len(rows) < min_images
@@ -33,6 +46,7 @@ def per_category(predictions: Predictions, min_images: int = DEFAULT_MIN_IMAGES)
         with warnings.catch_warnings():
             if too_few:  # flagged anyway; no warning noise for tiny categories
                 warnings.simplefilter("ignore", MetricWarning)
-            results.append({"category": cat, "n": len(rows), "srcc": srcc(true, pred),
+            rho = srcc(true, pred)
+            results.append({"category": cat, "n": len(rows), "srcc": rho, "srcc_ci": list(srcc_interval(rho, len(rows))),
                             "plcc": plcc(true, pred), "too_few": too_few})
     return results

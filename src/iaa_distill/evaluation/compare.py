@@ -16,6 +16,7 @@ import json
 import math
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,11 @@ import numpy as np
 
 from ..artifacts import atomic_write_text
 from ..errors import IAAError
-from .categories import category_rows
+from .categories import MIN_CI_IMAGES, category_rows
 from .metrics import MetricWarning, binary_accuracy, emd_per_image, plcc, srcc
 from .plots import difference_plot
 from .predictions import Predictions
-from .report import EvalRun, fmt, html_page, html_table, jsonable, load_run, markdown_table
+from .report import EvalRun, data_uri, fmt, fmt_p, html_page, html_table, jsonable, load_run, markdown_table
 
 DEFAULT_BOOTSTRAP = 2000
 CELLS_PER_CHUNK = 2_000_000  # resamples x images held in memory at once
@@ -192,6 +193,65 @@ def _emds(pred: Predictions, base: Predictions, with_emd: bool) -> dict[str, np.
     return {f"emd_r{r}": emd_per_image(base.true_dist, pred.pred_dist, r) for r in (1, 2)}
 
 
+@dataclass
+class _Setup:
+    """What every comparison of a subset of images needs: true scores, each run's predictions and per-image EMDs."""
+
+    true: np.ndarray
+    preds: list[np.ndarray]
+    emds: list[dict[str, np.ndarray]]
+    names: list[str]
+    threshold: float | None
+    bootstrap: int
+    seed: int
+
+
+def _compare_rows(setup: _Setup, rows: np.ndarray | None, seed_offset: int) -> dict[str, Any]:
+    """Point values of every run and paired-bootstrap differences vs the baseline on `rows` (None: all images)."""
+    sel = slice(None) if rows is None else rows
+    t = setup.true[sel]
+    pr = [p[sel] for p in setup.preds]
+    em = [{k: v[sel] for k, v in e.items()} for e in setup.emds]
+    points = [_point(t, p, setup.threshold, e) for p, e in zip(pr, em)]
+    samples = (_bootstrap(t, pr, setup.threshold, em, setup.bootstrap, setup.seed + seed_offset)
+               if len(t) >= MIN_CI_IMAGES else None)
+    result = {"values": dict(zip(setup.names, points)), "differences": {}}
+    for j in range(1, len(pr)):
+        diffs = {}
+        for key, value in points[j].items():
+            interval = (_interval(samples[j][key] - samples[0][key]) if samples is not None
+                        else {"ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan})
+            diffs[key] = {"baseline": points[0][key], "value": value, "diff": value - points[0][key],
+                          "higher_is_better": HIGHER_IS_BETTER[key], **interval}
+        diffs["srcc_relative_change_pct"] = _relative(points[j]["srcc"], points[0]["srcc"])
+        result["differences"][setup.names[j]] = diffs
+    return result
+
+
+def _compare_categories(setup: _Setup, rows_by_category: dict[str, list[int]], min_images: int) -> list[dict[str, Any]]:
+    """Per-category SRCC of every run vs the baseline; bootstrap CIs only for categories with `min_images` or more."""
+    names, categories = setup.names, []
+    for offset, (cat, rows) in enumerate(rows_by_category.items(), 1):
+        too_few = len(rows) < min_images
+        if too_few:
+            points = [_point(setup.true[rows], p[rows], None, {}) for p in setup.preds]
+            runs_cat = {names[j]: {"srcc": points[j]["srcc"], "diff": points[j]["srcc"] - points[0]["srcc"],
+                                   "relative_pct": _relative(points[j]["srcc"], points[0]["srcc"]),
+                                   "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
+                        for j in range(1, len(names))}
+            base_srcc = points[0]["srcc"]
+        else:
+            res = _compare_rows(setup, np.asarray(rows), offset)
+            base_srcc = res["values"][names[0]]["srcc"]
+            runs_cat = {name: {"srcc": d["srcc"]["value"], "diff": d["srcc"]["diff"],
+                               "relative_pct": d["srcc_relative_change_pct"], "ci_low": d["srcc"]["ci_low"],
+                               "ci_high": d["srcc"]["ci_high"], "p_value": d["srcc"]["p_value"]}
+                        for name, d in res["differences"].items()}
+        categories.append({"category": cat, "n": len(rows), "too_few": too_few, "baseline_srcc": base_srcc,
+                           "runs": runs_cat})
+    return categories
+
+
 def compare_runs(
     run_dirs: Sequence[str | Path],
     out: str | Path,
@@ -214,48 +274,10 @@ def compare_runs(
     threshold = runs[0].document.get("overall", {}).get("threshold")
     with_emd = base.true_dist is not None and all(p.pred_dist is not None and p.pred_dist.shape == base.true_dist.shape
                                                    for p in preds)
-    true = base.true_mean
-    emds = [_emds(p, base, with_emd) for p in preds]
-
-    def compare(rows: np.ndarray | None, seed_offset: int) -> dict[str, Any]:
-        sel = slice(None) if rows is None else rows
-        t = true[sel]
-        pr = [p.pred_mean[sel] for p in preds]
-        em = [{k: v[sel] for k, v in e.items()} for e in emds]
-        points = [_point(t, p, threshold, e) for p, e in zip(pr, em)]
-        samples = _bootstrap(t, pr, threshold, em, bootstrap, seed + seed_offset) if len(t) >= 3 else None
-        result = {"values": dict(zip(names, points)), "differences": {}}
-        for j in range(1, len(preds)):
-            diffs = {}
-            for key, value in points[j].items():
-                interval = (_interval(samples[j][key] - samples[0][key]) if samples is not None
-                            else {"ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan})
-                diffs[key] = {"baseline": points[0][key], "value": value, "diff": value - points[0][key],
-                              "higher_is_better": HIGHER_IS_BETTER[key], **interval}
-            diffs["srcc_relative_change_pct"] = _relative(points[j]["srcc"], points[0]["srcc"])
-            result["differences"][names[j]] = diffs
-        return result
-
-    overall = compare(None, 0)
-    categories = []
-    for offset, (cat, rows) in enumerate(category_rows(base).items(), 1):
-        too_few = len(rows) < min_category_images
-        if too_few:
-            points = [_point(true[rows], p.pred_mean[rows], None, {}) for p in preds]
-            runs_cat = {names[j]: {"srcc": points[j]["srcc"], "diff": points[j]["srcc"] - points[0]["srcc"],
-                                   "relative_pct": _relative(points[j]["srcc"], points[0]["srcc"]),
-                                   "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
-                        for j in range(1, len(preds))}
-            base_srcc = points[0]["srcc"]
-        else:
-            res = compare(np.asarray(rows), offset)
-            base_srcc = res["values"][names[0]]["srcc"]
-            runs_cat = {name: {"srcc": d["srcc"]["value"], "diff": d["srcc"]["diff"],
-                               "relative_pct": d["srcc_relative_change_pct"], "ci_low": d["srcc"]["ci_low"],
-                               "ci_high": d["srcc"]["ci_high"], "p_value": d["srcc"]["p_value"]}
-                        for name, d in res["differences"].items()}
-        categories.append({"category": cat, "n": len(rows), "too_few": too_few, "baseline_srcc": base_srcc,
-                           "runs": runs_cat})
+    setup = _Setup(base.true_mean, [p.pred_mean for p in preds], [_emds(p, base, with_emd) for p in preds], names,
+                   threshold, bootstrap, seed)
+    overall = _compare_rows(setup, None, 0)
+    categories = _compare_categories(setup, category_rows(base), min_category_images)
     first = names[1]
     categories.sort(key=lambda c: (c["too_few"], -np.nan_to_num(c["runs"][first]["diff"], nan=-np.inf)))
     document = {
@@ -292,12 +314,21 @@ def _write(document: dict[str, Any], out: Path, names: list[str]) -> None:
         body.append(f"<h2>{html.escape(heading)}</h2>\n<p>{html.escape(text)}</p>\n"
                     + (html_table(headers, rows) if rows else ""))
     md.append("\n![SRCC differences](comparison.png)\n")
+    body.append(f"<h2>SRCC differences</h2>\n<img alt=\"SRCC differences (forest plot)\" "
+                f"src=\"{data_uri(out / 'comparison.png')}\">\n")
     atomic_write_text(out / "comparison.md", "".join(md))
     atomic_write_text(out / "comparison.html", html_page(title, "".join(body)))
 
 
 def _signed(value: float, digits: int = 4, suffix: str = "") -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:+.{digits}f}{suffix}"
+
+
+def interval_cells(d: dict[str, float], n: int) -> list[str]:
+    """The '95% CI' and 'p' cells of one difference: 'too few' below MIN_CI_IMAGES images."""
+    if n < MIN_CI_IMAGES:
+        return [f"too few (n < {MIN_CI_IMAGES})", "too few"]
+    return [f"[{_signed(d['ci_low'])}, {_signed(d['ci_high'])}]", fmt_p(d["p_value"])]
 
 
 def comparison_sections(document: dict[str, Any], names: list[str]) -> list[tuple[str, str, list[str], list]]:
@@ -312,7 +343,7 @@ def comparison_sections(document: dict[str, Any], names: list[str]) -> list[tupl
         diffs = document["differences"][name]
         rows = [[LABELS[k] + ("" if diffs[k]["higher_is_better"] else " (lower is better)"),
                  fmt(diffs[k]["baseline"]), fmt(diffs[k]["value"]), _signed(diffs[k]["diff"]),
-                 f"[{_signed(diffs[k]['ci_low'])}, {_signed(diffs[k]['ci_high'])}]", fmt(diffs[k]["p_value"])]
+                 *interval_cells(diffs[k], document["n"])]
                 for k in metrics]
         text = f"Relative SRCC change: {_signed(diffs['srcc_relative_change_pct'], 2, ' %')}."
         sections.append((f"{name} vs {names[0]}", text,
@@ -326,8 +357,7 @@ def comparison_sections(document: dict[str, Any], names: list[str]) -> list[tupl
         for name in names[1:]:
             r = c["runs"][name]
             cells += [fmt(r["srcc"]), _signed(r["diff"]), _signed(r["relative_pct"], 2, " %"),
-                      "" if not math.isfinite(r["ci_low"]) else f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]",
-                      fmt(r["p_value"])]
+                      *(interval_cells(r, c["n"]) if not c["too_few"] else ["too few", "too few"])]
         return cells
 
     shown = [row(c) for c in document["per_category"] if not c["too_few"]]

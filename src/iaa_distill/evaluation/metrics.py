@@ -3,7 +3,9 @@
 Conventions (documented so numbers are comparable with published tables):
 - SRCC / KRCC: scipy.stats.spearmanr / kendalltau (tau-b, average ranks for ties).
 - PLCC: Pearson on the raw predicted means. `plcc_logistic` is Pearson after the customary
-  4-parameter logistic mapping of predictions onto the true scores (VQEG); reported separately.
+  4-parameter logistic mapping of predictions onto the true scores (VQEG); reported separately. The
+  logistic is fitted monotonic increasing (as in the IQA literature), so it never flips the sign of a
+  negative correlation.
 - Binary accuracy: an image is "high quality" when its mean score >= threshold, for both the
   ground truth and the prediction. On the 1..10 scale the threshold is 5 (AVA convention of
   Murray et al. 2012 / NIMA / MLSP); on other scales the default is the scale midpoint.
@@ -73,27 +75,47 @@ def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.n
     return (b1 - b2) / (1.0 + np.exp(z)) + b2
 
 
+def _rising_logistic(x: np.ndarray, amplitude: float, low: float, centre: float, width: float) -> np.ndarray:
+    """`logistic4` with b1 = low + amplitude, b2 = low: increasing whenever amplitude >= 0 and width > 0."""
+    return logistic4(x, low + amplitude, low, centre, width)
+
+
+def fit_logistic(true: np.ndarray, pred: np.ndarray) -> tuple[float, float, float, float] | None:
+    """`logistic4` parameters (b1, b2, b3, b4) mapping `pred` onto `true`, constrained monotonic increasing
+    (b1 >= b2, b4 > 0, by curve_fit bounds); None when the fit fails."""
+    true, pred = np.asarray(true, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    spread = float(np.std(pred)) or 1.0
+    p0 = [max(float(np.ptp(true)), 1e-6), float(true.min()), float(np.mean(pred)), spread]
+    bounds = ([0.0, -np.inf, -np.inf, 1e-9 * spread], [np.inf, np.inf, np.inf, np.inf])
+    try:
+        with warnings.catch_warnings():  # an inestimable covariance does not invalidate the fitted curve
+            warnings.simplefilter("ignore", optimize.OptimizeWarning)
+            (amplitude, low, centre, width), _ = optimize.curve_fit(
+                _rising_logistic, pred, true, p0=p0, bounds=bounds, maxfev=10000)
+    except (RuntimeError, ValueError):
+        return None
+    return float(low + amplitude), float(low), float(centre), float(width)
+
+
 def plcc_logistic(true: np.ndarray, pred: np.ndarray) -> float:
-    """PLCC after fitting the 4-parameter logistic from predictions to true scores; NaN if the fit fails."""
+    """PLCC after fitting the increasing 4-parameter logistic from predictions to true scores; NaN if the fit fails."""
     true, pred = np.asarray(true, dtype=np.float64), np.asarray(pred, dtype=np.float64)
     reason = undefined_reason(true, pred)
     if reason:
         warnings.warn(f"PLCC (logistic) is undefined: {reason}; reported as NaN", MetricWarning, stacklevel=2)
         return math.nan
-    p0 = [true.max(), true.min(), float(np.mean(pred)), float(np.std(pred)) or 1.0]
-    try:
-        with warnings.catch_warnings():  # an inestimable covariance does not invalidate the fitted curve
-            warnings.simplefilter("ignore", optimize.OptimizeWarning)
-            params, _ = optimize.curve_fit(logistic4, pred, true, p0=p0, maxfev=10000)
-    except (RuntimeError, ValueError) as exc:
-        warnings.warn(f"PLCC (logistic): the 4-parameter fit did not converge ({exc}); reported as NaN",
+    params = fit_logistic(true, pred)
+    if params is None:
+        warnings.warn("PLCC (logistic): the 4-parameter fit did not converge; reported as NaN",
                       MetricWarning, stacklevel=2)
         return math.nan
     fitted = logistic4(pred, *params)
     if np.ptp(fitted) == 0 or not np.all(np.isfinite(fitted)):
         warnings.warn("PLCC (logistic): the fitted curve is flat; reported as NaN", MetricWarning, stacklevel=2)
         return math.nan
-    return float(stats.pearsonr(true, fitted)[0])
+    with warnings.catch_warnings():  # a nearly flat fit (no increasing relation) still has a defined sign
+        warnings.simplefilter("ignore", stats.NearConstantInputWarning)
+        return float(stats.pearsonr(true, fitted)[0])
 
 
 def default_threshold(scale: tuple[float, float] | None) -> float | None:

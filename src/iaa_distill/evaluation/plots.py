@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .metrics import fit_logistic, logistic4, undefined_reason
 from .predictions import Predictions
 
 DPI = 110
@@ -33,52 +34,71 @@ def _fmt(value: float) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
+def plot_title(predictions: Predictions, what: str) -> str:
+    """'<model> on <dataset spec> (<split>): <what>'."""
+    where = predictions.dataset or "dataset"
+    return f"{predictions.model_name or 'model'} on {where}" + (f" ({predictions.split})" if predictions.split else "") + f": {what}"
+
+
 def scatter_plot(predictions: Predictions, metrics: dict[str, Any], path: Path) -> Path:
-    """Predicted vs true mean score with the identity line; SRCC/PLCC in the title."""
-    fig = _figure(5.2, 5.0)
+    """Predicted vs true mean score, zoomed to the data, with the identity line and the fitted logistic."""
+    fig = _figure(5.6, 5.2)
     ax = fig.add_subplot()
     true, pred = predictions.true_mean, predictions.pred_mean
     ax.scatter(true, pred, s=6 if len(true) > 2000 else 12, alpha=0.35 if len(true) > 2000 else 0.7,
-               edgecolors="none")
+               edgecolors="none", label="images")
     values = np.concatenate([true, pred]) if len(true) else np.zeros(1)
-    low, high = (predictions.scale if predictions.scale else (float(values.min()), float(values.max())))
-    low, high = min(low, float(values.min())), max(high, float(values.max()))
+    low, high = float(values.min()), float(values.max())
+    margin = 0.05 * (high - low or 1.0)
+    low, high = low - margin, high + margin
     ax.plot([low, high], [low, high], color="black", linewidth=1, label="identity")
+    params = fit_logistic(true, pred) if undefined_reason(true, pred) is None else None
+    if params is not None:  # the curve maps predictions onto true scores: x = logistic(pred), y = pred
+        grid = np.linspace(float(pred.min()), float(pred.max()), 200)
+        ax.plot(logistic4(grid, *params), grid, color="tab:red", linewidth=1.5, label="fitted logistic")
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
     ax.set_xlabel("true mean score")
     ax.set_ylabel("predicted mean score")
-    ax.legend(loc="upper left")
-    ax.set_title(f"{predictions.model_name or 'model'}: SRCC {_fmt(metrics.get('srcc'))}, "
-                 f"PLCC {_fmt(metrics.get('plcc'))} (n={len(true)})", fontsize=10)
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    ax.set_title(plot_title(predictions, f"SRCC {_fmt(metrics.get('srcc'))}, PLCC {_fmt(metrics.get('plcc'))} "
+                                     f"(n={len(true)})"), fontsize=9)
     return _save(fig, path)
 
 
 def histogram_plot(predictions: Predictions, path: Path) -> Path:
-    """Histograms of the true and the predicted mean scores on shared bins."""
+    """Histograms of the true and the predicted mean scores on shared bins chosen from n (numpy's 'auto')."""
     fig = _figure(6.0, 4.0)
     ax = fig.add_subplot()
     values = np.concatenate([predictions.true_mean, predictions.pred_mean])
-    bins = np.linspace(values.min(), values.max(), 41) if len(values) and np.ptp(values) > 0 else 10
+    bins = np.histogram_bin_edges(values, bins="auto") if len(values) and np.ptp(values) > 0 else 10
     ax.hist(predictions.true_mean, bins=bins, alpha=0.55, label="true")
     ax.hist(predictions.pred_mean, bins=bins, alpha=0.55, label="predicted")
     ax.set_xlabel("mean score")
     ax.set_ylabel("images")
     ax.legend()
-    ax.set_title("Distribution of true and predicted mean scores", fontsize=10)
+    ax.set_title(plot_title(predictions, f"true and predicted mean scores (n={len(predictions)})"), fontsize=9)
     return _save(fig, path)
 
 
+SRCC_AXIS = (-1.0, 1.0)  # one range for every model, so category plots of compared models line up
+
+
 def category_plot(categories: Sequence[dict[str, Any]], path: Path, title: str = "SRCC per category") -> Path:
-    """Horizontal SRCC bars for the categories with enough images (too-few ones are left out)."""
-    shown = [c for c in categories if not c["too_few"]]
+    """SRCC per category with 95% CIs, best first, on a fixed axis (too-few categories are left out)."""
+    shown = sorted((c for c in categories if not c["too_few"]),
+                   key=lambda c: -np.nan_to_num(c["srcc"], nan=-np.inf))
     fig = _figure(6.5, max(2.0, 0.28 * len(shown) + 1.2))
     ax = fig.add_subplot()
-    names = [f"{c['category']} (n={c['n']})" for c in shown]
-    ax.barh(names, [0.0 if math.isnan(c["srcc"]) else c["srcc"] for c in shown])
+    values = np.array([np.nan_to_num(c["srcc"]) for c in shown], dtype=float)
+    ci = np.array([c.get("srcc_ci", [math.nan, math.nan]) for c in shown], dtype=float).reshape(-1, 2)
+    err = np.vstack([np.nan_to_num(values - ci[:, 0]), np.nan_to_num(ci[:, 1] - values)])
+    ax.barh([f"{c['category']} (n={c['n']})" for c in shown], values, xerr=err, capsize=2)
     ax.invert_yaxis()
-    ax.set_xlabel("SRCC")
-    ax.set_title(title if shown else f"{title}: no category has enough images", fontsize=10)
+    ax.set_xlim(*SRCC_AXIS)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("SRCC (95% CI)")
+    ax.set_title(title if shown else f"{title}: no category has enough images", fontsize=9)
     return _save(fig, path)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import atomic_write_text
+from ..data.parsing import checked_rows
 from ..data.records import level_values
 from ..errors import IAAError
 
@@ -123,7 +124,7 @@ class Predictions:
         if missing:
             raise IAAError(f"{path}: not a per_image.csv (missing column(s) {', '.join(missing)})")
         ids, true_mean, pred_mean, pred_dist, true_dist, categories = [], [], [], [], [], []
-        for row in reader:
+        for row in checked_rows(reader, path):
             where = f"{path}:{reader.line_num}"
             try:
                 true_mean.append(float(row["true_mean"]))

@@ -15,9 +15,9 @@ from typing import Any
 
 from ..artifacts import atomic_write_text
 from ..errors import IAAError
-from .categories import DEFAULT_MIN_IMAGES, per_category
+from .categories import DEFAULT_MIN_IMAGES, MIN_CI_IMAGES, per_category
 from .metrics import compute_metrics
-from .plots import category_plot, histogram_plot, scatter_plot
+from .plots import category_plot, histogram_plot, plot_title, scatter_plot
 from .predictions import Predictions
 
 METRICS_NAME = "metrics.json"
@@ -95,10 +95,18 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines) + "\n"
 
 
+def fmt_p(value: float | None) -> str:
+    """A p-value as reported: '< 0.001' below that, else three decimals; NaN/None as 'n/a'."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A table in a box that scrolls sideways when it is wider than the page."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
+    return f"<div class=\"wide\"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>\n"
 
 
 def data_uri(path: Path) -> str:
@@ -107,7 +115,7 @@ def data_uri(path: Path) -> str:
 
 HTML_STYLE = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
               "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-              "text-align:left}img{max-width:100%}")
+              "text-align:left}img{max-width:100%}.wide{overflow-x:auto;max-width:100%}")
 
 
 def html_page(title: str, body: str) -> str:
@@ -158,7 +166,7 @@ def write_report(
     plots = {
         "scatter": scatter_plot(predictions, overall, out / PLOTS["scatter"]),
         "histogram": histogram_plot(predictions, out / PLOTS["histogram"]),
-        "categories": category_plot(categories, out / PLOTS["categories"]),
+        "categories": category_plot(categories, out / PLOTS["categories"], plot_title(predictions, "SRCC per category")),
     }
     title = f"Evaluation of {predictions.model_name or 'model'} on {predictions.dataset or 'dataset'}"
     sections = _sections(document, categories, excluded)
@@ -180,6 +188,12 @@ def write_report(
     return document
 
 
+def _category_row(c: dict[str, Any]) -> list[Any]:
+    low, high = c.get("srcc_ci", [math.nan, math.nan])
+    ci = "too few" if c["n"] < MIN_CI_IMAGES else ("n/a" if not math.isfinite(low) else f"[{low:.3f}, {high:.3f}]")
+    return [c["category"], c["n"], fmt(c["srcc"]), ci, fmt(c["plcc"])]
+
+
 def _sections(document: dict[str, Any], categories: list[dict[str, Any]], excluded: dict[str, str]):
     """(heading, text, table headers, table rows, plot key) of each report section."""
     scale = document["scale"]
@@ -187,9 +201,9 @@ def _sections(document: dict[str, Any], categories: list[dict[str, Any]], exclud
                f"split {document['split'] or 'n/a'}: {document['n']} images"
                + (f", scale {scale[0]:g}..{scale[1]:g}" if scale else "")
                + (f", {len(excluded)} excluded (could not be scored)" if excluded else "") + ".")
-    cat_headers = ["Category", "n", "SRCC", "PLCC"]
-    shown = [[c["category"], c["n"], fmt(c["srcc"]), fmt(c["plcc"])] for c in categories if not c["too_few"]]
-    few = [[c["category"], c["n"], fmt(c["srcc"]), fmt(c["plcc"])] for c in categories if c["too_few"]]
+    cat_headers = ["Category", "n", "SRCC", "SRCC 95% CI", "PLCC"]
+    shown = [_category_row(c) for c in categories if not c["too_few"]]
+    few = [_category_row(c) for c in categories if c["too_few"]]
     sections = [
         ("Overall", summary, ["Metric", "Value"], headline_rows(document["overall"]), None),
         ("Predicted vs true", "", [], [], "scatter"),

@@ -22,45 +22,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from ..artifacts import atomic_write_text
-from ..data.folder import read_folder
 from ..devices import process_group
 from ..errors import IAAError
-from ..imaging import is_image_file
 from ..storage import Journal, read_journal
 from .scorer import Scorer, ScoreResult
 
 FORMATS = ("csv", "jsonl")
 BARRIER_TIMEOUT = timedelta(days=7)  # ranks may wait for the slowest shard of a very large job
-
-
-def collect_paths(specs: Sequence[str]) -> list[str]:
-    """Files as given, folders searched recursively for images (as `folder:` datasets list them), glob patterns
-    expanded (`**` allowed)."""
-    paths: list[str] = []
-    for spec in specs:
-        path = Path(spec).expanduser()
-        if path.is_dir():
-            paths.extend(_images_under(path))
-        elif path.is_file():
-            paths.append(str(path))
-        elif glob.has_magic(spec):
-            for match in sorted(glob.glob(os.path.expanduser(spec), recursive=True)):
-                found = Path(match)
-                if found.is_dir():
-                    paths.extend(_images_under(found))
-                elif found.is_file() and is_image_file(found):
-                    paths.append(str(found))
-        else:
-            raise IAAError(f"{spec}: no such file or folder")
-    unique = list(dict.fromkeys(paths))
-    if not unique:
-        raise IAAError(f"no image files found in: {' '.join(specs)}")
-    return unique
-
-
-def _images_under(folder: Path) -> list[str]:
-    """The images a `folder:` dataset lists (hidden files and folders skipped)."""
-    return [str(record.path) for record in read_folder(folder).records]
 
 
 def infer_format(out: Path, fmt: str | None) -> str:

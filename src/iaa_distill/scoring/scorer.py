@@ -8,15 +8,16 @@ so one `Scorer` can be called from several threads at once.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..artifacts import model_name
 from ..devices import resolve_device
 from ..errors import DecodeError, IAAError
 from ..imaging import DEFAULT_MAX_PIXELS, decode_image
@@ -24,7 +25,7 @@ from ..preprocessing import eval_transform
 from ..student import Student, StudentConfig, output_levels
 from .onnx_metadata import DEFAULT_ONNX_NAME, config_from_metadata
 
-ScoreInput = str | Path | bytes | Image.Image | torch.Tensor | np.ndarray
+ScoreInput = str | Path | bytes | BinaryIO | Image.Image | torch.Tensor | np.ndarray
 
 
 @dataclass
@@ -109,10 +110,12 @@ class _OnnxBackend:
 class Scorer:
     """Scores photos with a trained student. Build it with `Scorer.from_pretrained(model_dir)`."""
 
-    def __init__(self, config: StudentConfig, backend: _TorchBackend | _OnnxBackend, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, config: StudentConfig, backend: _TorchBackend | _OnnxBackend, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 name: str = "model"):
         self.config = config
         self.backend = backend
         self.max_pixels = max_pixels
+        self.name = name
         self.transform = eval_transform(config.input_size, config.interpolation)
         self.levels = output_levels(config.num_levels, config.scale).numpy().astype(np.float64)
 
@@ -140,7 +143,7 @@ class Scorer:
             if model_dir is None:
                 raise IAAError("the torch backend needs a model folder (--model DIR)")
             model = Student.from_pretrained(model_dir)
-            return cls(model.config, _TorchBackend(model, torch_device), max_pixels)
+            return cls(model.config, _TorchBackend(model, torch_device), max_pixels, model_name(model_dir))
         if backend != "onnx":
             raise IAAError(f"unknown backend '{backend}' (use torch or onnx)")
         if onnx_path is None:
@@ -160,7 +163,7 @@ class Scorer:
                         f"{onnx_path}: exported from a different model ({key} {getattr(embedded, key)} "
                         f"vs {getattr(config, key)} in {model_dir}); re-export it"
                     )
-        return cls(config, onnx_backend, max_pixels)
+        return cls(config, onnx_backend, max_pixels, model_name(model_dir) if model_dir else onnx_path.stem)
 
     @property
     def device(self) -> torch.device:
@@ -170,34 +173,30 @@ class Scorer:
     def output_shape(self) -> tuple[int, int, int]:
         return (3, self.config.input_size, self.config.input_size)
 
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Scorer(model={self.name!r}, backbone={c.backbone!r}, scale={tuple(c.scale)}, "
+                f"levels={c.num_levels}, input_size={c.input_size}, device='{self.device}', backend={self.backend.name!r})")
+
     # -- preprocessing -------------------------------------------------------------------------
     def preprocess(self, item: ScoreInput, name: str) -> torch.Tensor:
-        """One input -> (3, S, S) float tensor in [0, 1]. Raises DecodeError for unusable input."""
-        if isinstance(item, (str, Path, bytes, bytearray)):
+        """One input -> (3, S, S) float tensor in [0, 1]. Raises DecodeError for unusable input, TypeError for
+        an unsupported type.
+
+        Every input type becomes an RGB uint8 image first and then takes the same resize, so an image scores the
+        same as a path, bytes, file object, PIL image, uint8 or float array or tensor (JPEG files larger than
+        twice the input size excepted: they are decoded at reduced size, which changes the pixels slightly).
+        """
+        if isinstance(item, (str, Path, bytes, bytearray)) or _is_file_like(item):
             item = decode_image(item, min_side=self.config.input_size, max_pixels=self.max_pixels, name=name)
+        elif isinstance(item, torch.Tensor):
+            item = _tensor_to_array(item, name)
         if isinstance(item, np.ndarray):
-            item = self._array_to_image(item, name)
+            item = _array_to_image(item, name)
         if isinstance(item, Image.Image):
             return self.transform(item.convert("RGB"))
-        if isinstance(item, torch.Tensor):
-            return self._prepare_tensor(item, name)
-        raise TypeError(f"cannot score an object of type {type(item).__name__} ({name})")
-
-    @staticmethod
-    def _array_to_image(array: np.ndarray, name: str) -> Image.Image:
-        if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4)):
-            if array.dtype != np.uint8:
-                raise DecodeError(f"{name}: numpy images must be uint8 HxW or HxWx3, got {array.dtype}")
-            return Image.fromarray(array)
-        raise DecodeError(f"{name}: numpy images must be HxW or HxWx3, got shape {array.shape}")
-
-    def _prepare_tensor(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
-        """uint8 tensors go through the same resize as decoded images; float ones are taken as [0, 1]."""
-        if tensor.ndim != 3 or tensor.shape[0] != 3:
-            raise DecodeError(f"{name}: tensors must be CHW RGB (3, H, W), got shape {tuple(tensor.shape)}")
-        if tensor.dtype != torch.uint8 and not tensor.is_floating_point():
-            raise DecodeError(f"{name}: tensors must be uint8 or float in [0, 1], got {tensor.dtype}")
-        return self.transform(tensor.detach().cpu()).clamp_(0, 1)  # PILToTensor passes tensors through
+        raise TypeError(f"cannot score an object of type {type(item).__name__} ({name}); "
+                        "give a path, bytes, a file object, a PIL image, a numpy array or a tensor")
 
     # -- inference -----------------------------------------------------------------------------
     def predict_batch(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -286,6 +285,30 @@ class Scorer:
         return [r for batch in self.iter_paths(paths, batch_size, num_workers, progress) for r in batch]
 
 
+def _is_file_like(item: Any) -> bool:
+    return callable(getattr(item, "read", None))
+
+
+def _tensor_to_array(tensor: torch.Tensor, name: str) -> np.ndarray:
+    """A CHW RGB tensor (uint8, or float in [0, 1]) as an HxWx3 array."""
+    if tensor.ndim != 3 or tensor.shape[0] != 3:
+        raise DecodeError(f"{name}: tensors must be CHW RGB (3, H, W), got shape {tuple(tensor.shape)}")
+    return tensor.detach().cpu().permute(1, 2, 0).numpy()
+
+
+def _array_to_image(array: np.ndarray, name: str) -> Image.Image:
+    """An HxW or HxWx3/4 array (uint8, or float in [0, 1]) as a PIL image; float values are rounded to 8 bits."""
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise DecodeError(f"{name}: arrays must be HxW or HxWx3, got shape {array.shape}")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise DecodeError(f"{name}: float images must hold values in [0, 1]")
+        array = np.round(array.astype(np.float64) * 255.0).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise DecodeError(f"{name}: images must be uint8 or float in [0, 1], got {array.dtype}")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
 def _read_config(model_dir: str | Path) -> StudentConfig:
     from ..artifacts import read_config
 
@@ -295,13 +318,16 @@ def _read_config(model_dir: str | Path) -> StudentConfig:
 def _as_list(inputs: ScoreInput | Sequence[ScoreInput]) -> list[ScoreInput]:
     if isinstance(inputs, torch.Tensor):
         return list(inputs.unbind(0)) if inputs.ndim == 4 else [inputs]
-    if isinstance(inputs, (str, Path, bytes, bytearray, Image.Image, np.ndarray)):
+    if isinstance(inputs, (str, Path, bytes, bytearray, Image.Image, np.ndarray)) or _is_file_like(inputs):
         return [inputs]
+    if inputs is None or not isinstance(inputs, Iterable):
+        raise TypeError(f"cannot score {inputs!r}: give an image (path, bytes, file object, PIL image, "
+                        "array or tensor) or a list of them")
     return list(inputs)
 
 
 def _default_name(item: ScoreInput, index: int) -> str:
     if isinstance(item, (str, Path)):
         return str(item)
-    filename = getattr(item, "filename", "")
-    return filename or f"<input {index}>"
+    filename = getattr(item, "filename", "") or (getattr(item, "name", "") if _is_file_like(item) else "")
+    return str(filename) if isinstance(filename, (str, Path)) and filename else f"<input {index}>"

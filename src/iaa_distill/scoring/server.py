@@ -1,8 +1,13 @@
 """HTTP service: `POST /score` (multipart field `files`), `GET /health`, `GET /` (drag-and-drop page).
 
-Every upload is checked before inference: size per file (413), image type sniffed from the content,
-not the name (415), pixel count and decodability (422). Errors are JSON `{"error": ..., "file": ...}`.
-Decoding and inference run in worker threads, at most `max_concurrency` requests at a time.
+Every upload is checked before inference: the whole request body is limited while it streams in (413),
+must arrive within a read deadline (408), and at most `max_uploads` requests upload at once (503). Each
+file is checked for size (413), type sniffed from the content, not the name (415), pixel count and
+decodability (422). A request with one file answers its error with that status; a request with several
+answers 200 with one result per file, failed files carrying their `error`. Every error is JSON
+`{"error": ..., "file": ...}`, 404 and 405 included. Decoding and inference run in worker threads, at most
+`max_concurrency` requests at a time. The OpenAPI schema is at /openapi.json; /docs and /redoc are off
+because Swagger UI and ReDoc load their code from a CDN, which an offline service cannot reach.
 """
 from __future__ import annotations
 
@@ -16,14 +21,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
-from ..artifacts import model_name
+from ..artifacts import SYNTHETIC_NOTE, labels_are_synthetic, model_name
 from ..errors import DecodeError
-from ..imaging import RASTER_FORMATS, decode_image, let_pil_open_up_to
+from ..imaging import DEFAULT_MAX_PIXELS, RASTER_FORMATS, decode_image, let_pil_open_up_to, too_many_pixels
+from .guard import UploadGuard
 from .scorer import Scorer
 
-DEFAULT_MAX_PIXELS = 50_000_000
+SERVER_MAX_PIXELS = DEFAULT_MAX_PIXELS // 2  # a service holds several uploads at once: half the CLI's limit
 MULTIPART_OVERHEAD = 64 * 1024
+READ_TIMEOUT_S = 60.0
 
 
 class UploadError(Exception):
@@ -34,23 +43,105 @@ class UploadError(Exception):
         self.status, self.message, self.file = status, message, file
 
 
+class ErrorBody(BaseModel):
+    error: str
+    file: str = ""
+
+
+class FileScore(BaseModel):
+    file: str
+    mean: float | None
+    std: float | None
+    distribution: list[float] | None
+    error: str = ""
+
+
+class ScoreBody(BaseModel):
+    results: list[FileScore]
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    backbone: str
+    backend: str
+    scale: list[float]
+    num_levels: int | None
+    input_size: int
+    max_upload_mb: float
+    max_files: int
+    max_pixels: int
+    synthetic_labels: bool
+    warning: str
+
+
+ERRORS = {code: {"model": ErrorBody} for code in (408, 413, 415, 422, 503)}
+
+
 def create_app(
     model_dir: str | Path | None,
     max_upload_mb: float = 20,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = SERVER_MAX_PIXELS,
     max_concurrency: int = 2,
     max_files: int = 32,
     device: str = "auto",
     backend: str = "torch",
     onnx_path: str | Path | None = None,
+    max_uploads: int | None = None,
+    read_timeout: float = READ_TIMEOUT_S,
 ) -> FastAPI:
-    """Build the app around a `Scorer` loaded once from `model_dir` (see `Scorer.from_pretrained`)."""
+    """Build the app around a `Scorer` loaded once from `model_dir` (see `Scorer.from_pretrained`).
+
+    max_uploads: requests receiving their body at the same time (default: 4 x max_concurrency).
+    read_timeout: seconds a request may take to send its whole body.
+    """
     scorer = Scorer.from_pretrained(model_dir, device=device, backend=backend, onnx_path=onnx_path, max_pixels=max_pixels)
     max_bytes = int(max_upload_mb * 1024 * 1024)
     limiter = asyncio.Semaphore(max(1, max_concurrency))
-    config = scorer.config
     page = resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8")
-    app = FastAPI(title="iaa-distill", description="Image aesthetics scores from a distilled student model.")
+    app = FastAPI(title="iaa-distill", description="Image aesthetics scores from a distilled student model.",
+                  docs_url=None, redoc_url=None)
+    app.add_middleware(UploadGuard, max_body=max_files * max_bytes + MULTIPART_OVERHEAD,
+                       max_uploads=max_uploads or 4 * max(1, max_concurrency), read_timeout=read_timeout,
+                       limit_text=f"{max_files} files of {max_upload_mb:g} MB")
+    _add_error_handlers(app)
+    synthetic = labels_are_synthetic(scorer.config)
+    health_body = Health(
+        status="ok", model=model_name(model_dir) if model_dir else Path(str(onnx_path)).name,
+        backbone=scorer.config.backbone, backend=scorer.backend.name, scale=list(scorer.config.scale),
+        num_levels=scorer.config.num_levels, input_size=scorer.config.input_size, max_upload_mb=max_upload_mb,
+        max_files=max_files, max_pixels=max_pixels, synthetic_labels=synthetic,
+        warning=f"this model was {SYNTHETIC_NOTE}" if synthetic else "",
+    )
+
+    @app.get("/", response_class=HTMLResponse, summary="Web page: drop photos to score them")
+    async def index() -> str:
+        return page
+
+    @app.get("/health", summary="The model, its scale and the upload limits")
+    async def health() -> Health:
+        return health_body
+
+    @app.post("/score", summary="Score one or more uploaded images (multipart field 'files')", responses=ERRORS)
+    async def score(files: list[UploadFile] = File(...)) -> ScoreBody:
+        if len(files) > max_files:
+            raise UploadError(413, f"too many files: {len(files)} (limit {max_files} per request)")
+        payloads = []
+        for i, upload in enumerate(files):
+            name = Path(upload.filename or "").name or f"upload {i + 1}"
+            data = await upload.read(max_bytes + 1)
+            payloads.append((name, data))
+        async with limiter:
+            results = await run_in_threadpool(_score_payloads, scorer, payloads, max_pixels, max_bytes)
+        if len(results) == 1 and results[0].error:
+            raise results[0].error_detail
+        return ScoreBody(results=[r.body for r in results])
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error, FastAPI's and Starlette's included, answers `{"error", "file"}`."""
 
     @app.exception_handler(UploadError)
     async def _upload_error(_: Request, exc: UploadError) -> JSONResponse:
@@ -63,47 +154,22 @@ def create_app(
             status_code=422,
         )
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next):
-        length = request.headers.get("content-length", "")
-        if request.url.path == "/score" and length.isdigit() and int(length) > max_files * max_bytes + MULTIPART_OVERHEAD:
-            return JSONResponse({"error": f"request too large (limit {max_files} files of {max_upload_mb:g} MB)", "file": ""}, status_code=413)
-        return await call_next(request)
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        message = {404: f"no such page: {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
+        return JSONResponse({"error": message.get(exc.status_code, str(exc.detail)), "file": ""},
+                            status_code=exc.status_code, headers=exc.headers)
 
-    @app.get("/", response_class=HTMLResponse)
-    async def index() -> str:
-        return page
 
-    @app.get("/health")
-    async def health() -> dict:
-        return {
-            "status": "ok",
-            "model": model_name(model_dir) if model_dir else Path(str(onnx_path)).name,
-            "backbone": config.backbone,
-            "backend": scorer.backend.name,
-            "scale": list(config.scale),
-            "num_levels": config.num_levels,
-            "input_size": config.input_size,
-            "max_upload_mb": max_upload_mb,
-            "max_files": max_files,
-            "max_pixels": max_pixels,
-        }
+class _Outcome:
+    """One file's result, or the UploadError that rejected it."""
 
-    @app.post("/score")
-    async def score(files: list[UploadFile] = File(...)) -> list[dict]:
-        if len(files) > max_files:
-            raise UploadError(413, f"too many files: {len(files)} (limit {max_files} per request)")
-        payloads = []
-        for i, upload in enumerate(files):
-            name = Path(upload.filename or "").name or f"upload {i + 1}"
-            data = await upload.read(max_bytes + 1)
-            if len(data) > max_bytes:
-                raise UploadError(413, f"{name}: larger than the {max_upload_mb:g} MB limit per file", name)
-            payloads.append((name, data))
-        async with limiter:
-            return await run_in_threadpool(_score_payloads, scorer, payloads, max_pixels)
+    def __init__(self, body: FileScore, error_detail: UploadError | None = None):
+        self.body, self.error_detail = body, error_detail
 
-    return app
+    @property
+    def error(self) -> bool:
+        return self.error_detail is not None
 
 
 def check_image(name: str, data: bytes, max_pixels: int, min_side: int | None = None) -> Image.Image:
@@ -111,8 +177,8 @@ def check_image(name: str, data: bytes, max_pixels: int, min_side: int | None = 
     let_pil_open_up_to(max_pixels)
     try:
         Image.open(io.BytesIO(data), formats=RASTER_FORMATS).close()
-    except Image.DecompressionBombError as exc:
-        raise UploadError(422, f"{name}: refused as a possible decompression bomb ({exc})", name) from None
+    except Image.DecompressionBombError:
+        raise UploadError(422, too_many_pixels(name, max_pixels, "the image"), name) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise UploadError(415, f"{name}: not a supported image (JPEG, PNG, WebP, BMP, TIFF or GIF content expected)", name) from None
     try:
@@ -121,10 +187,23 @@ def check_image(name: str, data: bytes, max_pixels: int, min_side: int | None = 
         raise UploadError(422, str(exc), name) from None
 
 
-def _score_payloads(scorer: Scorer, payloads: list[tuple[str, bytes]], max_pixels: int) -> list[dict]:
-    images = [check_image(name, data, max_pixels, scorer.config.input_size) for name, data in payloads]
-    results = scorer.score(images, names=[name for name, _ in payloads])
-    return [
-        {"file": r.path, "mean": d["mean"], "std": d["std"], "distribution": d["distribution"]}
-        for r, d in ((r, r.to_dict()) for r in results)
-    ]
+def _score_payloads(scorer: Scorer, payloads: list[tuple[str, bytes]], max_pixels: int, max_bytes: int) -> list[_Outcome]:
+    """Check and score each file; a rejected file becomes a failed result and never hides the others."""
+    outcomes: list[_Outcome | None] = []
+    images, names = [], []
+    for name, data in payloads:
+        try:
+            if len(data) > max_bytes:
+                raise UploadError(413, f"{name}: larger than the {max_bytes / 1024 / 1024:g} MB limit per file", name)
+            images.append(check_image(name, data, max_pixels, scorer.config.input_size))
+            names.append(name)
+            outcomes.append(None)
+        except UploadError as exc:
+            outcomes.append(_Outcome(FileScore(file=name, mean=None, std=None, distribution=None, error=exc.message), exc))
+    scored = iter(scorer.score(images, names=names) if images else [])
+    for i, outcome in enumerate(outcomes):
+        if outcome is None:
+            r = next(scored).to_dict()
+            outcomes[i] = _Outcome(FileScore(file=r["path"], mean=r["mean"], std=r["std"],
+                                             distribution=r["distribution"], error=r["error"]))
+    return outcomes
