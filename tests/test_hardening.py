@@ -20,7 +20,7 @@ from iaa_distill.cli import main
 from iaa_distill.errors import DecodeError, IAAError
 from iaa_distill.imaging import decode_image
 from iaa_distill.scoring import Scorer
-from iaa_distill.scoring.inputs import collect_inputs
+from iaa_distill.scoring.paths import collect_inputs
 from tests.conftest import write_jpegs
 from tests.test_score_cli import REPO, score
 

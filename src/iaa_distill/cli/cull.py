@@ -52,7 +52,7 @@ def _decide(args: argparse.Namespace) -> list:
     from ..culling.run import cull, skipped_files
     from ..errors import IAAError
     from ..scoring import Scorer
-    from ..scoring.inputs import collect_inputs
+    from ..scoring.paths import collect_inputs
     from .options import config_from_args
 
     if args.decisions:

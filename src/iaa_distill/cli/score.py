@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..artifacts import SYNTHETIC_NOTE, labels_are_synthetic, model_name
     from ..scoring import Scorer
     from ..scoring.batch import score_to_file
-    from ..scoring.inputs import collect_inputs
+    from ..scoring.paths import collect_inputs
     from ..scoring.outputs import check_output_file
 
     check_output_file(args.out, resume=args.resume, overwrite=args.overwrite)
