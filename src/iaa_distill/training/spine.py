@@ -34,10 +34,10 @@ from ..devices import resolve_device
 from ..errors import IAAError
 from ..evaluation.metrics import MetricWarning, plcc, srcc
 from ..settings import differences, fingerprint
+from .split_file import save_split
 
 MIN_TRAIN_IMAGES = 8  # both stages; the student needs them on top of one full batch per process
 RUN_FILE = "run.json"
-SPLIT_FILE = "split.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 CHECKPOINTS = "checkpoints"
@@ -90,17 +90,6 @@ class RunFolder:
     def history(self) -> list[dict[str, Any]]:
         path = self.out / HISTORY_FILE
         return json.loads(path.read_text()) if path.is_file() else []
-
-
-def save_split(directory: Path, train_ids: Sequence[str], val_ids: Sequence[str]) -> None:
-    """Write `split.json` (the ids of the train and val images) into `directory`."""
-    atomic_write_text(directory / SPLIT_FILE, json.dumps({"train": list(train_ids), "val": list(val_ids)}) + "\n")
-
-
-def load_split(directory: str | Path) -> dict[str, list[str]] | None:
-    """The train/val ids saved with a run or a model, or None when the folder has none."""
-    path = Path(directory).expanduser() / SPLIT_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _checkpoint_fingerprint(path: Path) -> str | None:

@@ -49,8 +49,9 @@ from ..student import Student, StudentConfig
 from ..targets import DistillationTargets
 from .datamodule import SplitArrays, StudentDataModule
 from .image_cache import ensure_image_cache, ids_hash
-from .spine import (SPLIT_FILE, BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
+from .spine import (BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
                     check_counts)
+from .split_file import SPLIT_FILE
 from .student_config import StudentTrainConfig
 
 MIN_VAL_IMAGES = 4
