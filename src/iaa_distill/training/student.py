@@ -22,7 +22,6 @@ A NaN/inf loss stops the run with a clear error; the checkpoint of the last good
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
