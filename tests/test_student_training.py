@@ -302,7 +302,7 @@ def test_cli_baseline_with_bundled_weights_and_refusal(tmp_path, sample_photos, 
 
     labels = _write_csv(tmp_path / "csv", sample_photos)
     common = [f"csv:{labels}", "--input-size", "32", "--train-resize", "40", "--epochs", "1", "--batch-size", "8",
-              "--num-workers", "0", "--image-cache", str(tmp_path / "cache")]
+              "--workers", "0", "--image-cache", str(tmp_path / "cache")]
     assert main(["train-student", *common, "--out", str(tmp_path / "run")]) == 1
     assert "iaa: error: distillation (alpha or beta > 0) needs the teacher's targets" in capsys.readouterr().err
     assert main(["train-student", *common, "--out", str(tmp_path / "run"), "--baseline"]) == 0

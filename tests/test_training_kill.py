@@ -30,7 +30,7 @@ def _labels_csv(folder, photos):
 def _command(spec, out, cache):
     return [sys.executable, "-m", "iaa_distill", "train-student", spec, "--baseline", "--out", str(out),
             "--image-cache", str(cache), "--input-size", "32", "--train-resize", "40", "--epochs", "8",
-            "--batch-size", "8", "--num-workers", "0", "--deterministic", "--seed", "1"]
+            "--batch-size", "8", "--workers", "0", "--deterministic", "--seed", "1"]
 
 
 def test_sigkill_during_training_then_rerun_equals_uninterrupted(tmp_path, sample_photos):

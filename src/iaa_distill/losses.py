@@ -1,6 +1,6 @@
 """Losses of both stages: ground truth (EMD or regression [+ rank]), feature and output distillation.
 
-Conventions shared with `student.prediction_to_mean`: a K-level model's raw output is logits over the
+Conventions of `score_space.ScoreSpace`: a K-level model's raw output is logits over the
 K ordered levels (softmax gives the distribution); a scalar model's raw output is the score normalised
 to [0, 1] on the label scale. Non-finite inputs are never masked, so the trainer can detect them.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .score_space import ScoreSpace
 
 _TINY = 1e-12
 
@@ -48,12 +50,6 @@ def pairwise_rank_loss(pred: torch.Tensor, target: torch.Tensor, margin: float =
     return hinge[ordered].mean()
 
 
-def _normalised_mean(dist: torch.Tensor) -> torch.Tensor:
-    """Mean of a (B, K) distribution with the levels placed at 0, 1/(K-1), ..., 1."""
-    positions = torch.linspace(0.0, 1.0, dist.shape[-1], device=dist.device)
-    return dist.float() @ positions
-
-
 def label_loss(
     raw: torch.Tensor,
     target: torch.Tensor,
@@ -73,7 +69,7 @@ def label_loss(
         raise ValueError(f"unknown label loss '{kind}' (expected 'emd', 'mse' or 'l1')")
     if num_levels:
         pred_dist = torch.softmax(raw.float(), dim=-1)
-        pred_mean, true_mean = _normalised_mean(pred_dist), _normalised_mean(target)
+        pred_mean, true_mean = ScoreSpace.normalised_mean(pred_dist), ScoreSpace.normalised_mean(target)
         loss = emd_loss(pred_dist, target) if kind == "emd" else regression_loss(pred_mean, true_mean, kind)
     else:
         pred_mean, true_mean = raw.float().reshape(-1), target.float().reshape(-1)

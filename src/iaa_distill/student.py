@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import timm
 import torch
 from torch import nn
 
 from .artifacts import SavedModel, dataclass_from_json
-from .data.records import level_values
+from .score_space import ScoreSpace
 
 KIND = "student"
 
@@ -61,8 +60,13 @@ class StudentConfig:
         return dataclass_from_json(cls, data, ("scale", "mean", "std"))
 
     @property
+    def space(self) -> ScoreSpace:
+        """The score space of the labels and the outputs."""
+        return ScoreSpace(self.num_levels, self.scale)
+
+    @property
     def output_dim(self) -> int:
-        return self.num_levels or 1
+        return self.space.output_dim
 
 
 class Student(SavedModel, nn.Module):
@@ -79,7 +83,6 @@ class Student(SavedModel, nn.Module):
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.feature_dim, config.output_dim))
         self.register_buffer("pixel_mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("levels", output_levels(config.num_levels, config.scale), persistent=False)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images: (B, 3, H, W) RGB in [0, 1]. Returns raw prediction (logits or score) and the aesthetic feature."""
@@ -89,7 +92,7 @@ class Student(SavedModel, nn.Module):
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean score on the label scale and the predicted distribution (None for a scalar model)."""
         raw, _ = self(images)
-        return prediction_to_mean(raw, self.levels, self.config.num_levels)
+        return self.config.space.decode(raw)
 
     @classmethod
     def create(cls, config: StudentConfig, pretrained: bool = True, weights: str | None = None) -> "Student":
@@ -105,22 +108,11 @@ class Student(SavedModel, nn.Module):
 
 def output_levels(num_levels: int | None, scale: tuple[float, float]) -> torch.Tensor:
     """Score of each output level (K-level models) or the (min, max) of the scale (scalar models)."""
-    values = level_values(num_levels, scale) if num_levels else np.asarray(scale)
-    return torch.tensor(values, dtype=torch.float32)
+    return torch.tensor(ScoreSpace(num_levels, scale).levels, dtype=torch.float32)
 
 
 def prediction_to_mean(
     raw: torch.Tensor, levels: torch.Tensor, num_levels: int | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Turn a raw prediction into (mean score on the scale, distribution or None).
-
-    K-level models: softmax over the levels, mean = sum(p_k * level_k).
-    Scalar models predict the score normalised to [0, 1] on the scale; it is mapped back here.
-    Shared by the teacher head and the student.
-    """
-    levels = levels.to(raw.device)
-    if num_levels:
-        dist = torch.softmax(raw.float(), dim=-1)
-        return dist @ levels, dist
-    low, high = levels[0], levels[-1]
-    return low + raw.float().squeeze(-1) * (high - low), None
+    """Raw prediction -> (mean score, distribution or None) on the scale spanned by `levels` (see `ScoreSpace`)."""
+    return ScoreSpace(num_levels, (float(levels[0]), float(levels[-1]))).decode(raw)

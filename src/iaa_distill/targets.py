@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from .artifacts import atomic_write_text
 from .errors import IAAError
+from .score_space import ScoreSpace
 
 TARGETS_WEIGHTS = "targets.safetensors"
 TARGETS_INDEX = "targets.json"
@@ -29,6 +30,11 @@ class DistillationTargets:
     predictions: np.ndarray  # (N, K) distribution, or (N,) normalised score
     num_levels: int | None
     scale: tuple[float, float]
+
+    @property
+    def space(self) -> ScoreSpace:
+        """The score space of the predictions (the teacher head's)."""
+        return ScoreSpace(self.num_levels, self.scale)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .artifacts import SavedModel, dataclass_from_json
-from .student import output_levels, prediction_to_mean
+from .score_space import ScoreSpace
 
 KIND = "teacher_head"
 
@@ -38,8 +38,13 @@ class TeacherHeadConfig:
         return dataclass_from_json(cls, data, ("scale", "hidden"))
 
     @property
+    def space(self) -> ScoreSpace:
+        """The score space of the labels and the outputs."""
+        return ScoreSpace(self.num_levels, self.scale)
+
+    @property
     def output_dim(self) -> int:
-        return self.num_levels or 1
+        return self.space.output_dim
 
     @property
     def feature_dim(self) -> int:
@@ -67,7 +72,6 @@ class TeacherHead(SavedModel, nn.Module):
             width = size
         self.body = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, config.output_dim))
-        self.register_buffer("levels", output_levels(config.num_levels, config.scale), persistent=False)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         aesthetic = self.body(features.float())
@@ -98,12 +102,5 @@ def predict_features(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Mean score on the label scale (N,) and the predicted distribution (N, K), or None for scalar heads."""
     raw, _ = run_head(head, features, batch_size)
-    mean, dist = prediction_to_mean(torch.from_numpy(raw), head.levels.cpu(), head.config.num_levels)
+    mean, dist = head.config.space.decode(torch.from_numpy(raw))
     return mean.numpy(), None if dist is None else dist.numpy()
-
-
-def raw_to_target(raw: np.ndarray, num_levels: int | None) -> np.ndarray:
-    """The distillation target of a raw prediction: the distribution (K-level) or the normalised score (scalar)."""
-    if num_levels:
-        return torch.softmax(torch.from_numpy(raw).float(), dim=-1).numpy()
-    return raw.reshape(-1).astype(np.float32)

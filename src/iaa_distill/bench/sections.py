@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from ..data.loading import ImageFiles
 from ..preprocessing import eval_transform
@@ -103,68 +105,78 @@ def bench_teachers(report: Report, photos: list[Path], teachers: list[str], work
     return rates
 
 
+class _StepRate(Callback):
+    """Images per second of the training steps after the first (compilation, allocator and worker start-up)."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size, self.start, self.rate = batch_size, 0.0, 0.0
+
+    def _sync(self, trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.global_step == 1:
+            self.start = self._sync(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.rate = (trainer.global_step - 1) * self.batch_size / max(self._sync(trainer) - self.start, 1e-9)
+
+
+def _fit_rate(config, student_config, steps: int, device: str, **data) -> float:
+    """img/s of `steps` real StudentModule training steps under Lightning (`data`: datamodule or train_dataloaders)."""
+    import lightning.pytorch as pl
+
+    from ..training.spine import lightning_device, quiet_lightning
+    from ..training.student import StudentModule
+
+    quiet_lightning()
+    accelerator, devices = lightning_device(device)
+    timer = _StepRate(config.batch_size)
+    trainer = pl.Trainer(max_steps=steps + 1, accelerator=accelerator, devices=devices, limit_val_batches=0,
+                         precision="bf16-mixed" if accelerator == "gpu" else "32-true", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[timer])
+    trainer.fit(StudentModule(asdict(student_config), asdict(config)), **data)
+    return timer.rate
+
+
 def bench_training(report: Report, photos: list[Path], workers: int, batch_size: int, steps: int, device: str,
                    backbone: str = "tf_efficientnet_lite0", compile_model: bool = False) -> dict[str, float]:
-    """Student train step (forward + backward + AdamW): in-memory tensors vs batches read from the image cache."""
+    """The real student LightningModule under `Trainer.fit`: in-memory batches vs the real image-cache datamodule."""
     from ..data.records import ImageRecord
-    from ..losses import label_loss
-    from ..student import Student, StudentConfig
+    from ..student import StudentConfig
     from ..training.datamodule import SplitArrays, StudentDataModule
     from ..training.image_cache import ensure_image_cache
+    from ..training.student_config import StudentTrainConfig
 
-    dev = torch.device(device)
-    config = StudentConfig.for_backbone(backbone)
-    model = Student(config).to(dev).to(memory_format=torch.channels_last)
-    step_fn = torch.compile(model) if compile_model else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    size = config.input_size
-    target = torch.full((batch_size, config.output_dim), 1.0 / config.output_dim, device=dev)
-
-    def step(images: torch.Tensor) -> None:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            raw, _ = step_fn(images.contiguous(memory_format=torch.channels_last))
-            loss = label_loss(raw.float(), target[: len(raw)], config.num_levels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    fixed = torch.rand(batch_size, 3, size, size, device=dev)
-
-    def compute() -> int:
-        for _ in range(steps):
-            step(fixed)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return steps * batch_size
-
+    student_config = StudentConfig.for_backbone(backbone)
+    config = StudentTrainConfig(backbone=backbone, pretrained=False, batch_size=batch_size, alpha=0.0, beta=0.0,
+                                compile=compile_model, num_workers=workers, progress=False)
+    size, k = student_config.input_size, student_config.output_dim
+    batch = {"image": torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8),
+             "label": torch.full((batch_size, k), 1.0 / k), "mean": torch.full((batch_size,), 5.0)}
     label = f"{backbone} {size} px batch {batch_size}" + (" compiled" if compile_model else "")
-    compute_rate = report.add("training", f"train step, compute only ({label})", images_per_second(compute, repeats=2))
+    fixed = torch.utils.data.DataLoader([batch] * (steps + 1), batch_size=None)
+    compute_rate = report.add("training", f"StudentModule fit, in-memory batches ({label})",
+                              _fit_rate(config, student_config, steps, device, train_dataloaders=fixed))
 
     records = [ImageRecord(p.name, p, "bench") for p in photos]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        cache = ensure_image_cache(records, config.train_resize, root=tmp, num_workers=workers)
-        report.add("training", f"image cache build from JPEG files ({config.train_resize} px, once per dataset)", len(records) / (time.perf_counter() - start))
+        cache = ensure_image_cache(records, student_config.train_resize, root=tmp, num_workers=workers)
+        report.add("training", f"image cache build from JPEG files ({student_config.train_resize} px, once per dataset)",
+                   len(records) / (time.perf_counter() - start))
         n = len(records)
         split = SplitArrays(cache.path, cache.rows_for([r.image_id for r in records]),
-                            np.full((n, config.output_dim), 1.0 / config.output_dim, dtype=np.float32), np.full(n, 5.0))
-        module = StudentDataModule(split, split, config.train_resize, size, batch_size, num_workers=workers)
-        loader = module.train_dataloader()
-
-        def from_cache() -> int:
-            done = 0
-            while done < steps * batch_size:
-                for batch in loader:
-                    step(batch["image"].to(dev, non_blocking=True).float().div_(255))
-                    done += len(batch["image"])
-                    if done >= steps * batch_size:
-                        break
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            return done
-
-        cached_rate = report.add("training", f"train step reading the image cache ({label}, {workers} workers)", images_per_second(from_cache, repeats=2))
-        loader_rate = report.add("training", f"image-cache loader alone ({workers} workers)", images_per_second(lambda: sum(len(b["image"]) for b in loader), repeats=2))
+                            np.full((n, k), 1.0 / k, dtype=np.float32), np.full(n, 5.0, dtype=np.float32))
+        data = StudentDataModule(split, split, student_config.train_resize, size, batch_size, num_workers=workers)
+        cached_rate = report.add("training", f"StudentModule fit on the image-cache datamodule ({label}, {workers} "
+                                 "workers)", _fit_rate(config, student_config, steps, device, datamodule=data))
+        loader = data.train_dataloader()
+        loader_rate = report.add("training", f"image-cache loader alone ({workers} workers)", images_per_second(
+            lambda: sum(len(b["image"]) for b in loader), repeats=2))
     report.ratio(f"training from files vs compute only ({label})", cached_rate, compute_rate, goal=0.8)
     return {"compute": compute_rate, "from_files": cached_rate, "loader": loader_rate}
 

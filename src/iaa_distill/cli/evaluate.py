@@ -28,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float,
                         help="binary accuracy threshold (default: 5 on the 1..10 scale, else the scale midpoint)")
     parser.add_argument("--val-fraction", type=fraction, default=DEFAULT_VAL_FRACTION,
-                        help="as used in training, so --split val selects the same images (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="split seed, as used in training (default: %(default)s)")
+                        help="as used in training, so --split val selects the same images; only for models saved "
+                        "without the split.json of their run (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="split seed, as used in training (models without split.json) (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -1,9 +1,7 @@
 """`iaa demo`: build the synthetic-label dataset, run every stage of the method on it, score held-out photos."""
 from __future__ import annotations
 
-import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +34,7 @@ def demo_recipe(out: Path, csv_path: Path, quick: bool, seed: int) -> Recipe:
 
 def run_demo(out: str | Path = "iaa-demo", quick: bool = False, seed: int = 0, log=print) -> dict[str, Any]:
     """Run the demo into `out`; returns the stage timings, folders and the comparison document."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module="lightning|torchmetrics")
-        warnings.filterwarnings("ignore", message=".*(LeafSpec|SpearmanCorrcoef|logging interval).*")
-        import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import: quiet them afterwards)
-
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # Trainer banners and tips
-            logging.getLogger(name).setLevel(logging.WARNING)
-        return _run(Path(out).expanduser().resolve(), quick, seed, log)
+    return _run(Path(out).expanduser().resolve(), quick, seed, log)  # the Trainer builder keeps Lightning quiet
 
 
 def _run(out: Path, quick: bool, seed: int, log) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..artifacts import atomic_write_text
 from ..data.parsing import checked_rows
-from ..data.records import level_values
+from ..score_space import ScoreSpace
 from ..errors import IAAError
 
 COLUMNS = ("id", "true_mean", "pred_mean", "pred_std", "pred_dist", "true_dist", "categories")
@@ -67,10 +67,7 @@ class Predictions:
         """Standard deviation of each predicted distribution on the scale (NaN without distributions)."""
         if self.pred_dist is None or self.scale is None:
             return np.full(len(self), np.nan)
-        levels = level_values(self.pred_dist.shape[1], self.scale)
-        p = self.pred_dist / self.pred_dist.sum(axis=1, keepdims=True)
-        var = (p * (levels[None, :] - self.pred_mean[:, None]) ** 2).sum(axis=1)
-        return np.sqrt(np.maximum(var, 0.0))
+        return ScoreSpace(self.pred_dist.shape[1], self.scale).std(self.pred_dist, self.pred_mean)
 
     def subset(self, rows: Sequence[int] | np.ndarray) -> "Predictions":
         """The predictions of the given rows (same metadata)."""

@@ -10,12 +10,22 @@ import numpy as np
 from ..artifacts import model_name, read_config
 from ..data.records import Dataset, ImageRecord
 from ..errors import IAAError
+from ..training.split_file import SPLIT_FILE, load_split
 from .categories import DEFAULT_MIN_IMAGES
 from .predictions import Predictions
 from .report import build_document, write_report
 
 
-def _labelled(dataset: Dataset, split: str) -> list[ImageRecord]:
+def _labelled(dataset: Dataset, split: str, model_dir: Path) -> list[ImageRecord]:
+    """Labelled images of `split`; train/val are the ids saved with the model (`split.json`) when it has them."""
+    saved = load_split(model_dir) if split in ("train", "val") else None
+    if saved is not None:
+        wanted = set(saved[split])
+        records = [r for r in dataset.records if r.image_id in wanted and r.label is not None]
+        if not records:
+            raise IAAError(f"none of the {len(wanted)} {split} images in {model_dir / SPLIT_FILE} is a labelled "
+                           f"image of dataset '{dataset.name}': evaluate the model on the dataset it was trained on")
+        return records
     records = [r for r in dataset.split(split) if r.label is not None]
     if not records:
         raise IAAError(f"dataset '{dataset.name}' has no labelled images in split '{split}'")
@@ -95,7 +105,7 @@ def evaluate_model(
         from ..data.registry import open_dataset
 
         dataset = open_dataset(dataset)
-    records = _labelled(dataset, split)
+    records = _labelled(dataset, split, model_dir)
     kind = config.get("kind")
     if kind == "student":  # a student scores the images themselves; `features` is only for teacher heads
         records, pred_mean, pred_dist, excluded = _score_student(model_dir, records, batch_size, num_workers,

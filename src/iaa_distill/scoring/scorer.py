@@ -22,7 +22,7 @@ from ..devices import resolve_device
 from ..errors import DecodeError, IAAError
 from ..imaging import DEFAULT_MAX_PIXELS, decode_image
 from ..preprocessing import eval_transform
-from ..student import Student, StudentConfig, output_levels
+from ..student import Student, StudentConfig
 from .onnx_metadata import DEFAULT_ONNX_NAME, config_from_metadata
 
 ScoreInput = str | Path | bytes | BinaryIO | Image.Image | torch.Tensor | np.ndarray
@@ -117,7 +117,7 @@ class Scorer:
         self.max_pixels = max_pixels
         self.name = name
         self.transform = eval_transform(config.input_size, config.interpolation)
-        self.levels = output_levels(config.num_levels, config.scale).numpy().astype(np.float64)
+        self.space = config.space
 
     @classmethod
     def from_pretrained(
@@ -205,15 +205,9 @@ class Scorer:
 
     def _results(self, names: Sequence[str], images: torch.Tensor) -> list[ScoreResult]:
         mean, dist = self.predict_batch(images)
-        results = []
-        for i, name in enumerate(names):
-            if dist is None:
-                results.append(ScoreResult(name, float(mean[i]), math.nan, None))
-            else:
-                p = dist[i].astype(np.float64)
-                std = float(np.sqrt(max(0.0, float(p @ (self.levels - float(mean[i])) ** 2))))
-                results.append(ScoreResult(name, float(mean[i]), std, [float(v) for v in p]))
-        return results
+        std = self.space.std(dist, mean)
+        return [ScoreResult(name, float(mean[i]), float(std[i]), None if dist is None else [float(v) for v in dist[i]])
+                for i, name in enumerate(names)]
 
     def score(
         self, inputs: ScoreInput | Sequence[ScoreInput], batch_size: int = 32, names: Sequence[str] | None = None

@@ -13,17 +13,17 @@ clipping, optional EMA of the weights (torch AveragedModel, used for validation 
 model), bf16 autocast on GPU, channels_last, optional torch.compile, DDP across GPUs/nodes
 (torchrun or Lightning's launcher), validation SRCC every epoch, early stopping. Output folder:
 
-- `model/`: the best student by val SRCC (`Student.from_pretrained`);
+- `model/`: the best student by val SRCC (`Student.from_pretrained`), with the run's `split.json`;
 - `metrics.json`: best/last validation metrics and the per-epoch history;
-- `checkpoints/last.ckpt`: full training state at the end of the last epoch; rerunning the same
-  command resumes from it and ends with the same result as an uninterrupted run;
-- `run.json`: the settings of the run (a rerun with other settings is refused); `logs/`: CSV logs.
+- `checkpoints/last.ckpt`, `run.json`, `split.json`, `history.json`: the run folder of `training.spine`
+  (a rerun of the same command resumes and ends with the same result as an uninterrupted run; a rerun
+  with other identity settings is refused); `logs/`: CSV logs.
 A NaN/inf loss stops the run with a clear error; the checkpoint of the last good epoch stays.
 """
 from __future__ import annotations
 
-import json
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -33,30 +33,27 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import Callback
 from timm.optim import param_groups_weight_decay
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torchmetrics import MeanMetric, PearsonCorrCoef, SpearmanCorrCoef
+from torchmetrics import MeanMetric
 
-from ..artifacts import atomic_write_text
 from ..data.records import Dataset, ImageRecord
 from ..errors import IAAError
+from ..loss_names import FeatureLossName, LabelLossName, check_name
 from ..losses import feature_distillation_loss, label_loss, output_distillation_loss
-from ..student import Student, StudentConfig, prediction_to_mean
+from ..settings import identity
+from ..student import Student, StudentConfig
 from ..targets import DistillationTargets
 from .datamodule import SplitArrays, StudentDataModule
 from .image_cache import ensure_image_cache, ids_hash
+from .spine import (BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
+                    check_counts)
+from .split_file import SPLIT_FILE
 from .student_config import StudentTrainConfig
 
-MIN_TRAIN_IMAGES = 16
 MIN_VAL_IMAGES = 4
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.json"
-# Settings that may change between an interrupted run and its resumption.
-RESUME_FREE = ("num_workers", "progress")
 
 
 class TrainingDiverged(IAAError):
@@ -79,11 +76,13 @@ class StudentModule(pl.LightningModule):
         self.save_hyperparameters()
         self.cfg = StudentTrainConfig.from_dict(train_config)
         self.model = Student.create(StudentConfig.from_dict(student_config), self.cfg.pretrained, self.cfg.weights)
+        self.space = self.model.config.space
         self.ema: AveragedModel | None = None
         if self.cfg.ema:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay), use_buffers=True)
             self.ema.requires_grad_(False)
-        self.val_srcc, self.val_plcc, self.val_loss = SpearmanCorrCoef(), PearsonCorrCoef(), MeanMetric()
+        self.val_loss = MeanMetric()
+        self.val_correlations = ValidationCorrelations()
         self._runtime: dict = {}  # the compiled forward (kept out of the state dict)
 
     @property
@@ -93,7 +92,7 @@ class StudentModule(pl.LightningModule):
 
     @property
     def num_levels(self) -> int | None:
-        return self.model.config.num_levels
+        return self.space.num_levels
 
     def setup(self, stage: str) -> None:
         """Before DDP wraps the model: channels_last weights, compiled forward."""
@@ -140,16 +139,14 @@ class StudentModule(pl.LightningModule):
             self.ema.update_parameters(self.model)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        model = self.eval_model
-        raw, _ = model(self._images(batch))
+        raw, _ = self.eval_model(self._images(batch))
         raw = raw.float()
-        mean, _ = prediction_to_mean(raw, model.levels, self.num_levels)
         self.val_loss.update(label_loss(raw, batch["label"], self.num_levels, self.cfg.loss, self.cfg.rank_weight))
-        self.val_srcc.update(mean, batch["mean"])
-        self.val_plcc.update(mean, batch["mean"])
-        self.log("val_srcc", self.val_srcc, prog_bar=True)
-        self.log("val_plcc", self.val_plcc)
+        self.val_correlations.update(self.space.mean(raw), batch["mean"])
         self.log("val_loss", self.val_loss)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_correlations.log(self)
 
     def configure_optimizers(self):
         groups = []
@@ -164,77 +161,9 @@ class StudentModule(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["torch_rng_state"] = torch.get_rng_state()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "torch_rng_state" in checkpoint:
-            torch.set_rng_state(checkpoint["torch_rng_state"])
-
-
-class BestStudent(Callback):
-    """After each validation: record the epoch's metrics and save the student when val SRCC improves."""
-
-    def __init__(self, out: Path, extra: dict):
-        self.out, self.extra = out, extra
-        self.best = -math.inf
-        self.history: list[dict] = []
-        self._epoch_start, self._train_seconds, self._steps_at_start = 0.0, 0.0, 0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_start, self._steps_at_start = time.perf_counter(), trainer.global_step
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._train_seconds = time.perf_counter() - self._epoch_start
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: StudentModule) -> None:
-        if trainer.sanity_checking:
-            return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        images = (trainer.global_step - self._steps_at_start) * pl_module.cfg.batch_size * trainer.world_size
-        entry = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step,
-                 **{k: metrics[k] for k in ("val_srcc", "val_plcc", "val_loss", "train_loss") if k in metrics},
-                 "train_seconds": round(self._train_seconds, 3),
-                 "train_images_per_second": round(images / max(self._train_seconds, 1e-9), 1)}
-        self.history.append(entry)
-        srcc = entry["val_srcc"] if math.isfinite(entry.get("val_srcc", math.nan)) else -2.0
-        improved = srcc > self.best
-        if improved:
-            self.best = srcc
-        if trainer.is_global_zero:
-            if improved:
-                pl_module.eval_model.save_pretrained(self.out / "model", **self.extra, epoch=entry["epoch"],
-                                                     val_srcc=entry.get("val_srcc"), val_plcc=entry.get("val_plcc"))
-            atomic_write_text(self.out / HISTORY_FILE, json.dumps(self.history, indent=1) + "\n")
-
-    def state_dict(self) -> dict:
-        return {"best": self.best, "history": self.history}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.best, self.history = state_dict["best"], state_dict["history"]
-
 
 def _labelled(records: Sequence[ImageRecord]) -> list[ImageRecord]:
     return [r for r in records if r.label is not None]
-
-
-def _label_arrays(records: Sequence[ImageRecord], num_levels: int | None, scale: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """GT in the student's output space (distribution, or score normalised to [0, 1]) and GT means."""
-    means = np.array([r.label.mean for r in records], dtype=np.float32)
-    if num_levels:
-        labels = []
-        for r in records:
-            if r.label.num_levels != num_levels:
-                raise IAAError(f"{r.image_id}: label has {r.label.num_levels or 'no'} vote levels, the dataset {num_levels}")
-            labels.append(r.label.distribution())
-        return np.asarray(labels, dtype=np.float32), means
-    low, high = scale
-    return ((means - low) / (high - low)).astype(np.float32), means
-
-
-def _world_size(config: StudentTrainConfig) -> int:
-    devices = config.devices if isinstance(config.devices, int) else 1
-    return max(1, devices) * max(1, config.num_nodes)
 
 
 def _precision(config: StudentTrainConfig) -> str:
@@ -244,27 +173,84 @@ def _precision(config: StudentTrainConfig) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
-def _flat_settings(settings: dict) -> dict:
-    """Settings as JSON would give them back, nested keys flattened, resume-free ones dropped."""
-    plain = json.loads(json.dumps(settings))
-    flat = {k: v for k, v in plain.items() if not isinstance(v, dict)}
-    for group in ("train", "student"):
-        flat.update({f"{group}.{k}": v for k, v in plain[group].items() if k not in RESUME_FREE})
-    return flat
+def _world_size(config: StudentTrainConfig) -> int:
+    devices = config.devices if isinstance(config.devices, int) else 1
+    return max(1, devices) * max(1, config.num_nodes)
 
 
-def _check_run_settings(out: Path, settings: dict) -> dict | None:
-    """Refuse to resume a run made with other settings; return its metrics when it already finished."""
-    started = (out / "checkpoints" / "last.ckpt").is_file() or (out / METRICS_FILE).is_file()
-    if not started or not (out / RUN_FILE).is_file():
-        return None
-    old, new = _flat_settings(json.loads((out / RUN_FILE).read_text())), _flat_settings(settings)
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if changed:
-        raise IAAError(f"{out} holds a run with other settings (changed: {', '.join(changed)}); "
-                       "choose a new --out or delete that folder")
-    metrics = out / METRICS_FILE
-    return json.loads(metrics.read_text()) if metrics.is_file() else None
+def _check_counts(name: str, n_train: int, n_val: int, config: StudentTrainConfig) -> None:
+    """One full batch per process (the last partial batch of an epoch is dropped) plus MIN_TRAIN_IMAGES."""
+    check_counts(name, n_train, n_val, config.batch_size * _world_size(config), MIN_VAL_IMAGES)
+
+
+def _load_targets(targets_dir: str | Path | None, dataset: Dataset, distill: bool,
+                  records: list[ImageRecord]) -> DistillationTargets | None:
+    """The teacher's targets (checked against the dataset's labels), or None for a baseline without them."""
+    targets = DistillationTargets.load(targets_dir) if targets_dir else None
+    if distill and targets is None:
+        raise IAAError("distillation (alpha or beta > 0) needs the teacher's targets: pass --targets TEACHER_DIR "
+                       "(written by `iaa train-teacher`), or use --baseline")
+    if targets is not None:
+        if targets.num_levels != dataset.num_levels or tuple(targets.scale) != tuple(dataset.scale):
+            raise IAAError(f"{targets_dir}: targets predict {targets.num_levels or 'a scalar'} levels on scale "
+                           f"{tuple(targets.scale)}, dataset '{dataset.name}' has {dataset.num_levels or 'a scalar'} "
+                           f"on {tuple(dataset.scale)}: the teacher head was trained on other labels")
+        if distill:
+            targets.rows_for([r.image_id for r in records])
+    return targets
+
+
+def _split_arrays(records: list[ImageRecord], cache, space, targets: DistillationTargets | None,
+                  targets_dir: str | Path | None) -> SplitArrays:
+    """One split's cache rows, label targets and (for distillation) the teacher's rows."""
+    labels, means = space.encode_all([r.label for r in records], [r.image_id for r in records])
+    split = SplitArrays(cache.path, cache.rows_for([r.image_id for r in records]), labels, means)
+    if targets is not None:
+        rows = targets.rows_for([r.image_id for r in records])
+        split.features, split.predictions = targets.features[rows], targets.predictions[rows]
+        finite = np.isfinite(split.features).all(1) & np.isfinite(split.predictions.reshape(len(rows), -1)).all(1)
+        if not finite.all():
+            raise IAAError(f"{targets_dir}: the distillation targets of {int((~finite).sum())} images are not "
+                           f"finite (e.g. '{records[int(np.argmin(finite))].image_id}'); retrain the teacher head")
+    return split
+
+
+def _datamodule(dataset: Dataset, config: StudentTrainConfig, student_config: StudentConfig,
+                splits: tuple[list[ImageRecord], list[ImageRecord]], targets: DistillationTargets | None,
+                targets_dir: str | Path | None, image_cache_dir: str | Path | None
+                ) -> tuple[StudentDataModule, tuple[int, int], list[str]]:
+    """Image caches built (undecodable images excluded) -> the datamodule, (n_train, n_val), excluded ids."""
+    train_records, val_records = splits
+    cache_kw = dict(root=image_cache_dir, interpolation=student_config.interpolation,
+                    dataset_fingerprint=dataset.fingerprint(), num_workers=config.num_workers)
+    used = {r.image_id for r in train_records + val_records}
+    pool = [r for r in dataset.records if r.image_id in used]  # train+val in dataset order: stable across val splits
+    train_cache = ensure_image_cache(pool, student_config.train_resize, name=f"{dataset.name}-train", **cache_kw)
+    val_cache = ensure_image_cache(val_records, student_config.input_size, name=f"{dataset.name}-val", **cache_kw)
+    train_records = [r for r in train_records if r.image_id not in train_cache.failed]
+    val_records = [r for r in val_records if r.image_id not in val_cache.failed]
+    excluded = sorted(set(train_cache.failed) | set(val_cache.failed))
+    if excluded:
+        print(f"excluded {len(excluded)} undecodable image(s) from training (listed in the image caches' failed.json)",
+              flush=True)
+    _check_counts(dataset.name, len(train_records), len(val_records), config)
+    distilled = targets if config.alpha or config.beta else None
+    arrays = [_split_arrays(records, cache, student_config.space, distilled, targets_dir)
+              for records, cache in ((train_records, train_cache), (val_records, val_cache))]
+    data = StudentDataModule(*arrays, student_config.train_resize, student_config.input_size, config.batch_size,
+                             config.num_workers, config.seed, config.hflip)
+    return data, (len(train_records), len(val_records)), excluded
+
+
+def _run_identity(dataset: Dataset, config: StudentTrainConfig, student_config: StudentConfig, baseline: bool,
+                  splits: tuple[list[ImageRecord], list[ImageRecord]], targets_dir: str | Path | None) -> dict:
+    distill = bool(config.alpha or config.beta)
+    return {
+        "train": identity(config), "student": asdict(student_config), "baseline": baseline,
+        "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
+        "train_ids": ids_hash([r.image_id for r in splits[0]]), "val_ids": ids_hash([r.image_id for r in splits[1]]),
+        "targets": str(Path(targets_dir).resolve()) if targets_dir and distill else None,
+    }
 
 
 def train_student(
@@ -282,101 +268,61 @@ def train_student(
     image_cache_dir: root of the pre-resized image caches (default `$IAA_CACHE_DIR/images` or ~/.cache).
     callbacks: extra Lightning callbacks.
     """
-    config = config or StudentTrainConfig()
-    if baseline:
-        config = replace(config, alpha=0.0, beta=0.0)
-    if config.loss not in ("emd", "mse", "l1") or config.feature_loss not in ("mse", "cosine"):
-        raise IAAError(f"unknown loss: loss='{config.loss}' (emd, mse, l1), feature_loss='{config.feature_loss}' (mse, cosine)")
-    distill = bool(config.alpha or config.beta)
-    out = Path(out).expanduser()
+    config = replace(config or StudentTrainConfig(), **({"alpha": 0.0, "beta": 0.0} if baseline else {}))
+    check_name(config.loss, LabelLossName, "loss")
+    check_name(config.feature_loss, FeatureLossName, "feature loss")
     if dataset.num_levels is None and dataset.scale is None:
         raise IAAError(f"dataset '{dataset.name}' has no labels: student training needs rated images")
-    train_records, val_records = _labelled(dataset.split("train")), _labelled(dataset.split("val"))
-    _check_counts(dataset.name, len(train_records), len(val_records), config)
-
-    targets = DistillationTargets.load(targets_dir) if targets_dir else None
-    if distill and targets is None:
-        raise IAAError("distillation (alpha or beta > 0) needs the teacher's targets: pass --targets TEACHER_DIR "
-                       "(written by `iaa train-teacher`), or use --baseline")
-    if targets is not None:
-        if targets.num_levels != dataset.num_levels or tuple(targets.scale) != tuple(dataset.scale):
-            raise IAAError(f"{targets_dir}: targets predict {targets.num_levels or 'a scalar'} levels on scale "
-                           f"{tuple(targets.scale)}, dataset '{dataset.name}' has {dataset.num_levels or 'a scalar'} "
-                           f"on {tuple(dataset.scale)}: the teacher head was trained on other labels")
-        if distill:
-            targets.rows_for([r.image_id for r in train_records + val_records])
+    splits = _labelled(dataset.split("train")), _labelled(dataset.split("val"))
+    _check_counts(dataset.name, len(splits[0]), len(splits[1]), config)
+    targets = _load_targets(targets_dir, dataset, bool(config.alpha or config.beta), splits[0] + splits[1])
     feature_dim = config.feature_dim or (targets.features.shape[1] if targets is not None else 256)
     sizes = {k: v for k, v in (("input_size", config.input_size), ("train_resize", config.train_resize)) if v}
     student_config = StudentConfig.for_backbone(config.backbone, num_levels=dataset.num_levels,
                                                 scale=tuple(dataset.scale), feature_dim=feature_dim,
                                                 synthetic_labels=dataset.synthetic_labels, **sizes)
-
-    settings = {
-        "train": asdict(config), "student": asdict(student_config), "baseline": baseline,
-        "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
-        "train_ids": ids_hash([r.image_id for r in train_records]), "val_ids": ids_hash([r.image_id for r in val_records]),
-        "targets": str(Path(targets_dir).resolve()) if targets_dir and distill else None,
-    }
-    finished = _check_run_settings(out, settings)
+    run = RunFolder(out, _run_identity(dataset, config, student_config, baseline, splits, targets_dir))
+    finished = run.finished()
     if finished is not None:
-        print(f"{out}: already trained (best val SRCC {finished['best_val_srcc']:.4f}); nothing to do", flush=True)
+        print(f"{run.out}: already trained (best val SRCC {finished['best_val_srcc']:.4f}); nothing to do", flush=True)
         return finished
-    atomic_write_text(out / RUN_FILE, json.dumps(settings, indent=2) + "\n")  # identical on every rank
-
-    cache_kw = dict(root=image_cache_dir, interpolation=student_config.interpolation,
-                    dataset_fingerprint=dataset.fingerprint(), num_workers=config.num_workers)
-    used = {r.image_id for r in train_records + val_records}
-    pool = [r for r in dataset.records if r.image_id in used]  # train+val in dataset order: stable across val splits
-    train_cache = ensure_image_cache(pool, student_config.train_resize, name=f"{dataset.name}-train", **cache_kw)
-    val_cache = ensure_image_cache(val_records, student_config.input_size, name=f"{dataset.name}-val", **cache_kw)
-    train_records = [r for r in train_records if r.image_id not in train_cache.failed]
-    val_records = [r for r in val_records if r.image_id not in val_cache.failed]
-    excluded = sorted(set(train_cache.failed) | set(val_cache.failed))
-    if excluded:
-        print(f"excluded {len(excluded)} undecodable image(s) from training (listed in the image caches' failed.json)",
-              flush=True)
-    _check_counts(dataset.name, len(train_records), len(val_records), config)
-
-    def split_arrays(records: list[ImageRecord], cache) -> SplitArrays:
-        labels, means = _label_arrays(records, dataset.num_levels, tuple(dataset.scale))
-        split = SplitArrays(cache.path, cache.rows_for([r.image_id for r in records]), labels, means)
-        if distill:
-            rows = targets.rows_for([r.image_id for r in records])
-            split.features, split.predictions = targets.features[rows], targets.predictions[rows]
-            finite = np.isfinite(split.features).all(1) & np.isfinite(split.predictions.reshape(len(rows), -1)).all(1)
-            if not finite.all():
-                raise IAAError(f"{targets_dir}: the distillation targets of {int((~finite).sum())} images are not "
-                               f"finite (e.g. '{records[int(np.argmin(finite))].image_id}'); retrain the teacher head")
-        return split
-
-    data = StudentDataModule(split_arrays(train_records, train_cache), split_arrays(val_records, val_cache),
-                             student_config.train_resize, student_config.input_size, config.batch_size,
-                             config.num_workers, config.seed, config.hflip)
+    data, counts, excluded = _datamodule(dataset, config, student_config, splits, targets, targets_dir,
+                                         image_cache_dir)
+    resume = run.start([r.image_id for r in splits[0]], [r.image_id for r in splits[1]])
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = StudentModule(asdict(student_config), asdict(config))
-    extra = {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(), "baseline": baseline,
-             "alpha": config.alpha, "beta": config.beta}
-    trainer = pl.Trainer(
-        default_root_dir=out, max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
-        num_nodes=config.num_nodes, strategy=config.strategy, precision=_precision(config),
-        gradient_clip_val=config.grad_clip or None, use_distributed_sampler=False, num_sanity_val_steps=0,
-        deterministic=config.deterministic if config.deterministic is not None else not torch.cuda.is_available(),
-        logger=CSVLogger(out, name="logs"), log_every_n_steps=10, enable_model_summary=False,
-        enable_progress_bar=config.progress,
-        callbacks=[
-            BestStudent(out, extra),
-            EarlyStopping("val_srcc", mode="max", patience=config.patience, check_finite=False),
-            ModelCheckpoint(dirpath=out / "checkpoints", filename="last", enable_version_counter=False),
-            *callbacks,
-        ],
-    )
-    last = out / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        print(f"resuming from {last}", flush=True)
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    trainer = _trainer(run, config, baseline, callbacks)
     start = time.perf_counter()
+    _fit(trainer, module, data, resume)
+    if not trainer.is_global_zero:
+        return {}
+    return _write_metrics(run, trainer, config, student_config, baseline, counts, excluded,
+                          time.perf_counter() - start)
+
+
+def _save_best(out: Path, extra: dict, module: StudentModule, entry: dict) -> None:
+    """The best student so far into out/model, with the run's split."""
+    model_dir = module.eval_model.save_pretrained(out / "model", **extra, epoch=entry["epoch"],
+                                                  val_srcc=entry.get("val_srcc"), val_plcc=entry.get("val_plcc"))
+    shutil.copyfile(out / SPLIT_FILE, Path(model_dir) / SPLIT_FILE)
+
+
+def _trainer(run: RunFolder, config: StudentTrainConfig, baseline: bool, callbacks: Sequence[Callback]) -> pl.Trainer:
+    extra = {"dataset": run.identity["dataset"], "dataset_fingerprint": run.identity["dataset_fingerprint"],
+             "baseline": baseline, "alpha": config.alpha, "beta": config.beta}
+    save_best = partial(_save_best, run.out, extra)
+    hardware = {**config.hardware(), "precision": _precision(config)}
+    return build_trainer(run.out, hardware, max_epochs=config.epochs, patience=config.patience,
+                         callbacks=[BestBySRCC(run.out, save_best, config.batch_size), RunStamp(run.fingerprint),
+                                    *callbacks],
+                         gradient_clip_val=config.grad_clip or None, use_distributed_sampler=False,
+                         log_every_n_steps=10)
+
+
+def _fit(trainer: pl.Trainer, module: StudentModule, data: StudentDataModule, resume: Path | None) -> None:
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=last if last.is_file() else None)
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
     except Exception as exc:  # a divergence inside spawned DDP workers arrives wrapped: unwrap the message
         lines = [line for line in str(exc).splitlines() if "training diverged:" in line]
         if lines and not isinstance(exc, TrainingDiverged):
@@ -385,10 +331,6 @@ def train_student(
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         _close_progress_bars(trainer)
-    if not trainer.is_global_zero:
-        return {}
-    return _write_metrics(out, trainer, settings, len(train_records), len(val_records), excluded,
-                          time.perf_counter() - start)
 
 
 def _close_progress_bars(trainer: pl.Trainer) -> None:
@@ -400,31 +342,18 @@ def _close_progress_bars(trainer: pl.Trainer) -> None:
             progress.close()
 
 
-def _check_counts(name: str, n_train: int, n_val: int, config: StudentTrainConfig) -> None:
-    need = max(MIN_TRAIN_IMAGES, config.batch_size * _world_size(config))
-    if n_train < need:
-        raise IAAError(f"dataset '{name}': {n_train} labelled training images, at least {need} needed "
-                       f"(batch size {config.batch_size} x {_world_size(config)} process(es), minimum {MIN_TRAIN_IMAGES})")
-    if n_val < MIN_VAL_IMAGES:
-        raise IAAError(f"dataset '{name}': {n_val} labelled validation images, at least {MIN_VAL_IMAGES} needed "
-                       "(raise --val-fraction or add a val split)")
-
-
-def _write_metrics(out: Path, trainer: pl.Trainer, settings: dict, n_train: int, n_val: int,
-                   excluded: list[str], seconds: float) -> dict:
-    history = json.loads((out / HISTORY_FILE).read_text()) if (out / HISTORY_FILE).is_file() else []
+def _write_metrics(run: RunFolder, trainer: pl.Trainer, config: StudentTrainConfig, student_config: StudentConfig,
+                   baseline: bool, counts: tuple[int, int], excluded: list[str], seconds: float) -> dict:
+    history = run.history()
     if not history:
-        raise IAAError(f"{out}: training ended without a single validated epoch")
-    valid = [h for h in history if math.isfinite(h.get("val_srcc", math.nan))]
-    best = max(valid, key=lambda h: h["val_srcc"]) if valid else history[0]
-    metrics = {
-        "kind": "student_training", "baseline": settings["baseline"], "backbone": settings["student"]["backbone"],
-        "dataset": settings["dataset"], "alpha": settings["train"]["alpha"], "beta": settings["train"]["beta"],
+        raise IAAError(f"{run.out}: training ended without a single validated epoch")
+    best = best_epoch(history)
+    return run.write_metrics({
+        "kind": "student_training", "baseline": baseline, "backbone": student_config.backbone,
+        "dataset": run.identity["dataset"], "alpha": config.alpha, "beta": config.beta,
         "best_val_srcc": best.get("val_srcc"), "best_val_plcc": best.get("val_plcc"), "best_epoch": best["epoch"],
         "last_val_srcc": history[-1].get("val_srcc"), "epochs_completed": history[-1]["epoch"],
-        "stopped_early": history[-1]["epoch"] < settings["train"]["epochs"],
-        "num_train": n_train, "num_val": n_val, "excluded_images": excluded, "world_size": trainer.world_size,
+        "stopped_early": history[-1]["epoch"] < config.epochs,
+        "num_train": counts[0], "num_val": counts[1], "excluded_images": excluded, "world_size": trainer.world_size,
         "fit_seconds": round(seconds, 2), "model_dir": "model", "history": history,
-    }
-    atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    })

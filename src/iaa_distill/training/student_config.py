@@ -1,52 +1,70 @@
-"""Settings of a stage-2 (student) run; a light module so the CLI can show the defaults without importing torch."""
+"""Settings of a stage-2 (student) run; a light module so the CLI can show the defaults without importing torch.
+
+Identity fields (everything that changes the trained weights) are saved in the run folder's run.json and a
+rerun with other values is refused. Execution fields only choose where and how fast the same run happens:
+`accelerator`, `strategy`, `channels_last`, `compile`, `deterministic`, `num_workers` and `progress`
+(the sampler draws every crop in the main process, so workers never change the data). `devices` and
+`num_nodes` are identity: the number of processes multiplies the global batch.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..errors import IAAError
+from ..loss_names import FeatureLossName, LabelLossName
+from ..settings import execution, setting
+
+MODEL, OPTIM, LOSS, HARDWARE = "model", "optimisation", "loss", "hardware"
 
 
 @dataclass
 class StudentTrainConfig:
-    """Every setting of a stage-2 run (saved in run.json and in the checkpoints)."""
+    """Every setting of a stage-2 run (identity ones saved in run.json and in the checkpoints)."""
 
-    backbone: str = "tf_efficientnet_lite0"
-    pretrained: bool = True  # False only for tests/ablations: a random-weight backbone
-    weights: str | None = None  # local weights file for the backbone (else bundled/cache, see teachers.weights)
-    input_size: int | None = None  # None: the backbone's pretrained input size (timm)
-    train_resize: int | None = None  # None: input_size * 256 / 224
-    feature_dim: int | None = None  # None: the teacher's aesthetic-feature size (targets), else 256
-    epochs: int = 15
-    batch_size: int = 64
-    backbone_lr: float = 3e-4
-    head_lr: float = 1e-3
-    weight_decay: float = 1e-2
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    grad_clip: float | None = 1.0
-    ema: bool = False
-    ema_decay: float = 0.999
-    # feature distillation weight; the MSE is on the teacher head's raw aesthetic-feature scale, which starts
-    # ~10x above the EMD term: 0.1 beat 1.0 on the demo data (val SRCC 0.822 vs 0.759; baseline 0.808)
-    alpha: float = 0.1
-    beta: float = 1.0  # output distillation weight
-    feature_loss: str = "mse"  # 'mse' | 'cosine'
-    loss: str = "emd"  # ground-truth loss: 'emd' | 'mse' | 'l1' (scalar labels: 'emd' means mse)
-    rank_weight: float = 0.0
-    hflip: bool = True
-    seed: int = 0
-    patience: int = 5  # epochs without val SRCC improvement before stopping
-    precision: str = "auto"  # 'auto': bf16-mixed on CUDA, 32-true on CPU; or any Lightning precision
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"  # 'ddp' for several GPUs/nodes ('ddp_spawn' also works)
-    channels_last: bool = True
-    compile: bool = False
-    deterministic: bool | None = None  # None: on for CPU runs, off on GPU (speed)
-    num_workers: int = 4
-    progress: bool = True  # progress bars
-    val_fraction: float = 0.05  # used when the dataset is opened from a spec (CLI, recipes)
+    backbone: str = setting("tf_efficientnet_lite0", help="any timm model name", group=MODEL)
+    pretrained: bool = setting(True, help="start the backbone from ImageNet weights (off: random weights, for "
+                               "tests and ablations)", group=MODEL)
+    weights: str | None = setting(None, help="local backbone weights file (else bundled / local cache)", group=MODEL)
+    input_size: int | None = setting(None, help="training crop and scoring size (default: the backbone's)",
+                                     group=MODEL)
+    train_resize: int | None = setting(None, help="images are resized to this before the random crop "
+                                       "(default: input size x 256/224)", group=MODEL)
+    feature_dim: int | None = setting(None, help="aesthetic-feature size (default: the teacher's, else 256)",
+                                      group=MODEL)
+    epochs: int = setting(15, help="maximum epochs", group=OPTIM)
+    batch_size: int = setting(64, help="images per step and process", group=OPTIM)
+    backbone_lr: float = setting(3e-4, help="AdamW learning rate of the backbone", group=OPTIM)
+    head_lr: float = setting(1e-3, help="AdamW learning rate of the projection and prediction layers", group=OPTIM)
+    weight_decay: float = setting(1e-2, help="AdamW weight decay (not on biases and norms)", group=OPTIM)
+    warmup_epochs: float = setting(1.0, help="linear warm-up length in epochs", group=OPTIM)
+    min_lr_ratio: float = setting(0.01, help="cosine floor as a share of the learning rates", group=OPTIM)
+    grad_clip: float | None = setting(1.0, help="gradient norm clipping; 0 disables", group=OPTIM)
+    ema: bool = setting(False, help="validate and save an EMA of the weights", group=OPTIM)
+    ema_decay: float = setting(0.999, help="EMA decay per step", group=OPTIM)
+    patience: int = setting(5, help="early stopping: epochs without a better val SRCC", group=OPTIM)
+    seed: int = setting(0, help="seed of initialisation, data order, crops and of the carved val split",
+                        group=OPTIM)
+    hflip: bool = setting(True, help="random horizontal flips", group=OPTIM)
+    # The feature MSE is on the teacher head's raw aesthetic-feature scale, which starts ~10x above the EMD
+    # term: 0.1 beat 1.0 on the demo data (val SRCC 0.822 vs 0.759; baseline 0.808).
+    alpha: float = setting(0.1, help="feature distillation weight", group=LOSS)
+    beta: float = setting(1.0, help="output distillation weight", group=LOSS)
+    feature_loss: FeatureLossName = setting("mse", help="feature distillation loss", group=LOSS)
+    loss: LabelLossName = setting("emd", help="ground-truth loss (scalar labels: emd means mse)", group=LOSS)
+    rank_weight: float = setting(0.0, help="pairwise rank loss weight", group=LOSS)
+    precision: str = setting("auto", help="auto (bf16-mixed on GPU, 32-true on CPU), 16-mixed, 32-true, ...",
+                             group=HARDWARE)
+    devices: int | str = setting("auto", help="number of devices per node, or auto", group=HARDWARE)
+    num_nodes: int = setting(1, help="number of nodes", group=HARDWARE)
+    accelerator: str = execution("auto", help="auto, cpu or gpu", group=HARDWARE)
+    strategy: str = execution("auto", help="Lightning strategy, e.g. ddp or ddp_spawn", group=HARDWARE)
+    channels_last: bool = execution(True, help="channels-last memory layout", group=HARDWARE)
+    compile: bool = execution(False, help="torch.compile the student", group=HARDWARE)
+    deterministic: bool | None = execution(None, help="deterministic algorithms (default: on for CPU, off on GPU)",
+                                           group=HARDWARE)
+    num_workers: int = execution(4, help="DataLoader workers", group=HARDWARE)
+    progress: bool = execution(True, help="progress bars", group=HARDWARE)
+    val_fraction: float = setting(0.05, help="share of train carved out as val when the dataset has no val split")
 
     @classmethod
     def from_dict(cls, data: dict) -> "StudentTrainConfig":
@@ -54,3 +72,9 @@ class StudentTrainConfig:
         if unknown:
             raise IAAError(f"unknown student training setting(s): {', '.join(sorted(unknown))}")
         return cls(**data)
+
+    def hardware(self) -> dict:
+        """The settings `spine.build_trainer` reads."""
+        return {"accelerator": self.accelerator, "devices": self.devices, "num_nodes": self.num_nodes,
+                "strategy": self.strategy, "precision": self.precision, "deterministic": self.deterministic,
+                "progress": self.progress}

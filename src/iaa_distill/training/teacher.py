@@ -2,7 +2,8 @@
 
 Reads only the feature cache (float16 memmap rows, converted to float32 per batch) and the dataset's
 labels; no image is decoded. Lightning runs the loop: validation SRCC every epoch, the best epoch
-kept, early stopping, a CSV log, and resumption of an interrupted run from `checkpoints/last.ckpt`.
+kept, early stopping, a CSV log, and the run folder of `training.spine` (an interrupted run resumes from
+`checkpoints/last.ckpt`; a rerun with other identity settings is refused).
 The output folder then holds the head (`config.json` + `model.safetensors`), the targets of every
 valid image in the cache (all splits) and `metrics.json`.
 """
@@ -10,50 +11,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
-from scipy import stats
 
-from ..artifacts import atomic_write_text
 from ..data.records import Dataset
 from ..errors import DatasetError, IAAError
+from ..evaluation.metrics import plcc, srcc
 from ..features.cache import FeatureCache
+from ..loss_names import LabelLossName, check_name
 from ..losses import label_loss
-from ..student import prediction_to_mean
+from ..score_space import ScoreSpace
+from ..settings import identity
 from ..targets import DistillationTargets
-from ..teacher_head import TeacherHead, TeacherHeadConfig, raw_to_target, run_head
+from ..teacher_head import TeacherHead, TeacherHeadConfig, run_head
+from .image_cache import ids_hash
+from .spine import (CHECKPOINTS, BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
+                    check_counts, lightning_device)
+from .teacher_config import TeacherTrainConfig
 
-MIN_TRAIN_IMAGES = 8
+__all__ = ["TeacherTrainConfig", "train_teacher_head"]
+
 FINGERPRINT_KEYS = ("teachers", "dim", "hflip", "preprocessing", "dataset")  # what decides a cache's content
-CHECKPOINTS = "checkpoints"
-METRICS_NAME = "metrics.json"
-
-
-@dataclass
-class TeacherTrainConfig:
-    """Hyper-parameters of stage 1 (AdamW + cosine decay over `epochs`)."""
-
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    hidden: tuple[int, ...] = (1024, 256)
-    dropout: float = 0.25
-    loss: str = "emd"  # 'emd' (votes; means MSE for scalar labels), 'mse' or 'l1'
-    rank_weight: float = 0.0
-    seed: int = 0
-    patience: int = 5  # epochs without a better val SRCC before stopping
-    device: str = "auto"  # 'auto', 'cpu', 'cuda' or 'cuda:N'
-    precision: str = "32-true"  # any Lightning precision, e.g. 'bf16-mixed' on a GPU
-    progress: bool = True
 
 
 @dataclass
@@ -86,26 +72,13 @@ def label_layout(dataset: Dataset) -> tuple[int | None, tuple[float, float]]:
 
 def labelled_rows(dataset: Dataset, cache: FeatureCache, split: str) -> LabelledRows:
     """Labelled images of `split` that have valid features in the cache."""
-    num_levels, (low, high) = label_layout(dataset)
+    space = ScoreSpace(*label_layout(dataset))
     valid = set(cache.valid_ids())
     position = {image_id: row for row, image_id in enumerate(cache.ids)}
-    ids, labels, means = [], [], []
-    for record in dataset.split(split):
-        if record.label is None or record.image_id not in valid:
-            continue
-        if num_levels:
-            dist = record.label.distribution()
-            if dist is None or len(dist) != num_levels:
-                raise DatasetError(f"dataset '{dataset.name}': image '{record.image_id}' has no {num_levels}-level "
-                                   "vote distribution, unlike the rest of the dataset")
-            labels.append(dist)
-        else:
-            labels.append((record.label.mean - low) / (high - low))
-        ids.append(record.image_id)
-        means.append(record.label.mean)
-    rows = np.array([position[i] for i in ids], dtype=np.int64)
-    label_array = np.asarray(labels, dtype=np.float32).reshape((len(ids), num_levels) if num_levels else (len(ids),))
-    return LabelledRows(ids, rows, label_array, np.asarray(means, dtype=np.float32))
+    records = [r for r in dataset.split(split) if r.label is not None and r.image_id in valid]
+    ids = [r.image_id for r in records]
+    labels, means = space.encode_all([r.label for r in records], ids)
+    return LabelledRows(ids, np.array([position[i] for i in ids], dtype=np.int64), labels, means)
 
 
 class FeatureBatches(torch.utils.data.Dataset):
@@ -179,26 +152,21 @@ class FeatureDataModule(pl.LightningDataModule):
 
 
 def correlations(pred: np.ndarray, true: np.ndarray) -> dict[str, float | None]:
-    """SRCC and PLCC (None where undefined, e.g. constant predictions)."""
-    if len(pred) < 2:
-        return {"srcc": None, "plcc": None, "count": int(len(pred))}
-    with np.errstate(all="ignore"):
-        srcc = float(stats.spearmanr(pred, true)[0])
-        plcc = float(np.corrcoef(pred, true)[0, 1])
-    return {"srcc": srcc if np.isfinite(srcc) else None, "plcc": plcc if np.isfinite(plcc) else None,
-            "count": int(len(pred))}
+    """SRCC and PLCC from `evaluation.metrics` (None where undefined, e.g. constant predictions)."""
+    values = {"srcc": srcc(true, pred), "plcc": plcc(true, pred)}
+    return {**{k: None if math.isnan(v) else v for k, v in values.items()}, "count": int(len(pred))}
 
 
 class TeacherHeadModule(pl.LightningModule):
     """The head, its label loss and the validation correlations."""
 
-    def __init__(self, head_config: dict, train_config: dict, run_key: str, checkpoint_dir: str):
+    def __init__(self, head_config: dict, train_config: dict):
         super().__init__()
         self.save_hyperparameters()
         self.head = TeacherHead(TeacherHeadConfig.from_dict(head_config))
         self.train_config = TeacherTrainConfig(**train_config)
-        self._val_pred: list[torch.Tensor] = []
-        self._val_true: list[torch.Tensor] = []
+        self.space = self.head.config.space
+        self.val_correlations = ValidationCorrelations()
 
     def _check_features(self, batch: dict[str, Any]) -> None:
         finite = torch.isfinite(batch["features"]).all(dim=1)
@@ -207,67 +175,35 @@ class TeacherHeadModule(pl.LightningModule):
             raise IAAError(f"cached features of image '{image_id}' are not finite (NaN/inf); the feature cache "
                            "is damaged: extract features again into a new folder")
 
+    def _loss(self, raw: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return label_loss(raw, label, self.space.num_levels, self.train_config.loss, self.train_config.rank_weight)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         # Dropout masks drawn from (seed, step) alone, like the batch order: a resumed run repeats them exactly.
         torch.manual_seed(self.train_config.seed * 1_000_003 + self.global_step)
         self._check_features(batch)
         raw, _ = self.head(batch["features"])
-        cfg = self.train_config
-        loss = label_loss(raw, batch["label"], self.head.config.num_levels, cfg.loss, cfg.rank_weight)
+        loss = self._loss(raw, batch["label"])
         if not bool(torch.isfinite(loss)):
             raise IAAError(f"training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}; "
-                           f"stopped (the last good checkpoint is kept in {self.hparams.checkpoint_dir}); "
-                           "try a lower --lr")
+                           f"stopped (the last good checkpoint is kept in {CHECKPOINTS}/); try a lower --lr")
         self.log("train_loss", loss, prog_bar=True, batch_size=len(raw))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._check_features(batch)
         raw, _ = self.head(batch["features"])
-        cfg = self.train_config
-        self.log("val_loss", label_loss(raw, batch["label"], self.head.config.num_levels, cfg.loss, cfg.rank_weight),
-                 batch_size=len(raw))
-        mean, _ = prediction_to_mean(raw, self.head.levels, self.head.config.num_levels)
-        self._val_pred.append(mean.detach().cpu())
-        self._val_true.append(batch["mean"].cpu())
+        self.log("val_loss", self._loss(raw, batch["label"]), batch_size=len(raw))
+        self.val_correlations.update(self.space.mean(raw), batch["mean"])
 
     def on_validation_epoch_end(self) -> None:
-        result = correlations(torch.cat(self._val_pred).numpy(), torch.cat(self._val_true).numpy())
-        self._val_pred.clear()
-        self._val_true.clear()
-        # An undefined correlation (constant predictions) counts as the worst possible for model selection.
-        self.log("val_srcc", -1.0 if result["srcc"] is None else result["srcc"], prog_bar=True)
-        self.log("val_plcc", -1.0 if result["plcc"] is None else result["plcc"])
+        self.val_correlations.log(self)
 
     def configure_optimizers(self):
         cfg = self.train_config
         optimizer = torch.optim.AdamW(self.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
         return {"optimizer": optimizer, "lr_scheduler": schedule}
-
-
-def _accelerator(device: str) -> tuple[str, Any]:
-    if device in ("auto", "cpu"):
-        return device, "auto" if device == "auto" else 1
-    if device in ("cuda", "gpu"):
-        return "gpu", 1
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return "gpu", [int(device[5:])]
-    raise IAAError(f"unknown device '{device}' (expected auto, cpu, cuda or cuda:N)")
-
-
-def _resume_checkpoint(checkpoint_dir: Path, run_key: str) -> Path | None:
-    """`last.ckpt` of an interrupted run with the same settings, else None (stale checkpoints are removed)."""
-    last = checkpoint_dir / "last.ckpt"
-    if last.is_file():
-        try:
-            saved = torch.load(last, map_location="cpu", weights_only=True)["hyper_parameters"]["run_key"]
-        except Exception:  # unreadable (killed while writing) or from another version: start again
-            saved = None
-        if saved == run_key:
-            return last
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    return None
 
 
 class _RowView:
@@ -293,6 +229,52 @@ def _checked_outputs(head: TeacherHead, cache: FeatureCache, ids: list[str], row
     return raw, aesthetic
 
 
+def _head_config(dataset: Dataset, cache: FeatureCache, config: TeacherTrainConfig) -> TeacherHeadConfig:
+    num_levels, scale = label_layout(dataset)
+    return TeacherHeadConfig(
+        input_dim=cache.dim, num_levels=num_levels, scale=scale, hidden=tuple(config.hidden),
+        dropout=config.dropout, teachers=cache.manifest.get("teachers", []),
+        cache_fingerprint=cache_fingerprint(cache.manifest), dataset_fingerprint=dataset.fingerprint(),
+        synthetic_labels=dataset.synthetic_labels,
+    )
+
+
+def _save_head(out: Path, module: TeacherHeadModule, entry: dict) -> None:
+    module.head.save_pretrained(out)
+
+
+def _fit(run: RunFolder, config: TeacherTrainConfig, head_config: TeacherHeadConfig, cache: FeatureCache,
+         splits: tuple[LabelledRows, LabelledRows]) -> pl.Trainer:
+    """Train (or resume) the head; the best epoch's head is saved into the run folder."""
+    train, val = splits
+    resume = run.start(train.ids, val.ids)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    module = TeacherHeadModule(asdict(head_config), {**asdict(config), "hidden": list(config.hidden)})
+    accelerator, devices = lightning_device(config.device)
+    hardware = {"accelerator": accelerator, "devices": devices, "precision": config.precision,
+                "progress": config.progress}
+    trainer = build_trainer(
+        run.out, hardware, max_epochs=config.epochs, patience=config.patience,
+        callbacks=[BestBySRCC(run.out, partial(_save_head, run.out), config.batch_size),
+                   RunStamp(run.fingerprint)],
+        log_every_n_steps=max(1, min(50, len(train) // config.batch_size)),
+    )
+    trainer.fit(module, datamodule=FeatureDataModule(cache.features, train, val, config.batch_size, config.seed),
+                ckpt_path=resume)
+    return trainer
+
+
+def _write_targets(out: Path, cache: FeatureCache, space: ScoreSpace) -> tuple[list[str], np.ndarray]:
+    """Targets of every valid image in the cache from the best head; returns the ids and raw outputs."""
+    head = TeacherHead.from_pretrained(out).cpu().eval()
+    valid = cache.valid_ids()
+    cache_row = {image_id: row for row, image_id in enumerate(cache.ids)}
+    rows = np.array([cache_row[i] for i in valid], dtype=np.int64)
+    raw, aesthetic = _checked_outputs(head, cache, valid, rows)
+    DistillationTargets(valid, aesthetic, space.target(raw), space.num_levels, space.scale).save(out)
+    return valid, raw
+
+
 def train_teacher_head(
     dataset: Dataset, cache_dir: str | Path | FeatureCache, out: str | Path, config: TeacherTrainConfig | None = None
 ) -> dict[str, Any]:
@@ -301,85 +283,35 @@ def train_teacher_head(
     Returns the metrics (also in `out/metrics.json`): val/test SRCC and PLCC of the best epoch.
     """
     config = config or TeacherTrainConfig()
-    if config.loss not in ("emd", "mse", "l1"):
-        raise IAAError(f"unknown loss '{config.loss}' (expected emd, mse or l1)")
+    check_name(config.loss, LabelLossName, "loss")
     if config.epochs < 1 or config.batch_size < 2:
         raise IAAError("epochs must be at least 1 and batch size at least 2")
     cache = cache_dir if isinstance(cache_dir, FeatureCache) else FeatureCache.open(cache_dir)
     cache.check_matches(dataset)
-    num_levels, scale = label_layout(dataset)
     train, val, test = (labelled_rows(dataset, cache, s) for s in ("train", "val", "test"))
-    if len(train) < MIN_TRAIN_IMAGES:
-        raise IAAError(f"dataset '{dataset.name}': only {len(train)} labelled training images with features in "
-                       f"{cache.directory} (at least {MIN_TRAIN_IMAGES} needed)")
-    if len(val) < 2:
-        raise IAAError(f"dataset '{dataset.name}': {len(val)} validation images with features; "
-                       "set a larger --val-fraction or give the dataset a val split")
-
-    out = Path(out).expanduser()
-    checkpoint_dir = out / CHECKPOINTS
-    head_config = TeacherHeadConfig(
-        input_dim=cache.dim, num_levels=num_levels, scale=scale, hidden=tuple(config.hidden),
-        dropout=config.dropout, teachers=cache.manifest.get("teachers", []),
-        cache_fingerprint=cache_fingerprint(cache.manifest), dataset_fingerprint=dataset.fingerprint(),
-        synthetic_labels=dataset.synthetic_labels,
-    )
-    settings = {k: v for k, v in asdict(config).items() if k != "progress"}
-    run_key = hashlib.sha256(json.dumps([asdict(head_config), settings, train.ids, val.ids],
-                                        sort_keys=True, default=list).encode()).hexdigest()[:16]
-    resume = _resume_checkpoint(checkpoint_dir, run_key)
-
-    pl.seed_everything(config.seed, workers=True, verbose=False)
-    train_config = {**asdict(config), "hidden": list(config.hidden)}
-    module = TeacherHeadModule(asdict(head_config), train_config, run_key, str(checkpoint_dir))
-    best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_srcc", mode="max",
-                           save_last=True, save_top_k=1)
-    accelerator, devices = _accelerator(config.device)
-    trainer = pl.Trainer(
-        max_epochs=config.epochs, accelerator=accelerator, devices=devices, precision=config.precision,
-        callbacks=[best, EarlyStopping(monitor="val_srcc", mode="max", patience=config.patience)],
-        logger=CSVLogger(out, name="logs"), enable_progress_bar=config.progress, enable_model_summary=False,
-        num_sanity_val_steps=0, log_every_n_steps=max(1, min(50, len(train) // config.batch_size)),
-    )
-    trainer.fit(module, datamodule=FeatureDataModule(cache.features, train, val, config.batch_size, config.seed),
-                ckpt_path=resume)
-    best_epoch = None
-    if best.best_model_path:
-        checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
-        module.load_state_dict(checkpoint["state_dict"])
-        best_epoch = int(checkpoint["epoch"])
-    head = module.head.cpu().eval()
-    head.save_pretrained(out)
-
-    valid = cache.valid_ids()
-    cache_row = {image_id: row for row, image_id in enumerate(cache.ids)}
-    rows = np.array([cache_row[i] for i in valid], dtype=np.int64)
-    raw, aesthetic = _checked_outputs(head, cache, valid, rows)
-    DistillationTargets(valid, aesthetic, raw_to_target(raw, num_levels), num_levels, scale).save(out)
-
+    check_counts(dataset.name, len(train), len(val), 0, 2)
+    head_config = _head_config(dataset, cache, config)
+    run = RunFolder(out, {"train": identity(config), "head": asdict(head_config),
+                          "train_ids": ids_hash(train.ids), "val_ids": ids_hash(val.ids)})
+    finished = run.finished()
+    if finished is not None:
+        print(f"{run.out}: already trained; nothing to do", flush=True)
+        return finished
+    trainer = _fit(run, config, head_config, cache, (train, val))
+    space = head_config.space
+    valid, raw = _write_targets(run.out, cache, space)
     position = {image_id: i for i, image_id in enumerate(valid)}
-    levels = head.levels
     metrics: dict[str, Any] = {}
     for name, split in (("val", val), ("test", test)):
-        if len(split):
-            split_raw = torch.from_numpy(raw[[position[i] for i in split.ids]])
-            mean, _ = prediction_to_mean(split_raw, levels, num_levels)
-            metrics[name] = correlations(mean.numpy(), split.means)
-        else:
-            metrics[name] = None
+        mean = space.mean(torch.from_numpy(raw[[position[i] for i in split.ids]])).numpy() if len(split) else None
+        metrics[name] = correlations(mean, split.means) if len(split) else None
+    history = run.history()
     metrics.update(
-        best_epoch=best_epoch,
-        epochs_trained=trainer.current_epoch,
-        train_images=len(train),
-        targets=len(valid),
-        num_levels=num_levels,
-        scale=list(scale),
-        loss=config.loss,
-        teachers=[t.get("name") for t in head_config.teachers],
-        cache_fingerprint=head_config.cache_fingerprint,
-        config=train_config,
+        best_epoch=best_epoch(history)["epoch"] if history else None, epochs_trained=trainer.current_epoch,
+        train_images=len(train), targets=len(valid), num_levels=space.num_levels, scale=list(space.scale),
+        loss=config.loss, teachers=[t.get("name") for t in head_config.teachers],
+        cache_fingerprint=head_config.cache_fingerprint, config={**asdict(config), "hidden": list(config.hidden)},
     )
-    atomic_write_text(out / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the head artefact is the best checkpoint
+    run.write_metrics(metrics)
+    shutil.rmtree(run.out / CHECKPOINTS, ignore_errors=True)  # the head artefact is the best epoch
     return metrics
-

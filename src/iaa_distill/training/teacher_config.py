@@ -1,0 +1,34 @@
+"""Settings of a stage-1 (teacher head) run; a light module so the CLI can build its options without torch.
+
+Identity fields change the trained head and are saved in run.json (a rerun with other values is refused);
+`device` and `progress` are execution fields: the same run on another device resumes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..loss_names import LabelLossName
+from ..settings import execution, setting
+
+OPTIM, MODEL, HARDWARE = "optimisation", "model", "hardware"
+
+
+@dataclass
+class TeacherTrainConfig:
+    """Hyper-parameters of stage 1 (AdamW + cosine decay over `epochs`)."""
+
+    epochs: int = setting(30, help="maximum epochs", group=OPTIM)
+    batch_size: int = setting(128, help="feature rows per step", group=OPTIM)
+    lr: float = setting(1e-3, help="AdamW learning rate, cosine-decayed", group=OPTIM)
+    weight_decay: float = setting(1e-4, help="AdamW weight decay", group=OPTIM)
+    hidden: tuple[int, ...] = setting((1024, 256), help="hidden layer sizes, comma-separated; the last is the "
+                                      "aesthetic feature size", group=MODEL)
+    dropout: float = setting(0.25, help="dropout before each hidden and the output layer", group=MODEL)
+    loss: LabelLossName = setting("emd", help="emd on vote distributions (MSE for scalar labels), or mse/l1 on the "
+                                  "mean score", group=OPTIM)
+    rank_weight: float = setting(0.0, help="weight of a pairwise rank loss", group=OPTIM)
+    seed: int = setting(0, help="seed of training and of the carved val split", group=OPTIM)
+    patience: int = setting(5, help="early stopping: epochs without a better val SRCC", group=OPTIM)
+    precision: str = setting("32-true", help="Lightning precision, e.g. bf16-mixed on a GPU", group=HARDWARE)
+    device: str = execution("auto", help="auto, cpu, cuda or cuda:N", group=HARDWARE)
+    progress: bool = execution(True, help="progress bar", group=HARDWARE)
