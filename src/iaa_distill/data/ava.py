@@ -33,71 +33,70 @@ def read_ava(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: in
     if not test_list.is_file():
         raise DatasetError(f"{test_list}: not found (AVA's official test split is read from it)")
     test_ids = _read_id_list(test_list)
-    members: dict[str, list[str]] = {}
-    missing_lists = []
-    for category in CATEGORY_LISTS:
-        listed = set()
-        for part in ("train", "test"):
-            list_file = root / LISTS_DIR / f"{category}_{part}.jpgl"
-            if list_file.is_file():
-                listed |= _read_id_list(list_file)
-            else:
-                missing_lists.append(f"{category}_{part}")
-        for image_id in listed:
-            members.setdefault(image_id, []).append(f"category:{category}")
+    members = _category_members(root / LISTS_DIR, notes)
 
-    images = root / "images"
     rows: list[tuple[str, ImageRecord]] = []
     zero_votes: list[str] = []
     unknown_tags: set[str] = set()
     for number, line in text_lines(label_file):
         where = f"{label_file}:{number}"
-        cols = line.split()
-        if len(cols) != 15:
-            raise DatasetError(f"{where}: expected 15 space-separated columns, found {len(cols)}")
-        try:
-            numbers = tuple(map(int, cols[2:14]))
-        except ValueError:
-            raise DatasetError(f"{where}: vote counts and tag ids must be integers") from None
-        votes, tags = numbers[:10], numbers[10:]
-        if min(votes) < 0:
-            raise DatasetError(f"{where}: negative vote count")
-        image_id = cols[1]
+        image_id, votes, tags = _parse_row(line, where)
         if sum(votes) == 0:
             zero_votes.append(image_id)
             continue
-        categories = []
-        for tag in tags:
-            if tag:
-                name = tag_names.get(tag)
-                if name is None:
-                    unknown_tags.add(str(tag))
-                categories.append(f"tag:{name or tag}")
-        categories += members.get(image_id, ())
-        record = ImageRecord(
-            image_id=image_id,
-            path=images / f"{image_id}.jpg",
-            dataset="ava",
-            split="test" if image_id in test_ids else "train",
-            categories=tuple(categories),
+        unknown_tags |= {str(t) for t in tags if t not in tag_names}
+        categories = [f"tag:{tag_names.get(t, t)}" for t in tags] + members.get(image_id, [])
+        rows.append((where, ImageRecord(
+            image_id=image_id, path=root / "images" / f"{image_id}.jpg", dataset="ava",
+            split="test" if image_id in test_ids else "train", categories=tuple(categories),
             label=Label(scale=SCALE, votes=votes),
-        )
-        rows.append((where, record))
+        )))
 
-    if missing_lists:
-        notes.append(f"category lists not found in {LISTS_DIR}/ (categories incomplete): {' '.join(missing_lists)}")
     if zero_votes:
         notes.append(f"{len(zero_votes)} rows with zero votes skipped (no label), e.g. {', '.join(zero_votes[:3])}")
     if unknown_tags and tag_names:
         notes.append(f"tag ids not in tags.txt kept as numbers: {', '.join(sorted(unknown_tags, key=int))}")
     records = deduplicate(rows, notes)
-    present = {r.image_id for r in records}
-    absent = test_ids - present
+    absent = test_ids - {r.image_id for r in records}
     if absent:
         notes.append(f"{len(absent)} ids of generic_test.jpgl have no labelled row in AVA.txt (ignored), e.g. {', '.join(sorted(absent)[:3])}")
     train_ids = [r.image_id for r in records if r.split == "train"]
     records = assign_splits(records, {"val": seeded_subset(train_ids, val_fraction, seed)})
     return Dataset(name="ava", root=root, records=records, num_levels=10, scale=SCALE, notes=notes)
+
+
+def _parse_row(line: str, where: str) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
+    """One AVA.txt row -> (image id, 10 vote counts, non-zero semantic tag ids)."""
+    cols = line.split()
+    if len(cols) != 15:
+        raise DatasetError(f"{where}: expected 15 space-separated columns, found {len(cols)}")
+    try:
+        numbers = tuple(map(int, cols[2:14]))
+    except ValueError:
+        raise DatasetError(f"{where}: vote counts and tag ids must be integers") from None
+    votes, tags = numbers[:10], numbers[10:]
+    if min(votes) < 0:
+        raise DatasetError(f"{where}: negative vote count")
+    return cols[1], votes, tuple(t for t in tags if t)
+
+
+def _category_members(lists_dir: Path, notes: list[str]) -> dict[str, list[str]]:
+    """image id -> `category:<name>` of every category list (train and test) it appears in."""
+    members: dict[str, list[str]] = {}
+    missing = []
+    for category in CATEGORY_LISTS:
+        listed: set[str] = set()
+        for part in ("train", "test"):
+            list_file = lists_dir / f"{category}_{part}.jpgl"
+            if list_file.is_file():
+                listed |= _read_id_list(list_file)
+            else:
+                missing.append(f"{category}_{part}")
+        for image_id in listed:
+            members.setdefault(image_id, []).append(f"category:{category}")
+    if missing:
+        notes.append(f"category lists not found in {LISTS_DIR}/ (categories incomplete): {' '.join(missing)}")
+    return members
 
 
 def _read_tags(path: Path, notes: list[str]) -> dict[int, str]:

@@ -77,6 +77,16 @@ def _score_head(model_dir: Path, config: dict[str, Any], records: list[ImageReco
     return kept, np.asarray(mean, dtype=np.float64), None if dist is None else np.asarray(dist, np.float64), excluded
 
 
+def _true_distributions(labels: list, num_levels: int | None, pred_dist: np.ndarray | None
+                        ) -> tuple[np.ndarray | None, list[str]]:
+    """The label vote distributions when the model predicts the same levels (for EMD), and a note when it does not."""
+    if not num_levels or pred_dist is None or any(label.votes is None for label in labels):
+        return None, []
+    if pred_dist.shape[1] != num_levels:
+        return None, [f"EMD not computed: the model predicts {pred_dist.shape[1]} levels, the labels have {num_levels}"]
+    return np.stack([label.distribution() for label in labels]), []
+
+
 def evaluate_model(
     model_dir: str | Path,
     dataset: Dataset | str,
@@ -121,17 +131,9 @@ def evaluate_model(
     if not records:
         raise IAAError(f"no image of split '{split}' could be scored ({len(excluded)} failed, e.g. "
                        f"{next(iter(excluded.items()), ('', ''))[0]}: {next(iter(excluded.values()), '')})")
-
     labels = [r.label for r in records]
     scale = tuple(dataset.scale or labels[0].scale)
-    true_dist = None
-    notes = []
-    if dataset.num_levels and all(label.votes is not None for label in labels):
-        if pred_dist is not None and pred_dist.shape[1] == dataset.num_levels:
-            true_dist = np.stack([label.distribution() for label in labels])
-        elif pred_dist is not None:
-            notes.append(f"EMD not computed: the model predicts {pred_dist.shape[1]} levels, "
-                         f"the labels have {dataset.num_levels}")
+    true_dist, notes = _true_distributions(labels, dataset.num_levels, pred_dist)
     model_scale = config.get("scale")
     if model_scale and tuple(map(float, model_scale)) != tuple(map(float, scale)):
         notes.append(f"the model predicts on the scale {model_scale[0]:g}..{model_scale[1]:g}, the labels are on "
