@@ -1,7 +1,8 @@
 """A pre-resized image cache for student training: decode every JPEG once, reuse it for every epoch and run.
 
-Each image is decoded with the shared decoder (reduced-size JPEG decode) and resized whole to a
-square `size` x `size` uint8 array exactly like `preprocessing` does, then stored in one
+Each image is read through the shared batched input path (`iaa_distill.inputs`: the shared decoder with
+reduced-size JPEG decode in the workers, equal-size images resized together) to a square `size` x `size`
+uint8 array, exactly `preprocessing.resize_whole`'s pixels, then stored in one
 memory-mapped `images.npy` (N x size x size x 3). A folder holds:
 
 - `images.npy`   the pixels (row i = `index.json` id i; rows of undecodable images stay black);
@@ -32,10 +33,9 @@ import numpy as np
 import torch
 
 from ..artifacts import atomic_write_text
-from ..data.loading import ImageFiles
 from ..data.records import ImageRecord
 from ..errors import IAAError
-from ..preprocessing import resize_whole
+from ..inputs import iter_prepared
 from ..storage import IdIndex, Manifest, RowStore, create_array, read_journal
 
 IMAGES = "images.npy"
@@ -211,22 +211,22 @@ def _fill(
     batch_size: int,
     commit_every: int,
 ) -> None:
-    """Decode rows done..N-1 in order with DataLoader workers, committing pixels then journal every chunk."""
+    """Decode rows done..N-1 in order through the shared batched input path, committing pixels then journal
+    every chunk."""
     from tqdm import tqdm
 
-    files = ImageFiles([r.path for r in records[done:]], resize_whole(size, interpolation), (3, size, size), min_side=size)
-    loader = torch.utils.data.DataLoader(files, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    paths = [str(r.path) for r in records]
+    batches = [range(start, min(start + batch_size, len(records))) for start in range(done, len(records), batch_size)]
+    prepared = iter_prepared(paths, batches, [(size, interpolation)], torch.device("cpu"), num_workers=num_workers)
     with RowStore(folder / IMAGES, folder / JOURNAL) as store:
         pending: list[list[str]] = []
         row = done
         progress = tqdm(total=len(records), initial=done, unit="img", desc="image cache", disable=None, file=sys.stderr)
-        for batch in loader:
-            pixels = batch["image"].permute(0, 2, 3, 1).contiguous().numpy()
-            ok = batch["ok"].tolist()
-            store.write([row + k for k in range(len(pixels)) if ok[k]], pixels[batch["ok"].numpy()])
-            pending += [[records[row + k].image_id, batch["error"][k]] for k in range(len(pixels)) if not ok[k]]
-            row += len(pixels)
-            progress.update(len(pixels))
+        for batch in prepared:
+            store.write(batch.rows, batch.images[0].permute(0, 2, 3, 1).numpy())
+            pending += [[records[r].image_id, error] for r, error in sorted(batch.errors.items())]
+            row += len(batch)
+            progress.update(len(batch))
             if row - done >= commit_every or row == len(records):
                 store.commit({"done": row, "failed": pending})
                 failed.update(dict(pending))
