@@ -209,7 +209,8 @@ def prepare(raw: RawBatch, device: torch.device, sizes: Sequence[OutputSize], pa
     images = []
     for size, interpolation in sizes:
         resized = [resize_whole_batch(group, size, interpolation) for _, group in groups]
-        images.append(torch.cat(resized) if resized else torch.zeros(0, 3, size, size, dtype=torch.uint8, device=device))
+        empty = torch.zeros(0, 3, size, size, dtype=torch.uint8, device=device)
+        images.append(torch.cat(resized) if resized else empty)
     return Prepared(rows, images, errors)
 
 
