@@ -31,13 +31,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import DecodeError
+from .errors import DecodeError, IAAError
 from .imaging import DEFAULT_MAX_PIXELS, decode_image
 from .preprocessing import resize_whole_batch
 
 JPEG_MAGIC = b"\xff\xd8"
 JPEG_END = b"\xff\xd9"
 OutputSize = tuple[int, str]  # (size, interpolation): one square output of every image
+DECODERS: tuple[str, ...] = ("auto", "pil", "torchvision")
+
+
+def resolve_decoder(decoder: str, device: torch.device) -> str:
+    """'auto' -> 'torchvision' (nvJPEG) on CUDA, 'pil' on CPU."""
+    if decoder == "auto":
+        return "torchvision" if device.type == "cuda" else "pil"
+    if decoder not in DECODERS:
+        raise IAAError(f"--decoder {decoder}: expected one of {', '.join(DECODERS)}")
+    return decoder
 
 
 @dataclass

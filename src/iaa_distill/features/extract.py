@@ -30,11 +30,10 @@ from .. import __version__
 from ..data.records import Dataset
 from ..devices import process_group, resolve_device
 from ..errors import IAAError
-from ..inputs import iter_prepared
+from ..inputs import iter_prepared, resolve_decoder
 from ..storage import IdIndex
 from ..teachers import DEFAULT_TEACHERS, TeacherSet, load_teachers
 from .cache import FeatureCache, FeatureCacheManifest, RowWriter, finalize_manifest, prepare_cache, read_progress
-from .settings import DECODERS
 
 
 def _barrier_with_error(error: str | None, world: int) -> None:
@@ -50,15 +49,6 @@ def _barrier_with_error(error: str | None, world: int) -> None:
         error = box[0]
     if error:
         raise IAAError(error)
-
-
-def resolve_decoder(decoder: str, device: torch.device) -> str:
-    """'auto' -> 'torchvision' (nvJPEG) on CUDA, 'pil' on CPU."""
-    if decoder == "auto":
-        return "torchvision" if device.type == "cuda" else "pil"
-    if decoder not in DECODERS:
-        raise IAAError(f"--decoder {decoder}: expected one of {', '.join(DECODERS)}")
-    return decoder
 
 
 def build_manifest(dataset: Dataset, split: str, ids: Sequence[str], teachers: TeacherSet, hflip: bool,

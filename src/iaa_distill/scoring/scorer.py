@@ -271,17 +271,18 @@ class Scorer:
         self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False
     ) -> Iterator[list[ScoreResult]]:
         """Score image files batch by batch through the shared batched input path; yields each batch's results
-        in order. Batch size 1 (latency mode) decodes in the scorer's warm thread pool instead of starting
-        DataLoader workers for every call."""
+        in order. JPEGs are decoded in batches on the GPU (nvJPEG) when the model runs there. Batch size 1
+        (latency mode) reads in the scorer's warm thread pool instead of starting DataLoader workers per call."""
         from tqdm import tqdm
 
-        from ..inputs import iter_prepared
+        from ..inputs import iter_prepared, resolve_decoder
 
         names = [str(p) for p in paths]
         size = max(1, batch_size)
         batches = [range(start, min(start + size, len(names))) for start in range(0, len(names), size)]
         prepared = iter_prepared(names, batches, [(self.config.input_size, self.config.interpolation)], self.device,
-                                 num_workers=num_workers, pool=self._pool if size == 1 else None,
+                                 decoder=resolve_decoder("auto", self.device), num_workers=num_workers,
+                                 pool=self._pool if size == 1 else None,
                                  max_pixels=self.max_pixels)
         with tqdm(total=len(names), unit="img", disable=not progress, dynamic_ncols=True, smoothing=0.05) as bar:
             for batch, rows in zip(prepared, batches):
