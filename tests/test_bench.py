@@ -32,7 +32,7 @@ def test_bench_cache_section_breaks_the_path_into_stages(tmp_path):
     assert [n.split(":")[0] for n in names if n.startswith("stage")] == ["stage read", "stage grouped resize to 256 on cpu",
                                                                          "stage write"]
     ratios = {r["name"]: r for r in document["ratios"]}
-    assert ratios["image cache build vs its decode limit (reduced-size decode in the workers)"]["goal"] == 0.8
+    assert ratios["image cache build vs its decode limit (pil decoder)"]["goal"] == 0.8
     binding = next(r for name, r in ratios.items() if name.startswith("image cache: end to end vs its binding stage"))
     assert binding["value"] > 0 and "stages img/s" in binding["note"]
 

@@ -42,7 +42,7 @@ def run_bench(out: str | Path = "bench", photos: int = 96, sections: tuple[str, 
         teachers = list(DEFAULT_TEACHERS[:1] if quick else DEFAULT_TEACHERS)
         rates["teachers"] = bench_teachers(report, paths, teachers, workers, batch, repeats, device)
     if "cache" in sections:
-        rates["cache"] = bench_image_cache(report, paths, workers, batch, repeats)
+        rates["cache"] = bench_image_cache(report, paths, workers, batch, repeats, device)
     if "training" in sections:
         steps = 2 if quick else (20 if gpu else 3)
         rates["training"] = bench_training(report, paths, workers, batch, steps, device)
