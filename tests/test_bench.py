@@ -36,3 +36,27 @@ def test_bench_culling_section_times_each_stage(tmp_path):
     assert 90 < sum(shares.values()) <= 100.5
     assert document["ratios"][0]["name"].startswith("thumbnail speed vs scoring speed")
     assert next((out / "camera").glob("*.jpg")).stat().st_size > 1_000_000  # camera-size JPEGs
+
+
+def test_bench_cache_section_breaks_the_path_into_stages(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", "--sections", "cache", "--photos", "4", "--repeats", "1", "--workers", "0", "--out", str(out)]) == 0
+    document = json.loads((out / "bench.json").read_text())
+    names = [r["name"] for r in document["results"]]
+    assert [n.split(":")[0] for n in names if n.startswith("stage")] == ["stage read", "stage grouped resize to 256 on cpu",
+                                                                         "stage write"]
+    ratios = {r["name"]: r for r in document["ratios"]}
+    assert ratios["image cache build vs its decode limit (pil decoder)"]["goal"] == 0.8
+    binding = next(r for name, r in ratios.items() if name.startswith("image cache: end to end vs its binding stage"))
+    assert binding["value"] > 0 and "stages img/s" in binding["note"]
+
+
+def test_ava_estimate_shards_features_training_and_scoring_over_devices():
+    from iaa_distill.bench.run import AVA_IMAGES, ava_estimate
+
+    rates = {"teachers": {"end_to_end": 1000.0}, "cache": {"end_to_end": 2000.0},
+             "training": {"from_files": 5000.0}, "scoring": {"student torch best": 4000.0}}
+    estimate = ava_estimate(rates, epochs=15, gpus=8)
+    cache_minutes = AVA_IMAGES / 2000.0 / 60
+    assert estimate["minutes"][1] > estimate["minutes"][8] > cache_minutes  # the cache is built once, by one rank
+    assert abs((estimate["minutes"][1] - cache_minutes) / 8 - (estimate["minutes"][8] - cache_minutes)) < 1e-9

@@ -218,14 +218,14 @@ def test_one_resize_refuses_unknown_interpolation_names():
     import torch
 
     from iaa_distill.errors import IAAError
-    from iaa_distill.preprocessing import eval_transform, resize_whole, resize_whole_tensor
+    from iaa_distill.preprocessing import eval_transform, resize_whole, resize_whole_batch
 
     image = Image.new("RGB", (30, 20), (200, 10, 10))
     assert tuple(resize_whole(16, "bilinear")(image).shape) == (3, 16, 16)
-    on_device = resize_whole_tensor(torch.from_numpy(np.array(image)).permute(2, 0, 1), 16, "bilinear")
-    assert torch.allclose(on_device, eval_transform(16, "bilinear")(image), atol=1 / 255)
+    batch = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].repeat(2, 1, 1, 1)
+    assert torch.equal(resize_whole_batch(batch, 16, "bilinear")[1], resize_whole(16, "bilinear")(image))
     for make in (lambda: resize_whole(16, "lanczos"), lambda: eval_transform(16, "Bicubic"),
-                 lambda: resize_whole_tensor(torch.zeros(3, 4, 4, dtype=torch.uint8), 2, "area")):
+                 lambda: resize_whole_batch(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), 2, "area")):
         with pytest.raises(IAAError, match="unknown interpolation"):
             make()
 

@@ -12,10 +12,11 @@ from ..artifacts import atomic_write_text
 from ..teachers import DEFAULT_TEACHERS
 from .culling import bench_culling
 from .photos import write_benchmark_photos
-from .sections import bench_decode, bench_scoring, bench_teachers, bench_training, machine_info
+from .sections import bench_decode, bench_image_cache, bench_scoring, bench_teachers, bench_training, machine_info
+from .stages import binding_stage
 from .timing import Report
 
-SECTIONS = ("decode", "teachers", "training", "scoring", "culling")  # culling: only when asked (--sections culling)
+SECTIONS = ("decode", "teachers", "cache", "training", "scoring", "culling")  # culling: only when asked (--sections culling)
 AVA_IMAGES, AVA_TRAIN, AVA_TEST = 255_500, 235_500, 19_930
 
 
@@ -41,37 +42,54 @@ def run_bench(out: str | Path = "bench", photos: int = 96, sections: tuple[str, 
     if "teachers" in sections:
         teachers = list(DEFAULT_TEACHERS[:1] if quick else DEFAULT_TEACHERS)
         rates["teachers"] = bench_teachers(report, paths, teachers, workers, batch, repeats, device)
+    if "cache" in sections:
+        rates["cache"] = bench_image_cache(report, paths, workers, batch, repeats, device)
     if "training" in sections:
         steps = 2 if quick else (20 if gpu else 3)
         rates["training"] = bench_training(report, paths, workers, batch, steps, device)
         if gpu:
             rates["training_compiled"] = bench_training(report, paths, workers, batch, steps, device, compile_model=True)
+        for key in ("training", "training_compiled"):
+            if key in rates:
+                stages = {"read (image-cache loader)": rates[key]["loader"], "compute": rates[key]["compute"]}
+                binding_stage(report, key.replace("_", " "), stages, rates[key]["from_files"], 0.9)
     if "scoring" in sections:
         sizes = (256,) if gpu else ((8,) if quick else (8, 32))
         rates["scoring"] = bench_scoring(report, paths, workers, device, sizes)
     if "culling" in sections:
         rates["culling"] = bench_culling(report, out, workers, device, quick)
-    estimate = ava_estimate(rates, ava_epochs)
+    estimate = ava_estimate(rates, ava_epochs, gpus=max(8, torch.cuda.device_count()))
     if estimate:
-        print(f"  estimate   full AVA pipeline from these rates: {estimate['total_hours']:.2f} h ({estimate['detail']})")
+        for n, minutes in estimate["minutes"].items():
+            print(f"  estimate   full AVA pipeline on {n} {device} device(s): {minutes:.1f} min ({estimate['detail'][n]})")
+        print(f"             {estimate['scaling']}")
+        report.ratio("full AVA on one device: goal 20 min / estimate", 20.0, estimate["minutes"][1], goal=1.0)
     write(report, out, estimate, time.perf_counter() - start)
     return report
 
 
-def ava_estimate(rates: dict[str, dict], epochs: int) -> dict | None:
-    """Hours for features + stage 1 + student and baseline (epochs each) + evaluation on AVA, from measured rates."""
+def ava_estimate(rates: dict[str, dict], epochs: int, gpus: int = 8) -> dict | None:
+    """Minutes for features + image cache + student and baseline (epochs each) + evaluation on AVA, from the
+    measured rates, on one device and on `gpus` devices (features, training and scoring sharded by torchrun/DDP)."""
     if not all(k in rates for k in ("teachers", "training", "scoring")):
         return None
-    teacher_rate = 1.0 / sum(1.0 / r for r in rates["teachers"].values())  # each image decoded once for all teachers
     train = rates.get("training_compiled", rates["training"])["from_files"]
     score = max(v for k, v in rates["scoring"].items() if k.endswith("best"))
-    seconds = {
-        "features": AVA_IMAGES / teacher_rate,
+    sharded = {
+        "features": AVA_IMAGES / rates["teachers"]["end_to_end"],
         "student_and_baseline": 2 * epochs * AVA_TRAIN / train,
         "evaluation": 2 * AVA_TEST / score,
     }
-    return {"total_hours": sum(seconds.values()) / 3600, "seconds": seconds, "epochs": epochs,
-            "detail": ", ".join(f"{k} {v / 3600:.2f} h" for k, v in seconds.items())}
+    once = {"image_cache": AVA_IMAGES / rates["cache"]["end_to_end"]} if "cache" in rates else {}  # one builder
+    minutes, detail = {}, {}
+    for n in (1, gpus):
+        seconds = {**{k: v / n for k, v in sharded.items()}, **once}
+        minutes[n] = sum(seconds.values()) / 60
+        detail[n] = ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items())
+    scaling = ("DDP/torchrun scaling assumed linear: not measured here (one device)" if torch.cuda.device_count() < 2
+               else "DDP/torchrun scaling assumed linear: measure it with torchrun on this machine")
+    return {"minutes": minutes, "detail": detail, "epochs": epochs, "scaling": scaling,
+            "total_hours": minutes[1] / 60}
 
 
 def _goal(ratio: dict) -> str:
@@ -87,7 +105,8 @@ def write(report: Report, out: Path, estimate: dict | None, seconds: float) -> N
     lines += ["", "| ratio | value | goal |", "|---|---|---|"]
     lines += [f"| {r['name']} | {r['value']:.2f}x | {_goal(r)} |" for r in report.ratios]
     if estimate:
-        lines += ["", f"Full AVA pipeline estimated from these rates ({estimate['epochs']} student epochs, student + baseline): "
-                  f"**{estimate['total_hours']:.2f} h** ({estimate['detail']})."]
+        lines += ["", f"Full AVA pipeline estimated from these rates ({estimate['epochs']} student epochs, student + "
+                  f"baseline; {estimate['scaling']}):", ""]
+        lines += [f"- {n} device(s): **{m:.1f} min** ({estimate['detail'][n]})" for n, m in estimate["minutes"].items()]
     atomic_write_text(out / "bench.md", "\n".join(lines) + "\n")
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.md'} ({seconds:.0f} s)")

@@ -12,8 +12,8 @@ from .types import non_negative_int, positive_int
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench", help="output folder for photos, bench.json and bench.md (default: ./bench)")
     parser.add_argument("--photos", type=positive_int, default=96, help="number of generated 800x600 JPEG photos (default: 96)")
-    parser.add_argument("--sections", default="decode,teachers,training,scoring",
-                        help="comma-separated subset of decode,teachers,training,scoring")
+    parser.add_argument("--sections", default="decode,teachers,cache,training,scoring",
+                        help="comma-separated subset of decode,teachers,cache,training,scoring,culling")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device to measure on (default: auto)")
     parser.add_argument("--workers", type=non_negative_int, help="DataLoader workers (default: CPU count, at most 16)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per figure; the median is reported (default: 3)")

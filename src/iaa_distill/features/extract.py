@@ -1,12 +1,16 @@
 """Batched teacher feature extraction into a resumable cache, on CPU or CUDA, optionally sharded with torchrun.
 
-Two decoders, chosen with `decoder` ("auto": torchvision on CUDA, PIL on CPU):
+Images come through the shared batched input path (`iaa_distill.inputs`), with one of two decoders
+("auto": torchvision on CUDA, PIL on CPU):
 - pil: DataLoader workers decode each image once with the shared decoder (reduced-size JPEG decode
-  to the largest teacher input) and resize it for every teacher.
+  to the largest teacher input);
 - torchvision: workers only read the bytes of plain JPEGs, which are decoded as a batch by
   `torchvision.io.decode_jpeg` on the extraction device (nvJPEG on CUDA); other formats, rotated or
   CMYK JPEGs, files without an end-of-image marker and batches the decoder refuses go through the
-  shared decoder. Resizing happens on the device.
+  shared decoder.
+Either way each group of equal-size images is resized on the device to every teacher's size in one
+call per teacher, and batch n+1 is read and resized while the teachers compute batch n. `hflip` costs
+compute only: the mirror image is made on the device from the same input.
 On CUDA the teachers run under bfloat16 autocast, on CPU in float32.
 Under `torchrun` (torch.distributed initialised from the environment) each rank extracts a strided
 shard of the rows into the same cache. Batches are fixed groups of rows, so a resumed run computes
@@ -15,31 +19,21 @@ exactly the batches an uninterrupted run would have.
 from __future__ import annotations
 
 import hashlib
-import io
-import warnings
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .. import __version__
-from ..data.loading import ImageFiles
-from ..devices import process_group, resolve_device
 from ..data.records import Dataset
-from ..errors import DecodeError, IAAError
-from ..imaging import decode_image
-from ..preprocessing import resize_whole_tensor
+from ..devices import process_group, resolve_device
+from ..errors import IAAError
+from ..inputs import iter_prepared, resolve_decoder
 from ..storage import IdIndex
 from ..teachers import DEFAULT_TEACHERS, TeacherSet, load_teachers
 from .cache import FeatureCache, FeatureCacheManifest, RowWriter, finalize_manifest, prepare_cache, read_progress
-from .settings import DECODERS
-
-JPEG_MAGIC = b"\xff\xd8"
-JPEG_END = b"\xff\xd9"
 
 
 def _barrier_with_error(error: str | None, world: int) -> None:
@@ -55,15 +49,6 @@ def _barrier_with_error(error: str | None, world: int) -> None:
         error = box[0]
     if error:
         raise IAAError(error)
-
-
-def resolve_decoder(decoder: str, device: torch.device) -> str:
-    """'auto' -> 'torchvision' (nvJPEG) on CUDA, 'pil' on CPU."""
-    if decoder == "auto":
-        return "torchvision" if device.type == "cuda" else "pil"
-    if decoder not in DECODERS:
-        raise IAAError(f"--decoder {decoder}: expected one of {', '.join(DECODERS)}")
-    return decoder
 
 
 def build_manifest(dataset: Dataset, split: str, ids: Sequence[str], teachers: TeacherSet, hflip: bool,
@@ -140,9 +125,8 @@ def extract_features(
         batches = _pending_batches(list(range(rank, len(ids), world)), done, batch_size)
         writer = RowWriter(out, rank)
         try:
-            run = _run_batch_decode if decoder == "torchvision" else _run_pil
-            run(teacher_set, [str(r.path) for r in records], batches, writer, num_workers, torch_device,
-                progress and rank == 0)
+            _run(teacher_set, [str(r.path) for r in records], batches, writer, num_workers, torch_device, decoder,
+                 progress and rank == 0)
         finally:
             writer.close()
         _barrier_with_error(None, world)
@@ -158,99 +142,17 @@ def _progress_bar(batches: list[list[int]], enabled: bool):
     return tqdm(total=sum(map(len, batches)), unit="img", desc="features", disable=not enabled, smoothing=0.1)
 
 
-def _run_pil(teachers: TeacherSet, paths: list[str], batches: list[list[int]], writer: RowWriter,
-             num_workers: int, device: torch.device, progress: bool) -> None:
-    transform = teachers.input_transform()
-    files = ImageFiles(paths, transform, (transform.numel,), min_side=teachers.max_input_size)
-    loader = torch.utils.data.DataLoader(files, batch_sampler=batches, num_workers=num_workers)
+def _run(teachers: TeacherSet, paths: list[str], batches: list[list[int]], writer: RowWriter, num_workers: int,
+         device: torch.device, decoder: str, progress: bool) -> None:
+    """Every teacher's features of every batch, read through the shared batched input path (`inputs`)."""
+    sizes = [(t.input_size, t.interpolation) for t in teachers.teachers]
+    prepared = iter_prepared(paths, batches, sizes, device, decoder=decoder, num_workers=num_workers)
     with _progress_bar(batches, progress) as bar:
-        for batch in loader:
-            ok = batch["ok"]
-            features = teachers(batch["image"][ok].to(device)) if ok.any() else torch.zeros(0, teachers.dim)
-            rows = batch["index"].tolist()
-            writer.write([r for r, good in zip(rows, ok.tolist()) if good], features.cpu().numpy(),
-                         {r: e for r, e, good in zip(rows, batch["error"], ok.tolist()) if not good})
-            bar.update(len(rows))
-
-
-class _EncodedImages(torch.utils.data.Dataset):
-    """For batch decoding: raw bytes of plain JPEGs (decoded later on the device); anything else decoded here."""
-
-    def __init__(self, paths: Sequence[str], min_side: int):
-        self.paths = list(paths)
-        self.min_side = min_side
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict:
-        path = self.paths[index]
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            return {"index": index, "jpeg": None, "image": None, "error": f"{path}: cannot read ({exc.strerror})"}
-        if data[:2] == JPEG_MAGIC and _plain_jpeg(data):
-            return {"index": index, "jpeg": torch.frombuffer(bytearray(data), dtype=torch.uint8), "image": None,
-                    "error": ""}
-        try:
-            image = decode_image(data, min_side=self.min_side, name=path)
-        except DecodeError as exc:
-            return {"index": index, "jpeg": None, "image": None, "error": str(exc)}
-        return {"index": index, "jpeg": None, "image": torch.from_numpy(np.array(image)).permute(2, 0, 1),
-                "error": ""}
-
-
-def _plain_jpeg(data: bytes, max_pixels: int = 120_000_000) -> bool:
-    """A complete RGB or grayscale JPEG without EXIF rotation and of sane size: safe for batch decoding.
-
-    Truncated files (no end-of-image marker) are left to the shared decoder, which reports them:
-    batch decoders may fill the missing part silently.
-    """
-    if not data.rstrip(b"\x00").endswith(JPEG_END):
-        return False
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return (img.mode in ("RGB", "L") and img.width * img.height <= max_pixels
-                    and img.getexif().get(0x0112, 1) == 1)
-    except Exception:  # anything odd goes through the shared decoder, which names the problem
-        return False
-
-
-def _run_batch_decode(teachers: TeacherSet, paths: list[str], batches: list[list[int]], writer: RowWriter,
-              num_workers: int, device: torch.device, progress: bool) -> None:
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    files = _EncodedImages(paths, teachers.max_input_size)
-    loader = torch.utils.data.DataLoader(files, batch_sampler=batches, num_workers=num_workers,
-                                         collate_fn=list, pin_memory=False)
-    with _progress_bar(batches, progress) as bar:
-        for items in loader:
-            jpegs = [item for item in items if item["jpeg"] is not None]
-            if jpegs:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    try:
-                        decoded = decode_jpeg([i["jpeg"] for i in jpegs], mode=ImageReadMode.RGB, device=device)
-                    except RuntimeError:  # one bad file fails the batch: fall back to the shared decoder
-                        decoded = [None] * len(jpegs)
-                for item, image in zip(jpegs, decoded):
-                    if image is None:
-                        try:
-                            image = torch.from_numpy(np.array(decode_image(
-                                item["jpeg"].numpy().tobytes(), min_side=teachers.max_input_size,
-                                name=paths[item["index"]])))
-                            image = image.permute(2, 0, 1)
-                        except DecodeError as exc:
-                            item["error"] = str(exc)
-                    item["image"] = image
-            good = [item for item in items if item["image"] is not None]
-            failed = {item["index"]: item["error"] for item in items if item["image"] is None}
+        for batch in prepared:
             features = torch.zeros(0, teachers.dim)
-            if good:
-                inputs = [torch.stack([resize_whole_tensor(item["image"].to(device, non_blocking=True),
-                                                         t.input_size, t.interpolation) for item in good])
-                          for t in teachers.teachers]
+            if batch.rows:
+                inputs = [images.float().div_(255.0) for images in batch.images]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     features = teachers(inputs).float()
-            writer.write([item["index"] for item in good], features.cpu().numpy(), failed)
-            bar.update(len(items))
+            writer.write(batch.rows, features.cpu().numpy(), batch.errors)
+            bar.update(len(batch))

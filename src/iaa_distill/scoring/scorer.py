@@ -8,6 +8,8 @@ so one `Scorer` can be called from several threads at once.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +120,8 @@ class Scorer:
         self.name = name
         self.transform = eval_transform(config.input_size, config.interpolation)
         self.space = config.space
+        # latency mode: decoding threads started once and kept warm (threads start on first use)
+        self._pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="iaa-decode")
 
     @classmethod
     def from_pretrained(
@@ -228,14 +232,25 @@ class Scorer:
         return results
 
     def _score_chunk(self, chunk: list[tuple[ScoreInput, str]]) -> list[ScoreResult]:
+        """Preprocess the chunk in the warm thread pool (one item: in this thread), then score it as one batch."""
+        if len(chunk) > 1:
+            ready = list(self._pool.map(self._preprocess_or_error, *zip(*chunk)))
+        else:
+            ready = [self._preprocess_or_error(*chunk[0])]
         good, tensors, errors = [], [], {}
-        for i, (item, name) in enumerate(chunk):
-            try:
-                tensors.append(self.preprocess(item, name))
+        for i, result in enumerate(ready):
+            if isinstance(result, str):
+                errors[i] = result
+            else:
+                tensors.append(result)
                 good.append(i)
-            except DecodeError as exc:
-                errors[i] = str(exc)
         return self._assemble([name for _, name in chunk], good, torch.stack(tensors) if tensors else None, errors)
+
+    def _preprocess_or_error(self, item: ScoreInput, name: str) -> torch.Tensor | str:
+        try:
+            return self.preprocess(item, name)
+        except DecodeError as exc:
+            return str(exc)
 
     def _assemble(self, names: Sequence[str], good: list[int], images: torch.Tensor | None,
                   errors: dict[int, str]) -> list[ScoreResult]:
@@ -248,29 +263,28 @@ class Scorer:
     def iter_paths(
         self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False
     ) -> Iterator[list[ScoreResult]]:
-        """Score image files batch by batch, decoding in DataLoader workers; yields each batch's results in order."""
+        """Score image files batch by batch through the shared batched input path; yields each batch's results
+        in order. JPEGs are decoded in batches on the GPU (nvJPEG) when the model runs there. Batch size 1
+        (latency mode) reads in the scorer's warm thread pool instead of starting DataLoader workers per call."""
         from tqdm import tqdm
 
-        from ..data.loading import ImageFiles
+        from ..inputs import iter_prepared, resolve_decoder
 
         names = [str(p) for p in paths]
-        dataset = ImageFiles(names, self.transform, self.output_shape, self.config.input_size, self.max_pixels)
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=max(1, batch_size),
-            num_workers=num_workers,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if num_workers > 0 else None,
-        )
+        size = max(1, batch_size)
+        batches = [range(start, min(start + size, len(names))) for start in range(0, len(names), size)]
+        prepared = iter_prepared(names, batches, [(self.config.input_size, self.config.interpolation)], self.device,
+                                 decoder=resolve_decoder("auto", self.device), num_workers=num_workers,
+                                 pool=self._pool if size == 1 else None,
+                                 max_pixels=self.max_pixels)
         with tqdm(total=len(names), unit="img", disable=not progress, dynamic_ncols=True, smoothing=0.05) as bar:
-            for batch in loader:
-                indices = batch["index"].tolist()
-                ok = batch["ok"].tolist()
-                keep = [j for j, flag in enumerate(ok) if flag]
-                errors = {j: batch["error"][j] for j, flag in enumerate(ok) if not flag}
-                results = self._assemble([names[i] for i in indices], keep, batch["image"][keep], errors)
-                bar.update(len(indices))
-                yield results
+            for batch, rows in zip(prepared, batches):
+                order = list(rows)
+                scored = dict(zip(batch.rows, self._results([names[r] for r in batch.rows],
+                                                            batch.images[0].float().div_(255.0)))) if batch.rows else {}
+                scored.update({r: ScoreResult.failure(names[r], e) for r, e in batch.errors.items()})
+                bar.update(len(order))
+                yield [scored[r] for r in order]
 
     def score_paths(
         self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False

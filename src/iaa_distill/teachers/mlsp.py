@@ -12,6 +12,8 @@ the teacher sees the whole image resized to its input size, so one vector per im
 """
 from __future__ import annotations
 
+import copy
+
 import timm
 import torch
 from timm.data import resolve_model_data_config
@@ -105,17 +107,24 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def _probe_dims(self) -> list[int]:
-        probe = torch.zeros(1, 3, self.input_size, self.input_size)
-        return [p.shape[1] for p in self._levels(probe)]
+        """Channels of each level, from a weightless copy of the model run on the meta device: shapes only,
+        no computation (a real forward pass here cost seconds of start-up per teacher)."""
+        shadow = copy.deepcopy(self.model).to("meta")  # the copy keeps the hooks, which collect into self
+        probe = torch.zeros(1, 3, self.input_size, self.input_size, device="meta")
+        return [p.shape[1] for p in self._run_levels(shadow, probe)]
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
         normalized = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         return normalized.contiguous(memory_format=torch.channels_last)
 
     def _levels(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self._run_levels(self.model, self._normalize(images))
+
+    def _run_levels(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+        """Each MLSP block's pooled output for normalised `images`; the forward pass stops after the last block."""
         self._pooled = []
         try:
-            self.model(self._normalize(images))
+            model(images)
         except _StopForward:
             pass
         finally:

@@ -1,7 +1,9 @@
 """A pre-resized image cache for student training: decode every JPEG once, reuse it for every epoch and run.
 
-Each image is decoded with the shared decoder (reduced-size JPEG decode) and resized whole to a
-square `size` x `size` uint8 array exactly like `preprocessing` does, then stored in one
+Each image is read through the shared batched input path (`iaa_distill.inputs`: on the CPU the shared
+decoder with reduced-size JPEG decode in the workers, exactly `preprocessing.resize_whole`'s pixels; on a
+GPU batched nvJPEG decoding; equal-size images resized together) to a square `size` x `size` uint8 array,
+then stored in one
 memory-mapped `images.npy` (N x size x size x 3). A folder holds:
 
 - `images.npy`   the pixels (row i = `index.json` id i; rows of undecodable images stay black);
@@ -32,10 +34,10 @@ import numpy as np
 import torch
 
 from ..artifacts import atomic_write_text
-from ..data.loading import ImageFiles
 from ..data.records import ImageRecord
 from ..errors import IAAError
-from ..preprocessing import resize_whole
+from ..devices import resolve_device
+from ..inputs import iter_prepared, resolve_decoder
 from ..storage import IdIndex, Manifest, RowStore, create_array, read_journal
 
 IMAGES = "images.npy"
@@ -64,7 +66,7 @@ def ids_hash(ids: Sequence[str]) -> str:
 class ImageCacheManifest(Manifest):
     """`manifest.json`: what the pixels are made from (everything but `complete`) and whether they are all there."""
 
-    IDENTITY = ("format", "size", "interpolation", "shape", "dataset_fingerprint", "ids_hash")
+    IDENTITY = ("format", "size", "interpolation", "shape", "dataset_fingerprint", "ids_hash", "decoder")
 
     format: int = FORMAT_VERSION
     size: int = 0
@@ -72,6 +74,7 @@ class ImageCacheManifest(Manifest):
     shape: list[int] = field(default_factory=list)
     dataset_fingerprint: str = ""
     ids_hash: str = ""
+    decoder: str = "pil"  # "torchvision" (nvJPEG) when built on a GPU: pixels differ by a few levels
     complete: bool = False
 
 
@@ -128,8 +131,12 @@ def ensure_image_cache(
     num_workers: int = 4,
     batch_size: int = 32,
     commit_every: int = 1024,
+    device: str = "auto",
 ) -> ImageCache:
     """Open the cache of `records` at `size`, building or finishing it first when needed.
+
+    device: where JPEGs are decoded and resized while building ("auto": the GPU when there is one,
+    with batched nvJPEG decoding; else reduced-size decoding in the CPU workers).
 
     The folder `root/<name>-<size>px-<interpolation>-<ids hash>` is keyed by everything that
     changes its content, so caches for other images or sizes never collide and every run or
@@ -144,7 +151,8 @@ def ensure_image_cache(
             return ImageCache.open(folder)
         except IAAError:
             pass
-        _build(records, folder, size, interpolation, dataset_fingerprint, num_workers, batch_size, commit_every)
+        _build(records, folder, size, interpolation, dataset_fingerprint, num_workers, batch_size, commit_every,
+               resolve_device(device))
         return ImageCache.open(folder)
 
 
@@ -157,11 +165,13 @@ def _build(
     num_workers: int,
     batch_size: int,
     commit_every: int,
+    device: torch.device,
 ) -> None:
     ids = [r.image_id for r in records]
     shape = (len(ids), size, size, 3)
     manifest = ImageCacheManifest(size=size, interpolation=interpolation, shape=list(shape),
-                                  dataset_fingerprint=dataset_fingerprint, ids_hash=ids_hash(ids))
+                                  dataset_fingerprint=dataset_fingerprint, ids_hash=ids_hash(ids),
+                                  decoder=resolve_decoder("auto", device))
     done, failed = _resume_point(folder, manifest)
     if done == 0:
         for stale in (JOURNAL, FAILED):
@@ -173,7 +183,7 @@ def _build(
     remaining = len(ids) - done
     _say(f"image cache: {'resuming' if done else 'writing'} {remaining} of {len(ids)} images at {size}x{size} in {folder}")
     if remaining:
-        _fill(records, folder, size, interpolation, done, failed, num_workers, batch_size, commit_every)
+        _fill(records, folder, (size, interpolation), done, failed, num_workers, batch_size, commit_every, device)
     atomic_write_text(folder / FAILED, json.dumps(failed, indent=1) + "\n")
     manifest.complete = True
     manifest.write(folder / MANIFEST)
@@ -203,30 +213,31 @@ def _resume_point(folder: Path, manifest: ImageCacheManifest) -> tuple[int, dict
 def _fill(
     records: Sequence[ImageRecord],
     folder: Path,
-    size: int,
-    interpolation: str,
+    output: tuple[int, str],
     done: int,
     failed: dict[str, str],
     num_workers: int,
     batch_size: int,
     commit_every: int,
+    device: torch.device,
 ) -> None:
-    """Decode rows done..N-1 in order with DataLoader workers, committing pixels then journal every chunk."""
+    """Decode rows done..N-1 in order through the shared batched input path, committing pixels then journal
+    every chunk."""
     from tqdm import tqdm
 
-    files = ImageFiles([r.path for r in records[done:]], resize_whole(size, interpolation), (3, size, size), min_side=size)
-    loader = torch.utils.data.DataLoader(files, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    paths = [str(r.path) for r in records]
+    batches = [range(start, min(start + batch_size, len(records))) for start in range(done, len(records), batch_size)]
+    prepared = iter_prepared(paths, batches, [output], device, decoder=resolve_decoder("auto", device),
+                             num_workers=num_workers)
     with RowStore(folder / IMAGES, folder / JOURNAL) as store:
         pending: list[list[str]] = []
         row = done
         progress = tqdm(total=len(records), initial=done, unit="img", desc="image cache", disable=None, file=sys.stderr)
-        for batch in loader:
-            pixels = batch["image"].permute(0, 2, 3, 1).contiguous().numpy()
-            ok = batch["ok"].tolist()
-            store.write([row + k for k in range(len(pixels)) if ok[k]], pixels[batch["ok"].numpy()])
-            pending += [[records[row + k].image_id, batch["error"][k]] for k in range(len(pixels)) if not ok[k]]
-            row += len(pixels)
-            progress.update(len(pixels))
+        for batch in prepared:
+            store.write(batch.rows, batch.images[0].permute(0, 2, 3, 1).cpu().numpy())
+            pending += [[records[r].image_id, error] for r, error in sorted(batch.errors.items())]
+            row += len(batch)
+            progress.update(len(batch))
             if row - done >= commit_every or row == len(records):
                 store.commit({"done": row, "failed": pending})
                 failed.update(dict(pending))
