@@ -36,3 +36,19 @@ def test_bench_culling_section_times_each_stage(tmp_path):
     assert 90 < sum(shares.values()) <= 100.5
     assert document["ratios"][0]["name"].startswith("thumbnail speed vs scoring speed")
     assert next((out / "camera").glob("*.jpg")).stat().st_size > 1_000_000  # camera-size JPEGs
+
+
+@pytest.mark.slow
+def test_bench_prints_the_teacher_scorer_next_to_the_student(tmp_path, capsys):
+    from iaa_distill.bench.photos import write_benchmark_photos
+    from iaa_distill.bench.teacher_scoring import bench_teacher_scoring
+    from iaa_distill.bench.timing import Report
+
+    report = Report({})
+    photos = write_benchmark_photos(tmp_path / "photos", 2)
+    rates = bench_teacher_scoring(report, photos, 0, "cpu", (2,), {"student torch best": 50.0, "nima": 1.0})
+    assert rates["best"] == rates["batch 2"] > 0
+    assert report.results[0].name.startswith("teacher scorer (tf_efficientnet_lite0+tf_efficientnet_lite1+")
+    ratio = report.ratios[0]
+    assert ratio["name"].startswith("student vs teacher scorer") and ratio["value"] == pytest.approx(50.0 / rates["best"])
+    assert "teacher scorer" in capsys.readouterr().out
