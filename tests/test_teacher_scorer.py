@@ -71,6 +71,17 @@ def test_scores_from_images_equal_the_head_on_cached_features(setup):
     np.testing.assert_allclose([r.mean for r in in_memory], scores, atol=1e-5)
 
 
+def test_threads_sharing_one_scorer_get_the_sequential_scores(setup):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths, _, folder = setup
+    scorer = Scorer.from_pretrained(folder, device="cpu")
+    sequential = [scorer.score(str(p))[0].mean for p in paths]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda p: scorer.score(str(p))[0].mean, paths))
+    np.testing.assert_allclose(threaded, sequential, atol=1e-5)
+
+
 def test_hflip_cache_is_scored_with_mirror_averaging(tmp_path, setup):
     paths, _, _ = setup
     cache = _cache(paths[0].parent, tmp_path / "cache", TEACHERS[:1], hflip=True)

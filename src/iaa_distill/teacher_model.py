@@ -10,6 +10,7 @@ which is what the feature cache was computed from.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,11 @@ class TeacherScoringConfig:
 
 
 class TeacherScorerModel(nn.Module):
-    """Frozen `TeacherSet` -> `TeacherHead`. `forward(packed)` returns (raw prediction, aesthetic feature)."""
+    """Frozen `TeacherSet` -> `TeacherHead`. `forward(packed)` returns (raw prediction, aesthetic feature).
+
+    A teacher collects its block outputs in per-call state, so one forward through the teachers runs at a
+    time (a lock): a `Scorer` may still be called from several threads, as `iaa serve` does.
+    """
 
     def __init__(self, teachers: TeacherSet, head: TeacherHead, source: str | Path = "teacher head"):
         super().__init__()
@@ -83,9 +88,12 @@ class TeacherScorerModel(nn.Module):
         check_teachers(teachers, head.config, source)
         self.teachers = teachers
         self.head = head.eval()
+        self._teachers_lock = threading.Lock()
 
     def forward(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.teachers(packed))
+        with self._teachers_lock:
+            features = self.teachers(packed)
+        return self.head(features)
 
     def predict(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean score on the label scale and the predicted distribution (None for a scalar head)."""
