@@ -60,3 +60,19 @@ def test_ava_estimate_shards_features_training_and_scoring_over_devices():
     cache_minutes = AVA_IMAGES / 2000.0 / 60
     assert estimate["minutes"][1] > estimate["minutes"][8] > cache_minutes  # the cache is built once, by one rank
     assert abs((estimate["minutes"][1] - cache_minutes) / 8 - (estimate["minutes"][8] - cache_minutes)) < 1e-9
+
+
+@pytest.mark.slow
+def test_bench_prints_the_teacher_scorer_next_to_the_student(tmp_path, capsys):
+    from iaa_distill.bench.photos import write_benchmark_photos
+    from iaa_distill.bench.teacher_scoring import bench_teacher_scoring
+    from iaa_distill.bench.timing import Report
+
+    report = Report({})
+    photos = write_benchmark_photos(tmp_path / "photos", 2)
+    rates = bench_teacher_scoring(report, photos, 0, "cpu", (2,), {"student torch best": 50.0, "nima": 1.0}, onnx=False)
+    assert list(rates) == ["torch"] and rates["torch"] == report.results[0].value > 0
+    assert report.results[0].name.startswith("teacher scorer (tf_efficientnet_lite0+tf_efficientnet_lite1+")
+    ratio = report.ratios[0]
+    assert ratio["name"].startswith("student vs teacher scorer") and ratio["value"] == pytest.approx(50.0 / rates["torch"])
+    assert "teacher scorer" in capsys.readouterr().out

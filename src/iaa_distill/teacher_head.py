@@ -29,6 +29,7 @@ class TeacherHeadConfig:
     hidden: tuple[int, ...] = (1024, 256)
     dropout: float = 0.25
     teachers: list = field(default_factory=list)  # the feature cache manifest's teacher entries
+    hflip: bool = False  # the cache averaged each image's features with its mirror image's
     cache_fingerprint: str = ""
     dataset_fingerprint: str = ""
     synthetic_labels: bool = False  # trained on labels made by a formula (the demo's), not human ratings

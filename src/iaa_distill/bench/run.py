@@ -14,6 +14,7 @@ from .culling import bench_culling
 from .photos import write_benchmark_photos
 from .sections import bench_decode, bench_image_cache, bench_scoring, bench_teachers, bench_training, machine_info
 from .stages import binding_stage
+from .teacher_scoring import bench_teacher_scoring
 from .timing import Report
 
 SECTIONS = ("decode", "teachers", "cache", "training", "scoring", "culling")  # culling: only when asked (--sections culling)
@@ -56,6 +57,7 @@ def run_bench(out: str | Path = "bench", photos: int = 96, sections: tuple[str, 
     if "scoring" in sections:
         sizes = (256,) if gpu else ((8,) if quick else (8, 32))
         rates["scoring"] = bench_scoring(report, paths, workers, device, sizes)
+        rates["teacher_scoring"] = bench_teacher_scoring(report, paths, workers, device, sizes, rates["scoring"])
     if "culling" in sections:
         rates["culling"] = bench_culling(report, out, workers, device, quick)
     estimate = ava_estimate(rates, ava_epochs, gpus=max(8, torch.cuda.device_count()))

@@ -1,4 +1,5 @@
-"""Score photos with a trained student: files, folders (recursive) and glob patterns -> CSV or JSONL.
+"""Score photos with a trained student, or a teacher folder (accuracy mode: the frozen teachers + the
+teacher head, slower): files, folders (recursive) and glob patterns -> CSV or JSONL.
 
 Columns: path, mean (score on the model's scale), std (spread of the predicted distribution; empty
 for scalar models), distribution (space-separated level probabilities, K-level models only), error
@@ -20,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="image files, folders (also folder:PATH) or glob patterns ('**' allowed)")
-    parser.add_argument("--model", required=True, metavar="DIR", help="trained student folder (config.json + model.safetensors)")
+    parser.add_argument("--model", required=True, metavar="DIR", help="trained student folder (config.json + model.safetensors), or a teacher folder "
+                        "(iaa train-teacher's output: accuracy mode, slower)")
     parser.add_argument("--out", default="scores.csv", help="output file (default: scores.csv); an existing one needs --resume or --overwrite")
     parser.add_argument("--format", choices=("csv", "jsonl"), help="output format (default: from --out's extension, else csv)")
     parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML gallery sorted by score")

@@ -1,6 +1,10 @@
-"""Export a student to ONNX: input `images` = float RGB in [0, 1], shape N x 3 x S x S (dynamic N).
+"""Export a student or a teacher (accuracy mode) to ONNX; the batch size N is dynamic.
 
-Mean/std normalisation is inside the graph (the student's buffers). Outputs: `mean` (N,) on the
+A student takes `images` = float RGB in [0, 1], N x 3 x S x S. A teacher takes `packed_images`, N x D: each
+image's whole-image resize for every teacher, flattened and joined (`teachers.PackedInputs`), so the file
+stays usable alone; the metadata lists the teachers' sizes and interpolations in order. The MLSP hooks end
+each teacher's forward early with an exception: tracing records the operations that ran, so the graph stops
+there too. Mean/std normalisation is inside the graph (the models' buffers). Outputs: `mean` (N,) on the
 model's scale and, for K-level models, `distribution` (N, K). The whole student config and the
 preprocessing (`input_size`, `interpolation`, `scale`, `num_levels`) are stored in the model's
 metadata_props, so the .onnx file alone is enough to score with onnxruntime.
@@ -14,9 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..student import Student, StudentConfig
+from ..student import Student
+from ..teacher_model import TeacherScorerModel
 from .onnx_metadata import DEFAULT_ONNX_NAME, metadata_props
-from .scorer import Scorer
+from .scorer import Scorer, ScoringConfig, input_pipeline, load_scoring_model
 
 __all__ = ["DEFAULT_ONNX_NAME", "export_onnx", "verify_onnx"]
 
@@ -24,25 +29,27 @@ __all__ = ["DEFAULT_ONNX_NAME", "export_onnx", "verify_onnx"]
 class _Predictor(nn.Module):
     """The exported graph: images in [0, 1] -> (mean, distribution) or (mean,)."""
 
-    def __init__(self, student: Student):
+    def __init__(self, model: Student | TeacherScorerModel):
         super().__init__()
-        self.student = student
+        self.model = model
 
     def forward(self, images: torch.Tensor):
-        mean, dist = self.student.predict(images)
+        mean, dist = self.model.predict(images)
         return (mean,) if dist is None else (mean, dist)
 
 
-def export_onnx(model: Student | str | Path, out: str | Path, opset: int = 17) -> Path:
-    """Write `model` (a Student or a model folder) to `out` atomically; returns the path."""
-    student = model if isinstance(model, Student) else Student.from_pretrained(model)
-    config = student.config
-    predictor = _Predictor(student).eval()
+def export_onnx(model: Student | TeacherScorerModel | str | Path, out: str | Path, opset: int = 17) -> Path:
+    """Write `model` (a Student, a TeacherScorerModel or a model folder) to `out` atomically; returns the path."""
+    model = model if isinstance(model, nn.Module) else load_scoring_model(model)
+    config = model.config
+    predictor = _Predictor(model).eval()
     outputs = ["mean"] + (["distribution"] if config.num_levels else [])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    example = torch.rand(2, 3, config.input_size, config.input_size)
+    _, shape = input_pipeline(config)
+    example = torch.rand(2, *shape)
+    input_name = "packed_images" if isinstance(model, TeacherScorerModel) else "images"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
@@ -51,16 +58,16 @@ def export_onnx(model: Student | str | Path, out: str | Path, opset: int = 17) -
             str(tmp),
             dynamo=False,
             opset_version=opset,
-            input_names=["images"],
+            input_names=[input_name],
             output_names=outputs,
-            dynamic_axes={name: {0: "batch"} for name in ["images", *outputs]},
+            dynamic_axes={name: {0: "batch"} for name in [input_name, *outputs]},
         )
     _add_metadata(tmp, config)
     os.replace(tmp, out)
     return out
 
 
-def _add_metadata(path: Path, config: StudentConfig) -> None:
+def _add_metadata(path: Path, config: ScoringConfig) -> None:
     import onnx
 
     proto = onnx.load(str(path))
@@ -77,8 +84,7 @@ def verify_onnx(model_dir: str | Path, onnx_path: str | Path, batch: int = 3, se
     """Max absolute difference of mean scores between PyTorch and onnxruntime on a random batch."""
     torch_scorer = Scorer.from_pretrained(model_dir, device="cpu")
     onnx_scorer = Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=onnx_path)
-    size = torch_scorer.config.input_size
-    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    images = torch.rand(batch, *torch_scorer.output_shape, generator=torch.Generator().manual_seed(seed))
     a, _ = torch_scorer.predict_batch(images)
     b, _ = onnx_scorer.predict_batch(images)
     return float(abs(a - b).max())

@@ -1,7 +1,9 @@
-"""`Scorer`: a trained student (PyTorch or its ONNX export) behind one call that scores photos.
+"""`Scorer`: a trained model (PyTorch or its ONNX export) behind one call that scores photos.
 
-Preprocessing comes from the model's own config: the shared decoder (reduced-size JPEG decode to
-`input_size`), then the whole image resized to `input_size` x `input_size` (`preprocessing.eval_transform`).
+The model is a student (speed) or a teacher folder: the frozen teachers + the trained teacher head
+(accuracy mode, `teacher_model`). Preprocessing comes from the model's own config: the shared decoder
+(reduced-size JPEG decode to `input_size`), then the whole image resized to `input_size` x `input_size`
+(`preprocessing.eval_transform`); for a teacher, to every teacher's own size, packed into one row.
 Inference runs under `torch.inference_mode` with the model in eval mode and no shared mutable state,
 so one `Scorer` can be called from several threads at once.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -19,15 +21,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..artifacts import model_name
+from ..artifacts import model_name, read_config
 from ..devices import resolve_device
 from ..errors import DecodeError, IAAError
 from ..imaging import DEFAULT_MAX_PIXELS, decode_image
 from ..preprocessing import eval_transform
 from ..student import Student, StudentConfig
+from ..teacher_head import KIND as TEACHER_KIND, TeacherHeadConfig
+from ..teacher_model import TeacherScorerModel, TeacherScoringConfig
 from .onnx_metadata import DEFAULT_ONNX_NAME, config_from_metadata
 
 ScoreInput = str | Path | bytes | BinaryIO | Image.Image | torch.Tensor | np.ndarray
+ScoringConfig = StudentConfig | TeacherScoringConfig
+ScoringModel = Student | TeacherScorerModel
 
 
 @dataclass
@@ -71,7 +77,7 @@ def _finite_or_none(value: float) -> float | None:
 
 
 class _TorchBackend:
-    def __init__(self, model: Student, device: torch.device):
+    def __init__(self, model: ScoringModel, device: torch.device):
         self.model = model.to(device).eval()
         self.device = device
         self.name = "torch"
@@ -110,15 +116,15 @@ class _OnnxBackend:
 
 
 class Scorer:
-    """Scores photos with a trained student. Build it with `Scorer.from_pretrained(model_dir)`."""
+    """Scores photos with a trained student or teacher head. Build it with `Scorer.from_pretrained(model_dir)`."""
 
-    def __init__(self, config: StudentConfig, backend: _TorchBackend | _OnnxBackend, max_pixels: int = DEFAULT_MAX_PIXELS,
+    def __init__(self, config: ScoringConfig, backend: _TorchBackend | _OnnxBackend, max_pixels: int = DEFAULT_MAX_PIXELS,
                  name: str = "model"):
         self.config = config
         self.backend = backend
         self.max_pixels = max_pixels
         self.name = name
-        self.transform = eval_transform(config.input_size, config.interpolation)
+        self.transform, self._input_shape = input_pipeline(config)
         self.space = config.space
         # latency mode: decoding threads started once and kept warm (threads start on first use)
         self._pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="iaa-decode")
@@ -133,7 +139,8 @@ class Scorer:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
     ) -> "Scorer":
-        """Load a student folder (config.json + model.safetensors).
+        """Load a student folder (config.json + model.safetensors), or a teacher folder (`iaa train-teacher`'s
+        output: the head, scored with its frozen teachers loaded offline).
 
         backend='onnx' runs `onnx_path` (default: `model_dir/model.onnx`) with onnxruntime; its
         preprocessing comes from `model_dir`'s config, or from the ONNX metadata when `model_dir` is None.
@@ -146,7 +153,7 @@ class Scorer:
         if backend == "torch":
             if model_dir is None:
                 raise IAAError("the torch backend needs a model folder (--model DIR)")
-            model = Student.from_pretrained(model_dir)
+            model = load_scoring_model(model_dir)
             return cls(model.config, _TorchBackend(model, torch_device), max_pixels, model_name(model_dir))
         if backend != "onnx":
             raise IAAError(f"unknown backend '{backend}' (use torch or onnx)")
@@ -161,7 +168,7 @@ class Scorer:
         embedded = config = config_from_metadata(onnx_backend.metadata, onnx_path)
         if model_dir is not None:
             config = _read_config(model_dir)
-            for key in ("num_levels", "input_size", "scale"):
+            for key in ("backbone", "num_levels", "input_size", "scale"):
                 if getattr(config, key) != getattr(embedded, key):
                     raise IAAError(
                         f"{onnx_path}: exported from a different model ({key} {getattr(embedded, key)} "
@@ -174,8 +181,9 @@ class Scorer:
         return getattr(self.backend, "device", torch.device("cpu"))
 
     @property
-    def output_shape(self) -> tuple[int, int, int]:
-        return (3, self.config.input_size, self.config.input_size)
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of one preprocessed image: (3, S, S), or (numel,) for a teacher's packed row."""
+        return self._input_shape
 
     def __repr__(self) -> str:
         c = self.config
@@ -184,7 +192,7 @@ class Scorer:
 
     # -- preprocessing -------------------------------------------------------------------------
     def preprocess(self, item: ScoreInput, name: str) -> torch.Tensor:
-        """One input -> (3, S, S) float tensor in [0, 1]. Raises DecodeError for unusable input, TypeError for
+        """One input -> `output_shape` float tensor in [0, 1]. Raises DecodeError for unusable input, TypeError for
         an unsupported type.
 
         Every input type becomes an RGB uint8 image first and then takes the same resize, so an image scores the
@@ -204,7 +212,7 @@ class Scorer:
 
     # -- inference -----------------------------------------------------------------------------
     def predict_batch(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """(B, 3, S, S) in [0, 1] -> mean scores (B,) and distributions (B, K) or None."""
+        """(B, *output_shape) in [0, 1] -> mean scores (B,) and distributions (B, K) or None."""
         return self.backend(images)
 
     def _results(self, names: Sequence[str], images: torch.Tensor) -> list[ScoreResult]:
@@ -273,7 +281,7 @@ class Scorer:
         names = [str(p) for p in paths]
         size = max(1, batch_size)
         batches = [range(start, min(start + size, len(names))) for start in range(0, len(names), size)]
-        prepared = iter_prepared(names, batches, [(self.config.input_size, self.config.interpolation)], self.device,
+        prepared = iter_prepared(names, batches, self._output_sizes(), self.device,
                                  decoder=resolve_decoder("auto", self.device), num_workers=num_workers,
                                  pool=self._pool if size == 1 else None,
                                  max_pixels=self.max_pixels)
@@ -281,10 +289,24 @@ class Scorer:
             for batch, rows in zip(prepared, batches):
                 order = list(rows)
                 scored = dict(zip(batch.rows, self._results([names[r] for r in batch.rows],
-                                                            batch.images[0].float().div_(255.0)))) if batch.rows else {}
+                                                            self._model_input(batch.images)))) if batch.rows else {}
                 scored.update({r: ScoreResult.failure(names[r], e) for r, e in batch.errors.items()})
                 bar.update(len(order))
                 yield [scored[r] for r in order]
+
+    def _output_sizes(self) -> list[tuple[int, str]]:
+        """(size, interpolation) of every image the model takes: one for a student, one per teacher."""
+        if isinstance(self.config, TeacherScoringConfig):
+            packed = self.config.input_transform()
+            return list(zip(packed.sizes, packed.interpolations))
+        return [(self.config.input_size, self.config.interpolation)]
+
+    def _model_input(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """uint8 batches from the input path -> the model's input in [0, 1] (a teacher's inputs packed into rows)."""
+        scaled = [image.float().div_(255.0) for image in images]
+        if isinstance(self.config, TeacherScoringConfig):
+            return torch.cat([image.flatten(1) for image in scaled], dim=1)
+        return scaled[0]
 
     def score_paths(
         self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False
@@ -317,10 +339,33 @@ def _array_to_image(array: np.ndarray, name: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def _read_config(model_dir: str | Path) -> StudentConfig:
-    from ..artifacts import read_config
+def input_pipeline(config: ScoringConfig) -> tuple[Callable[[Image.Image], torch.Tensor], tuple[int, ...]]:
+    """The transform from a decoded RGB image to the model's input, and that input's shape."""
+    if isinstance(config, TeacherScoringConfig):
+        packed = config.input_transform()
+        return packed, (packed.numel,)
+    return eval_transform(config.input_size, config.interpolation), (3, config.input_size, config.input_size)
 
-    return StudentConfig.from_dict(read_config(model_dir, "student"))
+
+def _model_kind(model_dir: str | Path) -> tuple[str, dict[str, Any]]:
+    config = read_config(model_dir)
+    kind = config.get("kind")
+    if kind not in ("student", TEACHER_KIND):
+        raise IAAError(f"{model_dir}: holds a '{kind}' model; score with a student or a teacher folder")
+    return kind, config
+
+
+def load_scoring_model(model_dir: str | Path) -> ScoringModel:
+    """The model a folder holds: a student, or a teacher head with its frozen teachers (accuracy mode)."""
+    kind, _ = _model_kind(model_dir)
+    return TeacherScorerModel.from_pretrained(model_dir) if kind == TEACHER_KIND else Student.from_pretrained(model_dir)
+
+
+def _read_config(model_dir: str | Path) -> ScoringConfig:
+    kind, config = _model_kind(model_dir)
+    if kind == TEACHER_KIND:
+        return TeacherScoringConfig.from_head(TeacherHeadConfig.from_dict(config), model_dir)
+    return StudentConfig.from_dict(config)
 
 
 def _as_list(inputs: ScoreInput | Sequence[ScoreInput]) -> list[ScoreInput]:

@@ -233,7 +233,7 @@ def _head_config(dataset: Dataset, cache: FeatureCache, config: TeacherTrainConf
     num_levels, scale = label_layout(dataset)
     return TeacherHeadConfig(
         input_dim=cache.dim, num_levels=num_levels, scale=scale, hidden=tuple(config.hidden),
-        dropout=config.dropout, teachers=cache.manifest.get("teachers", []),
+        dropout=config.dropout, teachers=cache.manifest.get("teachers", []), hflip=bool(cache.manifest.get("hflip")),
         cache_fingerprint=cache_fingerprint(cache.manifest), dataset_fingerprint=dataset.fingerprint(),
         synthetic_labels=dataset.synthetic_labels,
     )
