@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .options import add_options
 
     parser.add_argument("paths", nargs="*", metavar="PATH", help="photo files, folders or glob patterns ('**' allowed)")
-    parser.add_argument("--model", metavar="DIR", help="trained student folder (needed unless --decisions is given)")
+    parser.add_argument("--model", metavar="DIR", help="trained student folder, or a teacher folder (accuracy mode); needed unless --decisions is given")
     parser.add_argument("--out", default="cull", metavar="DIR", help="folder for scores, decisions, gallery and thumbnails (default: cull)")
     add_options(parser.add_argument_group("rules"), CullRules)
     side = parser.add_argument_group("side effects (dry run unless --apply)")

@@ -14,7 +14,7 @@ from .types import port, positive_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="DIR", help="trained student folder")
+    parser.add_argument("--model", required=True, metavar="DIR", help="trained student folder, or a teacher folder (accuracy mode)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=port, default=8000, help="port (default: 8000)")
     parser.add_argument("--max-upload-mb", type=positive_float, default=20, help="largest accepted file in MB (default: 20)")
