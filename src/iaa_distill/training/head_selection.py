@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -71,8 +72,20 @@ def cross_validate(candidates: Sequence[HeadCandidate], features: np.ndarray, la
     """
     splits = folds(len(features), num_folds, train.seed)
     data = (np.asarray(features, np.float32), labels, means)
-    return [CandidateScore(c, [_fold_srcc(c, data, fold, base, replace(train, seed=train.seed + i))
-                               for i, fold in enumerate(splits)]) for c in candidates]
+    with one_thread():
+        return [CandidateScore(c, [_fold_srcc(c, data, fold, base, replace(train, seed=train.seed + i))
+                                   for i, fold in enumerate(splits)]) for c in candidates]
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one CPU thread: the folds' many tiny steps are 10-20x slower when threads wait on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def choose(scores: Sequence[CandidateScore]) -> CandidateScore:
