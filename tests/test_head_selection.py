@@ -137,3 +137,14 @@ def test_too_few_images_for_the_folds(tmp_path):
     config = TeacherTrainConfig(**{**MLP, "candidates": ("mlp", "ridge:2"), "cv_folds": 10})
     with pytest.raises(IAAError, match="cross-validation"):
         train_teacher_head(dataset, tmp_path / "cache", tmp_path / "head", config)
+
+
+def test_large_training_split_skips_the_folds(tmp_path, monkeypatch, capsys):
+    features, quality = linear_data(60, seed=6)
+    dataset = synthetic_dataset(quality)
+    write_cache(tmp_path / "cache", dataset, features)
+    monkeypatch.setattr("iaa_distill.training.teacher.CV_MAX_IMAGES", 10)
+    config = TeacherTrainConfig(**{**MLP, "hidden": (16, 8), "candidates": ("mlp", "ridge:2")})
+    metrics = train_teacher_head(dataset, tmp_path / "cache", tmp_path / "head", config)
+    assert metrics["head"]["chosen"] == "mlp" and metrics["head"]["candidates"] == []
+    assert "no cross-validation" in capsys.readouterr().out

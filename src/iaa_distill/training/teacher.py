@@ -46,6 +46,7 @@ from .teacher_config import TeacherTrainConfig
 
 __all__ = ["TeacherTrainConfig", "train_teacher_head"]
 
+CV_MAX_IMAGES = 20_000  # above this the folds would hold every training feature in memory many times over
 SELECTION_FILE = "selection.json"  # the CV scores and the choice, kept so that a resumed run does not redo them
 FINGERPRINT_KEYS = ("teachers", "dim", "hflip", "preprocessing", "dataset")  # what decides a cache's content
 
@@ -296,7 +297,10 @@ def _select_head(run: RunFolder, config: TeacherTrainConfig, head_config: Teache
     saved = run.out / SELECTION_FILE
     if saved.is_file():
         record = json.loads(saved.read_text())
-    elif len(candidates) == 1:
+    elif len(candidates) == 1 or len(train) > CV_MAX_IMAGES:
+        if len(candidates) > 1:
+            print(f"{len(train)} training images: no cross-validation of the head above {CV_MAX_IMAGES} (an MLP "
+                  f"holds up there); training the first candidate, {candidates[0].spec}", flush=True)
         record = {"chosen": candidates[0].spec, "candidates": [], "cv_folds": 0, "cv_split": None}
     else:
         print(f"choosing the teacher head by {config.cv_folds}-fold cross-validation on {len(train)} training "
