@@ -13,7 +13,7 @@ from iaa_distill.teacher_head import TeacherHead, TeacherHeadConfig, predict_fea
 from iaa_distill.training import head_selection
 from iaa_distill.training.head_candidates import (RIDGE_ALPHAS, candidate_config, fit_ridge_head, parse_candidate,
                                                   ridge_targets)
-from iaa_distill.training.head_selection import cross_validate
+from iaa_distill.training.head_selection import CandidateScore, cross_validate
 from iaa_distill.training.teacher import TeacherTrainConfig, train_teacher_head
 from tests.test_teacher_head import DIM, synthetic_dataset, write_cache
 
@@ -128,6 +128,14 @@ def test_selection_reads_training_images_only_and_is_recorded(tmp_path, monkeypa
     # A rerun reads the recorded result; a resumed run reuses selection.json rather than redoing the folds.
     assert train_teacher_head(dataset, cache, tmp_path / "head", config) == metrics
     assert len(seen) == 1
+
+
+def test_choice_prefers_the_simpler_head_within_one_standard_error():
+    mlp, ridge = (parse_candidate(s, (64, 16), 0.1) for s in ("mlp", "ridge:2"))
+    near = [CandidateScore(mlp, [0.70, 0.80, 0.75, 0.85]), CandidateScore(ridge, [0.70, 0.78, 0.74, 0.82])]
+    assert head_selection.choose(near).candidate is ridge  # mlp's lead 0.015 < its standard error 0.032
+    far = [CandidateScore(mlp, [0.80, 0.82, 0.81, 0.83]), CandidateScore(ridge, [0.70, 0.72, 0.71, 0.73])]
+    assert head_selection.choose(far).candidate is mlp
 
 
 def test_too_few_images_for_the_folds(tmp_path):

@@ -1,7 +1,9 @@
 """Choose the teacher head by K-fold cross-validation on the training split only.
 
 Every candidate is fitted on K-1 folds of the training images and scored by the SRCC of its mean score on
-the held-out fold; the candidate with the best mean SRCC over folds is chosen (ties: the earlier one). The
+the held-out fold. With a few hundred images the folds are small and their SRCCs spread widely, so the
+choice follows the one-standard-error rule: the simplest candidate (a linear head before any MLP, a smaller
+MLP before a larger one) whose mean SRCC is within one standard error (sd / sqrt(K)) of the best mean. The
 validation split is left to early stopping and the test split is never read.
 """
 from __future__ import annotations
@@ -37,6 +39,10 @@ class CandidateScore:
     @property
     def sd(self) -> float:
         return float(np.std(self.fold_srcc, ddof=1)) if len(self.fold_srcc) > 1 else 0.0
+
+    @property
+    def standard_error(self) -> float:
+        return self.sd / math.sqrt(len(self.fold_srcc))
 
     def as_dict(self) -> dict[str, Any]:
         return {"spec": self.candidate.spec, "kind": self.candidate.kind, "srcc_mean": self.mean,
@@ -88,9 +94,16 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def complexity(candidate: HeadCandidate) -> tuple[int, int]:
+    """Sort key, simplest first: linear heads by rank, then MLPs by hidden units."""
+    return (0, candidate.rank) if candidate.kind == "ridge" else (1, sum(candidate.hidden))
+
+
 def choose(scores: Sequence[CandidateScore]) -> CandidateScore:
-    """The candidate with the highest mean CV SRCC (the earlier one on a tie)."""
-    return max(scores, key=lambda s: s.mean)
+    """The simplest candidate within one standard error of the best mean CV SRCC (the earlier one on a tie)."""
+    best = max(scores, key=lambda s: s.mean)
+    close = [s for s in scores if s.mean >= best.mean - best.standard_error]
+    return min(close, key=lambda s: complexity(s.candidate))
 
 
 def describe_choice(record: dict[str, Any]) -> str:
@@ -98,4 +111,5 @@ def describe_choice(record: dict[str, Any]) -> str:
     if not record.get("candidates"):
         return f"{record['chosen']} (the only candidate)"
     scores = ", ".join(f"{c['spec']} {c['srcc_mean']:.3f} ± {c['srcc_sd']:.3f}" for c in record["candidates"])
-    return f"{record['chosen']} chosen by {record['cv_folds']}-fold CV SRCC on the training split ({scores})"
+    return (f"{record['chosen']} chosen by {record['cv_folds']}-fold CV SRCC on the training split, one-standard-"
+            f"error rule ({scores})")

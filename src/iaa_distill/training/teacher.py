@@ -308,7 +308,8 @@ def _select_head(run: RunFolder, config: TeacherTrainConfig, head_config: Teache
         features = _features_of(cache, train)
         scores = cross_validate(candidates, features, train.labels, train.means, head_config, config, config.cv_folds)
         record = {"chosen": choose(scores).candidate.spec, "candidates": [s.as_dict() for s in scores],
-                  "cv_folds": config.cv_folds, "cv_split": "train", "cv_images": len(train)}
+                  "cv_folds": config.cv_folds, "cv_split": "train", "cv_images": len(train),
+                  "rule": "the simplest candidate within one standard error of the best mean CV SRCC"}
         atomic_write_text(saved, json.dumps(record, indent=2) + "\n")
     chosen = next(c for c in candidates if c.spec == record["chosen"])
     return chosen, {**record, "kind": chosen.kind}
