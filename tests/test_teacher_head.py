@@ -17,7 +17,9 @@ from iaa_distill.teacher_head import TeacherHead, TeacherHeadConfig, predict_fea
 from iaa_distill.training.teacher import TeacherTrainConfig, train_teacher_head
 
 DIM = 24
-FAST = dict(epochs=12, batch_size=32, lr=3e-3, hidden=(64, 16), dropout=0.1, patience=12, progress=False)
+# The MLP alone (no cross-validation): these tests check its training loop; test_head_selection.py checks the choice.
+FAST = dict(epochs=12, batch_size=32, lr=3e-3, hidden=(64, 16), dropout=0.1, patience=12, progress=False,
+            candidates=("mlp",))
 
 
 def synthetic_features(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +188,8 @@ def test_cli(tmp_path, capsys):
     dataset = open_dataset(spec, val_fraction=0.2, seed=0)
     write_cache(tmp_path / "cache", dataset, features[[int(r.image_id.split("/")[1][:-4]) for r in dataset.records]])
     args = ["train-teacher", spec, "--features", str(tmp_path / "cache"), "--out", str(tmp_path / "head"),
-            "--epochs", "3", "--batch-size", "16", "--hidden", "32,8", "--val-fraction", "0.2", "--no-progress"]
+            "--epochs", "3", "--batch-size", "16", "--hidden", "32,8", "--val-fraction", "0.2", "--no-progress",
+            "--candidates", "mlp"]
     assert main(args) == 0
     assert "val SRCC" in capsys.readouterr().out
     assert DistillationTargets.load(tmp_path / "head").features.shape == (120, 8)

@@ -1,4 +1,6 @@
-"""Stage 1: train the teacher head (BatchNorm + 3-layer MLP) on a feature cache made by `iaa features`, then write
+"""Stage 1: choose the teacher head by cross-validation on the training split (the paper's BatchNorm + 3-layer MLP
+at a few sizes and dropouts, or a linear head by reduced-rank ridge), train it on a feature cache made by
+`iaa features`, then write
 the distillation targets (aesthetic feature + prediction) of every image with features, and metrics.json, into --out.
 Trains from cached features only: seconds to minutes, even for AVA. An interrupted run resumes from --out."""
 from __future__ import annotations
@@ -32,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import open_dataset
+    from ..training.head_selection import describe_choice
     from ..training.teacher import TeacherTrainConfig, train_teacher_head
     from .options import config_from_args
 
@@ -43,6 +46,6 @@ def run(args: argparse.Namespace) -> int:
         result = metrics.get(split)
         if result and result["srcc"] is not None:
             parts.append(f"{split} SRCC {result['srcc']:.4f} PLCC {result['plcc']:.4f} ({result['count']} images)")
-    print(f"teacher head (best epoch {metrics['best_epoch']}): {'; '.join(parts) or 'no correlations'}")
+    print(f"teacher head {describe_choice(metrics['head'])}: {'; '.join(parts) or 'no correlations'}")
     print(f"head, distillation targets of {metrics['targets']} images and metrics.json written to {args.out}")
     return 0

@@ -1,4 +1,8 @@
-"""Stage 1: train the teacher head on cached teacher features, then write the distillation targets.
+"""Stage 1: choose and train the teacher head on cached teacher features, then write the distillation targets.
+
+The head is chosen among candidates (`head_candidates`) by cross-validation on the training split
+(`head_selection`); the chosen MLP is then trained on the whole training split, the chosen linear head fitted
+in closed form.
 
 Reads only the feature cache (float16 memmap rows, converted to float32 per batch) and the dataset's
 labels; no image is decoded. Lightning runs the loop: validation SRCC every epoch, the best epoch
@@ -22,6 +26,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from ..artifacts import atomic_write_text
 from ..data.records import Dataset
 from ..errors import DatasetError, IAAError
 from ..evaluation.metrics import plcc, srcc
@@ -32,6 +37,8 @@ from ..score_space import ScoreSpace
 from ..settings import identity
 from ..targets import DistillationTargets
 from ..teacher_head import TeacherHead, TeacherHeadConfig, run_head
+from .head_candidates import HeadCandidate, candidate_config, fit_ridge_head, parse_candidate
+from .head_selection import choose, cross_validate
 from .image_cache import ids_hash
 from .spine import (CHECKPOINTS, BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
                     check_counts, lightning_device)
@@ -39,6 +46,8 @@ from .teacher_config import TeacherTrainConfig
 
 __all__ = ["TeacherTrainConfig", "train_teacher_head"]
 
+CV_MAX_IMAGES = 20_000  # above this the folds would hold every training feature in memory many times over
+SELECTION_FILE = "selection.json"  # the CV scores and the choice, kept so that a resumed run does not redo them
 FINGERPRINT_KEYS = ("teachers", "dim", "hflip", "preprocessing", "dataset")  # what decides a cache's content
 
 
@@ -244,10 +253,9 @@ def _save_head(out: Path, module: TeacherHeadModule, entry: dict) -> None:
 
 
 def _fit(run: RunFolder, config: TeacherTrainConfig, head_config: TeacherHeadConfig, cache: FeatureCache,
-         splits: tuple[LabelledRows, LabelledRows]) -> pl.Trainer:
-    """Train (or resume) the head; the best epoch's head is saved into the run folder."""
+         splits: tuple[LabelledRows, LabelledRows], resume: Path | None) -> pl.Trainer:
+    """Train (or resume from `resume`) the MLP head; the best epoch's head is saved into the run folder."""
     train, val = splits
-    resume = run.start(train.ids, val.ids)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = TeacherHeadModule(asdict(head_config), {**asdict(config), "hidden": list(config.hidden)})
     accelerator, devices = lightning_device(config.device)
@@ -275,12 +283,73 @@ def _write_targets(out: Path, cache: FeatureCache, space: ScoreSpace) -> tuple[l
     return valid, raw
 
 
+def _features_of(cache: FeatureCache, split: LabelledRows) -> np.ndarray:
+    """The split's cached features as float32, in the split's order."""
+    return np.asarray(cache.features[split.rows], dtype=np.float32)
+
+
+def _select_head(run: RunFolder, config: TeacherTrainConfig, head_config: TeacherHeadConfig, cache: FeatureCache,
+                 train: LabelledRows) -> tuple[HeadCandidate, dict[str, Any]]:
+    """The chosen candidate and the record of the choice (CV on the training split only, kept in `selection.json`)."""
+    candidates = [parse_candidate(s, tuple(config.hidden), config.dropout) for s in config.candidates]
+    if not candidates:
+        raise IAAError("no head candidates given; pass at least one, e.g. --candidates mlp")
+    saved = run.out / SELECTION_FILE
+    if saved.is_file():
+        record = json.loads(saved.read_text())
+    elif len(candidates) == 1 or len(train) > CV_MAX_IMAGES:
+        if len(candidates) > 1:
+            print(f"{len(train)} training images: no cross-validation of the head above {CV_MAX_IMAGES} (an MLP "
+                  f"holds up there); training the first candidate, {candidates[0].spec}", flush=True)
+        record = {"chosen": candidates[0].spec, "candidates": [], "cv_folds": 0, "cv_split": None}
+    else:
+        print(f"choosing the teacher head by {config.cv_folds}-fold cross-validation on {len(train)} training "
+              f"images among {', '.join(c.spec for c in candidates)}", flush=True)
+        features = _features_of(cache, train)
+        scores = cross_validate(candidates, features, train.labels, train.means, head_config, config, config.cv_folds)
+        record = {"chosen": choose(scores).candidate.spec, "candidates": [s.as_dict() for s in scores],
+                  "cv_folds": config.cv_folds, "cv_split": "train", "cv_images": len(train),
+                  "rule": "the simplest candidate within one standard error of the best mean CV SRCC"}
+        atomic_write_text(saved, json.dumps(record, indent=2) + "\n")
+    chosen = next(c for c in candidates if c.spec == record["chosen"])
+    return chosen, {**record, "kind": chosen.kind}
+
+
+def _fit_ridge(run: RunFolder, head_config: TeacherHeadConfig, cache: FeatureCache, train: LabelledRows) -> None:
+    """Fit the linear head on every training image and save it into the run folder."""
+    features = _features_of(cache, train)
+    fit_ridge_head(features, train.labels, head_config).save_pretrained(run.out)
+
+
+def _metrics(run: RunFolder, trainer: pl.Trainer | None, raw: np.ndarray, valid: list[str],
+             splits: dict[str, LabelledRows], head_config: TeacherHeadConfig, config: TeacherTrainConfig
+             ) -> dict[str, Any]:
+    space = head_config.space
+    position = {image_id: i for i, image_id in enumerate(valid)}
+    metrics: dict[str, Any] = {}
+    for name in ("val", "test"):
+        split = splits[name]
+        mean = space.mean(torch.from_numpy(raw[[position[i] for i in split.ids]])).numpy() if len(split) else None
+        metrics[name] = correlations(mean, split.means) if len(split) else None
+    history = run.history()
+    metrics.update(
+        best_epoch=best_epoch(history)["epoch"] if history else None,
+        epochs_trained=trainer.current_epoch if trainer is not None else 0,
+        train_images=len(splits["train"]), targets=len(valid), num_levels=space.num_levels, scale=list(space.scale),
+        loss=config.loss, teachers=[t.get("name") for t in head_config.teachers],
+        cache_fingerprint=head_config.cache_fingerprint, config=json.loads(json.dumps(asdict(config))),
+    )
+    return metrics
+
+
 def train_teacher_head(
     dataset: Dataset, cache_dir: str | Path | FeatureCache, out: str | Path, config: TeacherTrainConfig | None = None
 ) -> dict[str, Any]:
-    """Train the head on `cache_dir`'s features of `dataset`; write head, targets and metrics into `out`.
+    """Choose the head by cross-validation on the training split, train it on `cache_dir`'s features of
+    `dataset`, and write head, targets and metrics into `out`.
 
-    Returns the metrics (also in `out/metrics.json`): val/test SRCC and PLCC of the best epoch.
+    Returns the metrics (also in `out/metrics.json`): val/test SRCC and PLCC of the chosen head (the MLP's best
+    epoch) and, under `head`, the candidates, their CV SRCC (mean, sd, per fold) and the choice.
     """
     config = config or TeacherTrainConfig()
     check_name(config.loss, LabelLossName, "loss")
@@ -288,7 +357,8 @@ def train_teacher_head(
         raise IAAError("epochs must be at least 1 and batch size at least 2")
     cache = cache_dir if isinstance(cache_dir, FeatureCache) else FeatureCache.open(cache_dir)
     cache.check_matches(dataset)
-    train, val, test = (labelled_rows(dataset, cache, s) for s in ("train", "val", "test"))
+    splits = {s: labelled_rows(dataset, cache, s) for s in ("train", "val", "test")}
+    train, val = splits["train"], splits["val"]
     check_counts(dataset.name, len(train), len(val), 0, 2)
     head_config = _head_config(dataset, cache, config)
     run = RunFolder(out, {"train": identity(config), "head": asdict(head_config),
@@ -297,21 +367,16 @@ def train_teacher_head(
     if finished is not None:
         print(f"{run.out}: already trained; nothing to do", flush=True)
         return finished
-    trainer = _fit(run, config, head_config, cache, (train, val))
-    space = head_config.space
-    valid, raw = _write_targets(run.out, cache, space)
-    position = {image_id: i for i, image_id in enumerate(valid)}
-    metrics: dict[str, Any] = {}
-    for name, split in (("val", val), ("test", test)):
-        mean = space.mean(torch.from_numpy(raw[[position[i] for i in split.ids]])).numpy() if len(split) else None
-        metrics[name] = correlations(mean, split.means) if len(split) else None
-    history = run.history()
-    metrics.update(
-        best_epoch=best_epoch(history)["epoch"] if history else None, epochs_trained=trainer.current_epoch,
-        train_images=len(train), targets=len(valid), num_levels=space.num_levels, scale=list(space.scale),
-        loss=config.loss, teachers=[t.get("name") for t in head_config.teachers],
-        cache_fingerprint=head_config.cache_fingerprint, config={**asdict(config), "hidden": list(config.hidden)},
-    )
+    resume = run.start(train.ids, val.ids)
+    chosen, selection = _select_head(run, config, head_config, cache, train)
+    head_config = candidate_config(chosen, head_config, head_config.output_dim)
+    trainer = None
+    if chosen.kind == "ridge":
+        _fit_ridge(run, head_config, cache, train)
+    else:
+        trainer = _fit(run, config, head_config, cache, (train, val), resume)
+    valid, raw = _write_targets(run.out, cache, head_config.space)
+    metrics = {**_metrics(run, trainer, raw, valid, splits, head_config, config), "head": selection}
     run.write_metrics(metrics)
     shutil.rmtree(run.out / CHECKPOINTS, ignore_errors=True)  # the head artefact is the best epoch
     return metrics

@@ -15,7 +15,7 @@ OPTIM, MODEL, HARDWARE = "optimisation", "model", "hardware"
 
 @dataclass
 class TeacherTrainConfig:
-    """Hyper-parameters of stage 1 (AdamW + cosine decay over `epochs`)."""
+    """Hyper-parameters of stage 1 (head chosen by cross-validation; AdamW + cosine decay over `epochs`)."""
 
     epochs: int = setting(30, help="maximum epochs", group=OPTIM)
     batch_size: int = setting(128, help="feature rows per step", group=OPTIM)
@@ -24,6 +24,12 @@ class TeacherTrainConfig:
     hidden: tuple[int, ...] = setting((1024, 256), help="hidden layer sizes, comma-separated; the last is the "
                                       "aesthetic feature size", group=MODEL)
     dropout: float = setting(0.25, help="dropout before each hidden and the output layer", group=MODEL)
+    candidates: tuple[str, ...] = setting(
+        ("mlp", "mlp:256:0.5", "ridge:4"),
+        help="heads to choose from by cross-validation on the training split: mlp (the --hidden/--dropout MLP), "
+             "mlp:SIZES:DROPOUT (e.g. mlp:256,64:0.5), ridge:RANK (a linear head by reduced-rank ridge); "
+             "one candidate skips the cross-validation (--candidates mlp reproduces the paper)", group=MODEL)
+    cv_folds: int = setting(5, help="folds of the cross-validation that chooses the head", group=MODEL)
     loss: LabelLossName = setting("emd", help="emd on vote distributions (MSE for scalar labels), or mse/l1 on the "
                                   "mean score", group=OPTIM)
     rank_weight: float = setting(0.0, help="weight of a pairwise rank loss", group=OPTIM)

@@ -1,0 +1,133 @@
+"""The teacher in the small-data regime, over seeds: the chosen head against a CV-tuned ridge on the same features.
+
+On the demo's synthetic-label photos (built, with their feature cache, unless `--demo-dir` already holds them:
+an `iaa demo` folder is reused as it is), only a seeded subset of the training split keeps its labels. For each
+seed the teacher head is chosen by cross-validation on that subset and trained (`train_teacher_head`, early
+stopping on the val split); the paper's MLP alone and a ridge regression on the same standardised features
+(penalty chosen by 5-fold CV on the subset, folds shuffled by the seed) are measured beside it. The test
+split is read only to report; the table gives mean ± sd of test SRCC over the seeds.
+
+    python benchmarks/small_data.py --demo-dir iaa-small-data --train-images 150 --seeds 0,1,2,3,4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import KFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from iaa_distill.data import open_dataset
+from iaa_distill.data.records import Dataset
+from iaa_distill.demo.run import SYNTHETIC_WARNING, demo_recipe
+from iaa_distill.demo.synthetic import build_synthetic_dataset
+from iaa_distill.errors import IAAError
+from iaa_distill.evaluation.metrics import srcc
+from iaa_distill.features import FeatureCache, extract_features
+from iaa_distill.recipe import stage_settings
+from iaa_distill.training.head_candidates import RIDGE_ALPHAS
+from iaa_distill.training.teacher import TeacherTrainConfig, labelled_rows, train_teacher_head
+
+MODELS = ("chosen teacher", "paper MLP teacher", "ridge, 5-fold CV penalty")
+
+
+def labelled_subset(dataset: Dataset, count: int, seed: int) -> Dataset:
+    """`dataset` with labels kept on `count` training images drawn by `seed` (val and test keep theirs)."""
+    train = [r.image_id for r in dataset.split("train") if r.label is not None]
+    if count > len(train):
+        raise IAAError(f"--train-images {count}: the training split has only {len(train)} labelled images")
+    kept = set(np.random.default_rng(seed).choice(train, size=count, replace=False).tolist())
+    records = [r if r.split != "train" or r.image_id in kept else replace(r, label=None) for r in dataset.records]
+    return replace(dataset, records=records)
+
+
+def ridge_test_srcc(dataset: Dataset, cache: FeatureCache, seed: int) -> float:
+    """Test SRCC of ridge on standardised features predicting the mean score, penalty by 5-fold CV on train."""
+    train, test = (labelled_rows(dataset, cache, s) for s in ("train", "test"))
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS, cv=KFold(5, shuffle=True, random_state=seed)))
+    model.fit(np.asarray(cache.features[train.rows], np.float64), train.means)
+    return srcc(test.means, model.predict(np.asarray(cache.features[test.rows], np.float64)))
+
+
+def demo_data(folder: Path) -> tuple[Dataset, FeatureCache, TeacherTrainConfig]:
+    """The full demo dataset, its feature cache under `folder` (built when missing: features depend on images
+    only) and the demo's teacher settings."""
+    csv_path = folder / "dataset" / "labels.csv"
+    if not csv_path.is_file():
+        print(f"[dataset] building the demo's synthetic-label photos -> {csv_path.parent}", flush=True)
+        build_synthetic_dataset(folder / "dataset", images_per_photo=36, seed=0)
+    recipe = demo_recipe(folder, csv_path, quick=False, seed=0)
+    dataset = open_dataset(recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed)
+    cache_dir = recipe.out / "features"
+    if not (cache_dir / "manifest.json").is_file() or not FeatureCache.open(cache_dir).complete:
+        print(f"[features] extracting teacher features -> {cache_dir}", flush=True)
+        extract_features(dataset, cache_dir, **stage_settings(recipe, progress=False).features.as_kwargs())
+    cache = FeatureCache.open(cache_dir)
+    cache.check_matches(dataset)
+    return dataset, cache, TeacherTrainConfig(**{**recipe.teacher, "progress": False})
+
+
+def measure(dataset: Dataset, cache: FeatureCache, out: Path, teacher: TeacherTrainConfig, seed: int
+            ) -> dict[str, Any]:
+    """One seed: the chosen teacher, the paper's MLP alone and the ridge baseline, with test SRCC each."""
+    chosen = train_teacher_head(dataset, cache, out / f"chosen-seed{seed}", replace(teacher, seed=seed))
+    paper = train_teacher_head(dataset, cache, out / f"mlp-seed{seed}", replace(teacher, seed=seed, candidates=("mlp",)))
+    return {"seed": seed, "choice": chosen["head"], "test_srcc": {
+        MODELS[0]: chosen["test"]["srcc"], MODELS[1]: paper["test"]["srcc"],
+        MODELS[2]: ridge_test_srcc(dataset, cache, seed)}}
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and sd (ddof=1) of each model's test SRCC over the seeds."""
+    values = {name: np.array([r["test_srcc"][name] for r in runs]) for name in MODELS}
+    return {name: {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+            for name, v in values.items()}
+
+
+def table(runs: list[dict[str, Any]], train_images: int, test_images: int) -> str:
+    """The results as a Markdown table."""
+    lines = [f"Test SRCC over seeds {', '.join(str(r['seed']) for r in runs)}: {train_images} labelled training "
+             f"images, {test_images} test images (synthetic labels)", "",
+             "| model | mean ± sd | per seed |", "|---|---|---|"]
+    for name, stats in summary(runs).items():
+        per_seed = ", ".join(f"{r['test_srcc'][name]:.3f}" for r in runs)
+        lines.append(f"| {name} | {stats['mean']:.3f} ± {stats['sd']:.3f} | {per_seed} |")
+    lines.append("")
+    lines.append("Chosen heads: " + ", ".join(f"seed {r['seed']}: {r['choice']['chosen']}" for r in runs))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--demo-dir", type=Path, default=Path("iaa-small-data"), help="demo dataset and feature cache")
+    parser.add_argument("--train-images", type=int, default=150, help="labelled training images kept")
+    parser.add_argument("--subset-seed", type=int, default=0, help="seed that draws the labelled subset")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated training seeds")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # tiny heads: threads only wait on each other
+    print(SYNTHETIC_WARNING, flush=True)
+    try:
+        full, cache, teacher = demo_data(args.demo_dir.expanduser().resolve())
+        dataset = labelled_subset(full, args.train_images, args.subset_seed)
+    except IAAError as error:
+        print(f"small_data: error: {error}", file=sys.stderr)
+        return 1
+    out = args.demo_dir / f"small-data-{args.train_images}-subset{args.subset_seed}"
+    runs = [measure(dataset, cache, out, teacher, int(s)) for s in args.seeds.split(",")]
+    text = table(runs, args.train_images, len(dataset.split("test")))
+    (out / "small_data.json").write_text(json.dumps({"runs": runs, "summary": summary(runs)}, indent=2) + "\n")
+    (out / "small_data.md").write_text(text + "\n")
+    print("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Teacher-head candidates and how each is fitted on in-memory features: the MLP by gradient descent,
+the linear head by closed-form reduced-rank ridge regression.
+
+Candidate specs (the `candidates` setting of stage 1):
+
+- `mlp`: the paper's MLP with the run's `hidden` sizes and `dropout`;
+- `mlp:H1,H2:DROPOUT`: the MLP with other hidden sizes and dropout, e.g. `mlp:256:0.5`;
+- `ridge:RANK`: a linear head. Multi-output ridge (penalty chosen by `RidgeCV`'s efficient leave-one-out)
+  on standardised features predicts the label's training target: the centred log of the vote distribution
+  (softmax inverts it exactly) or the normalised score. The fitted map is factored by SVD to rank r:
+  z = standardised x @ U_r, prediction = z @ V_r + intercept.
+
+Both become a `TeacherHead`: the linear head is BatchNorm (holding the standardisation) -> Linear to
+[z, -z] -> ReLU -> Linear with [V_r; -V_r], which computes z @ V_r exactly (relu(z) - relu(-z) = z). Its
+aesthetic feature [relu(z), relu(-z)] (2r values, each component of z scaled to unit variance) is
+non-negative like the student's projection it is distilled into; targets, evaluation and scoring need
+nothing new.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from sklearn.linear_model import RidgeCV
+
+from ..errors import IAAError
+from ..losses import label_loss
+from ..score_space import ScoreSpace
+from ..teacher_head import TeacherHead, TeacherHeadConfig
+
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 6, 15))  # penalties on standardised features
+SMOOTHING = 0.01  # added to each level's share before the log, so that empty levels stay finite
+
+
+@dataclass(frozen=True)
+class HeadCandidate:
+    """One head to try: `kind` mlp (hidden sizes, dropout) or ridge (rank)."""
+
+    spec: str
+    kind: str
+    hidden: tuple[int, ...] = ()
+    dropout: float = 0.0
+    rank: int = 0
+
+
+def parse_candidate(spec: str, hidden: tuple[int, ...], dropout: float) -> HeadCandidate:
+    """A candidate from its spec (see the module doc); `hidden`/`dropout` are the run's own MLP settings."""
+    kind, _, rest = spec.strip().partition(":")
+    try:
+        if kind == "mlp" and not rest:
+            return HeadCandidate(spec, "mlp", tuple(hidden), float(dropout))
+        if kind == "mlp":
+            sizes, _, drop = rest.partition(":")
+            candidate = HeadCandidate(spec, "mlp", tuple(int(s) for s in sizes.split(",")), float(drop or dropout))
+            if min(candidate.hidden) >= 1 and 0.0 <= candidate.dropout < 1.0:
+                return candidate
+        if kind == "ridge" and int(rest or 0) >= 1:
+            return HeadCandidate(spec, "ridge", rank=int(rest))
+    except ValueError:
+        pass
+    raise IAAError(f"head candidate {spec!r} is not understood; use mlp, mlp:SIZES:DROPOUT (e.g. mlp:256,64:0.5) "
+                   "or ridge:RANK (e.g. ridge:4)")
+
+
+def candidate_config(candidate: HeadCandidate, base: TeacherHeadConfig, output_dim: int) -> TeacherHeadConfig:
+    """The head config of a candidate (a rank-r linear head is a one-layer head of width 2r without dropout)."""
+    if candidate.kind == "ridge":
+        return replace(base, hidden=(2 * min(candidate.rank, output_dim),), dropout=0.0)
+    return replace(base, hidden=candidate.hidden, dropout=candidate.dropout)
+
+
+def ridge_targets(labels: np.ndarray, space: ScoreSpace) -> np.ndarray:
+    """What the linear head regresses: centred log distributions (N, K), or normalised scores (N, 1)."""
+    if not space.num_levels:
+        return labels.reshape(-1, 1).astype(np.float64)
+    shares = labels / labels.sum(axis=1, keepdims=True) + SMOOTHING
+    logs = np.log(shares)
+    return logs - logs.mean(axis=1, keepdims=True)
+
+
+def fit_ridge_head(features: np.ndarray, labels: np.ndarray, config: TeacherHeadConfig) -> TeacherHead:
+    """Closed-form reduced-rank ridge head (see the module doc) as a `TeacherHead` with `config`."""
+    x = np.asarray(features, dtype=np.float64)
+    head = TeacherHead(config).eval()
+    norm = head.body[0]
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    standard = (x - mean) / np.sqrt(var + norm.eps)
+    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(standard, ridge_targets(labels, config.space))
+    coef = np.atleast_2d(ridge.coef_).T  # (D, K)
+    rank = config.hidden[0] // 2
+    _, _, vt = np.linalg.svd(standard @ coef, full_matrices=False)
+    v = vt[:rank].T  # (K, r): the directions of the fitted outputs that carry the most variance
+    u = coef @ v  # (D, r)
+    spread = np.maximum((standard @ u).std(axis=0), 1e-12)
+    u, v = u / spread, v * spread
+    with torch.no_grad():
+        norm.running_mean.copy_(torch.from_numpy(mean))
+        norm.running_var.copy_(torch.from_numpy(var))
+        norm.weight.fill_(1.0)
+        norm.bias.zero_()
+        head.body[1].weight.copy_(torch.from_numpy(np.concatenate([u, -u], axis=1).T))
+        head.body[1].bias.zero_()
+        head.head[1].weight.copy_(torch.from_numpy(np.concatenate([v, -v], axis=1)))
+        head.head[1].bias.copy_(torch.from_numpy(np.atleast_1d(ridge.intercept_)))
+    return head
+
+
+def fit_mlp_head(features: np.ndarray, labels: np.ndarray, config: TeacherHeadConfig, train) -> TeacherHead:
+    """The MLP trained in memory for `train.epochs` (AdamW, cosine decay, no early stopping): used within CV folds.
+
+    `train` is the run's `TeacherTrainConfig` (lr, weight decay, batch size, loss, seed).
+    """
+    torch.manual_seed(train.seed)
+    head = TeacherHead(config).train()
+    x, y = torch.from_numpy(np.asarray(features, np.float32)), torch.from_numpy(np.asarray(labels, np.float32))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(train.epochs, 1))
+    order = torch.Generator().manual_seed(train.seed)
+    for _ in range(train.epochs):
+        for batch in torch.randperm(len(x), generator=order).split(train.batch_size):
+            if len(batch) < 2:
+                continue  # BatchNorm cannot normalise one row
+            raw, _ = head(x[batch])
+            loss = label_loss(raw, y[batch], config.num_levels, train.loss, train.rank_weight)
+            if not math.isfinite(float(loss.detach())):
+                break
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+    return head.eval()
+
+
+def fit_candidate(candidate: HeadCandidate, features: np.ndarray, labels: np.ndarray, base: TeacherHeadConfig,
+                  train) -> TeacherHead:
+    """Fit one candidate on (features, labels) in memory."""
+    config = candidate_config(candidate, base, base.output_dim)
+    if candidate.kind == "ridge":
+        return fit_ridge_head(features, labels, config)
+    return fit_mlp_head(features, labels, config, train)

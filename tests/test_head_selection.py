@@ -1,0 +1,158 @@
+"""The teacher head chosen by cross-validation on the training split: the better candidate wins, the test
+split is never read, the linear head saves and reloads as a normal teacher head, metrics.json records the choice."""
+import json
+
+import numpy as np
+import pytest
+from sklearn.linear_model import RidgeCV
+
+from iaa_distill.errors import IAAError
+from iaa_distill.score_space import ScoreSpace
+from iaa_distill.targets import DistillationTargets
+from iaa_distill.teacher_head import TeacherHead, TeacherHeadConfig, predict_features, run_head
+from iaa_distill.training import head_selection
+from iaa_distill.training.head_candidates import (RIDGE_ALPHAS, candidate_config, fit_ridge_head, parse_candidate,
+                                                  ridge_targets)
+from iaa_distill.training.head_selection import CandidateScore, cross_validate
+from iaa_distill.training.teacher import TeacherTrainConfig, train_teacher_head
+from tests.test_teacher_head import DIM, synthetic_dataset, write_cache
+
+MLP = dict(epochs=6, batch_size=16, lr=3e-3, hidden=(256, 64), dropout=0.0, patience=6, progress=False, cv_folds=4)
+
+
+def linear_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Few samples, a purely linear quality: a ridge fits it, an unregularised wide MLP overfits."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n, DIM)).astype(np.float32)
+    return features, np.tanh(features @ (rng.normal(size=DIM) / np.sqrt(DIM)))
+
+
+def test_parse_candidates():
+    assert parse_candidate("mlp", (64, 16), 0.1).hidden == (64, 16)
+    other = parse_candidate("mlp:256,64:0.5", (64, 16), 0.1)
+    assert (other.kind, other.hidden, other.dropout) == ("mlp", (256, 64), 0.5)
+    assert parse_candidate("ridge:3", (64,), 0.1).rank == 3
+    for bad in ("ridge", "ridge:0", "mlp:a:0.1", "mlp:8:1.5", "tree"):
+        with pytest.raises(IAAError, match="not understood"):
+            parse_candidate(bad, (64,), 0.1)
+
+
+@pytest.mark.parametrize("num_levels", [10, None])
+def test_ridge_head_is_a_teacher_head_that_reloads(tmp_path, num_levels):
+    features, quality = linear_data(60)
+    dataset = synthetic_dataset(quality, num_levels=num_levels)
+    base = TeacherHeadConfig(input_dim=DIM, num_levels=num_levels, scale=(1.0, 10.0) if num_levels else (0.0, 100.0))
+    config = candidate_config(parse_candidate("ridge:3", (8,), 0.0), base, base.output_dim)
+    labels, means = ScoreSpace(num_levels, base.scale).encode_all([r.label for r in dataset.records],
+                                                                  [r.image_id for r in dataset.records])
+    head = fit_ridge_head(features, labels, config)
+    head.save_pretrained(tmp_path / "ridge")
+    again = TeacherHead.from_pretrained(tmp_path / "ridge")
+    raw, aesthetic = run_head(head, features)
+    raw2, aesthetic2 = run_head(again, features)
+    np.testing.assert_allclose(raw2, raw, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(aesthetic2, aesthetic, rtol=1e-5, atol=1e-5)
+    assert aesthetic.shape[1] == config.feature_dim == 2 * min(3, base.output_dim) and aesthetic.min() >= 0
+    predicted, _ = predict_features(again, features)
+    assert np.corrcoef(predicted, means)[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("num_levels", [10, None])
+def test_full_rank_ridge_head_computes_the_ridge_prediction(num_levels):
+    """At full rank the network's raw output is sklearn's multi-output ridge prediction on standardised features."""
+    features, quality = linear_data(50, seed=5)
+    dataset = synthetic_dataset(quality, num_levels=num_levels)
+    base = TeacherHeadConfig(input_dim=DIM, num_levels=num_levels, scale=(1.0, 10.0) if num_levels else (0.0, 100.0))
+    labels, _ = base.space.encode_all([r.label for r in dataset.records], [r.image_id for r in dataset.records])
+    config = candidate_config(parse_candidate("ridge:10", (8,), 0.0), base, base.output_dim)
+    raw, _ = run_head(fit_ridge_head(features, labels, config), features)
+    x = features.astype(np.float64)
+    standard = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + 1e-5)
+    expected = RidgeCV(alphas=RIDGE_ALPHAS).fit(standard, ridge_targets(labels, base.space)).predict(standard)
+    np.testing.assert_allclose(raw, expected.reshape(raw.shape), atol=2e-4)
+
+
+def test_cv_prefers_ridge_on_few_linear_samples():
+    features, quality = linear_data(40, seed=1)
+    dataset = synthetic_dataset(quality)
+    labels, means = ScoreSpace(10, (1.0, 10.0)).encode_all([r.label for r in dataset.records], [r.image_id for r in dataset.records])
+    base = TeacherHeadConfig(input_dim=DIM)
+    config = TeacherTrainConfig(**MLP)
+    candidates = [parse_candidate(s, config.hidden, config.dropout) for s in ("mlp", "ridge:2")]
+    scores = cross_validate(candidates, features, labels, means, base, config, config.cv_folds)
+    assert [len(s.fold_srcc) for s in scores] == [4, 4]
+    assert head_selection.choose(scores).candidate.kind == "ridge"
+    assert scores[1].mean > scores[0].mean + 0.1 and scores[1].mean > 0.6
+
+
+def test_cv_prefers_mlp_on_a_nonlinear_score():
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(200, DIM)).astype(np.float32)
+    quality = np.tanh(features[:, 0] ** 2 - 1.0)  # symmetric: no linear map ranks it
+    dataset = synthetic_dataset(quality)
+    labels, means = ScoreSpace(10, (1.0, 10.0)).encode_all([r.label for r in dataset.records],
+                                                            [r.image_id for r in dataset.records])
+    config = TeacherTrainConfig(**{**MLP, "epochs": 25, "batch_size": 32, "lr": 1e-2, "hidden": (64, 16), "cv_folds": 3})
+    candidates = [parse_candidate(s, config.hidden, config.dropout) for s in ("ridge:2", "mlp")]
+    scores = cross_validate(candidates, features, labels, means, TeacherHeadConfig(input_dim=DIM), config, 3)
+    assert head_selection.choose(scores).candidate.kind == "mlp"
+
+
+def test_selection_reads_training_images_only_and_is_recorded(tmp_path, monkeypatch):
+    features, quality = linear_data(100, seed=4)
+    dataset = synthetic_dataset(quality)
+    cache = write_cache(tmp_path / "cache", dataset, features)
+    seen = []
+    real = head_selection.cross_validate
+
+    def spy(candidates, rows, labels, means, *args):
+        seen.append((np.asarray(rows).copy(), np.asarray(means).copy()))
+        return real(candidates, rows, labels, means, *args)
+
+    monkeypatch.setattr("iaa_distill.training.teacher.cross_validate", spy)
+    config = TeacherTrainConfig(**{**MLP, "candidates": ("mlp", "ridge:2")})
+    metrics = train_teacher_head(dataset, cache, tmp_path / "head", config)
+
+    train_rows = [i for i, r in enumerate(dataset.records) if r.split == "train"]
+    (rows, means), = seen
+    np.testing.assert_array_equal(rows, features[train_rows].astype(np.float16))  # the training split's rows, nothing else
+    np.testing.assert_allclose(means, [dataset.records[i].label.mean for i in train_rows], rtol=1e-6)
+    saved = json.loads((tmp_path / "head" / "metrics.json").read_text())
+    assert saved["head"] == metrics["head"] and saved["head"]["cv_split"] == "train"
+    assert saved["head"]["cv_images"] == len(train_rows) and saved["head"]["chosen"] == "ridge:2"
+    assert [c["spec"] for c in saved["head"]["candidates"]] == ["mlp", "ridge:2"]
+    assert all(len(c["fold_srcc"]) == 4 and c["srcc_sd"] >= 0 for c in saved["head"]["candidates"])
+    head = TeacherHead.from_pretrained(tmp_path / "head")
+    assert head.config.hidden == (4,) and metrics["test"]["srcc"] > 0.8
+    assert DistillationTargets.load(tmp_path / "head").features.shape == (100, 4)
+    # A rerun reads the recorded result; a resumed run reuses selection.json rather than redoing the folds.
+    assert train_teacher_head(dataset, cache, tmp_path / "head", config) == metrics
+    assert len(seen) == 1
+
+
+def test_choice_prefers_the_simpler_head_within_one_standard_error():
+    mlp, ridge = (parse_candidate(s, (64, 16), 0.1) for s in ("mlp", "ridge:2"))
+    near = [CandidateScore(mlp, [0.70, 0.80, 0.75, 0.85]), CandidateScore(ridge, [0.70, 0.78, 0.74, 0.82])]
+    assert head_selection.choose(near).candidate is ridge  # mlp's lead 0.015 < its standard error 0.032
+    far = [CandidateScore(mlp, [0.80, 0.82, 0.81, 0.83]), CandidateScore(ridge, [0.70, 0.72, 0.71, 0.73])]
+    assert head_selection.choose(far).candidate is mlp
+
+
+def test_too_few_images_for_the_folds(tmp_path):
+    features, quality = linear_data(20)
+    dataset = synthetic_dataset(quality)
+    write_cache(tmp_path / "cache", dataset, features)
+    config = TeacherTrainConfig(**{**MLP, "candidates": ("mlp", "ridge:2"), "cv_folds": 10})
+    with pytest.raises(IAAError, match="cross-validation"):
+        train_teacher_head(dataset, tmp_path / "cache", tmp_path / "head", config)
+
+
+def test_large_training_split_skips_the_folds(tmp_path, monkeypatch, capsys):
+    features, quality = linear_data(60, seed=6)
+    dataset = synthetic_dataset(quality)
+    write_cache(tmp_path / "cache", dataset, features)
+    monkeypatch.setattr("iaa_distill.training.teacher.CV_MAX_IMAGES", 10)
+    config = TeacherTrainConfig(**{**MLP, "hidden": (16, 8), "candidates": ("mlp", "ridge:2")})
+    metrics = train_teacher_head(dataset, tmp_path / "cache", tmp_path / "head", config)
+    assert metrics["head"]["chosen"] == "mlp" and metrics["head"]["candidates"] == []
+    assert "no cross-validation" in capsys.readouterr().out

@@ -1,0 +1,46 @@
+"""The small-data measurement script (benchmarks/small_data.py) on a tiny synthetic feature cache."""
+import numpy as np
+import pytest
+
+from benchmarks.small_data import MODELS, labelled_subset, measure, ridge_test_srcc, summary, table
+from iaa_distill.errors import IAAError
+from iaa_distill.training.teacher import TeacherTrainConfig
+from tests.test_teacher_head import FAST, synthetic_dataset, synthetic_features, write_cache
+
+
+@pytest.fixture()
+def small(tmp_path):
+    features, quality = synthetic_features(200, seed=7)
+    dataset = synthetic_dataset(quality)
+    return dataset, write_cache(tmp_path / "cache", dataset, features)
+
+
+def test_subset_keeps_labels_on_drawn_training_images_only(small):
+    dataset, _ = small
+    subset = labelled_subset(dataset, 50, seed=3)
+    kept = [r.image_id for r in subset.split("train") if r.label is not None]
+    assert len(kept) == 50 and kept != [r.image_id for r in labelled_subset(dataset, 50, seed=4).split("train")
+                                        if r.label is not None]
+    assert subset.fingerprint() == dataset.fingerprint()  # same images: the feature cache still matches
+    for split in ("val", "test"):
+        assert [r.label for r in subset.split(split)] == [r.label for r in dataset.split(split)]
+    with pytest.raises(IAAError, match="only 140"):
+        labelled_subset(dataset, 500, seed=0)
+
+
+def test_ridge_baseline_learns_the_score(small):
+    dataset, cache = small
+    assert ridge_test_srcc(labelled_subset(dataset, 60, seed=0), cache, seed=0) > 0.7
+
+
+@pytest.mark.slow
+def test_measure_over_seeds(small, tmp_path):
+    dataset, cache = small
+    subset = labelled_subset(dataset, 60, seed=0)
+    config = TeacherTrainConfig(**{**FAST, "candidates": ("mlp", "ridge:2"), "cv_folds": 3})
+    runs = [measure(subset, cache, tmp_path / "runs", config, seed) for seed in (0, 1)]
+    assert all(r["choice"]["cv_images"] == 60 for r in runs)
+    stats = summary(runs)
+    assert set(stats) == set(MODELS) and all(np.isfinite(s["mean"]) and s["sd"] >= 0 for s in stats.values())
+    assert stats[MODELS[0]]["mean"] > 0.6
+    assert "| chosen teacher |" in table(runs, 60, 30)
