@@ -1,7 +1,7 @@
 """`iaa fit`: every stage of the method from one YAML recipe, each skipped when its outputs are up to date.
 
 Stages and their folders under the recipe's `out`:
-  features/          teacher MLSP features (resumable cache)
+  features/          teacher MLSP features (resumable cache), unlabelled images (`unlabeled:`) included
   teacher/           stage-1 teacher head + distillation targets
   image_cache/       pre-resized training images, shared by the student and the baseline
   student/           stage-2 distilled student (`student/model` is the scoring model)
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .training.teacher import TeacherTrainConfig
 
 STAGES_FILE = "stages.json"
-RECIPE_KEYS = ("dataset", "out", "val_fraction", "seed", "features", "teacher", "student", "baseline", "evaluation")
+RECIPE_KEYS = ("dataset", "unlabeled", "out", "val_fraction", "seed", "features", "teacher", "student", "baseline", "evaluation")
 
 
 @dataclass
@@ -68,6 +68,7 @@ class Recipe:
 
     dataset: str
     out: Path
+    unlabeled: list[str] = field(default_factory=list)  # dataset specs of unlabelled images to distil on
     val_fraction: float = DEFAULT_VAL_FRACTION
     seed: int = 0
     features: dict[str, Any] = field(default_factory=dict)  # ExtractionSettings fields
@@ -95,6 +96,10 @@ class Recipe:
             if not data.get(key):
                 raise IAAError(f"{path}: '{key}' is required (in the recipe or on the command line)")
         data["out"] = Path(str(data["out"])).expanduser()
+        unlabeled = data.get("unlabeled") or []
+        data["unlabeled"] = [unlabeled] if isinstance(unlabeled, str) else unlabeled
+        if not all(isinstance(spec, str) for spec in data["unlabeled"]):
+            raise IAAError(f"{path}: 'unlabeled' is a list of dataset specs such as folder:~/Photos")
         return cls(**data)
 
 
@@ -171,6 +176,7 @@ def stage_keys(dataset: Dataset, stages: StageSettings, baseline: bool = True) -
 def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every stage of `recipe`; returns the folders, the timings and the comparison document."""
     from .data.registry import open_dataset
+    from .data.unlabeled import with_unlabeled
     from .evaluation import compare_runs, evaluate_model
     from .features import extract_features
     from .training.student import train_student
@@ -178,7 +184,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
 
     out = recipe.out
     out.mkdir(parents=True, exist_ok=True)
-    dataset = open_dataset(recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed)
+    dataset = with_unlabeled(open_dataset(recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed),
+                             recipe.unlabeled, val_fraction=recipe.val_fraction, seed=recipe.seed)
     stages = stage_settings(recipe, progress)
     keys = stage_keys(dataset, stages, recipe.baseline)
     runner = StageRunner(out, log)
