@@ -72,3 +72,17 @@ def test_cli_compares_comma_separated_seed_groups(groups, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "over 3 seed(s)" in printed and "of the teacher's SRCC" in printed
     assert json.loads((out / "seeds.json").read_text())["groups"]["teacher"]["sd"] is None
+
+
+def test_recipe_compares_its_seed_runs_across_seeds(groups, tmp_path):
+    from iaa_distill.recipe import Recipe, _compare, student_runs
+
+    base, student, teacher, _ = groups
+    runs = student_runs(Recipe(dataset="csv:x.csv", out=tmp_path, seeds=[0, 1, 2]))
+    eval_dirs = {"teacher": Path(teacher[0]),
+                 **{f"{m}-seed{s}": Path(d) for m, dirs in (("baseline", base), ("student", student))
+                    for s, d in enumerate(dirs)}}
+    document = _compare(runs, eval_dirs, tmp_path / "comparison")
+    assert document == json.loads((tmp_path / "comparison" / "seeds.json").read_text())
+    assert document["groups"]["student"]["runs"] == student and document["baseline"] == "baseline"
+    assert _compare(runs, eval_dirs, tmp_path / "comparison", write=False) == document
