@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from iaa_distill.errors import IAAError
-from iaa_distill.recipe import Recipe, StageRunner, _checked_fields, stage_keys, stage_settings, student_runs
+from iaa_distill.recipe import (
+    Recipe,
+    StageRunner,
+    _checked_fields,
+    stage_keys,
+    stage_settings,
+    student_runs,
+)
 from iaa_distill.settings import execution_names
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))

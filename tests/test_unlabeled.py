@@ -12,7 +12,13 @@ from iaa_distill.training import datamodule as dm
 from iaa_distill.training import student as student_module
 from iaa_distill.training.student import train_student
 from tests.conftest import write_jpegs
-from tests.test_student_training import Crash, CrashMidEpoch, make_dataset, make_targets, tiny_config
+from tests.test_student_training import (
+    Crash,
+    CrashMidEpoch,
+    make_dataset,
+    make_targets,
+    tiny_config,
+)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,13 @@ import numpy as np
 
 from ..artifacts import atomic_write_text
 from ..errors import IAAError
-from .compare import DEFAULT_BOOTSTRAP, _interval, check_same_images, resample_counts, resampled_metrics
+from .compare import (
+    DEFAULT_BOOTSTRAP,
+    _interval,
+    check_same_images,
+    resample_counts,
+    resampled_metrics,
+)
 from .metrics import srcc
 from .report import jsonable, load_run, markdown_table
 
