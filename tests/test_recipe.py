@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from iaa_distill.errors import IAAError
-from iaa_distill.recipe import Recipe, StageRunner, _checked_fields, stage_keys, stage_settings
+from iaa_distill.recipe import (
+    Recipe,
+    StageRunner,
+    _checked_fields,
+    stage_keys,
+    stage_settings,
+    student_runs,
+)
 from iaa_distill.settings import execution_names
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
@@ -51,7 +58,7 @@ def _keys(csv_path: Path, **recipe_fields) -> dict[str, str]:
 
     recipe = Recipe(dataset=f"csv:{csv_path}?scale=1,5", out=csv_path.parent / "run", **recipe_fields)
     dataset = open_dataset(recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed)
-    return stage_keys(dataset, stage_settings(recipe), recipe.baseline)
+    return stage_keys(dataset, stage_settings(recipe), student_runs(recipe))
 
 
 def test_execution_settings_leave_every_stage_up_to_date(tmp_path):
@@ -137,3 +144,17 @@ def test_public_api_names_resolve_lazily():
     light = subprocess.run([sys.executable, "-c", "import sys, iaa_distill; print('torch' in sys.modules)"],
                            capture_output=True, text=True, check=True)
     assert light.stdout.strip() == "False"
+
+
+def test_seeds_give_one_student_and_baseline_per_seed_sharing_the_teacher(tmp_path):
+    csv_path = _ratings(tmp_path)
+    single, seeded = _keys(csv_path), _keys(csv_path, seeds=[0, 1, 2])
+    runs = [k for k in seeded if k.startswith(("student", "baseline"))]
+    assert runs == [f"{m}-seed{s}" for s in range(3) for m in ("student", "baseline")]
+    assert seeded["features"] == single["features"] and seeded["teacher"] == single["teacher"]
+    assert seeded["student-seed0"] == single["student"] != seeded["student-seed1"]
+    assert seeded["baseline-seed2"] == _keys(csv_path, seed=0, student={"seed": 2})["baseline"]
+    (tmp_path / "r.yaml").write_text("dataset: csv:x.csv\nout: o\nseeds: [0, 0]\n")
+    with pytest.raises(IAAError, match="'seeds' is a list of different integers"):
+        Recipe.load(tmp_path / "r.yaml")
+    assert Recipe.load(tmp_path / "r.yaml", seeds=[3, 4]).seeds == [3, 4]

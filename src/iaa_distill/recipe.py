@@ -1,7 +1,7 @@
 """`iaa fit`: every stage of the method from one YAML recipe, each skipped when its outputs are up to date.
 
 Stages and their folders under the recipe's `out`:
-  features/          teacher MLSP features (resumable cache)
+  features/          teacher MLSP features (resumable cache), unlabelled images (`unlabeled:`) included
   teacher/           stage-1 teacher head + distillation targets
   image_cache/       pre-resized training images, shared by the student and the baseline
   student/           stage-2 distilled student (`student/model` is the scoring model)
@@ -18,7 +18,8 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
     from .training.teacher import TeacherTrainConfig
 
 STAGES_FILE = "stages.json"
-RECIPE_KEYS = ("dataset", "out", "val_fraction", "seed", "features", "teacher", "student", "baseline", "evaluation")
+RECIPE_KEYS = ("dataset", "unlabeled", "out", "val_fraction", "seed", "seeds", "features", "teacher", "student",
+               "baseline", "evaluation")
 
 
 @dataclass
@@ -68,8 +70,10 @@ class Recipe:
 
     dataset: str
     out: Path
+    unlabeled: list[str] = field(default_factory=list)  # dataset specs of unlabelled images to distil on
     val_fraction: float = DEFAULT_VAL_FRACTION
     seed: int = 0
+    seeds: list[int] = field(default_factory=list)  # one student and baseline per seed (features, teacher shared)
     features: dict[str, Any] = field(default_factory=dict)  # ExtractionSettings fields
     teacher: dict[str, Any] = field(default_factory=dict)  # TeacherTrainConfig fields
     student: dict[str, Any] = field(default_factory=dict)  # StudentTrainConfig fields
@@ -95,6 +99,14 @@ class Recipe:
             if not data.get(key):
                 raise IAAError(f"{path}: '{key}' is required (in the recipe or on the command line)")
         data["out"] = Path(str(data["out"])).expanduser()
+        seeds = data.get("seeds") or []
+        if not isinstance(seeds, list) or not all(isinstance(x, int) for x in seeds) or len(set(seeds)) < len(seeds):
+            raise IAAError(f"{path}: 'seeds' is a list of different integers, e.g. [0, 1, 2]")
+        data["seeds"] = seeds
+        unlabeled = data.get("unlabeled") or []
+        data["unlabeled"] = [unlabeled] if isinstance(unlabeled, str) else unlabeled
+        if not all(isinstance(spec, str) for spec in data["unlabeled"]):
+            raise IAAError(f"{path}: 'unlabeled' is a list of dataset specs such as folder:~/Photos")
         return cls(**data)
 
 
@@ -149,49 +161,67 @@ def stage_settings(recipe: Recipe, progress: bool = True) -> StageSettings:
     )
 
 
-def stage_keys(dataset: Dataset, stages: StageSettings, baseline: bool = True) -> dict[str, str]:
+def student_runs(recipe: Recipe) -> dict[str, tuple[bool, int | None]]:
+    """Folder name -> (is baseline, seed) of every stage-2 run: `student` and `baseline` (seed None: the
+    student section's), or with a `seeds` list `student-seed0`, `baseline-seed0`, ... (teacher shared)."""
+    suffixes = {s: f"-seed{s}" for s in recipe.seeds} if recipe.seeds else {None: ""}
+    runs: dict[str, tuple[bool, int | None]] = {}
+    for seed, suffix in suffixes.items():
+        runs[f"student{suffix}"] = (False, seed)
+        if recipe.baseline:
+            runs[f"baseline{suffix}"] = (True, seed)
+    return runs
+
+
+def _seeded(config: StudentTrainConfig, seed: int | None) -> StudentTrainConfig:
+    return config if seed is None else replace(config, seed=seed)
+
+
+def stage_keys(dataset: Dataset, stages: StageSettings, runs: dict[str, tuple[bool, int | None]]) -> dict[str, str]:
     """The key of every stage: its identity settings and its inputs' keys (execution settings never enter).
 
     Features depend only on the images (ids and paths) and their identity settings, so new labels or
     another split (`val_fraction`, `seed`) keep them; every later stage also depends on the labels and splits.
+    `runs`: the stage-2 runs (`student_runs`).
     """
     images = [(r.image_id, str(r.path)) for r in dataset.split(stages.features.split)]
     labels = [(r.image_id, r.split, r.label) for r in dataset.records]
     keys = {"features": fingerprint("features", images, stages.features)}
     keys["teacher"] = fingerprint(keys["features"], labels, stages.teacher)
-    students = ("student", "baseline") if baseline else ("student",)
-    for name in students:
-        keys[name] = fingerprint(keys["teacher"], labels, stages.student, name == "baseline")
-    for name in ("teacher", *students):
+    for name, (baseline, seed) in runs.items():
+        keys[name] = fingerprint(keys["teacher"], labels, _seeded(stages.student, seed), baseline)
+    for name in ("teacher", *runs):
         keys[f"eval-{name}"] = fingerprint(keys[name], labels, stages.evaluation)
-    keys["compare"] = fingerprint([keys[f"eval-{name}"] for name in ("teacher", *students)])
+    keys["compare"] = fingerprint([keys[f"eval-{name}"] for name in ("teacher", *runs)])
     return keys
 
 
 def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every stage of `recipe`; returns the folders, the timings and the comparison document."""
     from .data.registry import open_dataset
-    from .evaluation import compare_runs, evaluate_model
+    from .data.unlabeled import with_unlabeled
+    from .evaluation import evaluate_model
     from .features import extract_features
     from .training.student import train_student
     from .training.teacher import train_teacher_head
 
     out = recipe.out
     out.mkdir(parents=True, exist_ok=True)
-    dataset = open_dataset(recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed)
+    dataset = with_unlabeled(open_dataset(recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed),
+                             recipe.unlabeled, val_fraction=recipe.val_fraction, seed=recipe.seed)
     stages = stage_settings(recipe, progress)
-    keys = stage_keys(dataset, stages, recipe.baseline)
+    runs = student_runs(recipe)
+    keys = stage_keys(dataset, stages, runs)
     runner = StageRunner(out, log)
-    folders = {name: out / name for name in ("features", "teacher", "image_cache", "student", "baseline", "comparison")}
+    folders = {name: out / name for name in ("features", "teacher", "image_cache", *runs, "comparison")}
     runner.run("features", keys["features"], folders["features"], lambda: extract_features(
         dataset, folders["features"], **stages.features.as_kwargs()))
     runner.run("teacher", keys["teacher"], folders["teacher"],
                lambda: train_teacher_head(dataset, folders["features"], folders["teacher"], stages.teacher))
-    runs = {"student": False, **({"baseline": True} if recipe.baseline else {})}
-    for name, baseline in runs.items():
-        runner.run(name, keys[name], folders[name], lambda b=baseline, n=name: train_student(
+    for name, (baseline, seed) in runs.items():
+        runner.run(name, keys[name], folders[name], lambda b=baseline, n=name, s=seed: train_student(
             # the baseline reads only the aesthetic-feature size from the targets: same architecture, no distillation
-            dataset, folders[n], stages.student, targets_dir=folders["teacher"], baseline=b,
+            dataset, folders[n], _seeded(stages.student, s), targets_dir=folders["teacher"], baseline=b,
             image_cache_dir=folders["image_cache"]))
 
     eval_dirs = {}
@@ -199,12 +229,31 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
     for name, model_dir in models.items():
         eval_dirs[name] = out / "eval" / name
         features = folders["features"] if name == "teacher" else None  # students score the images themselves
-        runner.run(f"eval-{name}", keys[f"eval-{name}"], eval_dirs[name], lambda m=model_dir, d=eval_dirs[name], f=features, n=name: evaluate_model(
+        model_name = name.split("-seed")[0]  # every seed of a model carries its name: the groups across seeds
+        runner.run(f"eval-{name}", keys[f"eval-{name}"], eval_dirs[name], lambda m=model_dir, d=eval_dirs[name], f=features, n=model_name: evaluate_model(
             m, dataset, out=d, features=f, name=n, **asdict(stages.evaluation)))
     comparison = None
     if recipe.baseline:
-        order = [eval_dirs["baseline"], eval_dirs["student"], eval_dirs["teacher"]]
-        runner.run("compare", keys["compare"], folders["comparison"], lambda: compare_runs(order, folders["comparison"]))
-        comparison = json.loads((folders["comparison"] / "comparison.json").read_text())
+        compare = partial(_compare, runs, eval_dirs, folders["comparison"])
+        runner.run("compare", keys["compare"], folders["comparison"], compare)
+        comparison = compare(write=False)
     return {"folders": {**{k: str(v) for k, v in folders.items()}, "eval": {k: str(v) for k, v in eval_dirs.items()}},
             "timings": runner.timings, "comparison": comparison, "dataset": dataset}
+
+
+def _compare(runs: dict[str, tuple[bool, int | None]], eval_dirs: dict[str, Path], out: Path,
+             write: bool = True) -> dict[str, Any]:
+    """Baseline vs student vs teacher: one seed with `compare_runs` (comparison.json), several with
+    `compare_seeds` (seeds.json). write=False reads the finished document back."""
+    from .evaluation import compare_runs
+    from .evaluation.seeds import SEEDS_JSON, compare_seeds
+
+    baselines = [eval_dirs[n] for n, (b, _) in runs.items() if b]
+    students = [eval_dirs[n] for n, (b, _) in runs.items() if not b]
+    if len(students) > 1:
+        if write:
+            compare_seeds([baselines, students, [eval_dirs["teacher"]]], out)
+        return json.loads((out / SEEDS_JSON).read_text())
+    if write:
+        compare_runs([baselines[0], students[0], eval_dirs["teacher"]], out)
+    return json.loads((out / "comparison.json").read_text())

@@ -1,7 +1,12 @@
 """Compare evaluation folders written by `iaa eval` on the same images (the first is the baseline):
 metric differences with paired bootstrap 95% confidence intervals and p-values, the relative SRCC
 change in %, and the per-category SRCC table sorted by improvement. Writes OUT/comparison.md,
-comparison.html, comparison.json and comparison.png. Refuses runs evaluated on different image sets."""
+comparison.html, comparison.json and comparison.png. Refuses runs evaluated on different image sets.
+
+Across seeds: give each model's evaluation folders, one per seed, as one comma-separated RUN
+(`iaa compare base-s0,base-s1,base-s2 student-s0,student-s1,student-s2 teacher`): each model's SRCC
+mean ± sd over seeds, a paired bootstrap over seeds x images, the relative SRCC gain and the share of
+the teacher's SRCC each model keeps, with 95% CIs (OUT/seeds.md, OUT/seeds.json)."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +15,8 @@ from .types import count, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", metavar="RUN", nargs="+", help="evaluation folders; the first one is the baseline")
+    parser.add_argument("runs", metavar="RUN", nargs="+", help="evaluation folders; the first one is the baseline; "
+                        "DIR,DIR,... = one model's evaluations over several seeds")
     parser.add_argument("--out", required=True, help="output folder for the comparison")
     parser.add_argument("--bootstrap", type=positive_int, default=2000, help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
@@ -19,6 +25,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if any("," in r for r in args.runs):
+        return _run_seeds(args)
+    return _run_single(args)
+
+
+def _run_seeds(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..evaluation.seeds import SEEDS_JSON, SEEDS_MD, compare_seeds, summary_lines
+
+    groups = [[d for d in r.split(",") if d] for r in args.runs]
+    document = compare_seeds(groups, args.out, bootstrap=args.bootstrap, seed=args.seed)
+    print("\n".join(summary_lines(document)))
+    print(f"wrote {Path(args.out) / SEEDS_MD}, {Path(args.out) / SEEDS_JSON}")
+    return 0
+
+
+def _run_single(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..evaluation.compare import LABELS, compare_runs, interval_cells

@@ -1,6 +1,8 @@
 """Run every stage from one YAML recipe: teacher features -> teacher head -> distilled student ->
 label-only baseline -> evaluation reports -> comparison. Stages whose outputs are up to date are
-skipped; interrupted stages resume. See configs/ava.yaml for the paper's AVA protocol."""
+skipped; interrupted stages resume. See configs/ava.yaml for the paper's AVA protocol.
+`--seeds 0,1,2` trains the student and the baseline once per seed (features and teacher shared) and
+compares them across seeds (comparison/seeds.md: mean ± sd, paired bootstrap over seeds x images)."""
 from __future__ import annotations
 
 import argparse
@@ -10,14 +12,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="RECIPE.yaml", help="the recipe (see configs/)")
     parser.add_argument("--dataset", help="override the recipe's dataset (FORMAT:PATH, e.g. ava:/data/AVA)")
     parser.add_argument("--out", help="override the recipe's output folder")
+    parser.add_argument("--seeds", type=_seed_list, metavar="S,S,...",
+                        help="override the recipe's seeds: one student and baseline per seed, e.g. 0,1,2")
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     from ..recipe import Recipe, run_recipe
 
-    recipe = Recipe.load(args.config, dataset=args.dataset, out=args.out)
+    recipe = Recipe.load(args.config, dataset=args.dataset, out=args.out, seeds=args.seeds)
     result = run_recipe(recipe)
     print("\nElapsed per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items()))
     if result["comparison"]:
-        print(f"Comparison: {recipe.out / 'comparison' / 'comparison.md'}")
+        report = "seeds.md" if len(recipe.seeds) > 1 else "comparison.md"
+        print(f"Comparison: {recipe.out / 'comparison' / report}")
     return 0

@@ -11,7 +11,6 @@ import argparse
 import json
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..training.student_config import StudentTrainConfig
     from .options import add_options
@@ -21,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", help="teacher head folder holding the distillation targets")
     parser.add_argument("--baseline", action="store_true", help="label-only baseline: alpha = beta = 0; --targets is "
                         "optional there and only gives the teacher's feature size (same architecture as the student)")
+    parser.add_argument("--unlabeled", action="append", default=[], metavar="DATASET",
+                        help="unlabelled images to distil on as well (repeatable), e.g. folder:~/Photos; the teacher's "
+                        "targets must cover them (`iaa fit` with `unlabeled:` in the recipe does every stage)")
     parser.add_argument("--image-cache", help="root folder of the pre-resized image caches "
                         "(default: $IAA_CACHE_DIR/images or ~/.cache/iaa_distill/images)")
     groups = {name: parser.add_argument_group(name) for name in ("model", "optimisation", "loss", "hardware")}
@@ -29,12 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.registry import open_dataset
+    from ..data.unlabeled import with_unlabeled
     from ..training.student import train_student
     from ..training.student_config import StudentTrainConfig
     from .options import config_from_args
 
     config = config_from_args(StudentTrainConfig, args)
-    dataset = open_dataset(args.dataset, val_fraction=config.val_fraction, seed=config.seed)
+    dataset = with_unlabeled(open_dataset(args.dataset, val_fraction=config.val_fraction, seed=config.seed),
+                             args.unlabeled, val_fraction=config.val_fraction, seed=config.seed)
     metrics = train_student(dataset, args.out, config, targets_dir=args.targets, baseline=args.baseline,
                             image_cache_dir=args.image_cache)
     if metrics:

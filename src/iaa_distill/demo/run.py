@@ -7,7 +7,10 @@ from typing import Any
 
 from ..recipe import Recipe, run_recipe
 from ..teachers import DEFAULT_TEACHERS
-from .synthetic import build_synthetic_dataset
+from .synthetic import build_synthetic_dataset, build_unlabeled_photos
+
+# unlabelled photos per labelled photo: three times the labelled training split (70 % of the labelled photos)
+UNLABELED_PER_LABELLED = 2.1
 
 SYNTHETIC_WARNING = (
     "NOTE: the demo's labels are SYNTHETIC (graded photographic degradations of scikit-image's sample photos, "
@@ -16,10 +19,12 @@ SYNTHETIC_WARNING = (
 )
 
 
-def demo_recipe(out: Path, csv_path: Path, quick: bool, seed: int) -> Recipe:
-    """Small but real settings: the three bundled teachers, a lite0 student from ImageNet weights."""
+def demo_recipe(out: Path, csv_path: Path, quick: bool, seed: int, unlabeled: Path | None = None) -> Recipe:
+    """Small but real settings: the three bundled teachers, a lite0 student from ImageNet weights,
+    and the unlabelled photos in `unlabeled` (if given) for the distilled student."""
     return Recipe(
         dataset=f"csv:{csv_path}",
+        unlabeled=[f"folder:{unlabeled}"] if unlabeled else [],
         out=out / "run",
         seed=seed,
         features={"teachers": list(DEFAULT_TEACHERS), "batch_size": 16, "num_workers": 2},
@@ -46,11 +51,16 @@ def _run(out: Path, quick: bool, seed: int, log) -> dict[str, Any]:
     log(SYNTHETIC_WARNING)
     start = time.perf_counter()
     csv_path = out / "dataset" / "labels.csv"
+    per_photo = 12 if quick else 36
     if not csv_path.is_file():
         log(f"[dataset] building synthetic-label photos -> {csv_path.parent}")
-        build_synthetic_dataset(out / "dataset", images_per_photo=12 if quick else 36, seed=seed)
+        build_synthetic_dataset(out / "dataset", images_per_photo=per_photo, seed=seed)
+    unlabeled = out / "unlabeled"
+    if not unlabeled.is_dir():  # their labels are never written: the student only learns them from the teacher
+        log(f"[dataset] building unlabelled photos (labels held back) -> {unlabeled}")
+        build_unlabeled_photos(unlabeled, round(UNLABELED_PER_LABELLED * per_photo), seed=seed)
     dataset_time = time.perf_counter() - start
-    recipe = demo_recipe(out, csv_path, quick, seed)
+    recipe = demo_recipe(out, csv_path, quick, seed, unlabeled)
     result = run_recipe(recipe, progress=False, log=log)
 
     t0 = time.perf_counter()
@@ -81,7 +91,7 @@ def _summary(log, out: Path, result: dict, timings: dict, total: float, model_di
                 f"(95% CI {d['ci_low']:+.3f}..{d['ci_high']:+.3f}, p={d['p_value']:.3f})")
     folders = result["folders"]
     log("\nOutputs:")
-    log(f"  dataset            {out / 'dataset'}")
+    log(f"  dataset            {out / 'dataset'}  (+ unlabelled photos in {out / 'unlabeled'})")
     log(f"  teacher features   {folders['features']}")
     log(f"  teacher head       {folders['teacher']}")
     log(f"  student model      {model_dir}   (use: iaa score PHOTOS --model {model_dir})")

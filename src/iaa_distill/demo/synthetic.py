@@ -123,17 +123,10 @@ def votes_for(mean: float, rng: np.random.Generator) -> tuple[int, ...]:
     return tuple(int(c) for c in counts)
 
 
-def build_synthetic_dataset(
-    out: str | Path,
-    images_per_photo: int = 36,
-    size: int = 256,
-    seed: int = 0,
-    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
-) -> Path:
-    """Write `images/*.jpg` and `labels.csv` under `out`; returns the CSV path (read it as `csv:PATH`)."""
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+def _generate(out: Path, images_per_photo: int, size: int, rng: np.random.Generator,
+              split_fractions: tuple[float, float, float]) -> list[SyntheticImage]:
+    """Write the degraded crops into `out` and return them with their (synthetic) labels."""
+    out.mkdir(parents=True, exist_ok=True)
     photos = load_photos()
     kinds = list(PENALTY)
     offsets = {name: float(off) for name, off in zip(sorted(photos), np.linspace(-0.5, 0.5, len(photos)))}
@@ -147,9 +140,22 @@ def build_synthetic_dataset(
             image = degrade(crop, kind, strength, rng)
             mean = float(np.clip(7.0 + offsets[photo] + rng.normal(0, 0.15) - PENALTY[kind] * strength, 1.0, 10.0))
             name = f"{photo}_{i:03d}_{kind}{strength}.jpg"
-            image.save(out / "images" / name, quality=92)
+            image.save(out / name, quality=92)
             split = _pick_split(rng, split_fractions)
             items.append(SyntheticImage(name, photo, PHOTOS[photo][1], kind, strength, mean, votes_for(mean, rng), split))
+    return items
+
+
+def build_synthetic_dataset(
+    out: str | Path,
+    images_per_photo: int = 36,
+    size: int = 256,
+    seed: int = 0,
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+) -> Path:
+    """Write `images/*.jpg` and `labels.csv` under `out`; returns the CSV path (read it as `csv:PATH`)."""
+    out = Path(out)
+    items = _generate(out / "images", images_per_photo, size, np.random.default_rng(seed), split_fractions)
     csv_path = out / "labels.csv"
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -160,6 +166,14 @@ def build_synthetic_dataset(
         "The labels in labels.csv are SYNTHETIC: a formula of the degradation applied to each photo (see\n"
         "iaa_distill/demo/synthetic.py), not human ratings. Models trained on them are marked as such.\n")
     return csv_path
+
+
+def build_unlabeled_photos(out: str | Path, images_per_photo: int, size: int = 256, seed: int = 1) -> Path:
+    """More photos from the same generator, with their labels held back (never written): `out` is a plain
+    folder of JPEGs (read it as `folder:PATH`), like a user's own unrated photos. Returns `out`."""
+    out = Path(out)
+    _generate(out, images_per_photo, size, np.random.default_rng([seed, 1]), (1.0, 0.0, 0.0))
+    return out
 
 
 def _composed_crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:

@@ -13,6 +13,11 @@ workers, a resumed run continues exactly where it stopped, and the baseline sees
 as the distilled run. Under DDP each rank takes an equal-sized shard of that sequence.
 Batches are dicts of uint8 `image` (B, 3, S, S), `label` (GT distribution or normalised score),
 `mean` (GT mean on the scale) and, for distillation, the teacher's `feature` and `teacher` prediction rows.
+
+Unlabelled images (distillation only): the train split then holds its labelled rows first and the
+unlabelled ones after them (`num_labelled`), and `MixedBatches` appends `unlabeled_per_batch`
+unlabelled crops to every batch of labelled ones. The labelled part of every batch is exactly the
+baseline's; batches carry a boolean `labelled` mask so the GT loss skips the unlabelled rows.
 """
 from __future__ import annotations
 
@@ -35,6 +40,11 @@ class SplitArrays:
     means: np.ndarray  # (N,) GT mean on the scale
     features: np.ndarray | None = None  # (N, F) teacher aesthetic feature
     predictions: np.ndarray | None = None  # (N, K) or (N,) teacher prediction
+    num_labelled: int | None = None  # rows from here on are unlabelled (placeholder labels); None: all labelled
+
+    @property
+    def num_unlabelled(self) -> int:
+        return 0 if self.num_labelled is None else len(self.rows) - self.num_labelled
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -71,6 +81,8 @@ class CachedImages(torch.utils.data.Dataset):
         if s.features is not None:
             out["feature"] = torch.from_numpy(np.asarray(s.features[i], dtype=np.float32))
             out["teacher"] = torch.from_numpy(np.asarray(s.predictions[i], dtype=np.float32))
+        if s.num_labelled is not None:
+            out["labelled"] = torch.tensor(i < s.num_labelled)
         return out
 
 
@@ -109,6 +121,44 @@ class AugmentationSampler(torch.utils.data.Sampler):
             yield i, int(ys[i]), int(xs[i]), int(flips[i])
 
 
+class MixedBatches(torch.utils.data.Sampler):
+    """Batch sampler: each batch of `labelled` items plus `extra` unlabelled ones (indices offset by `offset`).
+
+    The unlabelled stream is drawn per epoch from (seed, epoch) alone, like the labelled one: one or more
+    seeded passes over the unlabelled images, so a resumed run continues with the same batches.
+    """
+
+    def __init__(self, labelled: AugmentationSampler, unlabelled: AugmentationSampler, batch_size: int,
+                 extra: int, offset: int):
+        self.labelled, self.unlabelled = labelled, unlabelled
+        self.batch_size, self.extra, self.offset = batch_size, extra, offset
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before every epoch (also after a resume)."""
+        self.labelled.set_epoch(epoch)
+        self.unlabelled.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labelled) // self.batch_size
+
+    def _unlabelled_items(self, count: int) -> list[tuple[int, int, int, int]]:
+        items: list[tuple[int, int, int, int]] = []
+        epoch, passes = self.unlabelled.epoch, 0
+        while len(items) < count:
+            self.unlabelled.set_epoch(epoch * 1_000 + passes)  # passes within an epoch never meet the next epoch's
+            items += [(i + self.offset, y, x, f) for i, y, x, f in self.unlabelled]
+            passes += 1
+        self.unlabelled.epoch = epoch
+        return items[:count]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
+        labelled = list(self.labelled)
+        unlabelled = self._unlabelled_items(len(self) * self.extra)
+        for step in range(len(self)):
+            yield (labelled[step * self.batch_size:(step + 1) * self.batch_size]
+                   + unlabelled[step * self.extra:(step + 1) * self.extra])
+
+
 class ShardSampler(torch.utils.data.Sampler):
     """Every image once across ranks, in order (validation; metrics gather the shards)."""
 
@@ -137,22 +187,32 @@ class StudentDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         seed: int = 0,
         hflip: bool = True,
+        unlabeled_per_batch: int = 0,
     ):
+        """unlabeled_per_batch: unlabelled images added to every train batch (train.num_unlabelled > 0 only)."""
         super().__init__()
         self.train, self.val = train, val
         self.train_resize, self.input_size = train_resize, input_size
         self.batch_size, self.num_workers, self.seed, self.hflip = batch_size, num_workers, seed, hflip
+        self.unlabeled_per_batch = unlabeled_per_batch if train.num_unlabelled else 0
 
-    def _loader(self, dataset: CachedImages, sampler: torch.utils.data.Sampler, drop_last: bool) -> torch.utils.data.DataLoader:
+    def _loader(self, dataset: CachedImages, **sampling) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
-            dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            dataset, **sampling, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        sampler = AugmentationSampler(len(self.train), self.train_resize, self.input_size, self.seed, self.hflip)
-        return self._loader(CachedImages(self.train, crop=self.input_size), sampler, drop_last=True)
+        n = len(self.train) - self.train.num_unlabelled
+        sampler = AugmentationSampler(n, self.train_resize, self.input_size, self.seed, self.hflip)
+        images = CachedImages(self.train, crop=self.input_size)
+        if not self.unlabeled_per_batch:
+            return self._loader(images, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+        unlabelled = AugmentationSampler(self.train.num_unlabelled, self.train_resize, self.input_size,
+                                         self.seed + 1, self.hflip)
+        return self._loader(images, batch_sampler=MixedBatches(sampler, unlabelled, self.batch_size,
+                                                               self.unlabeled_per_batch, offset=n))
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader(CachedImages(self.val), ShardSampler(len(self.val)), drop_last=False)
+        return self._loader(CachedImages(self.val), batch_size=self.batch_size, sampler=ShardSampler(len(self.val)),
+                            drop_last=False)

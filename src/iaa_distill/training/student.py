@@ -7,6 +7,11 @@ Teacher targets come from stage 1's `DistillationTargets`; teachers never run he
 is the identical run with alpha = beta = 0 (same seed, initialisation, data order, crops, flips
 and schedule), so the two differ only in the distillation terms.
 
+Unlabelled images (records of the `unlabeled` split, see `data.unlabeled`) add
+`unlabeled_ratio` x batch size images to every distilled train batch; they carry only the two
+distillation terms (their GT term is masked out). The labelled part of each batch stays the
+baseline's, which ignores unlabelled images.
+
 Plumbing is Lightning: AdamW with separate backbone/head learning rates and no decay on
 biases/norms (timm's param groups), linear warm-up + cosine decay per step (LambdaLR), gradient
 clipping, optional EMA of the weights (torch AveragedModel, used for validation and the saved
@@ -40,6 +45,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
 from ..data.records import Dataset, ImageRecord
+from ..data.unlabeled import UNLABELED_SPLIT
 from ..errors import IAAError
 from ..loss_names import FeatureLossName, LabelLossName, check_name
 from ..losses import feature_distillation_loss, label_loss, output_distillation_loss
@@ -107,7 +113,10 @@ class StudentModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         raw, feature = self._runtime.get("forward", self.model)(self._images(batch))
         raw, feature = raw.float(), feature.float()
-        parts = {"label": label_loss(raw, batch["label"], self.num_levels, self.cfg.loss, self.cfg.rank_weight)}
+        rated = batch.get("labelled")  # unlabelled rows (distillation only) have no GT term
+        rated = slice(None) if rated is None else rated
+        parts = {"label": label_loss(raw[rated], batch["label"][rated], self.num_levels, self.cfg.loss,
+                                     self.cfg.rank_weight)}
         loss = parts["label"]
         if self.cfg.alpha:
             parts["feature"] = feature_distillation_loss(feature, batch["feature"], kind=self.cfg.feature_loss)
@@ -200,34 +209,75 @@ def _load_targets(targets_dir: str | Path | None, dataset: Dataset, distill: boo
     return targets
 
 
+def _teacher_rows(records: list[ImageRecord], targets: DistillationTargets,
+                  targets_dir: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's (aesthetic feature, prediction) rows of `records`, checked finite."""
+    rows = targets.rows_for([r.image_id for r in records])
+    features, predictions = targets.features[rows], targets.predictions[rows]
+    finite = np.isfinite(features).all(1) & np.isfinite(predictions.reshape(len(rows), -1)).all(1)
+    if not finite.all():
+        raise IAAError(f"{targets_dir}: the distillation targets of {int((~finite).sum())} images are not "
+                       f"finite (e.g. '{records[int(np.argmin(finite))].image_id}'); retrain the teacher head")
+    return features, predictions
+
+
 def _split_arrays(records: list[ImageRecord], cache, space, targets: DistillationTargets | None,
                   targets_dir: str | Path | None) -> SplitArrays:
     """One split's cache rows, label targets and (for distillation) the teacher's rows."""
     labels, means = space.encode_all([r.label for r in records], [r.image_id for r in records])
     split = SplitArrays(cache.path, cache.rows_for([r.image_id for r in records]), labels, means)
     if targets is not None:
-        rows = targets.rows_for([r.image_id for r in records])
-        split.features, split.predictions = targets.features[rows], targets.predictions[rows]
-        finite = np.isfinite(split.features).all(1) & np.isfinite(split.predictions.reshape(len(rows), -1)).all(1)
-        if not finite.all():
-            raise IAAError(f"{targets_dir}: the distillation targets of {int((~finite).sum())} images are not "
-                           f"finite (e.g. '{records[int(np.argmin(finite))].image_id}'); retrain the teacher head")
+        split.features, split.predictions = _teacher_rows(records, targets, targets_dir)
     return split
 
 
+def _add_unlabelled(split: SplitArrays, records: list[ImageRecord], cache, targets: DistillationTargets,
+                    targets_dir: str | Path | None) -> SplitArrays:
+    """`split` followed by the unlabelled `records` (placeholder labels, NaN means, the teacher's rows)."""
+    features, predictions = _teacher_rows(records, targets, targets_dir)
+    n = len(records)
+    return SplitArrays(
+        split.cache_path, np.concatenate([split.rows, cache.rows_for([r.image_id for r in records])]),
+        np.concatenate([split.labels, np.zeros((n, *split.labels.shape[1:]), split.labels.dtype)]),
+        np.concatenate([split.means, np.full(n, np.nan, split.means.dtype)]),
+        np.concatenate([split.features, features]), np.concatenate([split.predictions, predictions]),
+        num_labelled=len(split))
+
+
+def _unlabelled_records(dataset: Dataset, config: StudentTrainConfig, targets: DistillationTargets | None,
+                        targets_dir: str | Path | None) -> list[ImageRecord]:
+    """The unlabelled images a distilled run trains on: those with teacher targets (none for the baseline)."""
+    records = dataset.split(UNLABELED_SPLIT)
+    if not records or not (config.alpha or config.beta) or not config.unlabeled_ratio:
+        return []
+    covered = set(targets.ids)
+    usable = [r for r in records if r.image_id in covered]
+    if not usable:
+        raise IAAError(f"{targets_dir}: the teacher's targets cover none of the {len(records)} unlabelled images; "
+                       "extract features and train the teacher head on the dataset with its unlabelled images "
+                       "(`iaa fit` with `unlabeled:` in the recipe does every stage)")
+    if len(usable) < len(records):
+        print(f"{len(records) - len(usable)} unlabelled image(s) without teacher targets (unreadable when the "
+              "features were extracted) left out", flush=True)
+    return usable
+
+
 def _datamodule(dataset: Dataset, config: StudentTrainConfig, student_config: StudentConfig,
-                splits: tuple[list[ImageRecord], list[ImageRecord]], targets: DistillationTargets | None,
-                targets_dir: str | Path | None, image_cache_dir: str | Path | None
-                ) -> tuple[StudentDataModule, tuple[int, int], list[str]]:
-    """Image caches built (undecodable images excluded) -> the datamodule, (n_train, n_val), excluded ids."""
-    train_records, val_records = splits
+                splits: tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]],
+                targets: DistillationTargets | None, targets_dir: str | Path | None,
+                image_cache_dir: str | Path | None) -> tuple[StudentDataModule, tuple[int, int, int], list[str]]:
+    """Image caches built (undecodable images excluded) -> the datamodule, (n_train, n_val, n_unlabelled),
+    excluded ids. `splits`: labelled train, val and the unlabelled images to distil on."""
+    train_records, val_records, unlabelled = splits
     cache_kw = dict(root=image_cache_dir, interpolation=student_config.interpolation,
                     dataset_fingerprint=dataset.fingerprint(), num_workers=config.num_workers)
-    used = {r.image_id for r in train_records + val_records}
-    pool = [r for r in dataset.records if r.image_id in used]  # train+val in dataset order: stable across val splits
+    # train+val+every unlabelled image in dataset order: one cache for the student and the baseline, any val split
+    used = {r.image_id for r in train_records + val_records + dataset.split(UNLABELED_SPLIT)}
+    pool = [r for r in dataset.records if r.image_id in used]
     train_cache = ensure_image_cache(pool, student_config.train_resize, name=f"{dataset.name}-train", **cache_kw)
     val_cache = ensure_image_cache(val_records, student_config.input_size, name=f"{dataset.name}-val", **cache_kw)
-    train_records = [r for r in train_records if r.image_id not in train_cache.failed]
+    train_records, unlabelled = ([r for r in records if r.image_id not in train_cache.failed]
+                                 for records in (train_records, unlabelled))
     val_records = [r for r in val_records if r.image_id not in val_cache.failed]
     excluded = sorted(set(train_cache.failed) | set(val_cache.failed))
     if excluded:
@@ -235,20 +285,25 @@ def _datamodule(dataset: Dataset, config: StudentTrainConfig, student_config: St
               flush=True)
     _check_counts(dataset.name, len(train_records), len(val_records), config)
     distilled = targets if config.alpha or config.beta else None
-    arrays = [_split_arrays(records, cache, student_config.space, distilled, targets_dir)
-              for records, cache in ((train_records, train_cache), (val_records, val_cache))]
-    data = StudentDataModule(*arrays, student_config.train_resize, student_config.input_size, config.batch_size,
-                             config.num_workers, config.seed, config.hflip)
-    return data, (len(train_records), len(val_records)), excluded
+    train, val = [_split_arrays(records, cache, student_config.space, distilled, targets_dir)
+                  for records, cache in ((train_records, train_cache), (val_records, val_cache))]
+    if unlabelled:
+        train = _add_unlabelled(train, unlabelled, train_cache, targets, targets_dir)
+    data = StudentDataModule(train, val, student_config.train_resize, student_config.input_size, config.batch_size,
+                             config.num_workers, config.seed, config.hflip,
+                             unlabeled_per_batch=round(config.unlabeled_ratio * config.batch_size))
+    return data, (len(train_records), len(val_records), len(unlabelled)), excluded
 
 
 def _run_identity(dataset: Dataset, config: StudentTrainConfig, student_config: StudentConfig, baseline: bool,
-                  splits: tuple[list[ImageRecord], list[ImageRecord]], targets_dir: str | Path | None) -> dict:
+                  splits: tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]],
+                  targets_dir: str | Path | None) -> dict:
     distill = bool(config.alpha or config.beta)
     return {
         "train": identity(config), "student": asdict(student_config), "baseline": baseline,
         "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
         "train_ids": ids_hash([r.image_id for r in splits[0]]), "val_ids": ids_hash([r.image_id for r in splits[1]]),
+        "unlabeled_ids": ids_hash([r.image_id for r in splits[2]]),
         "targets": str(Path(targets_dir).resolve()) if targets_dir and distill else None,
     }
 
@@ -273,9 +328,10 @@ def train_student(
     check_name(config.feature_loss, FeatureLossName, "feature loss")
     if dataset.num_levels is None and dataset.scale is None:
         raise IAAError(f"dataset '{dataset.name}' has no labels: student training needs rated images")
-    splits = _labelled(dataset.split("train")), _labelled(dataset.split("val"))
-    _check_counts(dataset.name, len(splits[0]), len(splits[1]), config)
-    targets = _load_targets(targets_dir, dataset, bool(config.alpha or config.beta), splits[0] + splits[1])
+    labelled = _labelled(dataset.split("train")), _labelled(dataset.split("val"))
+    _check_counts(dataset.name, len(labelled[0]), len(labelled[1]), config)
+    targets = _load_targets(targets_dir, dataset, bool(config.alpha or config.beta), labelled[0] + labelled[1])
+    splits = (*labelled, _unlabelled_records(dataset, config, targets, targets_dir))
     feature_dim = config.feature_dim or (targets.features.shape[1] if targets is not None else 256)
     sizes = {k: v for k, v in (("input_size", config.input_size), ("train_resize", config.train_resize)) if v}
     student_config = StudentConfig.for_backbone(config.backbone, num_levels=dataset.num_levels,
@@ -343,7 +399,7 @@ def _close_progress_bars(trainer: pl.Trainer) -> None:
 
 
 def _write_metrics(run: RunFolder, trainer: pl.Trainer, config: StudentTrainConfig, student_config: StudentConfig,
-                   baseline: bool, counts: tuple[int, int], excluded: list[str], seconds: float) -> dict:
+                   baseline: bool, counts: tuple[int, int, int], excluded: list[str], seconds: float) -> dict:
     history = run.history()
     if not history:
         raise IAAError(f"{run.out}: training ended without a single validated epoch")
@@ -354,6 +410,6 @@ def _write_metrics(run: RunFolder, trainer: pl.Trainer, config: StudentTrainConf
         "best_val_srcc": best.get("val_srcc"), "best_val_plcc": best.get("val_plcc"), "best_epoch": best["epoch"],
         "last_val_srcc": history[-1].get("val_srcc"), "epochs_completed": history[-1]["epoch"],
         "stopped_early": history[-1]["epoch"] < config.epochs,
-        "num_train": counts[0], "num_val": counts[1], "excluded_images": excluded, "world_size": trainer.world_size,
+        "num_train": counts[0], "num_val": counts[1], "num_unlabeled": counts[2], "excluded_images": excluded, "world_size": trainer.world_size,
         "fit_seconds": round(seconds, 2), "model_dir": "model", "history": history,
     })

@@ -49,6 +49,9 @@ class StudentTrainConfig:
     # term: 0.1 beat 1.0 on the demo data (val SRCC 0.822 vs 0.759; baseline 0.808).
     alpha: float = setting(0.1, help="feature distillation weight", group=LOSS)
     beta: float = setting(1.0, help="output distillation weight", group=LOSS)
+    unlabeled_ratio: float = setting(1.0, help="unlabelled images added to every train batch per labelled image, "
+                                     "when the dataset has unlabelled images (distillation only: the baseline "
+                                     "ignores them); 0 leaves them out", group=LOSS)
     feature_loss: FeatureLossName = setting("mse", help="feature distillation loss", group=LOSS)
     loss: LabelLossName = setting("emd", help="ground-truth loss (scalar labels: emd means mse)", group=LOSS)
     rank_weight: float = setting(0.0, help="pairwise rank loss weight", group=LOSS)
