@@ -95,3 +95,19 @@ class ScoreSpace:
         """Mean of (B, K) distributions with the levels placed at 0, 1/(K-1), ..., 1."""
         positions = torch.linspace(0.0, 1.0, dist.shape[-1], device=dist.device)
         return dist.float() @ positions
+
+
+class InScoreSpace:
+    """For model configs with `num_levels` and `scale` fields: their score space and output size."""
+
+    num_levels: int | None
+    scale: tuple[float, float]
+
+    @property
+    def space(self) -> ScoreSpace:
+        """The score space of the labels and the outputs."""
+        return ScoreSpace(self.num_levels, self.scale)
+
+    @property
+    def output_dim(self) -> int:
+        return self.space.output_dim

@@ -14,13 +14,13 @@ import torch
 from torch import nn
 
 from .artifacts import SavedModel, dataclass_from_json
-from .score_space import ScoreSpace
+from .score_space import InScoreSpace, ScoreSpace
 
 KIND = "student"
 
 
 @dataclass
-class StudentConfig:
+class StudentConfig(InScoreSpace):
     """Everything that rebuilds a student and its preprocessing; saved as config.json next to the weights."""
 
     backbone: str = "tf_efficientnet_lite0"
@@ -58,15 +58,6 @@ class StudentConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "StudentConfig":
         return dataclass_from_json(cls, data, ("scale", "mean", "std"))
-
-    @property
-    def space(self) -> ScoreSpace:
-        """The score space of the labels and the outputs."""
-        return ScoreSpace(self.num_levels, self.scale)
-
-    @property
-    def output_dim(self) -> int:
-        return self.space.output_dim
 
 
 class Student(SavedModel, nn.Module):

@@ -17,24 +17,19 @@ from safetensors.torch import load_file, save_file
 
 from .artifacts import atomic_write_text
 from .errors import IAAError
-from .score_space import ScoreSpace
+from .score_space import InScoreSpace
 
 TARGETS_WEIGHTS = "targets.safetensors"
 TARGETS_INDEX = "targets.json"
 
 
 @dataclass
-class DistillationTargets:
+class DistillationTargets(InScoreSpace):
     ids: list[str]
     features: np.ndarray  # (N, F) float32: the teacher head's 2nd-layer output
     predictions: np.ndarray  # (N, K) distribution, or (N,) normalised score
     num_levels: int | None
     scale: tuple[float, float]
-
-    @property
-    def space(self) -> ScoreSpace:
-        """The score space of the predictions (the teacher head's)."""
-        return ScoreSpace(self.num_levels, self.scale)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

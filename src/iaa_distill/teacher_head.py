@@ -14,13 +14,13 @@ import torch
 from torch import nn
 
 from .artifacts import SavedModel, dataclass_from_json
-from .score_space import ScoreSpace
+from .score_space import InScoreSpace
 
 KIND = "teacher_head"
 
 
 @dataclass
-class TeacherHeadConfig:
+class TeacherHeadConfig(InScoreSpace):
     """Rebuilds a teacher head; saved as config.json next to its weights."""
 
     input_dim: int
@@ -37,15 +37,6 @@ class TeacherHeadConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TeacherHeadConfig":
         return dataclass_from_json(cls, data, ("scale", "hidden"))
-
-    @property
-    def space(self) -> ScoreSpace:
-        """The score space of the labels and the outputs."""
-        return ScoreSpace(self.num_levels, self.scale)
-
-    @property
-    def output_dim(self) -> int:
-        return self.space.output_dim
 
     @property
     def feature_dim(self) -> int:
