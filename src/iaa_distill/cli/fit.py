@@ -14,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="override the recipe's output folder")
     parser.add_argument("--seeds", type=_seed_list, metavar="S,S,...",
                         help="override the recipe's seeds: one student and baseline per seed, e.g. 0,1,2")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def _seed_list(text: str) -> list[int]:
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..recipe import Recipe, run_recipe
 
     recipe = Recipe.load(args.config, dataset=args.dataset, out=args.out, seeds=args.seeds)
-    result = run_recipe(recipe)
+    result = run_recipe(recipe, progress=not args.no_progress)
     print("\nElapsed per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items()))
     if result["comparison"]:
         report = "seeds.md" if len(recipe.seeds) > 1 else "comparison.md"
