@@ -10,8 +10,11 @@ are never modified. --decisions FILE --apply re-applies a decision list exported
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from .types import bounded, add_batch_options, add_engine_options
+
+thumb_size = bounded(int, 32, None, "an integer >= 32")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,10 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     side.add_argument("--apply", action="store_true", help="carry out --xmp and the file action (default: only list them)")
     side.add_argument("--decisions", metavar="FILE", help="use this decision list (gallery export, CSV or TXT) instead of scoring")
     run_group = parser.add_argument_group("execution")
-    run_group.add_argument("--thumb-size", type=int, default=400, help="longest side of gallery thumbnails in pixels (default: 400)")
-    run_group.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
-    run_group.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes and threads (default: min(4, CPUs))")
-    run_group.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    run_group.add_argument("--thumb-size", type=thumb_size, default=400,
+                           help="longest side of gallery thumbnails in pixels, at least 32 (default: 400)")
+    add_batch_options(run_group)
+    add_engine_options(run_group, backend=False)
     run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -61,8 +64,6 @@ def _decide(args: argparse.Namespace) -> list:
         return decisions
     if not args.paths or not args.model:
         raise IAAError("give the photos to cull and --model DIR (or --decisions FILE to re-apply a decision list)")
-    if args.thumb_size < 32 or args.batch_size < 1 or args.workers < 0:
-        raise IAAError("--thumb-size must be >= 32, --batch-size >= 1 and --workers >= 0")
     skipped = skipped_files(args.paths)
     if skipped:
         _say(f"skipped files that are not photos: {', '.join(skipped)}")

@@ -10,10 +10,9 @@ writes the merged output. --html adds a self-contained culling gallery.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from .types import count, non_negative_int, positive_int
+from .types import add_batch_options, add_engine_options, count, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,12 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="scores.csv", help="output file (default: scores.csv); an existing one needs --resume or --overwrite")
     parser.add_argument("--format", choices=("csv", "jsonl"), help="output format (default: from --out's extension, else csv)")
     parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML gallery sorted by score")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default: 32)")
-    parser.add_argument("--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
-                        help="decoding processes (default: min(4, CPUs))")
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference engine (default: torch)")
-    parser.add_argument("--onnx", metavar="FILE", help="ONNX file for --backend onnx (default: DIR/model.onnx)")
+    add_batch_options(parser)
+    add_engine_options(parser)
     parser.add_argument("--threads", type=positive_int, help="CPU inference threads (default: the engine's own choice)")
     parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                         help="largest image in pixels; larger ones are refused as possible decompression bombs "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from .types import port, positive_float, positive_int
+from .types import add_engine_options, port, positive_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,9 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds a connection may take to send its request headers (default: %(default)s)")
     parser.add_argument("--keep-alive", type=positive_int, default=5,
                         help="seconds an idle connection stays open between requests (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference engine (default: torch)")
-    parser.add_argument("--onnx", metavar="FILE", help="ONNX file for --backend onnx (default: DIR/model.onnx)")
+    add_engine_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

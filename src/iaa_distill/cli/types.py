@@ -1,11 +1,13 @@
-"""argparse `type=` helpers (every numeric option is checked at parse time, exit 2) and message wording."""
+"""argparse `type=` helpers (every numeric option is checked at parse time, exit 2), the options that scoring
+commands share (one spelling, one check), and message wording."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 
 
-def _bounded(kind: type, low: float | None, high: float | None, what: str) -> Callable[[str], int | float]:
+def bounded(kind: type, low: float | None, high: float | None, what: str) -> Callable[[str], int | float]:
     """A parser of `kind` values within [low, high] whose error says `what` is expected."""
 
     def parse(text: str) -> int | float:
@@ -21,11 +23,26 @@ def _bounded(kind: type, low: float | None, high: float | None, what: str) -> Ca
     return parse
 
 
-positive_int = _bounded(int, 1, None, "an integer >= 1")
-non_negative_int = _bounded(int, 0, None, "an integer >= 0")
-port = _bounded(int, 0, 65535, "a port number (0..65535)")
-positive_float = _bounded(float, 1e-12, float("inf"), "a number > 0")
-fraction = _bounded(float, 0.0, 1.0, "a fraction in [0, 1]")
+positive_int = bounded(int, 1, None, "an integer >= 1")
+non_negative_int = bounded(int, 0, None, "an integer >= 0")
+port = bounded(int, 0, 65535, "a port number (0..65535)")
+positive_float = bounded(float, 1e-12, float("inf"), "a number > 0")
+fraction = bounded(float, 0.0, 1.0, "a fraction in [0, 1]")
+
+
+def add_batch_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--batch-size and --workers as every command that scores files spells and checks them."""
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default: 32)")
+    parser.add_argument("--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
+                        help="decoding processes (default: min(4, CPUs))")
+
+
+def add_engine_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, backend: bool = True) -> None:
+    """--device, and --backend/--onnx where the command can run an exported model."""
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    if backend:
+        parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference engine (default: torch)")
+        parser.add_argument("--onnx", metavar="FILE", help="ONNX file for --backend onnx (default: DIR/model.onnx)")
 
 
 def count(n: int, noun: str) -> str:

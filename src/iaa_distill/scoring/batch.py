@@ -16,7 +16,6 @@ import glob
 import io
 import json
 import math
-import os
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path

@@ -1,7 +1,6 @@
 """Checks on an output file made before any work starts: never overwrite silently, never fail at the end."""
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
