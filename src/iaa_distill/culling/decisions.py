@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..artifacts import atomic_write_text
+from ..data.parsing import read_text
 from ..errors import IAAError
 from .rules import ERROR, PICK, REJECT, UNFLAGGED, Decision
 
@@ -38,10 +39,7 @@ def write_decisions(decisions: Sequence[Decision], out: str | Path) -> Path:
 def read_decisions(path: str | Path) -> list[Decision]:
     """Decisions from a CSV with at least `path` and `flag` columns, or a .txt list of picked paths."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise IAAError(f"{path}: cannot read the decisions file ({exc.strerror or exc})") from None
+    text = read_text(path)
     if path.suffix.lower() == ".txt":
         return [Decision(line.strip(), math.nan, PICK, 0, "", "listed") for line in text.splitlines() if line.strip()]
     reader = csv.DictReader(io.StringIO(text))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import atomic_write_text
-from ..data.parsing import checked_rows
+from ..data.parsing import checked_rows, read_text
 from ..score_space import ScoreSpace
 from ..errors import IAAError
 
@@ -112,10 +112,7 @@ class Predictions:
     ) -> "Predictions":
         """Read `per_image.csv` back; a malformed row is an IAAError naming file and line."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except OSError as exc:
-            raise IAAError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        text = read_text(path)
         reader = csv.DictReader(io.StringIO(text, newline=""))
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
