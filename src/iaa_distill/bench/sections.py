@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from ..data.loading import ImageFiles
 from ..preprocessing import eval_transform
 from .stages import binding_stage, input_stages, write_rate
-from .timing import Report, images_per_second
+from .timing import Report, images_per_second, median_fresh_run_seconds
 
 NIMA_BACKBONE = "inception_resnet_v2"  # the architecture of pyiqa's default `nima` (299 px)
 
@@ -67,14 +67,10 @@ def _features_rate(dataset, teachers: list[str], workers: int, batch_size: int, 
     """img/s of `extract_features` (the real path) over `dataset`, its teacher loading time taken out."""
     from ..features import extract_features
 
-    times = []
-    for _ in range(max(1, repeats - 1)):
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            extract_features(dataset, Path(tmp) / "cache", teachers, batch_size=batch_size, num_workers=workers,
-                             device=device, hflip=hflip, progress=False)
-            times.append(time.perf_counter() - start - load_seconds)
-    return len(dataset.records) / float(np.median(times))
+    seconds = median_fresh_run_seconds(lambda tmp: extract_features(
+        dataset, tmp / "cache", teachers, batch_size=batch_size, num_workers=workers, device=device, hflip=hflip,
+        progress=False), repeats)
+    return len(dataset.records) / (seconds - load_seconds)
 
 
 def _startup_seconds(report: Report, dataset, teachers: list[str], workers: int, batch_size: int, device: str) -> float:
@@ -184,15 +180,9 @@ def bench_image_cache(report: Report, photos: list[Path], workers: int, batch_si
     stages["write"] = report.add("cache", f"stage write: {size} px uint8 rows, fsynced per batch",
                                  write_rate((size, size, 3), np.uint8, len(photos), batch_size, repeats))
     records = [ImageRecord(p.name, p, "bench") for p in photos]
-    times = []
-    for _ in range(max(1, repeats - 1)):
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            ensure_image_cache(records, size, interpolation, root=tmp, num_workers=workers, batch_size=batch_size,
-                               device=device)
-            times.append(time.perf_counter() - start)
-    end_to_end = report.add("cache", f"image cache build from JPEG files ({size} px), end to end",
-                            len(records) / float(np.median(times)))
+    seconds = median_fresh_run_seconds(lambda tmp: ensure_image_cache(
+        records, size, interpolation, root=tmp, num_workers=workers, batch_size=batch_size, device=device), repeats)
+    end_to_end = report.add("cache", f"image cache build from JPEG files ({size} px), end to end", len(records) / seconds)
     report.ratio(f"image cache build vs its decode limit ({decoder} decoder)", end_to_end,
                  min(stages["read"], stages["resize"]), goal=0.8)
     binding_stage(report, "image cache", stages, end_to_end, None)

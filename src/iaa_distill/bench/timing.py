@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 
 
@@ -48,3 +50,14 @@ def images_per_second(run: Callable[[], int], repeats: int = 3, warmup: int = 1)
         n = run()
         rates.append(n / (time.perf_counter() - start))
     return statistics.median(rates)
+
+
+def median_fresh_run_seconds(run: Callable[[Path], object], repeats: int) -> float:
+    """Median wall time of `run(folder)` over max(1, repeats - 1) runs, each into a fresh temporary folder."""
+    times = []
+    for _ in range(max(1, repeats - 1)):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            run(Path(tmp))
+            times.append(time.perf_counter() - start)
+    return float(statistics.median(times))

@@ -45,13 +45,19 @@ def undefined_reason(true: np.ndarray, pred: np.ndarray) -> str | None:
     return None
 
 
-def _correlation(name: str, func, true: np.ndarray, pred: np.ndarray) -> float:
+def _defined(name: str, true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both series as float64, or None (with a MetricWarning naming the reason) where `name` is undefined."""
     true, pred = np.asarray(true, dtype=np.float64), np.asarray(pred, dtype=np.float64)
     reason = undefined_reason(true, pred)
     if reason:
-        warnings.warn(f"{name} is undefined: {reason}; reported as NaN", MetricWarning, stacklevel=3)
-        return math.nan
-    return float(func(true, pred)[0])
+        warnings.warn(f"{name} is undefined: {reason}; reported as NaN", MetricWarning, stacklevel=4)
+        return None
+    return true, pred
+
+
+def _correlation(name: str, func, true: np.ndarray, pred: np.ndarray) -> float:
+    series = _defined(name, true, pred)
+    return math.nan if series is None else float(func(*series)[0])
 
 
 def srcc(true: np.ndarray, pred: np.ndarray) -> float:
@@ -99,11 +105,10 @@ def fit_logistic(true: np.ndarray, pred: np.ndarray) -> tuple[float, float, floa
 
 def plcc_logistic(true: np.ndarray, pred: np.ndarray) -> float:
     """PLCC after fitting the increasing 4-parameter logistic from predictions to true scores; NaN if the fit fails."""
-    true, pred = np.asarray(true, dtype=np.float64), np.asarray(pred, dtype=np.float64)
-    reason = undefined_reason(true, pred)
-    if reason:
-        warnings.warn(f"PLCC (logistic) is undefined: {reason}; reported as NaN", MetricWarning, stacklevel=2)
+    series = _defined("PLCC (logistic)", true, pred)
+    if series is None:
         return math.nan
+    true, pred = series
     params = fit_logistic(true, pred)
     if params is None:
         warnings.warn("PLCC (logistic): the 4-parameter fit did not converge; reported as NaN",
