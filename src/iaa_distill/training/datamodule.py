@@ -29,6 +29,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from .sampling import SeededEpochSampler
+
 
 @dataclass
 class SplitArrays:
@@ -92,16 +94,12 @@ def _world() -> tuple[int, int]:
     return 1, 0
 
 
-class AugmentationSampler(torch.utils.data.Sampler):
+class AugmentationSampler(SeededEpochSampler):
     """Seeded per-epoch shuffle + crop offsets + flips; each DDP rank gets an equal shard (padded by wrapping)."""
 
     def __init__(self, n: int, resize: int, crop: int, seed: int, hflip: bool = True):
-        self.n, self.resize, self.crop, self.seed, self.hflip = n, resize, crop, seed, hflip
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning before every epoch (also after a resume)."""
-        self.epoch = epoch
+        super().__init__(seed)
+        self.n, self.resize, self.crop, self.hflip = n, resize, crop, hflip
 
     def __len__(self) -> int:
         world, _ = _world()
@@ -109,8 +107,8 @@ class AugmentationSampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int, int, int]]:
         world, rank = _world()
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.n, generator=g)
+        g = self.generator()
+        order = self.permutation(self.n, g)
         span = self.resize - self.crop + 1
         ys = torch.randint(0, span, (self.n,), generator=g)
         xs = torch.randint(0, span, (self.n,), generator=g)

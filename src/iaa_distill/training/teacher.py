@@ -40,6 +40,7 @@ from ..teacher_head import TeacherHead, TeacherHeadConfig, run_head
 from .head_candidates import HeadCandidate, candidate_config, fit_ridge_head, parse_candidate
 from .head_selection import choose, cross_validate
 from .image_cache import ids_hash
+from .sampling import SeededEpochSampler
 from .spine import (CHECKPOINTS, BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
                     check_counts, lightning_device)
 from .teacher_config import TeacherTrainConfig
@@ -111,22 +112,18 @@ class FeatureBatches(torch.utils.data.Dataset):
         }
 
 
-class EpochBatches(torch.utils.data.Sampler):
+class EpochBatches(SeededEpochSampler):
     """Batches of positions, shuffled from (seed, epoch) alone so that a resumed run sees the same order.
 
     Training drops a last batch of one image (BatchNorm cannot normalise it).
     """
 
     def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool):
-        self.size, self.batch_size, self.seed, self.shuffle = size, batch_size, seed, shuffle
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().__init__(seed)
+        self.size, self.batch_size, self.shuffle = size, batch_size, shuffle
 
     def _batches(self) -> list[np.ndarray]:
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.size) if self.shuffle
-                 else np.arange(self.size))
+        order = self.permutation(self.size).numpy() if self.shuffle else np.arange(self.size)
         batches = [order[i:i + self.batch_size] for i in range(0, self.size, self.batch_size)]
         return [b for b in batches if len(b) > 1 or not self.shuffle]
 
