@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from iaa_distill.errors import IAAError
-from iaa_distill.student import Student, StudentConfig, output_levels, prediction_to_mean
+from iaa_distill.score_space import ScoreSpace
+from iaa_distill.student import Student, StudentConfig
 
 
 def test_config_derives_preprocessing_from_timm_and_keeps_the_crop_ratio():
@@ -30,11 +31,10 @@ def test_save_and_load_roundtrip(tmp_path):
         Student.from_pretrained(tmp_path)
 
 
-def test_prediction_to_mean_for_distributions_and_scalars():
-    levels = output_levels(10, (1.0, 10.0))
+def test_score_space_decodes_distributions_and_scalars():
     raw = torch.full((1, 10), -30.0)
     raw[0, 6] = 30.0  # all mass on level 7
-    mean, dist = prediction_to_mean(raw, levels, 10)
+    mean, dist = ScoreSpace(10, (1.0, 10.0)).decode(raw)
     assert mean.item() == pytest.approx(7.0) and dist.sum().item() == pytest.approx(1.0)
-    mean, dist = prediction_to_mean(torch.tensor([[0.25]]), output_levels(None, (0.0, 4.0)), None)
+    mean, dist = ScoreSpace(None, (0.0, 4.0)).decode(torch.tensor([[0.25]]))
     assert mean.item() == pytest.approx(1.0) and dist is None

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .artifacts import SavedModel, dataclass_from_json
-from .score_space import InScoreSpace, ScoreSpace
+from .score_space import InScoreSpace
 
 KIND = "student"
 
@@ -96,14 +96,3 @@ class Student(SavedModel, nn.Module):
             model.config.backbone_weights = f"{source.kind}:{Path(source.location).name}"
         return model
 
-
-def output_levels(num_levels: int | None, scale: tuple[float, float]) -> torch.Tensor:
-    """Score of each output level (K-level models) or the (min, max) of the scale (scalar models)."""
-    return torch.tensor(ScoreSpace(num_levels, scale).levels, dtype=torch.float32)
-
-
-def prediction_to_mean(
-    raw: torch.Tensor, levels: torch.Tensor, num_levels: int | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Raw prediction -> (mean score, distribution or None) on the scale spanned by `levels` (see `ScoreSpace`)."""
-    return ScoreSpace(num_levels, (float(levels[0]), float(levels[-1]))).decode(raw)
