@@ -115,7 +115,7 @@ def fit_mlp_head(features: np.ndarray, labels: np.ndarray, config: TeacherHeadCo
     torch.manual_seed(train.seed)
     head = TeacherHead(config).train()
     x, y = torch.from_numpy(np.asarray(features, np.float32)), torch.from_numpy(np.asarray(labels, np.float32))
-    optimizer = torch.optim.AdamW(head.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=train.lr, weight_decay=train.weight_decay, foreach=True)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(train.epochs, 1))
     order = torch.Generator().manual_seed(train.seed)
     for _ in range(train.epochs):

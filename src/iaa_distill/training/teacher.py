@@ -207,7 +207,7 @@ class TeacherHeadModule(pl.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.train_config
-        optimizer = torch.optim.AdamW(self.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(self.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
