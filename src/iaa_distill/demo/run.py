@@ -30,8 +30,11 @@ def demo_recipe(out: Path, csv_path: Path, quick: bool, seed: int, unlabeled: Pa
         features={"teachers": list(DEFAULT_TEACHERS), "batch_size": 16, "num_workers": 2},
         teacher={"epochs": 40 if quick else 80, "batch_size": 32, "patience": 15, "hidden": (256, 128), "dropout": 0.2},
         student={
-            "backbone": "tf_efficientnet_lite0", "input_size": 128 if quick else 192, "epochs": 2 if quick else 6,
+            "backbone": "tf_efficientnet_lite0", "input_size": 128 if quick else 192, "epochs": 2 if quick else 4,
             "batch_size": 16, "num_workers": 2, "warmup_epochs": 0.5, "patience": 10,
+            # chosen on the val split (mean over seeds 0-2, see the README): 3 unlabelled photos per labelled one
+            # for 4 epochs beat 1 for 6 epochs (SRCC 0.811 vs 0.781) at the demo's time budget
+            "unlabeled_ratio": 3.0,
         },
         evaluation={"split": "test", "batch_size": 32, "num_workers": 2, "min_category_images": 5},
     )
