@@ -1,17 +1,23 @@
-"""The teacher in the small-data regime, over seeds: the chosen head against a CV-tuned ridge on the same features.
+"""The small-data regime over seeds: the chosen teacher head against a CV-tuned ridge, then student vs baseline.
 
-On the demo's synthetic-label photos (built, with their feature cache, unless `--demo-dir` already holds them:
-an `iaa demo` folder is reused as it is), only a seeded subset of the training split keeps its labels. For each
-seed the teacher head is chosen by cross-validation on that subset and trained (`train_teacher_head`, early
+On the demo's synthetic-label photos and unlabelled photos (built, with their feature cache, unless
+`--demo-dir` already holds them: an `iaa demo` folder is reused as it is), only a seeded subset of the
+training split keeps its labels. For each seed the teacher head is chosen by cross-validation on that subset and trained (`train_teacher_head`, early
 stopping on the val split); the paper's MLP alone and a ridge regression on the same standardised features
 (penalty chosen by 5-fold CV on the subset, folds shuffled by the seed) are measured beside it. The test
 split is read only to report; the table gives mean ± sd of test SRCC over the seeds.
 
-    python benchmarks/small_data.py --demo-dir iaa-small-data --train-images 150 --seeds 0,1,2,3,4
+With `--students 0,1,2` the same subset is then run as a user with that many ratings would run it: a
+labels file holding only the kept rows (plus val and test), the demo's unlabelled photos as `unlabeled:`,
+the demo's settings and one student and baseline per seed, written as a recipe
+(`iaa fit RECIPE` reruns or resumes it) and run by `run_recipe`; the comparison across seeds is printed.
+
+    python benchmarks/small_data.py --demo-dir iaa-small-data --train-images 150 --seeds 0,1,2,3,4 --students 0,1,2
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from dataclasses import replace
@@ -20,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
@@ -27,15 +34,18 @@ from sklearn.preprocessing import StandardScaler
 
 from iaa_distill.data import open_dataset
 from iaa_distill.data.records import Dataset
-from iaa_distill.demo.run import SYNTHETIC_WARNING, demo_recipe
-from iaa_distill.demo.synthetic import build_synthetic_dataset
+from iaa_distill.data.unlabeled import with_unlabeled
+from iaa_distill.demo.run import SYNTHETIC_WARNING, UNLABELED_PER_LABELLED, demo_recipe
+from iaa_distill.demo.synthetic import build_synthetic_dataset, build_unlabeled_photos
 from iaa_distill.errors import IAAError
 from iaa_distill.evaluation.metrics import srcc
 from iaa_distill.features import FeatureCache, extract_features
-from iaa_distill.recipe import stage_settings
+from iaa_distill.evaluation.seeds import SEEDS_MD
+from iaa_distill.recipe import Recipe, run_recipe, stage_settings
 from iaa_distill.training.head_candidates import RIDGE_ALPHAS
 from iaa_distill.training.teacher import TeacherTrainConfig, labelled_rows, train_teacher_head
 
+IMAGES_PER_PHOTO = 36  # the full demo's dataset
 MODELS = ("chosen teacher", "paper MLP teacher", "ridge, 5-fold CV penalty")
 
 
@@ -58,14 +68,19 @@ def ridge_test_srcc(dataset: Dataset, cache: FeatureCache, seed: int) -> float:
 
 
 def demo_data(folder: Path) -> tuple[Dataset, FeatureCache, TeacherTrainConfig]:
-    """The full demo dataset, its feature cache under `folder` (built when missing: features depend on images
-    only) and the demo's teacher settings."""
-    csv_path = folder / "dataset" / "labels.csv"
+    """The full demo dataset with its unlabelled photos, as `iaa demo` lays them out under `folder` (built when
+    missing), their feature cache (extracted when missing: features depend on images only) and the demo's
+    teacher settings."""
+    csv_path, unlabeled = folder / "dataset" / "labels.csv", folder / "unlabeled"
     if not csv_path.is_file():
         print(f"[dataset] building the demo's synthetic-label photos -> {csv_path.parent}", flush=True)
-        build_synthetic_dataset(folder / "dataset", images_per_photo=36, seed=0)
-    recipe = demo_recipe(folder, csv_path, quick=False, seed=0)
-    dataset = open_dataset(recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed)
+        build_synthetic_dataset(folder / "dataset", images_per_photo=IMAGES_PER_PHOTO, seed=0)
+    if not unlabeled.is_dir():
+        print(f"[dataset] building the demo's unlabelled photos -> {unlabeled}", flush=True)
+        build_unlabeled_photos(unlabeled, round(UNLABELED_PER_LABELLED * IMAGES_PER_PHOTO), seed=0)
+    recipe = demo_recipe(folder, csv_path, quick=False, seed=0, unlabeled=unlabeled)
+    dataset = with_unlabeled(open_dataset(recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed),
+                             recipe.unlabeled, val_fraction=recipe.val_fraction, seed=recipe.seed)
     cache_dir = recipe.out / "features"
     if not (cache_dir / "manifest.json").is_file() or not FeatureCache.open(cache_dir).complete:
         print(f"[features] extracting teacher features -> {cache_dir}", flush=True)
@@ -105,13 +120,56 @@ def table(runs: list[dict[str, Any]], train_images: int, test_images: int) -> st
     return "\n".join(lines)
 
 
+def subset_labels_file(folder: Path, dataset: Dataset, name: str) -> Path:
+    """The demo's labels.csv with only the rows `dataset` keeps labelled: the file of a user with that many
+    ratings (the held-back training images are simply absent)."""
+    source = folder / "dataset" / "labels.csv"
+    kept = {r.image_id for r in dataset.records if r.label is not None}
+    with source.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames, [row for row in reader if row["image"] in kept]
+    if len(rows) != len(kept):
+        raise IAAError(f"{source}: {len(kept) - len(rows)} kept image(s) have no row (not an `iaa demo` labels file?)")
+    target = source.with_name(f"{name}.csv")
+    with target.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return target
+
+
+def student_recipe(folder: Path, labels: Path, out: Path, seeds: list[int]) -> Path:
+    """The demo's settings on `labels` plus its unlabelled photos (`demo_data` made them), one student and
+    baseline per seed; written to OUT/recipe.yaml (`iaa fit` reruns or resumes it). Returns its path."""
+    recipe = replace(demo_recipe(out, labels, quick=False, seed=0, unlabeled=folder / "unlabeled"), out=out / "fit",
+                     seeds=seeds)
+    document = {key: value for key, value in vars(recipe).items() if key != "baseline"}
+    document["out"] = str(recipe.out)
+    path = out / "recipe.yaml"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(document)), sort_keys=False))
+    return path
+
+
+def students(folder: Path, dataset: Dataset, out: Path, seeds: list[int]) -> str:
+    """Student and baseline per seed on the labelled subset (+ unlabelled photos); returns seeds.md."""
+    labels = subset_labels_file(folder, dataset, out.name)
+    recipe_path = student_recipe(folder, labels, out, seeds)
+    print(f"[students] iaa fit {recipe_path}", flush=True)
+    result = run_recipe(Recipe.load(recipe_path), progress=False)
+    return (Path(result["folders"]["comparison"]) / SEEDS_MD).read_text()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--demo-dir", type=Path, default=Path("iaa-small-data"), help="demo dataset and feature cache")
     parser.add_argument("--train-images", type=int, default=150, help="labelled training images kept")
     parser.add_argument("--subset-seed", type=int, default=0, help="seed that draws the labelled subset")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated training seeds")
+    parser.add_argument("--students", default="", metavar="S,S,...",
+                        help="also train a student and a baseline per seed on the subset (e.g. 0,1,2)")
     args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny heads: threads only wait on each other
     print(SYNTHETIC_WARNING, flush=True)
     try:
@@ -126,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "small_data.json").write_text(json.dumps({"runs": runs, "summary": summary(runs)}, indent=2) + "\n")
     (out / "small_data.md").write_text(text + "\n")
     print("\n" + text)
+    if args.students:
+        seeds = [int(s) for s in args.students.split(",")]
+        torch.set_num_threads(threads)  # the students' convolutions do use every core
+        print("\n" + students(args.demo_dir.expanduser().resolve(), dataset, out.resolve(), seeds))
     return 0
 
 

@@ -44,3 +44,24 @@ def test_measure_over_seeds(small, tmp_path):
     assert set(stats) == set(MODELS) and all(np.isfinite(s["mean"]) and s["sd"] >= 0 for s in stats.values())
     assert stats[MODELS[0]]["mean"] > 0.6
     assert "| chosen teacher |" in table(runs, 60, 30)
+
+
+def test_students_run_on_a_labels_file_holding_only_the_subset(tmp_path):
+    from benchmarks.small_data import student_recipe, subset_labels_file
+    from iaa_distill.data import open_dataset
+    from iaa_distill.demo.synthetic import build_synthetic_dataset
+    from iaa_distill.recipe import Recipe
+
+    build_synthetic_dataset(tmp_path / "dataset", images_per_photo=3, seed=0)
+    (tmp_path / "unlabeled").mkdir()  # present: the recipe uses it as it is
+    full = open_dataset(f"csv:{tmp_path / 'dataset' / 'labels.csv'}")
+    subset = labelled_subset(full, 5, seed=1)
+    labels = subset_labels_file(tmp_path, subset, "few")
+    reread = open_dataset(f"csv:{labels}")
+    kept = {r.image_id for r in subset.split("train") if r.label is not None}
+    assert {r.image_id for r in reread.split("train")} == kept
+    for split in ("val", "test"):
+        assert [(r.image_id, r.label) for r in reread.split(split)] == [(r.image_id, r.label) for r in full.split(split)]
+    recipe = Recipe.load(student_recipe(tmp_path, labels, tmp_path / "few", [0, 1]))
+    assert recipe.seeds == [0, 1] and recipe.unlabeled == [f"folder:{tmp_path / 'unlabeled'}"]
+    assert recipe.dataset == f"csv:{labels}" and recipe.out == tmp_path / "few" / "fit"
