@@ -2,10 +2,11 @@
 
 On the demo's synthetic-label photos and unlabelled photos (built, with their feature cache, unless
 `--demo-dir` already holds them: an `iaa demo` folder is reused as it is), only a seeded subset of the
-training split keeps its labels. For each seed the teacher head is chosen by cross-validation on that subset and trained (`train_teacher_head`, early
-stopping on the val split); the paper's MLP alone and a ridge regression on the same standardised features
-(penalty chosen by 5-fold CV on the subset, folds shuffled by the seed) are measured beside it. The test
-split is read only to report; the table gives mean ± sd of test SRCC over the seeds.
+training split keeps its labels. For each seed the teacher head is chosen by cross-validation on that
+subset and trained (`train_teacher_head`, early stopping on the val split); the paper's MLP alone and a
+ridge regression on the same standardised features (penalty chosen by 5-fold CV on the subset, folds
+shuffled by the seed) are measured beside it. The test split is read only to report; the table gives
+mean ± sd of test SRCC over the seeds.
 
 With `--students 0,1,2` the same subset is then run as a user with that many ratings would run it: a
 labels file holding only the kept rows (plus val and test), the demo's unlabelled photos as `unlabeled:`,
@@ -94,7 +95,8 @@ def measure(dataset: Dataset, cache: FeatureCache, out: Path, teacher: TeacherTr
             ) -> dict[str, Any]:
     """One seed: the chosen teacher, the paper's MLP alone and the ridge baseline, with test SRCC each."""
     chosen = train_teacher_head(dataset, cache, out / f"chosen-seed{seed}", replace(teacher, seed=seed))
-    paper = train_teacher_head(dataset, cache, out / f"mlp-seed{seed}", replace(teacher, seed=seed, candidates=("mlp",)))
+    paper = train_teacher_head(dataset, cache, out / f"mlp-seed{seed}",
+                               replace(teacher, seed=seed, candidates=("mlp",)))
     return {"seed": seed, "choice": chosen["head"], "test_srcc": {
         MODELS[0]: chosen["test"]["srcc"], MODELS[1]: paper["test"]["srcc"],
         MODELS[2]: ridge_test_srcc(dataset, cache, seed)}}
