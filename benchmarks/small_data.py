@@ -27,17 +27,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from iaa_distill.data import open_dataset
 from iaa_distill.data.records import Dataset
-from iaa_distill.data.unlabeled import with_unlabeled
-from iaa_distill.demo.run import SYNTHETIC_WARNING, UNLABELED_PER_LABELLED, demo_recipe
-from iaa_distill.demo.synthetic import build_synthetic_dataset, build_unlabeled_photos
+from iaa_distill.demo.run import SYNTHETIC_WARNING, demo_photos, demo_recipe
 from iaa_distill.errors import IAAError
 from iaa_distill.evaluation.metrics import srcc
 from iaa_distill.features import FeatureCache, extract_features
@@ -46,7 +42,6 @@ from iaa_distill.recipe import Recipe, run_recipe, stage_settings
 from iaa_distill.training.head_candidates import RIDGE_ALPHAS
 from iaa_distill.training.teacher import TeacherTrainConfig, labelled_rows, train_teacher_head
 
-IMAGES_PER_PHOTO = 36  # the full demo's dataset
 MODELS = ("chosen teacher", "paper MLP teacher", "ridge, 5-fold CV penalty")
 
 
@@ -72,16 +67,9 @@ def demo_data(folder: Path) -> tuple[Dataset, FeatureCache, TeacherTrainConfig]:
     """The full demo dataset with its unlabelled photos, as `iaa demo` lays them out under `folder` (built when
     missing), their feature cache (extracted when missing: features depend on images only) and the demo's
     teacher settings."""
-    csv_path, unlabeled = folder / "dataset" / "labels.csv", folder / "unlabeled"
-    if not csv_path.is_file():
-        print(f"[dataset] building the demo's synthetic-label photos -> {csv_path.parent}", flush=True)
-        build_synthetic_dataset(folder / "dataset", images_per_photo=IMAGES_PER_PHOTO, seed=0)
-    if not unlabeled.is_dir():
-        print(f"[dataset] building the demo's unlabelled photos -> {unlabeled}", flush=True)
-        build_unlabeled_photos(unlabeled, round(UNLABELED_PER_LABELLED * IMAGES_PER_PHOTO), seed=0)
+    csv_path, unlabeled = demo_photos(folder, quick=False, seed=0)
     recipe = demo_recipe(folder, csv_path, quick=False, seed=0, unlabeled=unlabeled)
-    dataset = with_unlabeled(open_dataset(recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed),
-                             recipe.unlabeled, val_fraction=recipe.val_fraction, seed=recipe.seed)
+    dataset = recipe.open_dataset()
     cache_dir = recipe.out / "features"
     if not (cache_dir / "manifest.json").is_file() or not FeatureCache.open(cache_dir).complete:
         print(f"[features] extracting teacher features -> {cache_dir}", flush=True)
@@ -145,12 +133,7 @@ def student_recipe(folder: Path, labels: Path, out: Path, seeds: list[int]) -> P
     baseline per seed; written to OUT/recipe.yaml (`iaa fit` reruns or resumes it). Returns its path."""
     recipe = replace(demo_recipe(out, labels, quick=False, seed=0, unlabeled=folder / "unlabeled"), out=out / "fit",
                      seeds=seeds)
-    document = {key: value for key, value in vars(recipe).items() if key != "baseline"}
-    document["out"] = str(recipe.out)
-    path = out / "recipe.yaml"
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(json.loads(json.dumps(document)), sort_keys=False))
-    return path
+    return recipe.save(out / "recipe.yaml")
 
 
 def students(folder: Path, dataset: Dataset, out: Path, seeds: list[int]) -> str:

@@ -158,3 +158,20 @@ def test_seeds_give_one_student_and_baseline_per_seed_sharing_the_teacher(tmp_pa
     with pytest.raises(IAAError, match="'seeds' is a list of different integers"):
         Recipe.load(tmp_path / "r.yaml")
     assert Recipe.load(tmp_path / "r.yaml", seeds=[3, 4]).seeds == [3, 4]
+
+
+def test_a_saved_recipe_loads_back_with_the_same_stages(tmp_path):
+    from PIL import Image
+
+    csv_path = _ratings(tmp_path)
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "unrated.jpg")
+    recipe = Recipe(dataset=f"csv:{csv_path}?scale=1,5", out=tmp_path / "run", seeds=[0, 2], val_fraction=0.2,
+                    unlabeled=[f"folder:{tmp_path / 'photos'}"], teacher={"hidden": (64, 32), "candidates": ("mlp", "ridge:2")},
+                    student={"epochs": 3, "unlabeled_ratio": 2.0}, baseline=False)
+    loaded = Recipe.load(recipe.save(tmp_path / "saved" / "recipe.yaml"))
+    assert (loaded.dataset, loaded.out, loaded.seeds, loaded.val_fraction, loaded.unlabeled, loaded.baseline) == (
+        recipe.dataset, recipe.out, recipe.seeds, recipe.val_fraction, recipe.unlabeled, recipe.baseline)
+    dataset = recipe.open_dataset()
+    assert stage_keys(dataset, stage_settings(loaded), student_runs(loaded)) == stage_keys(
+        dataset, stage_settings(recipe), student_runs(recipe))

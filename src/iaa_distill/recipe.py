@@ -109,6 +109,21 @@ class Recipe:
             raise IAAError(f"{path}: 'unlabeled' is a list of dataset specs such as folder:~/Photos")
         return cls(**data)
 
+    def save(self, path: str | Path) -> Path:
+        """Write the recipe as YAML that `load` (and `iaa fit --config PATH`) reads back; returns the path."""
+        path = Path(path)
+        document = json.loads(json.dumps(asdict(self), default=str))  # paths as text, tuples as lists
+        atomic_write_text(path, yaml.safe_dump(document, sort_keys=False))
+        return path
+
+    def open_dataset(self) -> Dataset:
+        """The recipe's dataset with its unlabelled images (split `unlabeled`) added."""
+        from .data.registry import open_dataset
+        from .data.unlabeled import with_unlabeled
+
+        labelled = open_dataset(self.dataset, val_fraction=self.val_fraction, seed=self.seed)
+        return with_unlabeled(labelled, self.unlabeled, val_fraction=self.val_fraction, seed=self.seed)
+
 
 def _checked_fields(cls: type, values: dict[str, Any], stage: str) -> Any:
     unknown = sorted(set(values) - {f.name for f in fields(cls)})
@@ -198,8 +213,6 @@ def stage_keys(dataset: Dataset, stages: StageSettings, runs: dict[str, tuple[bo
 
 def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every stage of `recipe`; returns the folders, the timings and the comparison document."""
-    from .data.registry import open_dataset
-    from .data.unlabeled import with_unlabeled
     from .evaluation import evaluate_model
     from .features import extract_features
     from .training.student import train_student
@@ -207,8 +220,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
 
     out = recipe.out
     out.mkdir(parents=True, exist_ok=True)
-    dataset = with_unlabeled(open_dataset(recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed),
-                             recipe.unlabeled, val_fraction=recipe.val_fraction, seed=recipe.seed)
+    dataset = recipe.open_dataset()
     stages = stage_settings(recipe, progress)
     runs = student_runs(recipe)
     keys = stage_keys(dataset, stages, runs)

@@ -40,6 +40,20 @@ def demo_recipe(out: Path, csv_path: Path, quick: bool, seed: int, unlabeled: Pa
     )
 
 
+def demo_photos(out: Path, quick: bool, seed: int, log=print) -> tuple[Path, Path]:
+    """The demo's rated photos (OUT/dataset/labels.csv) and unlabelled photos (OUT/unlabeled), built when
+    missing; returns both paths."""
+    csv_path, unlabeled = out / "dataset" / "labels.csv", out / "unlabeled"
+    per_photo = 12 if quick else 36
+    if not csv_path.is_file():
+        log(f"[dataset] building synthetic-label photos -> {csv_path.parent}")
+        build_synthetic_dataset(out / "dataset", images_per_photo=per_photo, seed=seed)
+    if not unlabeled.is_dir():  # their labels are never written: the student only learns them from the teacher
+        log(f"[dataset] building unlabelled photos (labels held back) -> {unlabeled}")
+        build_unlabeled_photos(unlabeled, round(UNLABELED_PER_LABELLED * per_photo), seed=seed)
+    return csv_path, unlabeled
+
+
 def run_demo(out: str | Path = "iaa-demo", quick: bool = False, seed: int = 0, log=print) -> dict[str, Any]:
     """Run the demo into `out`; returns the stage timings, folders and the comparison document."""
     return _run(Path(out).expanduser().resolve(), quick, seed, log)  # the Trainer builder keeps Lightning quiet
@@ -53,15 +67,7 @@ def _run(out: Path, quick: bool, seed: int, log) -> dict[str, Any]:
 
     log(SYNTHETIC_WARNING)
     start = time.perf_counter()
-    csv_path = out / "dataset" / "labels.csv"
-    per_photo = 12 if quick else 36
-    if not csv_path.is_file():
-        log(f"[dataset] building synthetic-label photos -> {csv_path.parent}")
-        build_synthetic_dataset(out / "dataset", images_per_photo=per_photo, seed=seed)
-    unlabeled = out / "unlabeled"
-    if not unlabeled.is_dir():  # their labels are never written: the student only learns them from the teacher
-        log(f"[dataset] building unlabelled photos (labels held back) -> {unlabeled}")
-        build_unlabeled_photos(unlabeled, round(UNLABELED_PER_LABELLED * per_photo), seed=seed)
+    csv_path, unlabeled = demo_photos(out, quick, seed, log)
     dataset_time = time.perf_counter() - start
     recipe = demo_recipe(out, csv_path, quick, seed, unlabeled)
     result = run_recipe(recipe, progress=False, log=log)
