@@ -35,6 +35,10 @@ def test_demo_quick_runs_every_stage_and_leaves_a_usable_model(tmp_path, capsys)
         again = list(csv.DictReader(f))
     assert abs(float(again[0]["mean"]) - float(rows[0]["mean"])) < 1e-4
 
+    # the recipe it saved is the demo's: `iaa fit` with it finds every stage up to date
+    assert main(["fit", "--config", str(out / "recipe.yaml"), "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("up to date") >= 8
+
     # a rerun skips every finished stage
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     assert "up to date" in capsys.readouterr().out

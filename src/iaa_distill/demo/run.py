@@ -70,6 +70,7 @@ def _run(out: Path, quick: bool, seed: int, log) -> dict[str, Any]:
     csv_path, unlabeled = demo_photos(out, quick, seed, log)
     dataset_time = time.perf_counter() - start
     recipe = demo_recipe(out, csv_path, quick, seed, unlabeled)
+    recipe.save(out / "recipe.yaml")  # `iaa fit --config OUT/recipe.yaml --seeds 0,1,2` reruns it over seeds
     result = run_recipe(recipe, progress=False, log=log)
 
     t0 = time.perf_counter()
@@ -101,6 +102,7 @@ def _summary(log, out: Path, result: dict, timings: dict, total: float, model_di
     folders = result["folders"]
     log("\nOutputs:")
     log(f"  dataset            {out / 'dataset'}  (+ unlabelled photos in {out / 'unlabeled'})")
+    log(f"  recipe             {out / 'recipe.yaml'}   (over seeds: iaa fit --config {out / 'recipe.yaml'} --seeds 0,1,2)")
     log(f"  teacher features   {folders['features']}")
     log(f"  teacher head       {folders['teacher']}")
     log(f"  student model      {model_dir}   (use: iaa score PHOTOS --model {model_dir})")
