@@ -32,15 +32,20 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from iaa_distill.cli.types import seed_list
 from iaa_distill.data.records import Dataset
 from iaa_distill.demo.run import SYNTHETIC_WARNING, demo_photos, demo_recipe
 from iaa_distill.errors import IAAError
 from iaa_distill.evaluation.metrics import srcc
-from iaa_distill.features import FeatureCache, extract_features
 from iaa_distill.evaluation.seeds import SEEDS_MD
+from iaa_distill.features import FeatureCache, extract_features
 from iaa_distill.recipe import Recipe, run_recipe, stage_settings
 from iaa_distill.training.head_candidates import RIDGE_ALPHAS
-from iaa_distill.training.teacher import TeacherTrainConfig, labelled_rows, train_teacher_head
+from iaa_distill.training.teacher import (
+    TeacherTrainConfig,
+    labelled_rows,
+    train_teacher_head,
+)
 
 MODELS = ("chosen teacher", "paper MLP teacher", "ridge, 5-fold CV penalty")
 
@@ -150,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-dir", type=Path, default=Path("iaa-small-data"), help="demo dataset and feature cache")
     parser.add_argument("--train-images", type=int, default=150, help="labelled training images kept")
     parser.add_argument("--subset-seed", type=int, default=0, help="seed that draws the labelled subset")
-    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated training seeds")
-    parser.add_argument("--students", default="", metavar="S,S,...",
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2,3,4", metavar="S,S,...",
+                        help="comma-separated training seeds of the teacher heads")
+    parser.add_argument("--students", type=seed_list, metavar="S,S,...",
                         help="also train a student and a baseline per seed on the subset (e.g. 0,1,2)")
     args = parser.parse_args(argv)
     threads = torch.get_num_threads()
@@ -164,15 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"small_data: error: {error}", file=sys.stderr)
         return 1
     out = args.demo_dir / f"small-data-{args.train_images}-subset{args.subset_seed}"
-    runs = [measure(dataset, cache, out, teacher, int(s)) for s in args.seeds.split(",")]
+    runs = [measure(dataset, cache, out, teacher, seed) for seed in args.seeds]
     text = table(runs, args.train_images, len(dataset.split("test")))
     (out / "small_data.json").write_text(json.dumps({"runs": runs, "summary": summary(runs)}, indent=2) + "\n")
     (out / "small_data.md").write_text(text + "\n")
     print("\n" + text)
     if args.students:
-        seeds = [int(s) for s in args.students.split(",")]
         torch.set_num_threads(threads)  # the students' convolutions do use every core
-        print("\n" + students(args.demo_dir.expanduser().resolve(), dataset, out.resolve(), seeds))
+        try:
+            print("\n" + students(args.demo_dir.expanduser().resolve(), dataset, out.resolve(), args.students))
+        except IAAError as error:
+            print(f"small_data: error: {error}", file=sys.stderr)
+            return 1
     return 0
 
 

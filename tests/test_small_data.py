@@ -62,6 +62,9 @@ def test_students_run_on_a_labels_file_holding_only_the_subset(tmp_path):
     assert {r.image_id for r in reread.split("train")} == kept
     for split in ("val", "test"):
         assert [(r.image_id, r.label) for r in reread.split(split)] == [(r.image_id, r.label) for r in full.split(split)]
+    (tmp_path / "dataset" / "labels.csv").write_text("image,score\n")  # not the file the dataset came from
+    with pytest.raises(IAAError, match="have no row"):
+        subset_labels_file(tmp_path, subset, "few")
     recipe = Recipe.load(student_recipe(tmp_path, labels, tmp_path / "few", [0, 1]))
     assert recipe.seeds == [0, 1] and recipe.unlabeled == [f"folder:{tmp_path / 'unlabeled'}"]
     assert recipe.dataset == f"csv:{labels}" and recipe.out == tmp_path / "few" / "fit"

@@ -7,21 +7,16 @@ from __future__ import annotations
 
 import argparse
 
+from .types import seed_list
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="RECIPE.yaml", help="the recipe (see configs/)")
     parser.add_argument("--dataset", help="override the recipe's dataset (FORMAT:PATH, e.g. ava:/data/AVA)")
     parser.add_argument("--out", help="override the recipe's output folder")
-    parser.add_argument("--seeds", type=_seed_list, metavar="S,S,...",
+    parser.add_argument("--seeds", type=seed_list, metavar="S,S,...",
                         help="override the recipe's seeds: one student and baseline per seed, e.g. 0,1,2")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-
-
-def _seed_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

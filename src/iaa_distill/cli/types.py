@@ -30,6 +30,14 @@ positive_float = bounded(float, 1e-12, float("inf"), "a number > 0")
 fraction = bounded(float, 0.0, 1.0, "a fraction in [0, 1]")
 
 
+def seed_list(text: str) -> list[int]:
+    """Comma-separated integers such as 0,1,2 (an argparse type)."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+
+
 def add_batch_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--batch-size and --workers as every command that scores files spells and checks them."""
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default: 32)")
