@@ -43,13 +43,13 @@ def test_score_one_and_many_match_the_api(client, model_dir, photos):
     response = client.post("/score", files=upload(*[(p.name, p.read_bytes()) for p in photos]))
     assert response.status_code == 200
     body = response.json()["results"]
-    assert [r["file"] for r in body] == [p.name for p in photos] and {r["error"] for r in body} == {""}
+    assert [r["path"] for r in body] == [p.name for p in photos] and {r["error"] for r in body} == {""}
     for got, want in zip(body, expected):
         assert got["mean"] == pytest.approx(want.mean, abs=1e-5)
         assert got["std"] == pytest.approx(want.std, abs=1e-5)
         np.testing.assert_allclose(got["distribution"], want.distribution, atol=1e-6)
     single = client.post("/score", files=upload(("one.png", _png(photos[0]))))
-    assert single.status_code == 200 and [r["file"] for r in single.json()["results"]] == ["one.png"]
+    assert single.status_code == 200 and [r["path"] for r in single.json()["results"]] == ["one.png"]
 
 
 def _png(path: Path) -> bytes:

@@ -16,6 +16,7 @@ from ..teacher_head import TeacherHeadConfig
 from ..teacher_model import TeacherScoringConfig
 
 DEFAULT_ONNX_NAME = "model.onnx"
+EMBEDDING_OUTPUT = "embedding"  # the aesthetic feature, (N, F): the layer the score is read from
 CONFIG_KEY = "iaa_distill.student_config"
 TEACHER_CONFIG_KEY = "iaa_distill.teacher_head_config"
 PREPROCESSING = (
@@ -30,7 +31,8 @@ TEACHER_PREPROCESSING = (
 
 
 def _outputs(num_levels: int | None) -> str:
-    return "mean: (N,) score on `scale`" + ("; distribution: (N, num_levels)" if num_levels else "")
+    return ("mean: (N,) score on `scale`" + ("; distribution: (N, num_levels)" if num_levels else "")
+            + f"; {EMBEDDING_OUTPUT}: (N, F) aesthetic feature")
 
 
 def metadata_props(config: StudentConfig | TeacherScoringConfig) -> dict[str, str]:

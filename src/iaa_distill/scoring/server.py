@@ -49,10 +49,13 @@ class ErrorBody(BaseModel):
 
 
 class FileScore(BaseModel):
-    file: str
+    """One file's `Result` (scoring.result), field for field."""
+
+    path: str
     mean: float | None
     std: float | None
     distribution: list[float] | None
+    embedding: list[float] | None = None
     error: str = ""
 
 
@@ -199,11 +202,9 @@ def _score_payloads(scorer: Scorer, payloads: list[tuple[str, bytes]], max_pixel
             names.append(name)
             outcomes.append(None)
         except UploadError as exc:
-            outcomes.append(_Outcome(FileScore(file=name, mean=None, std=None, distribution=None, error=exc.message), exc))
-    scored = iter(scorer.score(images, names=names) if images else [])
+            outcomes.append(_Outcome(FileScore(path=name, mean=None, std=None, distribution=None, error=exc.message), exc))
+    scored = iter(scorer.score(images, names=names, errors="collect") if images else [])
     for i, outcome in enumerate(outcomes):
         if outcome is None:
-            r = next(scored).to_dict()
-            outcomes[i] = _Outcome(FileScore(file=r["path"], mean=r["mean"], std=r["std"],
-                                             distribution=r["distribution"], error=r["error"]))
+            outcomes[i] = _Outcome(FileScore(**next(scored).to_dict()))
     return outcomes
