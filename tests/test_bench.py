@@ -76,3 +76,26 @@ def test_bench_prints_the_teacher_scorer_next_to_the_student(tmp_path, capsys):
     ratio = report.ratios[0]
     assert ratio["name"].startswith("student vs teacher scorer") and ratio["value"] == pytest.approx(50.0 / rates["torch"])
     assert "teacher scorer" in capsys.readouterr().out
+
+
+def test_bench_cli_section_times_help_against_python(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", "--sections", "cli", "--repeats", "1", "--out", str(out)]) == 0
+    document = json.loads((out / "bench.json").read_text())
+    assert [r["name"] for r in document["results"]] == ["python -c pass (interpreter start-up)", "iaa --help",
+                                                        "iaa score --help"]
+    ratios = {r["name"]: r for r in document["ratios"]}
+    assert ratios["iaa --help: goal 0.5 s / time"]["goal"] == 1.0 and ratios["iaa --help time / python -c pass time"]
+    assert not (out / "photos").exists(), "the cli section needs no photos"
+
+
+def test_help_imports_no_heavy_library():
+    import subprocess
+    import sys
+
+    for argv in (["--help"], ["score", "--help"], ["serve", "--help"]):
+        code = ("import sys; from iaa_distill.cli import main\ntry: main(%r)\nexcept SystemExit: pass\n"
+                "print(sorted(m for m in ('torch', 'timm', 'lightning', 'onnxruntime', 'fastapi') if m in sys.modules))"
+                % argv)
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert run.stdout.strip().splitlines()[-1] == "[]", argv

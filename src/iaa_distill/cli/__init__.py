@@ -6,12 +6,14 @@ import importlib
 import logging
 import sys
 import warnings
+from collections.abc import Collection
 
 from .. import __version__
 from ..errors import IAAError
 
-# (subcommand, module in iaa_distill.cli, one-line help), in data-flow order.
-# Modules import heavy libraries only inside run(), so `iaa --help` stays fast.
+# (subcommand, module in iaa_distill.cli, one-line help), in data-flow order. `main` imports only the module
+# of the subcommand it runs, and modules import heavy libraries only inside run(), so `iaa --help` and
+# `iaa score --help` never import torch (`iaa bench --sections cli` times them).
 COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "demo", "the whole method end to end on bundled photos with synthetic labels (CPU, minutes)"),
     ("data", "data", "inspect datasets: iaa data check FORMAT:PATH"),
@@ -47,7 +49,9 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*(LeafSpec|SpearmanCorrcoef|logging interval).*")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The `iaa` parser. Every subcommand is listed; only those in `commands` (default: all) get their arguments,
+    which imports their module."""
     parser = argparse.ArgumentParser(
         prog="iaa",
         description="Image aesthetics assessment distilled from object-classification networks "
@@ -56,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"iaa-distill {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
+        if commands is not None and name not in commands:
+            sub.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(f".{module_name}", __name__)
         command = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
         module.add_arguments(command)
@@ -63,8 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand named in `argv`: its first word that is not an option (`iaa` has no option with a value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser({_command_in(argv)} - {None})
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
