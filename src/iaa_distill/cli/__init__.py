@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("score", "score", "score photos (files, folders, globs) with a trained student -> CSV/JSONL, --html gallery"),
     ("cull", "cull", "cull photo folders: keep/reject by score and bursts, XMP stars, copy/link/move the picks, gallery"),
     ("export", "export", "export a trained student: iaa export onnx --model DIR --out model.onnx"),
+    ("push", "push", "publish a model folder on the Hugging Face Hub with a model card: iaa push DIR ORG/NAME"),
     ("serve", "serve", "HTTP service + web page for a trained student (FastAPI + uvicorn)"),
     ("bench", "bench", "measure every speed goal on this machine and print figures and ratios"),
 ]

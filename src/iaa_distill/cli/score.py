@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="image files, folders (also folder:PATH) or glob patterns ('**' allowed)")
-    parser.add_argument("--model", required=True, metavar="DIR", help="trained student folder (config.json + model.safetensors), or a teacher folder "
-                        "(iaa train-teacher's output: accuracy mode, slower)")
+    parser.add_argument("--model", required=True, metavar="DIR", help="trained student folder (config.json + model.safetensors), a teacher folder "
+                        "(iaa train-teacher's output: accuracy mode, slower), or a hub name org/name (local cache first)")
+    parser.add_argument("--revision", help="branch, tag or commit of a hub --model (default: main; pin a commit for a definite model)")
     parser.add_argument("--out", metavar="FILE", help="output file, '-' for stdout (default: stdout: a table on a terminal, "
                         "else JSONL); an existing file needs --resume or --overwrite")
     parser.add_argument("--format", choices=("csv", "jsonl", "json"),
@@ -52,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..artifacts import SYNTHETIC_NOTE, labels_are_synthetic, model_name
+    from ..artifacts import SYNTHETIC_NOTE, labels_are_synthetic
     from ..errors import IAAError
     from ..scoring import Scorer
     from ..scoring.paths import collect_inputs
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     for line in inputs.skipped:
         print(f"iaa: {line}", file=sys.stderr)
     scorer = Scorer.from_pretrained(args.model, device=args.device, backend=args.backend, onnx_path=args.onnx,
-                                    threads=args.threads, max_pixels=args.max_pixels)
+                                    threads=args.threads, max_pixels=args.max_pixels, revision=args.revision)
     rows = _score(args, scorer, inputs.paths, to_stdout)
     if rows is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.html:
         from ..scoring.gallery import write_gallery
 
-        write_gallery(rows, args.html, scorer.config.scale, title=f"iaa score: {model_name(args.model)}",
+        write_gallery(rows, args.html, scorer.config.scale, title=f"iaa score: {scorer.name}",
                       synthetic=synthetic)
         print(f"gallery -> {args.html}", file=sys.stderr)
     return 0

@@ -106,15 +106,21 @@ class Scorer:
         onnx_path: str | Path | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
+        revision: str | None = None,
     ) -> "Scorer":
         """Load a student folder (config.json + model.safetensors), or a teacher folder (`iaa train-teacher`'s
-        output: the head, scored with its frozen teachers loaded offline).
+        output: the head, scored with its frozen teachers loaded offline), or a hub name `org/name` at `revision`
+        (a branch, tag or commit; see `scoring.hub`: the local Hugging Face cache first, offline-safe).
 
         backend='onnx' runs `onnx_path` (default: `model_dir/model.onnx`) with onnxruntime; its
         preprocessing comes from `model_dir`'s config, or from the ONNX metadata when `model_dir` is None.
         threads: CPU threads for inference (onnx: the session's intra-op threads; torch: process-wide
         `torch.set_num_threads`); None keeps the engine's default.
         """
+        from .hub import is_hub_name, resolve_model
+
+        shown = str(model_dir) if model_dir is not None and is_hub_name(model_dir) else None
+        model_dir = None if model_dir is None else resolve_model(model_dir, revision)
         torch_device = resolve_device(device)
         if threads and backend == "torch":
             torch.set_num_threads(threads)
@@ -122,7 +128,7 @@ class Scorer:
             if model_dir is None:
                 raise IAAError("the torch backend needs a model folder (--model DIR)")
             model = load_scoring_model(model_dir)
-            return cls(model.config, _TorchBackend(model, torch_device), max_pixels, model_name(model_dir))
+            return cls(model.config, _TorchBackend(model, torch_device), max_pixels, shown or model_name(model_dir))
         if backend != "onnx":
             raise IAAError(f"unknown backend '{backend}' (use torch or onnx)")
         if onnx_path is None:
@@ -142,7 +148,7 @@ class Scorer:
                         f"{onnx_path}: exported from a different model ({key} {getattr(embedded, key)} "
                         f"vs {getattr(config, key)} in {model_dir}); re-export it"
                     )
-        return cls(config, onnx_backend, max_pixels, model_name(model_dir) if model_dir else onnx_path.stem)
+        return cls(config, onnx_backend, max_pixels, shown or (model_name(model_dir) if model_dir else onnx_path.stem))
 
     @property
     def device(self) -> torch.device:
