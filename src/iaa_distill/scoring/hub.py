@@ -43,14 +43,14 @@ def resolve_model(model: str | Path, revision: str | None = None) -> Path:
         if revision:
             raise IAAError(f"{model}: a revision applies to hub names (org/name), not to a model folder")
         return Path(model)
-    from huggingface_hub import constants, is_offline_mode, snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
     at = f" at revision {revision}" if revision else ""
     try:
         return Path(snapshot_download(model, revision=revision, allow_patterns=MODEL_FILES, local_files_only=True))
     except LocalEntryNotFoundError:
-        if is_offline_mode():
+        if constants.HF_HUB_OFFLINE:
             raise IAAError(f"{model}: not a model folder, and not in the Hugging Face cache ({constants.HF_HUB_CACHE})"
                            f"{at} while HF_HUB_OFFLINE is set; run once with network access, or give a folder") from None
     try:
