@@ -20,8 +20,9 @@ EMBEDDING_OUTPUT = "embedding"  # the aesthetic feature, (N, F): the layer the s
 CONFIG_KEY = "iaa_distill.student_config"
 TEACHER_CONFIG_KEY = "iaa_distill.teacher_head_config"
 PREPROCESSING = (
-    "decode RGB (EXIF orientation applied), resize the whole image to input_size x input_size "
-    "with `interpolation` (antialiased), scale to float [0, 1]; normalisation is inside the graph"
+    "decode RGB (EXIF orientation applied; a JPEG at reduced size: PIL draft mode asked for the short side "
+    "input_size, aspect kept), resize the whole image to input_size x input_size with `interpolation` "
+    "(antialiased), scale to float [0, 1]; normalisation is inside the graph (the README's reference snippet)"
 )
 TEACHER_PREPROCESSING = (
     "decode RGB (EXIF orientation applied); for each entry of teacher_inputs in order, resize the whole image to "
