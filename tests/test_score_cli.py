@@ -210,3 +210,9 @@ def test_html_gallery_is_self_contained(model_dir, photo_dir, tmp_path):
     shown = [float(v) for v in re.findall(r'data-score="([-0-9.]+)"', all_section)]
     assert shown == sorted(shown, reverse=True) and len(shown) == len(rows)
     assert np.isclose(max(shown), max(float(r["mean"]) for r in rows), atol=1e-5)
+
+
+def test_off_a_terminal_progress_is_one_line_per_stage(model_dir, photo_dir, capsys):
+    assert main(["score", str(photo_dir / "a"), "--model", str(model_dir), "--workers", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and len([line for line in err.splitlines() if line.startswith("scoring: 5/5 img in")]) == 1
