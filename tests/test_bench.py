@@ -78,15 +78,19 @@ def test_bench_prints_the_teacher_scorer_next_to_the_student(tmp_path, capsys):
     assert "teacher scorer" in capsys.readouterr().out
 
 
-def test_bench_cli_section_times_help_against_python(tmp_path):
-    out = tmp_path / "bench"
-    assert main(["bench", "--sections", "cli", "--repeats", "1", "--out", str(out)]) == 0
-    document = json.loads((out / "bench.json").read_text())
-    assert [r["name"] for r in document["results"]] == ["python -c pass (interpreter start-up)", "iaa --help",
-                                                        "iaa score --help"]
-    ratios = {r["name"]: r for r in document["ratios"]}
-    assert ratios["iaa --help: goal 0.5 s / time"]["goal"] == 1.0 and ratios["iaa --help time / python -c pass time"]
-    assert not (out / "photos").exists(), "the cli section needs no photos"
+def test_bench_cli_section_times_help_against_python(capsys):
+    from iaa_distill.bench.startup import bench_cli
+    from iaa_distill.bench.timing import Report
+
+    report = Report({})
+    figures = bench_cli(report, repeats=1)
+    assert [r.name for r in report.results] == ["python -c pass (interpreter start-up)", "iaa --help",
+                                                "iaa score --help"]
+    assert all(r.unit == "ms" and r.value > 0 for r in report.results) and figures["iaa --help"] > 0
+    ratios = {r["name"]: r for r in report.ratios}
+    assert ratios["iaa --help: goal 0.5 s / time"]["goal"] == 1.0
+    assert ratios["iaa score --help time / python -c pass time"]["value"] > 0
+    assert "iaa --help time / python -c pass time" in capsys.readouterr().out  # printed, not only recorded
 
 
 def test_help_imports_no_heavy_library():

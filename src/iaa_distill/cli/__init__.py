@@ -23,7 +23,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("fit", "fit", "run every stage from a YAML recipe (features -> teacher -> student + baseline -> eval -> compare)"),
     ("eval", "evaluate", "evaluate a student or teacher head on a dataset split: metrics, per-category, reports, plots"),
     ("compare", "compare", "compare evaluation folders vs a baseline: paired bootstrap CIs, per-category gains"),
-    ("score", "score", "score photos (files, folders, globs) with a trained student -> CSV/JSONL, --html gallery"),
+    ("score", "score", "score photos (files, folders, globs): a table or JSONL on stdout, CSV/JSONL/JSON files, embeddings, --html gallery"),
     ("cull", "cull", "cull photo folders: keep/reject by score and bursts, XMP stars, copy/link/move the picks, gallery"),
     ("export", "export", "export a trained student: iaa export onnx --model DIR --out model.onnx"),
     ("push", "push", "publish a model folder on the Hugging Face Hub with a model card: iaa push DIR ORG/NAME"),

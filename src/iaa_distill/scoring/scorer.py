@@ -220,10 +220,11 @@ class Scorer:
         results: list[Result] = []
         for start in range(0, len(items), max(1, batch_size)):
             chunk = list(zip(items[start:start + batch_size], names[start:start + batch_size]))
-            results.extend(self._score_chunk(chunk, embed))
-            failed = next((r for r in results if not r.ok), None) if raising else None
-            if failed is not None:
+            scored = self._score_chunk(chunk, embed)
+            failed = next((r for r in scored if not r.ok), None)
+            if raising and failed is not None:
                 raise DecodeError(failed.error)
+            results.extend(scored)
         return results[0] if single else results
 
     def embed(self, inputs: ScoreInput | Sequence[ScoreInput], batch_size: int = 32) -> np.ndarray:
