@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Collection
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     except IAAError as exc:
         print(f"iaa: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # stdout closed early (iaa score ... | head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 0
     except OSError as exc:  # last resort: outputs are checked up front, but disks fill up and files vanish
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"iaa: error: {where}{exc.strerror or exc}; check the path and its permissions", file=sys.stderr)
