@@ -115,17 +115,19 @@ def score_to_stream(
     embed: bool = False,
 ) -> list[Result]:
     """Score `paths` and write the results to `stream` (stdout) in `fmt` (csv, jsonl, json or table), batch by
-    batch as they come (all at the end when sorting). Nothing is journalled: use `score_to_file` to resume."""
+    batch as they come (all at the end when sorting, and for the terminal's table, which the progress bar
+    would otherwise cut into). Nothing is journalled: use `score_to_file` to resume."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise IAAError("under torchrun give --out FILE: rank 0 merges every process's shard into it")
     writer = ResultWriter(stream, fmt, with_distribution=bool(scorer.config.num_levels))
     rows: list[Result] = []
+    at_end = sort or fmt == "table"
     for batch in scorer.iter_paths(paths, batch_size, num_workers, progress=progress, embed=embed):
         rows.extend(batch)
-        if not sort:
+        if not at_end:
             writer.write(batch)
-    if sort:
-        rows = sort_by_score(rows)
+    if at_end:
+        rows = sort_by_score(rows) if sort else rows
         writer.write(rows)
     writer.close()
     return rows

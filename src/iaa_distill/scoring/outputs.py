@@ -54,8 +54,8 @@ class ResultWriter:
                 self._csv.writerow([r.path, _fmt(r.mean), _fmt(r.std)] + ([dist] if self.with_distribution else [])
                                    + [r.error])
             elif self.fmt == "table":
-                self.stream.write(f"{_fmt(r.mean, 3):>8} {_fmt(r.std, 3):>6}  {r.path}"
-                                  + (f"  ({r.error})" if r.error else "") + "\n")
+                reason = f"  ({r.error.removeprefix(f'{r.path}: ')})" if r.error else ""
+                self.stream.write(f"{_fmt(r.mean, 3) if r.ok else 'failed':>8} {_fmt(r.std, 3):>6}  {r.path}{reason}\n")
             else:
                 row = json.dumps(r.to_dict())
                 self.stream.write(row + "\n" if self.fmt == "jsonl" else ("" if self.rows == 1 else ",\n") + row)
