@@ -24,10 +24,13 @@ def network_errors() -> tuple[type[Exception], ...]:
     """What huggingface_hub raises when the Hub cannot be reached or refuses: HTTP, connection and token errors."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    return (OSError, HfHubHTTPError.__mro__[1])  # the HTTP client's base error: connection refused, timeouts
+    # OSError: token and cache errors (and, before huggingface_hub 1.0, every requests error); the HTTP client's
+    # own base error (connection refused, timeouts) is HfHubHTTPError's base class
+    return (OSError, HfHubHTTPError.__mro__[1])
 
 
 def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (huggingface_hub's run over several)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
