@@ -8,6 +8,7 @@ Stages and their folders under the recipe's `out`:
   baseline/          the same student trained on labels only (alpha = beta = 0)
   eval/{teacher,student,baseline}/   reports on the evaluation split
   comparison/        baseline vs distilled student (and teacher): bootstrap CIs, per category
+  dropped.json       images left out of every stage after the features (missing or undecodable), and why
 A stage is up to date when its folder holds a finished result made from the same settings and the
 same upstream results (`stages.json` records a hash per stage); otherwise it runs (and the
 resumable stages continue where an interrupted run stopped).
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from .training.teacher import TeacherTrainConfig
 
 STAGES_FILE = "stages.json"
+DROPPED_FILE = "dropped.json"  # the images every stage after the features leaves out, and why
 RECIPE_KEYS = ("dataset", "unlabeled", "out", "val_fraction", "seed", "seeds", "features", "teacher", "student",
                "baseline", "evaluation")
 
@@ -228,6 +230,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
     folders = {name: out / name for name in ("features", "teacher", "image_cache", *runs, "comparison")}
     runner.run("features", keys["features"], folders["features"], lambda: extract_features(
         dataset, folders["features"], **stages.features.as_kwargs()))
+    dataset = drop_unreadable(dataset, folders["features"], out / DROPPED_FILE)
     runner.run("teacher", keys["teacher"], folders["teacher"],
                lambda: train_teacher_head(dataset, folders["features"], folders["teacher"], stages.teacher))
     for name, (baseline, seed) in runs.items():
@@ -250,7 +253,18 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
         runner.run("compare", keys["compare"], folders["comparison"], compare)
         comparison = compare(write=False)
     return {"folders": {**{k: str(v) for k, v in folders.items()}, "eval": {k: str(v) for k, v in eval_dirs.items()}},
-            "timings": runner.timings, "comparison": comparison, "dataset": dataset}
+            "timings": runner.timings, "comparison": comparison, "dataset": dataset,
+            "dropped": {"count": len(dataset.dropped), "list": str(out / DROPPED_FILE)}}
+
+
+def drop_unreadable(dataset: Dataset, features: Path, listing: Path) -> Dataset:
+    """`dataset` without the images the feature cache could not read (missing or undecodable files), the one
+    decision every later stage sees; the dropped ids and why are written to `listing` (JSON, id -> reason)."""
+    from .features.cache import FeatureCache
+
+    kept = dataset.without(FeatureCache.open(features).failed)
+    atomic_write_text(listing, json.dumps(kept.dropped, indent=1, sort_keys=True) + "\n")
+    return kept
 
 
 def _compare(runs: dict[str, tuple[bool, int | None]], eval_dirs: dict[str, Path], out: Path,

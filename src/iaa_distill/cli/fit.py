@@ -24,6 +24,9 @@ def run(args: argparse.Namespace) -> int:
 
     recipe = Recipe.load(args.config, dataset=args.dataset, out=args.out, seeds=args.seeds)
     result = run_recipe(recipe, progress=not args.no_progress)
+    dropped = result["dropped"]
+    if dropped["count"]:
+        print(f"{dropped['count']} images dropped (missing or undecodable), listed in {dropped['list']}")
     print("\nElapsed per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items()))
     if result["comparison"]:
         report = "seeds.md" if len(recipe.seeds) > 1 else "comparison.md"
