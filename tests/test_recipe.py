@@ -50,6 +50,8 @@ def test_recipe_sections_mirror_the_functions_they_configure():
 def _ratings(tmp_path: Path, count: int = 40) -> Path:
     rows = ["image,score"] + [f"img{i:02d}.jpg,{1 + i % 5}" for i in range(count)]
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    for i in range(count):  # found images: val is carved from them
+        (tmp_path / f"img{i:02d}.jpg").touch()
     return tmp_path / "labels.csv"
 
 

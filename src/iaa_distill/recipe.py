@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from .artifacts import atomic_write_text
-from .data.records import DEFAULT_VAL_FRACTION, Dataset
+from .data.records import Dataset
+from .data.splits import DEFAULT_VAL_FRACTION
 from .errors import IAAError
 from .evaluation.categories import DEFAULT_MIN_IMAGES
 from .features.settings import ExtractionSettings
@@ -124,11 +125,16 @@ class Recipe:
         from .data.unlabeled import with_unlabeled
 
         labelled = open_dataset(self.dataset, val_fraction=self.val_fraction, seed=self.seed)
-        return with_unlabeled(labelled, self.unlabeled, val_fraction=self.val_fraction, seed=self.seed)
+        return with_unlabeled(labelled, self.unlabeled, seed=self.seed)
+
+
+MOVED = {"val_fraction": "the recipe's top level"}  # settings that left a section: where they are now
 
 
 def _checked_fields(cls: type, values: dict[str, Any], stage: str) -> Any:
     unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    for name in set(unknown) & set(MOVED):
+        raise IAAError(f"recipe section '{stage}': '{name}' moved to {MOVED[name]}: write it there")
     if unknown:
         raise IAAError(f"recipe section '{stage}': unknown settings {unknown}")
     return cls(**values)
@@ -172,8 +178,8 @@ def stage_settings(recipe: Recipe, progress: bool = True) -> StageSettings:
         features=_checked_fields(ExtractionSettings, {"progress": progress, **recipe.features}, "features"),
         teacher=_checked_fields(TeacherTrainConfig, {"seed": recipe.seed, "progress": progress, **recipe.teacher},
                                 "teacher"),
-        student=_checked_fields(StudentTrainConfig, {"seed": recipe.seed, "val_fraction": recipe.val_fraction,
-                                                     "progress": progress, **recipe.student}, "student"),
+        student=_checked_fields(StudentTrainConfig, {"seed": recipe.seed, "progress": progress, **recipe.student},
+                                "student"),
         evaluation=_checked_fields(EvaluationSettings, {"progress": progress, **recipe.evaluation}, "evaluation"),
     )
 
@@ -198,7 +204,8 @@ def stage_keys(dataset: Dataset, stages: StageSettings, runs: dict[str, tuple[bo
     """The key of every stage: its identity settings and its inputs' keys (execution settings never enter).
 
     Features depend only on the images (ids and paths) and their identity settings, so new labels or
-    another split (`val_fraction`, `seed`) keep them; every later stage also depends on the labels and splits.
+    another split (`val_fraction`, `seed`) keep them; every later stage also depends on the labels and splits
+    (the student's key through the labels and splits, not through a setting of its own).
     `runs`: the stage-2 runs (`student_runs`).
     """
     images = [(r.image_id, str(r.path)) for r in dataset.split(stages.features.split)]
@@ -215,6 +222,7 @@ def stage_keys(dataset: Dataset, stages: StageSettings, runs: dict[str, tuple[bo
 
 def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every stage of `recipe`; returns the folders, the timings and the comparison document."""
+    from .data.check import require_usable
     from .evaluation import evaluate_model
     from .features import extract_features
     from .training.student import train_student
@@ -223,6 +231,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
     out = recipe.out
     out.mkdir(parents=True, exist_ok=True)
     dataset = recipe.open_dataset()
+    require_usable(dataset, recipe.dataset)  # an empty split stops here, before hours of feature extraction
     stages = stage_settings(recipe, progress)
     runs = student_runs(recipe)
     keys = stage_keys(dataset, stages, runs)

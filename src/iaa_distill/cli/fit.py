@@ -1,13 +1,13 @@
 """Run every stage from one YAML recipe: teacher features -> teacher head -> distilled student ->
 label-only baseline -> evaluation reports -> comparison. Stages whose outputs are up to date are
 skipped; interrupted stages resume. See configs/ava.yaml for the paper's AVA protocol.
-`--seeds 0,1,2` trains the student and the baseline once per seed (features and teacher shared) and
-compares them across seeds (comparison/seeds.md: mean ± sd, paired bootstrap over seeds x images)."""
+`--seeds 0,1,2` trains the student and the baseline once per seed (features, teacher and the split, carved
+with the recipe's `seed`, shared) and compares them across seeds (comparison/seeds.md: mean ± sd, paired bootstrap over seeds x images)."""
 from __future__ import annotations
 
 import argparse
 
-from .types import seed_list
+from .types import fraction, seed_list
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,13 +16,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="override the recipe's output folder")
     parser.add_argument("--seeds", type=seed_list, metavar="S,S,...",
                         help="override the recipe's seeds: one student and baseline per seed, e.g. 0,1,2")
+    parser.add_argument("--val-fraction", type=fraction, metavar="F",
+                        help="override the recipe's val_fraction: share of the found train images carved out as val "
+                        "when the dataset has no val list")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..recipe import Recipe, run_recipe
 
-    recipe = Recipe.load(args.config, dataset=args.dataset, out=args.out, seeds=args.seeds)
+    recipe = Recipe.load(args.config, dataset=args.dataset, out=args.out, seeds=args.seeds,
+                         val_fraction=args.val_fraction)
     result = run_recipe(recipe, progress=not args.no_progress)
     dropped = result["dropped"]
     if dropped["count"]:

@@ -56,3 +56,14 @@ def add_engine_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
 def count(n: int, noun: str) -> str:
     """'1 image', '2 images'."""
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def add_split_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, seed: bool = True) -> None:
+    """--val-fraction (and --seed where the command has no seed of its own): how `open_dataset` carves val."""
+    from ..data.splits import DEFAULT_VAL_FRACTION
+
+    parser.add_argument("--val-fraction", type=fraction, default=DEFAULT_VAL_FRACTION,
+                        help="share of the found train images carved out as val when the dataset has no val list "
+                        f"(default: {DEFAULT_VAL_FRACTION})")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="seed of the carved splits (default: 0)")

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 SPLITS = ("train", "val", "test")
-DEFAULT_VAL_FRACTION = 0.05  # share of train carved out as val when a dataset has no val list
 # A file of this name beside a ratings CSV marks its labels as synthetic (made by a formula, not by people);
 # models trained on them say so wherever they are used.
 SYNTHETIC_MARKER = "SYNTHETIC_LABELS.txt"

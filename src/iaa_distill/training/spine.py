@@ -34,7 +34,7 @@ from ..devices import resolve_device
 from ..errors import IAAError
 from ..evaluation.metrics import MetricWarning, plcc, srcc
 from ..settings import differences, fingerprint
-from .split_file import save_split
+from ..data.splits import save_split
 
 MIN_TRAIN_IMAGES = 8  # both stages; the student needs them on top of one full batch per process
 RUN_FILE = "run.json"

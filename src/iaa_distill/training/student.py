@@ -45,6 +45,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
 from ..data.records import Dataset, ImageRecord
+from ..data.splits import SPLIT_FILE
 from ..data.unlabeled import UNLABELED_SPLIT
 from ..errors import IAAError
 from ..loss_names import FeatureLossName, LabelLossName, check_name
@@ -56,7 +57,6 @@ from .datamodule import SplitArrays, StudentDataModule
 from .image_cache import ensure_image_cache, ids_hash
 from .spine import (BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
                     check_counts)
-from .split_file import SPLIT_FILE
 from .student_config import StudentTrainConfig
 
 MIN_VAL_IMAGES = 4

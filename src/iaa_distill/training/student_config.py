@@ -42,8 +42,8 @@ class StudentTrainConfig:
     ema: bool = setting(False, help="validate and save an EMA of the weights", group=OPTIM)
     ema_decay: float = setting(0.999, help="EMA decay per step", group=OPTIM)
     patience: int = setting(5, help="early stopping: epochs without a better val SRCC", group=OPTIM)
-    seed: int = setting(0, help="seed of initialisation, data order, crops and of the carved val split",
-                        group=OPTIM)
+    seed: int = setting(0, help="seed of initialisation, data order and crops (`iaa train-student` also carves "
+                        "val with it; `iaa fit` carves it once with the recipe's seed, for all --seeds)", group=OPTIM)
     hflip: bool = setting(True, help="random horizontal flips", group=OPTIM)
     # The feature MSE is on the teacher head's raw aesthetic-feature scale, which starts ~10x above the EMD
     # term: 0.1 beat 1.0 on the demo data (val SRCC 0.822 vs 0.759; baseline 0.808).
@@ -67,7 +67,6 @@ class StudentTrainConfig:
                                            group=HARDWARE)
     num_workers: int = execution(4, help="DataLoader workers", group=HARDWARE)
     progress: bool = execution(True, help="progress bars", group=HARDWARE)
-    val_fraction: float = setting(0.05, help="share of train carved out as val when the dataset has no val split")
 
     @classmethod
     def from_dict(cls, data: dict) -> "StudentTrainConfig":

@@ -33,7 +33,7 @@ class TeacherTrainConfig:
     loss: LabelLossName = setting("emd", help="emd on vote distributions (MSE for scalar labels), or mse/l1 on the "
                                   "mean score", group=OPTIM)
     rank_weight: float = setting(0.0, help="weight of a pairwise rank loss", group=OPTIM)
-    seed: int = setting(0, help="seed of training and of the carved val split", group=OPTIM)
+    seed: int = setting(0, help="seed of training (`iaa train-teacher` also carves val with it)", group=OPTIM)
     patience: int = setting(5, help="early stopping: epochs without a better val SRCC", group=OPTIM)
     precision: str = setting("32-true", help="Lightning precision, e.g. bf16-mixed on a GPU", group=HARDWARE)
     device: str = execution("auto", help="auto, cpu, cuda or cuda:N", group=HARDWARE)
