@@ -74,7 +74,13 @@ def test_fit_on_an_ava_layout_with_missing_and_broken_files(tmp_path, sample_pho
     assert f"5 images dropped (missing or undecodable), listed in {out / 'dropped.json'}" in printed
     # every model was evaluated on the same test images: the 12 listed minus the two dropped
     for name in ("teacher", "student", "baseline"):
-        assert json.loads((out / "eval" / name / "metrics.json").read_text())["n"] == 10, name
+        metrics = json.loads((out / "eval" / name / "metrics.json").read_text())
+        assert metrics["n"] == 10, name
+        # the summary gives every model's headline figures and where its report is
+        assert (f"  {name:<16} SRCC {metrics['overall']['srcc']:.3f}  PLCC {metrics['overall']['plcc']:.3f}  "
+                f"(10 images; {out / 'eval' / name / 'report.md'})") in printed
+    assert "Models on the test split:" in printed and "Teacher head: mlp (the only candidate)" in printed
+    assert f"Comparison: {out / 'comparison' / 'comparison.md'}" in printed
 
 
 @pytest.mark.slow

@@ -263,7 +263,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
         comparison = compare(write=False)
     return {"folders": {**{k: str(v) for k, v in folders.items()}, "eval": {k: str(v) for k, v in eval_dirs.items()}},
             "timings": runner.timings, "comparison": comparison, "dataset": dataset,
-            "dropped": {"count": len(dataset.dropped), "list": str(out / DROPPED_FILE)}}
+            "dropped": {"count": len(dataset.dropped), "list": str(out / DROPPED_FILE)},
+            "split": stages.evaluation.split}
 
 
 def drop_unreadable(dataset: Dataset, features: Path, listing: Path) -> Dataset:

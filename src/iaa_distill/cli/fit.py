@@ -28,11 +28,32 @@ def run(args: argparse.Namespace) -> int:
     recipe = Recipe.load(args.config, dataset=args.dataset, out=args.out, seeds=args.seeds,
                          val_fraction=args.val_fraction)
     result = run_recipe(recipe, progress=not args.no_progress)
+    print("\n" + "\n".join(summary_lines(recipe, result)))
+    return 0
+
+
+def summary_lines(recipe, result: dict) -> list[str]:
+    """What a finished `iaa fit` says: the headline SRCC/PLCC of every model, the teacher head's choice, the
+    dropped images and where the reports are."""
+    import json
+    from pathlib import Path
+
+    from ..training.head_selection import describe_choice
+
+    folders = result["folders"]
+    lines = [f"Models on the {result['split']} split:"]
+    for name, folder in folders["eval"].items():
+        document = json.loads((Path(folder) / "metrics.json").read_text())
+        overall = document["overall"]
+        lines.append(f"  {name:<16} SRCC {overall['srcc']:.3f}  PLCC {overall['plcc']:.3f}  "
+                     f"({document['n']} images; {Path(folder) / 'report.md'})")
+    teacher = json.loads((Path(folders["teacher"]) / "metrics.json").read_text())
+    lines.append(f"Teacher head: {describe_choice(teacher['head'])}")
     dropped = result["dropped"]
     if dropped["count"]:
-        print(f"{dropped['count']} images dropped (missing or undecodable), listed in {dropped['list']}")
-    print("\nElapsed per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items()))
+        lines.append(f"{dropped['count']} images dropped (missing or undecodable), listed in {dropped['list']}")
+    lines.append("Elapsed per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items()))
     if result["comparison"]:
         report = "seeds.md" if len(recipe.seeds) > 1 else "comparison.md"
-        print(f"Comparison: {recipe.out / 'comparison' / report}")
-    return 0
+        lines.append(f"Comparison: {recipe.out / 'comparison' / report}")
+    return lines
