@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
@@ -32,7 +32,7 @@ from .data.splits import DEFAULT_VAL_FRACTION
 from .errors import IAAError
 from .evaluation.categories import DEFAULT_MIN_IMAGES
 from .features.settings import ExtractionSettings
-from .settings import execution, fingerprint, setting
+from .settings import check_ranges, execution, fingerprint, setting
 
 if TYPE_CHECKING:
     from .training.student_config import StudentTrainConfig
@@ -49,10 +49,10 @@ class EvaluationSettings:
     """A recipe's `evaluation` section: `evaluate_model`'s keyword arguments, field for field."""
 
     split: Literal["val", "test"] = setting("test", help="the labelled split to evaluate on")
-    min_category_images: int = setting(DEFAULT_MIN_IMAGES, help="smallest category reported on its own")
+    min_category_images: int = setting(DEFAULT_MIN_IMAGES, help="smallest category reported on its own", low=1)
     threshold: float | None = setting(None, help="score threshold of binary accuracy (default: the scale's middle)")
-    batch_size: int = execution(64, help="images per forward pass")
-    num_workers: int = execution(2, help="data-loader worker processes")
+    batch_size: int = execution(64, help="images per forward pass", low=1)
+    num_workers: int = execution(2, help="data-loader worker processes", low=0)
     device: str = execution("auto", help="where the model runs")
     progress: bool = execution(False, help="show a progress bar")
 
@@ -84,7 +84,9 @@ class Recipe:
     evaluation: dict[str, Any] = field(default_factory=dict)  # EvaluationSettings fields
 
     @classmethod
-    def load(cls, path: str | Path, **overrides: Any) -> "Recipe":
+    def load(cls, path: str | Path, sets: Sequence[str] = (), **overrides: Any) -> "Recipe":
+        """The recipe at `path`; `overrides` replace top-level keys (None: kept), `sets` are `KEY=VALUE` or
+        `SECTION.KEY=VALUE` items (VALUE read as YAML) such as `student.alpha=0.3`."""
         path = Path(path).expanduser()
         try:
             data = yaml.safe_load(path.read_text()) or {}
@@ -98,6 +100,8 @@ class Recipe:
         if unknown:
             raise IAAError(f"{path}: unknown recipe keys {unknown} (known: {', '.join(RECIPE_KEYS)})")
         data.update({k: v for k, v in overrides.items() if v is not None})
+        for item in sets:
+            _apply_set(data, item)
         for key in ("dataset", "out"):
             if not data.get(key):
                 raise IAAError(f"{path}: '{key}' is required (in the recipe or on the command line)")
@@ -128,6 +132,26 @@ class Recipe:
         return with_unlabeled(labelled, self.unlabeled, seed=self.seed)
 
 
+SECTIONS = ("features", "teacher", "student", "evaluation")
+
+
+def _apply_set(data: dict[str, Any], item: str) -> None:
+    """One `--set KEY=VALUE` / `SECTION.KEY=VALUE` into the recipe's raw mapping."""
+    key, eq, text = item.partition("=")
+    section, dot, name = key.strip().rpartition(".")
+    if not eq or not name or (dot and section not in SECTIONS) or (not dot and name not in RECIPE_KEYS):
+        raise IAAError(f"--set {item!r}: expected SECTION.KEY=VALUE (sections: {', '.join(SECTIONS)}) or a recipe "
+                       "key, e.g. student.alpha=0.3")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise IAAError(f"--set {item!r}: the value is not valid YAML") from None
+    if dot:
+        data[section] = {**(data.get(section) or {}), name: value}
+    else:
+        data[name] = value
+
+
 MOVED = {"val_fraction": "the recipe's top level"}  # settings that left a section: where they are now
 
 
@@ -137,7 +161,7 @@ def _checked_fields(cls: type, values: dict[str, Any], stage: str) -> Any:
         raise IAAError(f"recipe section '{stage}': '{name}' moved to {MOVED[name]}: write it there")
     if unknown:
         raise IAAError(f"recipe section '{stage}': unknown settings {unknown}")
-    return cls(**values)
+    return check_ranges(cls(**values), f"recipe section '{stage}': ")
 
 
 class StageRunner:
@@ -230,9 +254,9 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
 
     out = recipe.out
     out.mkdir(parents=True, exist_ok=True)
+    stages = stage_settings(recipe, progress)  # a setting out of range stops here, before the dataset is read
     dataset = recipe.open_dataset()
     require_usable(dataset, recipe.dataset)  # an empty split stops here, before hours of feature extraction
-    stages = stage_settings(recipe, progress)
     runs = student_runs(recipe)
     keys = stage_keys(dataset, stages, runs)
     runner = StageRunner(out, log)

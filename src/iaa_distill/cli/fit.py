@@ -19,13 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=fraction, metavar="F",
                         help="override the recipe's val_fraction: share of the found train images carved out as val "
                         "when the dataset has no val list")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="sets",
+                        help="override one recipe setting, e.g. --set student.alpha=0.3 (repeatable; VALUE is YAML)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..recipe import Recipe, run_recipe
 
-    recipe = Recipe.load(args.config, dataset=args.dataset, out=args.out, seeds=args.seeds,
+    recipe = Recipe.load(args.config, args.sets, dataset=args.dataset, out=args.out, seeds=args.seeds,
                          val_fraction=args.val_fraction)
     result = run_recipe(recipe, progress=not args.no_progress)
     print("\n" + "\n".join(summary_lines(recipe, result)))

@@ -7,15 +7,19 @@ import os
 from collections.abc import Callable
 
 
-def bounded(kind: type, low: float | None, high: float | None, what: str) -> Callable[[str], int | float]:
-    """A parser of `kind` values within [low, high] whose error says `what` is expected."""
+def bounded(kind: type, low: float | None, high: float | None, what: str,
+            above: float | None = None) -> Callable[[str], int | float]:
+    """A parser of `kind` values within [low, high] (and > `above`) whose error says `what` is expected."""
+    from ..settings import Range
+
+    limits = Range(low, high, above)
 
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if value != value or (low is not None and value < low) or (high is not None and value > high):
+        if not limits.accepts(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
         return value
 
