@@ -32,12 +32,14 @@ from .data.splits import DEFAULT_VAL_FRACTION
 from .errors import IAAError
 from .evaluation.categories import DEFAULT_MIN_IMAGES
 from .features.settings import ExtractionSettings
+from .messages import get_logger
 from .settings import check_ranges, execution, fingerprint, setting
 
 if TYPE_CHECKING:
     from .training.student_config import StudentTrainConfig
     from .training.teacher import TeacherTrainConfig
 
+_log = get_logger(__name__)
 STAGES_FILE = "stages.json"
 DROPPED_FILE = "dropped.json"  # the images every stage after the features leaves out, and why
 RECIPE_KEYS = ("dataset", "unlabeled", "out", "val_fraction", "seed", "seeds", "features", "teacher", "student",
@@ -167,9 +169,9 @@ def _checked_fields(cls: type, values: dict[str, Any], stage: str) -> Any:
 class StageRunner:
     """Runs stages in order, skipping those whose recorded hash matches, and times each one."""
 
-    def __init__(self, out: Path, log: Callable[[str], None] = print):
+    def __init__(self, out: Path, log: Callable[[str], None] | None = None):
         self.out = out
-        self.log = log
+        self.log = log or _log.info
         self.path = out / STAGES_FILE
         self.done: dict[str, str] = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.timings: dict[str, float] = {}
@@ -244,7 +246,7 @@ def stage_keys(dataset: Dataset, stages: StageSettings, runs: dict[str, tuple[bo
     return keys
 
 
-def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every stage of `recipe`; returns the folders, the timings and the comparison document."""
     from .data.check import require_usable
     from .evaluation import evaluate_model

@@ -50,6 +50,7 @@ from ..data.unlabeled import UNLABELED_SPLIT
 from ..errors import IAAError
 from ..loss_names import FeatureLossName, LabelLossName, check_name
 from ..losses import feature_distillation_loss, label_loss, output_distillation_loss
+from ..messages import get_logger
 from ..settings import identity
 from ..student import Student, StudentConfig
 from ..targets import DistillationTargets
@@ -58,6 +59,8 @@ from .image_cache import ensure_image_cache, ids_hash
 from .spine import (BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
                     check_counts)
 from .student_config import StudentTrainConfig
+
+_log = get_logger(__name__)
 
 MIN_VAL_IMAGES = 4
 
@@ -257,8 +260,8 @@ def _unlabelled_records(dataset: Dataset, config: StudentTrainConfig, targets: D
                        "extract features and train the teacher head on the dataset with its unlabelled images "
                        "(`iaa fit` with `unlabeled:` in the recipe does every stage)")
     if len(usable) < len(records):
-        print(f"{len(records) - len(usable)} unlabelled image(s) without teacher targets (unreadable when the "
-              "features were extracted) left out", flush=True)
+        _log.info(f"{len(records) - len(usable)} unlabelled image(s) without teacher targets (unreadable when the "
+                  "features were extracted) left out")
     return usable
 
 
@@ -281,8 +284,8 @@ def _datamodule(dataset: Dataset, config: StudentTrainConfig, student_config: St
     val_records = [r for r in val_records if r.image_id not in val_cache.failed]
     excluded = sorted(set(train_cache.failed) | set(val_cache.failed))
     if excluded:
-        print(f"excluded {len(excluded)} undecodable image(s) from training (listed in the image caches' failed.json)",
-              flush=True)
+        _log.info(f"excluded {len(excluded)} undecodable image(s) from training (listed in the image caches' "
+                  "failed.json)")
     _check_counts(dataset.name, len(train_records), len(val_records), config)
     distilled = targets if config.alpha or config.beta else None
     train, val = [_split_arrays(records, cache, student_config.space, distilled, targets_dir)
@@ -340,7 +343,7 @@ def train_student(
     run = RunFolder(out, _run_identity(dataset, config, student_config, baseline, splits, targets_dir))
     finished = run.finished()
     if finished is not None:
-        print(f"{run.out}: already trained (best val SRCC {finished['best_val_srcc']:.4f}); nothing to do", flush=True)
+        _log.info(f"{run.out}: already trained (best val SRCC {finished['best_val_srcc']:.4f}); nothing to do")
         return finished
     data, counts, excluded = _datamodule(dataset, config, student_config, splits, targets, targets_dir,
                                          image_cache_dir)

@@ -33,6 +33,7 @@ from ..evaluation.metrics import plcc, srcc
 from ..features.cache import FeatureCache
 from ..loss_names import LabelLossName, check_name
 from ..losses import label_loss
+from ..messages import get_logger
 from ..score_space import ScoreSpace
 from ..settings import identity
 from ..targets import DistillationTargets
@@ -44,6 +45,8 @@ from .sampling import SeededEpochSampler
 from .spine import (CHECKPOINTS, BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
                     check_counts, lightning_device)
 from .teacher_config import TeacherTrainConfig
+
+_log = get_logger(__name__)
 
 __all__ = ["TeacherTrainConfig", "train_teacher_head"]
 
@@ -296,12 +299,12 @@ def _select_head(run: RunFolder, config: TeacherTrainConfig, head_config: Teache
         record = json.loads(saved.read_text())
     elif len(candidates) == 1 or len(train) > CV_MAX_IMAGES:
         if len(candidates) > 1:
-            print(f"{len(train)} training images: no cross-validation of the head above {CV_MAX_IMAGES} (an MLP "
-                  f"holds up there); training the first candidate, {candidates[0].spec}", flush=True)
+            _log.info(f"{len(train)} training images: no cross-validation of the head above {CV_MAX_IMAGES} (an MLP "
+                      f"holds up there); training the first candidate, {candidates[0].spec}")
         record = {"chosen": candidates[0].spec, "candidates": [], "cv_folds": 0, "cv_split": None}
     else:
-        print(f"choosing the teacher head by {config.cv_folds}-fold cross-validation on {len(train)} training "
-              f"images among {', '.join(c.spec for c in candidates)}", flush=True)
+        _log.info(f"choosing the teacher head by {config.cv_folds}-fold cross-validation on {len(train)} training "
+                  f"images among {', '.join(c.spec for c in candidates)}")
         features = _features_of(cache, train)
         scores = cross_validate(candidates, features, train.labels, train.means, head_config, config, config.cv_folds)
         record = {"chosen": choose(scores).candidate.spec, "candidates": [s.as_dict() for s in scores],
@@ -362,7 +365,7 @@ def train_teacher_head(
                           "train_ids": ids_hash(train.ids), "val_ids": ids_hash(val.ids)})
     finished = run.finished()
     if finished is not None:
-        print(f"{run.out}: already trained; nothing to do", flush=True)
+        _log.info(f"{run.out}: already trained; nothing to do")
         return finished
     resume = run.start(train.ids, val.ids)
     chosen, selection = _select_head(run, config, head_config, cache, train)
