@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 
 from iaa_distill.data.records import Dataset, ImageRecord, Label
+from iaa_distill.data.table import SplitTable
 from iaa_distill.errors import IAAError
 from iaa_distill.imaging import decode_image
 from iaa_distill.preprocessing import load_image_tensor
@@ -128,10 +129,10 @@ def test_val_batches_equal_eval_preprocessing_and_train_batches_are_crops(toy):
 
     def split(records, cache):
         rows = targets.rows_for([r.image_id for r in records])
-        return dm.SplitArrays(cache.path, cache.rows_for([r.image_id for r in records]),
-                              np.stack([r.label.distribution() for r in records]).astype(np.float32),
-                              np.array([r.label.mean for r in records], np.float32),
-                              targets.features[rows], targets.predictions[rows])
+        ids = [r.image_id for r in records]
+        return SplitTable(ids, cache.rows_for(ids), np.stack([r.label.distribution() for r in records]).astype(np.float32),
+                          np.array([r.label.mean for r in records], np.float32),
+                          targets.features[rows], targets.predictions[rows], source=cache.path)
 
     data = dm.StudentDataModule(split(train, train_cache), split(val, val_cache), 40, 32, batch_size=4, num_workers=0)
     batch = next(iter(data.val_dataloader()))

@@ -30,6 +30,7 @@ class DistillationTargets(InScoreSpace):
     predictions: np.ndarray  # (N, K) distribution, or (N,) normalised score
     num_levels: int | None
     scale: tuple[float, float]
+    source: Path | None = None  # the folder they were loaded from, named in errors about them
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -52,7 +53,7 @@ class DistillationTargets(InScoreSpace):
         index = json.loads((directory / TARGETS_INDEX).read_text())
         tensors = load_file(str(directory / TARGETS_WEIGHTS))
         return cls(index["ids"], tensors["features"].numpy(), tensors["predictions"].numpy(),
-                   index["num_levels"], tuple(index["scale"]))
+                   index["num_levels"], tuple(index["scale"]), source=directory)
 
     def rows_for(self, ids: Sequence[str]) -> np.ndarray:
         """Row of each id; a missing id is an error naming it (targets made for another dataset)."""

@@ -36,7 +36,6 @@ from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from timm.optim import param_groups_weight_decay
@@ -46,6 +45,7 @@ from torchmetrics import MeanMetric
 
 from ..data.records import Dataset, ImageRecord
 from ..data.splits import SPLIT_FILE
+from ..data.table import split_table
 from ..data.unlabeled import UNLABELED_SPLIT
 from ..errors import IAAError
 from ..loss_names import FeatureLossName, LabelLossName, check_name
@@ -54,7 +54,7 @@ from ..messages import get_logger
 from ..settings import identity
 from ..student import Student, StudentConfig
 from ..targets import DistillationTargets
-from .datamodule import SplitArrays, StudentDataModule
+from .datamodule import StudentDataModule
 from .image_cache import ensure_image_cache, ids_hash
 from .spine import (BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
                     check_counts)
@@ -212,51 +212,16 @@ def _load_targets(targets_dir: str | Path | None, dataset: Dataset, distill: boo
     return targets
 
 
-def _teacher_rows(records: list[ImageRecord], targets: DistillationTargets,
-                  targets_dir: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's (aesthetic feature, prediction) rows of `records`, checked finite."""
-    rows = targets.rows_for([r.image_id for r in records])
-    features, predictions = targets.features[rows], targets.predictions[rows]
-    finite = np.isfinite(features).all(1) & np.isfinite(predictions.reshape(len(rows), -1)).all(1)
-    if not finite.all():
-        raise IAAError(f"{targets_dir}: the distillation targets of {int((~finite).sum())} images are not "
-                       f"finite (e.g. '{records[int(np.argmin(finite))].image_id}'); retrain the teacher head")
-    return features, predictions
-
-
-def _split_arrays(records: list[ImageRecord], cache, space, targets: DistillationTargets | None,
-                  targets_dir: str | Path | None) -> SplitArrays:
-    """One split's cache rows, label targets and (for distillation) the teacher's rows."""
-    labels, means = space.encode_all([r.label for r in records], [r.image_id for r in records])
-    split = SplitArrays(cache.path, cache.rows_for([r.image_id for r in records]), labels, means)
-    if targets is not None:
-        split.features, split.predictions = _teacher_rows(records, targets, targets_dir)
-    return split
-
-
-def _add_unlabelled(split: SplitArrays, records: list[ImageRecord], cache, targets: DistillationTargets,
-                    targets_dir: str | Path | None) -> SplitArrays:
-    """`split` followed by the unlabelled `records` (placeholder labels, NaN means, the teacher's rows)."""
-    features, predictions = _teacher_rows(records, targets, targets_dir)
-    n = len(records)
-    return SplitArrays(
-        split.cache_path, np.concatenate([split.rows, cache.rows_for([r.image_id for r in records])]),
-        np.concatenate([split.labels, np.zeros((n, *split.labels.shape[1:]), split.labels.dtype)]),
-        np.concatenate([split.means, np.full(n, np.nan, split.means.dtype)]),
-        np.concatenate([split.features, features]), np.concatenate([split.predictions, predictions]),
-        num_labelled=len(split))
-
-
-def _unlabelled_records(dataset: Dataset, config: StudentTrainConfig, targets: DistillationTargets | None,
-                        targets_dir: str | Path | None) -> list[ImageRecord]:
+def _unlabelled_records(dataset: Dataset, config: StudentTrainConfig,
+                        targets: DistillationTargets | None) -> list[ImageRecord]:
     """The unlabelled images a distilled run trains on: those with teacher targets (none for the baseline)."""
     records = dataset.split(UNLABELED_SPLIT)
-    if not records or not (config.alpha or config.beta) or not config.unlabeled_ratio:
+    if not records or not config.distilled or not config.unlabeled_ratio:
         return []
     covered = set(targets.ids)
     usable = [r for r in records if r.image_id in covered]
     if not usable:
-        raise IAAError(f"{targets_dir}: the teacher's targets cover none of the {len(records)} unlabelled images; "
+        raise IAAError(f"{targets.source}: the teacher's targets cover none of the {len(records)} unlabelled images; "
                        "extract features and train the teacher head on the dataset with its unlabelled images "
                        "(`iaa fit` with `unlabeled:` in the recipe does every stage)")
     if len(usable) < len(records):
@@ -267,7 +232,7 @@ def _unlabelled_records(dataset: Dataset, config: StudentTrainConfig, targets: D
 
 def _datamodule(dataset: Dataset, config: StudentTrainConfig, student_config: StudentConfig,
                 splits: tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]],
-                targets: DistillationTargets | None, targets_dir: str | Path | None,
+                targets: DistillationTargets | None,
                 image_cache_dir: str | Path | None) -> tuple[StudentDataModule, tuple[int, int, int], list[str]]:
     """Image caches built (undecodable images excluded) -> the datamodule, (n_train, n_val, n_unlabelled),
     excluded ids. `splits`: labelled train, val and the unlabelled images to distil on."""
@@ -287,11 +252,10 @@ def _datamodule(dataset: Dataset, config: StudentTrainConfig, student_config: St
         _log.info(f"excluded {len(excluded)} undecodable image(s) from training (listed in the image caches' "
                   "failed.json)")
     _check_counts(dataset.name, len(train_records), len(val_records), config)
-    distilled = targets if config.alpha or config.beta else None
-    train, val = [_split_arrays(records, cache, student_config.space, distilled, targets_dir)
-                  for records, cache in ((train_records, train_cache), (val_records, val_cache))]
-    if unlabelled:
-        train = _add_unlabelled(train, unlabelled, train_cache, targets, targets_dir)
+    distilled = targets if config.distilled else None
+    space = student_config.space
+    train = split_table(train_records, space, train_cache.rows_for, distilled, unlabelled, source=train_cache.path)
+    val = split_table(val_records, space, val_cache.rows_for, distilled, source=val_cache.path)
     data = StudentDataModule(train, val, student_config.train_resize, student_config.input_size, config.batch_size,
                              config.num_workers, config.seed, config.hflip,
                              unlabeled_per_batch=round(config.unlabeled_ratio * config.batch_size))
@@ -301,13 +265,12 @@ def _datamodule(dataset: Dataset, config: StudentTrainConfig, student_config: St
 def _run_identity(dataset: Dataset, config: StudentTrainConfig, student_config: StudentConfig, baseline: bool,
                   splits: tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]],
                   targets_dir: str | Path | None) -> dict:
-    distill = bool(config.alpha or config.beta)
     return {
         "train": identity(config), "student": asdict(student_config), "baseline": baseline,
         "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
         "train_ids": ids_hash([r.image_id for r in splits[0]]), "val_ids": ids_hash([r.image_id for r in splits[1]]),
         "unlabeled_ids": ids_hash([r.image_id for r in splits[2]]),
-        "targets": str(Path(targets_dir).resolve()) if targets_dir and distill else None,
+        "targets": str(Path(targets_dir).resolve()) if targets_dir and config.distilled else None,
     }
 
 
@@ -333,8 +296,8 @@ def train_student(
         raise IAAError(f"dataset '{dataset.name}' has no labels: student training needs rated images")
     labelled = _labelled(dataset.split("train")), _labelled(dataset.split("val"))
     _check_counts(dataset.name, len(labelled[0]), len(labelled[1]), config)
-    targets = _load_targets(targets_dir, dataset, bool(config.alpha or config.beta), labelled[0] + labelled[1])
-    splits = (*labelled, _unlabelled_records(dataset, config, targets, targets_dir))
+    targets = _load_targets(targets_dir, dataset, config.distilled, labelled[0] + labelled[1])
+    splits = (*labelled, _unlabelled_records(dataset, config, targets))
     feature_dim = config.feature_dim or (targets.features.shape[1] if targets is not None else 256)
     sizes = {k: v for k, v in (("input_size", config.input_size), ("train_resize", config.train_resize)) if v}
     student_config = StudentConfig.for_backbone(config.backbone, num_levels=dataset.num_levels,
@@ -345,8 +308,7 @@ def train_student(
     if finished is not None:
         _log.info(f"{run.out}: already trained (best val SRCC {finished['best_val_srcc']:.4f}); nothing to do")
         return finished
-    data, counts, excluded = _datamodule(dataset, config, student_config, splits, targets, targets_dir,
-                                         image_cache_dir)
+    data, counts, excluded = _datamodule(dataset, config, student_config, splits, targets, image_cache_dir)
     resume = run.start([r.image_id for r in splits[0]], [r.image_id for r in splits[1]])
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = StudentModule(asdict(student_config), asdict(config))

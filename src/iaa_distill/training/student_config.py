@@ -77,6 +77,11 @@ class StudentTrainConfig:
             raise IAAError(f"unknown student training setting(s): {', '.join(sorted(unknown))}")
         return cls(**data)
 
+    @property
+    def distilled(self) -> bool:
+        """True for a distilled run (alpha or beta > 0), False for the label-only baseline."""
+        return bool(self.alpha or self.beta)
+
     def hardware(self) -> dict:
         """The settings `spine.build_trainer` reads."""
         return {"accelerator": self.accelerator, "devices": self.devices, "num_nodes": self.num_nodes,
