@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from iaa_distill.cli import main
+from iaa_distill.data import open_dataset
+from iaa_distill.training.student import train_student
+from iaa_distill.training.student_config import StudentTrainConfig
 from iaa_distill.recipe import Recipe
 from tests.conftest import write_jpegs
 from tests.test_teachers import write_tiny_weights
@@ -101,3 +104,25 @@ def test_fit_on_a_csv_with_missing_and_broken_files(tmp_path, sample_photos, cap
     assert main(["fit", "--config", str(recipe), "--no-progress"]) == 0
     again = capsys.readouterr().out
     assert "3 images dropped" in again and again.count("up to date") >= 7
+
+
+@pytest.mark.slow
+def test_stage_by_stage_commands_drop_the_same_images(tmp_path, sample_photos, capsys):
+    paths = write_jpegs(tmp_path / "data" / "images", sample_photos, COUNT, size=48)
+    rows = ["image,score,split"] + [f"images/{p.name},{1 + i % 5},{('train', 'val', 'test')[i % 3]}"
+                                    for i, p in enumerate(paths)]
+    spec = f"csv:{tmp_path / 'data' / 'labels.csv'}?scale=1,5"
+    (tmp_path / "data" / "labels.csv").write_text("\n".join(rows) + "\n")
+    _break(paths, missing=[0, 1], broken=[3])  # two train images, one val image
+    weights = write_tiny_weights(tmp_path)
+    assert main(["features", spec, "--teachers", "test_efficientnet", "--weights", f"test_efficientnet={weights}",
+                 "--out", str(tmp_path / "features"), "--workers", "0", "--device", "cpu", "--no-progress"]) == 0
+    assert main(["train-teacher", spec, "--features", str(tmp_path / "features"), "--out", str(tmp_path / "teacher"),
+                 "--epochs", "1", "--batch-size", "8", "--hidden", "16,8", "--candidates", "mlp", "--device", "cpu",
+                 "--no-progress"]) == 0
+    # the student stage, as `iaa train-student --targets` runs it (a tiny random backbone: no --no-pretrained option)
+    config = StudentTrainConfig(backbone="test_efficientnet", pretrained=False, input_size=32, train_resize=40,
+                                epochs=1, batch_size=4, num_workers=0, accelerator="cpu", devices=1, progress=False)
+    metrics = train_student(open_dataset(spec), tmp_path / "student", config, targets_dir=tmp_path / "teacher",
+                            image_cache_dir=tmp_path / "cache")
+    assert (metrics["num_train"], metrics["num_val"]) == (14, 15) and metrics["excluded_images"] == []

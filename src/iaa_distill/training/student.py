@@ -195,8 +195,7 @@ def _check_counts(name: str, n_train: int, n_val: int, config: StudentTrainConfi
     check_counts(name, n_train, n_val, config.batch_size * _world_size(config), MIN_VAL_IMAGES)
 
 
-def _load_targets(targets_dir: str | Path | None, dataset: Dataset, distill: bool,
-                  records: list[ImageRecord]) -> DistillationTargets | None:
+def _load_targets(targets_dir: str | Path | None, dataset: Dataset, distill: bool) -> DistillationTargets | None:
     """The teacher's targets (checked against the dataset's labels), or None for a baseline without them."""
     targets = DistillationTargets.load(targets_dir) if targets_dir else None
     if distill and targets is None:
@@ -207,8 +206,6 @@ def _load_targets(targets_dir: str | Path | None, dataset: Dataset, distill: boo
             raise IAAError(f"{targets_dir}: targets predict {targets.num_levels or 'a scalar'} levels on scale "
                            f"{tuple(targets.scale)}, dataset '{dataset.name}' has {dataset.num_levels or 'a scalar'} "
                            f"on {tuple(dataset.scale)}: the teacher head was trained on other labels")
-        if distill:
-            targets.rows_for([r.image_id for r in records])
     return targets
 
 
@@ -294,9 +291,13 @@ def train_student(
     check_name(config.feature_loss, FeatureLossName, "feature loss")
     if dataset.num_levels is None and dataset.scale is None:
         raise IAAError(f"dataset '{dataset.name}' has no labels: student training needs rated images")
+    targets = _load_targets(targets_dir, dataset, config.distilled)
+    if targets is not None:  # the images the teacher's features could not read are left out, as `iaa fit` does
+        dataset = dataset.without(targets.dropped)
     labelled = _labelled(dataset.split("train")), _labelled(dataset.split("val"))
     _check_counts(dataset.name, len(labelled[0]), len(labelled[1]), config)
-    targets = _load_targets(targets_dir, dataset, config.distilled, labelled[0] + labelled[1])
+    if config.distilled:
+        targets.rows_for([r.image_id for r in labelled[0] + labelled[1]])
     splits = (*labelled, _unlabelled_records(dataset, config, targets))
     feature_dim = config.feature_dim or (targets.features.shape[1] if targets is not None else 256)
     sizes = {k: v for k, v in (("input_size", config.input_size), ("train_resize", config.train_resize)) if v}

@@ -263,7 +263,8 @@ def _write_targets(out: Path, cache: FeatureCache, space: ScoreSpace) -> tuple[l
     cache_row = {image_id: row for row, image_id in enumerate(cache.ids)}
     rows = np.array([cache_row[i] for i in valid], dtype=np.int64)
     raw, aesthetic = _checked_outputs(head, cache, valid, rows)
-    DistillationTargets(valid, aesthetic, space.target(raw), space.num_levels, space.scale).save(out)
+    DistillationTargets(valid, aesthetic, space.target(raw), space.num_levels, space.scale,
+                        dropped=dict(cache.failed)).save(out)
     return valid, raw
 
 
