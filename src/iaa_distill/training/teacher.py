@@ -13,7 +13,6 @@ valid image in the cache (all splits) and `metrics.json`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -31,7 +30,7 @@ from ..data.records import Dataset
 from ..data.table import SplitTable, split_table
 from ..errors import DatasetError, IAAError
 from ..evaluation.metrics import plcc, srcc
-from ..features.cache import FeatureCache
+from ..features.cache import FeatureCache, FeatureCacheManifest
 from ..loss_names import LabelLossName, check_name
 from ..losses import label_loss
 from ..messages import get_logger
@@ -53,13 +52,11 @@ __all__ = ["TeacherTrainConfig", "train_teacher_head"]
 
 CV_MAX_IMAGES = 20_000  # above this the folds would hold every training feature in memory many times over
 SELECTION_FILE = "selection.json"  # the CV scores and the choice, kept so that a resumed run does not redo them
-FINGERPRINT_KEYS = ("teachers", "dim", "hflip", "preprocessing", "dataset")  # what decides a cache's content
 
 
-def cache_fingerprint(manifest: dict[str, Any]) -> str:
-    """Hash of what decides a cache's content (teachers, preprocessing, images)."""
-    spec = {key: manifest.get(key) for key in FINGERPRINT_KEYS}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+def cache_fingerprint(manifest: FeatureCacheManifest) -> str:
+    """Hash of what decides a cache's content (`FeatureCacheManifest.IDENTITY`: teachers, preprocessing, images)."""
+    return manifest.fingerprint()
 
 
 def label_layout(dataset: Dataset) -> tuple[int | None, tuple[float, float]]:
