@@ -123,9 +123,10 @@ def check_dataset(
                                + FIXES.get(split.name, ""))
     for split in splits:
         if split.missing:
-            warnings.append(f"{split.name}: {split.missing:,} of {split.listed:,} images missing (skipped by runs)")
+            warnings.append(f"{split.name}: {split.missing:,} of {split.listed:,} images missing (dropped by every "
+                            "stage of a run; `iaa fit` lists them in OUT/dropped.json)")
         if split.undecodable:
-            warnings.append(f"{split.name}: {split.undecodable:,} images cannot be decoded (skipped by runs)")
+            warnings.append(f"{split.name}: {split.undecodable:,} images cannot be decoded (dropped like missing ones)")
     return DataCheckReport(
         dataset=dataset.name, root=str(dataset.root), num_levels=dataset.num_levels, scale=dataset.scale,
         decoded=decode, splits=splits, notes=list(dataset.notes), usable=not reasons, reasons=reasons, warnings=warnings,
