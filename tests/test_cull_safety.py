@@ -388,3 +388,61 @@ def test_gallery_and_files_are_written_in_an_ascii_locale(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "g.html").read_text(encoding="utf-8") == "5.50 \u00b1 0.20"
     assert [p.name for p in tmp_path.iterdir()] == ["g.html"]
+
+
+def test_dry_run_counts_ratings_each_policy_would_change(shoot, tmp_path, capsys):
+    (shoot / "IMG_0.xmp").write_text(USER_SIDECAR.format(5))
+    (shoot / "IMG_1.xmp").write_text(USER_SIDECAR.format(0))  # unrated
+    listed = decisions(tmp_path / "d.csv", [(shoot / f"IMG_{i}.jpg", "pick", 2) for i in range(2)])
+    said = {}
+    for policy in ("keep", "fill", "replace"):
+        assert cull(shoot, "--decisions", listed, "--xmp", "--ratings", policy) == 0
+        said[policy] = capsys.readouterr().err
+    assert "into 1 sidecars" in said["keep"] and "1 keep the photographer's own rating" in said["keep"]
+    assert "into 1 sidecars" in said["fill"]
+    assert "into 2 sidecars" in said["replace"] and "1 of them change the photographer's own rating" in said["replace"]
+    assert (shoot / "IMG_0.xmp").read_text() == USER_SIDECAR.format(5), "a dry run writes nothing"
+
+
+def test_fill_leaves_ratings_this_tool_wrote_earlier(shoot, tmp_path):
+    listed = decisions(tmp_path / "d.csv", [(shoot / "IMG_0.jpg", "pick", 2)])
+    assert cull(shoot, "--decisions", listed, "--xmp", "--apply", "--out", tmp_path / "first") == 0
+    again = decisions(tmp_path / "e.csv", [(shoot / "IMG_0.jpg", "pick", 4)])
+    assert cull(shoot, "--decisions", again, "--xmp", "--ratings", "fill", "--apply") == 0
+    assert 'xmp:Rating="2"' in (shoot / "IMG_0.xmp").read_text()
+    assert cull(shoot, "--decisions", again, "--xmp", "--apply", "--out", tmp_path / "third") == 0  # keep: ours, updated
+    assert 'xmp:Rating="4"' in (shoot / "IMG_0.xmp").read_text()
+
+
+def test_three_tiers_with_stars_for_all(model_dir, tmp_path, sample_photos):
+    shoot = tmp_path / "shoot"
+    write_jpegs(shoot, sample_photos, 10, size=64)
+    assert cull(shoot, "--model", model_dir, "--out", tmp_path / "cull", "--no-bursts", "--keep-top", "3",
+                "--reject-bottom", "20%") == 0
+    import csv
+
+    with open(tmp_path / "cull" / "decisions.csv") as f:
+        rows = list(csv.DictReader(f))
+    flags = [r["flag"] for r in sorted(rows, key=lambda r: -float(r["score"]))]
+    assert flags == ["pick"] * 3 + ["unflagged"] * 5 + ["reject"] * 2
+    assert all(1 <= int(r["rating"]) <= 5 for r in rows)
+
+
+def test_score_html_is_not_overwritten_silently(model_dir, shoot, tmp_path, capsys):
+    page = tmp_path / "gallery.html"
+    page.write_text("my notes")
+    args = ["score", str(shoot), "--model", str(model_dir), "--out", str(tmp_path / "s.csv"), "--html", str(page),
+            "--workers", "0", "--no-progress"]
+    assert main(args) == 1 and page.read_text() == "my notes"
+    assert "gallery.html: already exists" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0 and "<html" in page.read_text()
+
+
+def test_score_writes_non_utf8_names(model_dir, tmp_path):
+    photo(tmp_path / "shoot" / os.fsdecode(b"caf\xe9.jpg"))
+    out = tmp_path / "s.csv"
+    args = ["score", str(tmp_path / "shoot"), "--model", str(model_dir), "--out", str(out), "--html",
+            str(tmp_path / "g.html"), "--workers", "0", "--no-progress"]
+    assert main(args) == 0 and b"caf\xe9.jpg" in out.read_bytes()
+    assert main(args[:-5] + ["--resume", "--workers", "0", "--no-progress"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.html", "s.csv", "shoot"]

@@ -129,8 +129,9 @@ def _dry_run(plan, say=_say) -> None:
     cmd = plan.command
     if cmd["xmp"]:
         name = "photo.xmp" if cmd["xmp"] == "stem" else "photo.ext.xmp"
-        users = f"; {plan.kept} sidecars keep the photographer's own rating (--ratings {cmd['ratings']})"
-        say(f"would write xmp:Rating into {len(plan.ratings)} sidecars ({name}){users if plan.kept else ''}")
+        kept = f"; {plan.kept} keep the photographer's own rating" if plan.kept else ""
+        replaced = f"; {plan.replaced} of them change the photographer's own rating" if plan.replaced else ""
+        say(f"would write xmp:Rating into {len(plan.ratings)} sidecars ({name}, --ratings {cmd['ratings']}){replaced}{kept}")
     if cmd["action"]:
         for unit in plan.units[:20]:
             say(f"  {cmd['action']} {unit.photo} -> {unit.steps[0].target}" + (f" (+{len(unit.steps) - 1} files)" if len(unit.steps) > 1 else ""))

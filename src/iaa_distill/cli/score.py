@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(iaa train-teacher's output: accuracy mode, slower)")
     parser.add_argument("--out", default="scores.csv", help="output file (default: scores.csv); an existing one needs --resume or --overwrite")
     parser.add_argument("--format", choices=("csv", "jsonl"), help="output format (default: from --out's extension, else csv)")
-    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML gallery sorted by score")
+    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML gallery sorted by score; an existing one needs --resume or --overwrite")
     add_batch_options(parser)
     add_engine_options(parser)
     parser.add_argument("--threads", type=positive_int, help="CPU inference threads (default: the engine's own choice)")
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_file(args.out, resume=args.resume, overwrite=args.overwrite)
     if args.html:
-        check_output_file(args.html, overwrite=True, option="--html")
+        check_output_file(args.html, resume=args.resume, overwrite=args.overwrite, option="--html")
     inputs = collect_inputs(args.paths)
     for line in inputs.skipped:
         print(f"iaa: {line}", file=sys.stderr)

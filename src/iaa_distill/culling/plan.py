@@ -22,7 +22,7 @@ from . import actions
 from .journal import Journal
 from .rules import ERROR, PICK, Decision
 from .transfer import Step, StepFailed, carry_out
-from .xmp import RatingsPolicy, SidecarNaming, decode, rated_packet, read_sidecar, sidecar_path, wanted
+from .xmp import RatingsPolicy, SidecarNaming, decode, existing_rating, rated_packet, read_sidecar, sidecar_path, wanted
 
 PLAN, JOURNAL = "plan.json", "journal"
 
@@ -45,19 +45,20 @@ class Plan:
     ratings: list[Rating] = field(default_factory=list)
     units: list[actions.Unit] = field(default_factory=list)
     kept: int = 0  # sidecars whose own rating the policy keeps
+    replaced: int = 0  # sidecars whose own rating the policy replaces
 
     def to_json(self) -> str:
         units = [{"photo": str(u.photo), "note": u.note, "steps": [_step_json(s) for s in u.steps]} for u in self.units]
         return json.dumps({"command": self.command, "decisions": [asdict(d) for d in self.decisions],
                            "signatures": self.signatures, "ratings": [asdict(r) for r in self.ratings],
-                           "units": units, "kept": self.kept}, indent=1) + "\n"
+                           "units": units, "kept": self.kept, "replaced": self.replaced}, indent=1) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
         data = json.loads(text)
         units = [actions.Unit(Path(u["photo"]), tuple(_step(s) for s in u["steps"]), u["note"]) for u in data["units"]]
         return cls(data["command"], [Decision(**d) for d in data["decisions"]], data["signatures"],
-                   [Rating(**r) for r in data["ratings"]], units, data["kept"])
+                   [Rating(**r) for r in data["ratings"]], units, data["kept"], data["replaced"])
 
 
 def _step_json(step: Step) -> dict:
@@ -87,8 +88,11 @@ def make_plan(decisions: Sequence[Decision], cmd: dict, hashes: bool = False) ->
             if not d.xmp_rating:
                 continue  # unrated (a pick list): the sidecar stays as it is
             for sidecar in _sidecars(Path(d.path), cmd["xmp"]):
-                if wanted(decode(read_sidecar(sidecar), sidecar), cmd["ratings"], sidecar):
+                text = decode(read_sidecar(sidecar), sidecar)
+                if wanted(text, cmd["ratings"], sidecar):
                     plan.ratings.append(Rating(d.path, str(sidecar), d.xmp_rating, d.rating))
+                    rating, ours = existing_rating(text, sidecar)
+                    plan.replaced += rating is not None and not ours and rating != d.xmp_rating
                 else:
                     plan.kept += 1
     if cmd["action"]:

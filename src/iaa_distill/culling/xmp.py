@@ -18,7 +18,6 @@ import io
 import os
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -42,16 +41,6 @@ def sidecar_path(photo: str | Path, naming: SidecarNaming = "stem") -> Path:
     """`photo.xmp` for naming 'stem', `photo.ext.xmp` for 'ext'."""
     photo = Path(photo)
     return photo.with_suffix(".xmp") if naming == "stem" else photo.with_name(photo.name + ".xmp")
-
-
-def check_unique_sidecars(photos: Sequence[str], naming: SidecarNaming) -> None:
-    """Refuse two photos sharing one sidecar (IMG_1.jpg + IMG_1.nef with 'stem' naming)."""
-    seen: dict[Path, str] = {}
-    for photo in photos:
-        sidecar = sidecar_path(photo, naming)
-        if sidecar in seen:
-            raise IAAError(f"{seen[sidecar]} and {photo} would share the sidecar {sidecar}; use --xmp-name ext")
-        seen[sidecar] = photo
 
 
 def _parse(text: str, where: Path) -> ET.Element:
