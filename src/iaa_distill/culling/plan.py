@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..artifacts import atomic_write_text
 from ..errors import IAAError
 from . import actions
 from .journal import Journal
@@ -123,6 +122,8 @@ def load_plan(out: Path) -> Plan | None:
 
 
 def save_plan(out: Path, plan: Plan) -> None:
+    from ..artifacts import atomic_write_text  # imports torch: only when a plan is made, after scoring anyway
+
     atomic_write_text(out / PLAN, plan.to_json())
 
 

@@ -21,7 +21,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Literal
 
-from ..artifacts import FILE_MODE
 from ..errors import IAAError
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -164,6 +163,8 @@ def replace_sidecar(sidecar: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if info is None:
+            from ..artifacts import FILE_MODE  # a new sidecar gets the usual mode (importing this is slow)
         os.chmod(tmp, info.st_mode & 0o7777 if info else FILE_MODE)
         os.replace(tmp, sidecar)
     finally:
