@@ -446,3 +446,31 @@ def test_score_writes_non_utf8_names(model_dir, tmp_path):
     assert main(args) == 0 and b"caf\xe9.jpg" in out.read_bytes()
     assert main(args[:-5] + ["--resume", "--workers", "0", "--no-progress"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.html", "s.csv", "shoot"]
+
+
+def test_verify_sha256_catches_a_copy_that_differs_with_the_same_size(shoot, tmp_path, monkeypatch, capsys):
+    real = shutil.copyfileobj
+
+    def flipping(src, dst, length=0):
+        data = bytearray(src.read())
+        data[len(data) // 2] ^= 0xFF  # same size, one byte wrong
+        dst.write(bytes(data))
+
+    listed = decisions(tmp_path / "d.csv", [(shoot / "IMG_0.jpg", "pick")])
+    monkeypatch.setattr(os, "rename", _cross_device(os.rename))
+    monkeypatch.setattr(shutil, "copyfileobj", flipping)
+    assert cull(shoot, "--decisions", listed, "--move-to", tmp_path / "picks", "--verify", "sha256", "--apply") == 1
+    assert "sha256 differs" in capsys.readouterr().err
+    assert tree(tmp_path / "picks") == {} and (shoot / "IMG_0.jpg").exists()
+    monkeypatch.setattr(shutil, "copyfileobj", real)
+    assert cull(shoot, "--decisions", listed, "--move-to", tmp_path / "picks", "--verify", "sha256", "--apply") == 0
+    assert not (shoot / "IMG_0.jpg").exists() and len(tree(tmp_path / "picks")) == 1
+
+
+def test_a_dry_run_after_apply_shows_the_frozen_plan(shoot, tmp_path, capsys):
+    listed = decisions(tmp_path / "d.csv", [(shoot / "IMG_0.jpg", "pick")])
+    assert cull(shoot, "--decisions", listed, "--copy-to", tmp_path / "picks", "--apply") == 0
+    capsys.readouterr()
+    assert cull(shoot, "--decisions", listed, "--copy-to", tmp_path / "picks") == 0
+    err = capsys.readouterr().err
+    assert "a cull was applied here" in err and "would copy 1 picks" in err

@@ -141,7 +141,7 @@ def _dry_run(plan, say=_say) -> None:
             if unit.note:
                 say(f"  {unit.note}")
         say(f"would {cmd['action']} {len(plan.units)} picks into {cmd['folder']}")
-    say("add --apply to do it")
+    say("add --apply to do it (a rerun of an applied cull finishes it; whole files are not carried twice)")
 
 
 def _apply(plan, out, fresh: bool) -> int:
@@ -186,7 +186,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(args)
     cmd = _plan_command(args)
     frozen = load_plan(out)
-    if frozen is not None and args.apply:
+    if frozen is not None and not args.apply:
+        _say(f"{out}: a cull was applied here ({_describe(frozen.command)}); its frozen plan:")
+        _dry_run(frozen)
+        return 0
+    if frozen is not None:
         if frozen.command != cmd:
             raise IAAError(f"{out}: holds a cull applied with other options ({_describe(frozen.command)}); rerun that "
                            f"command to finish it, undo it with `iaa cull --undo {out}`, or use another --out")
