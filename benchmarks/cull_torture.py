@@ -76,21 +76,25 @@ def snapshot(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): sha(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def cull(args: list[str], kill_after: float | None) -> tuple[int | None, float]:
-    """Run `iaa cull ARGS`; kill it with SIGKILL after `kill_after` s. Returns (exit code or None if killed, seconds)."""
+def cull(args: list[str], kill_after: float | None, armed_by: Path | None = None) -> tuple[int | None, float, float]:
+    """Run `iaa cull ARGS`; kill it with SIGKILL `kill_after` s after `armed_by` exists (at once when None).
+    Returns (exit code, or None when killed; seconds in all; seconds until `armed_by` appeared)."""
     started = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": SOURCE, "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen([sys.executable, "-c", CULL, *args, "--workers", "0", "--no-progress"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while armed_by is not None and child.poll() is None and not armed_by.exists():
+        time.sleep(0.01)
+    armed = time.perf_counter() if armed_by is not None else started
     try:
         _, err = child.communicate(timeout=kill_after)
     except subprocess.TimeoutExpired:
         child.send_signal(signal.SIGKILL)
         child.wait()
-        return None, time.perf_counter() - started
+        return None, time.perf_counter() - started, armed - started
     if child.returncode:
         raise SystemExit(f"iaa cull failed by itself ({child.returncode}):\n{err}")
-    return child.returncode, time.perf_counter() - started
+    return child.returncode, time.perf_counter() - started, armed - started
 
 
 def whole_somewhere(before: dict[str, str], shoot: Path, target: Path) -> list[str]:
@@ -112,14 +116,20 @@ def fresh_case(root: Path, name: str) -> tuple[Path, Path]:
     return shoot, out
 
 
+def names(*folders: Path) -> list[str]:
+    return sorted(str(p) for f in folders if f.exists() for p in f.rglob("*"))
+
+
 def torture(action: str, place: Path, root: Path, model: Path, kills: int, reference: dict[str, str],
-            longest: tuple[float, float], rng: random.Random) -> dict:
+            longest: tuple[float, float], rng: random.Random, stop_at: float) -> dict:
     """Rounds of kill-and-rerun on a fresh copy of the shoot, each until a run ends by itself, until `kills`
-    kills; the invariants are checked after every kill and after every round. A first run is killed within
-    `longest[0]` s (an uninterrupted run), a rerun within `longest[1]` s (a rerun that finds all done)."""
-    figures = {"case": f"{action} -> {place.name}", "kills": 0, "runs": 0, "rounds": 0, "seconds": 0.0, "lost": 0}
+    kills; the invariants are checked after every kill and after every round. A first run is killed at a
+    random moment within `longest[0]` s after it wrote its plan (the length of the actions of an
+    uninterrupted run), a rerun within `longest[1]` s of its start (twice a rerun that finds all done)."""
+    figures = {"case": f"{action} -> {place.name}", "kills": 0, "mid_action": 0, "runs": 0, "rounds": 0, "seconds": 0.0,
+               "lost": 0}
     checks: dict[str, bool] = {}
-    while figures["kills"] < kills or not figures["rounds"]:
+    while (figures["kills"] < kills and time.time() < stop_at) or not figures["rounds"]:
         name = f"{action}-{place.name}"
         shoot, out = fresh_case(root, name)
         target = place / name
@@ -127,19 +137,24 @@ def torture(action: str, place: Path, root: Path, model: Path, kills: int, refer
         before = snapshot(shoot)
         args = [str(shoot), "--model", str(model), "--out", str(out), "--keep-top", "50%", f"--{action}-to", str(target),
                 "--apply"]
-        started, first = time.perf_counter(), True
+        started = time.perf_counter()
         while True:
-            code, _ = cull(args, rng.uniform(0.05, longest[0 if first else 1]) if figures["kills"] < kills else None)
-            first = False
+            planned = (out / "plan.json").exists()  # a first run decides, then writes the plan: kill it after that
+            delay = rng.uniform(0.0, longest[planned]) if figures["kills"] < kills and time.time() < stop_at else None
+            files = names(shoot, target)
+            code, _, _ = cull(args, delay, None if planned else out / "plan.json")
             figures["runs"] += 1
             if code is not None:
                 break
             figures["kills"] += 1
+            figures["mid_action"] += names(shoot, target) != files  # it had moved or copied something
             figures["lost"] += len(whole_somewhere(before, shoot, target))
         figures["seconds"] += time.perf_counter() - started
         figures["rounds"] += 1
         for check, ok in invariants(action, before, snapshot(shoot), snapshot(target), reference).items():
             checks[check] = checks.get(check, True) and ok
+        print(f"  {figures['case']}: round {figures['rounds']}, {figures['kills']} kills so far, "
+              f"{'all invariants hold' if all(checks.values()) else 'FAILED'}", flush=True)
     checks["every file whole after every kill"] = not figures["lost"]
     return {**figures, "checks": checks}
 
@@ -174,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="model folder (default: a random tiny student)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")
+    parser.add_argument("--max-minutes", type=float, default=float("inf"),
+                        help="share of time for the cases: a case starts no new round after its share (the figures "
+                        "then say how many kills were made)")
     args = parser.parse_args(argv)
     root = Path(args.keep or tempfile.mkdtemp(prefix="cull-torture-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -181,22 +199,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = Path(args.model) if args.model else tiny_model(root / "model")
         make_shoot(root / "reference-shoot", args.photos, seed=args.seed)
-        _, scoring = cull([str(root / "reference-shoot"), "--model", str(model), "--out", str(root / "reference-cull"),
+        _, scoring, _ = cull([str(root / "reference-shoot"), "--model", str(model), "--out", str(root / "reference-cull"),
                            "--keep-top", "50%"], None)  # scores and thumbnails, cached for every case
         shoot, out = fresh_case(root, "timing")
-        _, longest = cull([str(shoot), "--model", str(model), "--out", str(out), "--keep-top", "50%", "--copy-to",
-                           str(root / "reference"), "--apply"], None)
-        _, rerun = cull([str(shoot), "--model", str(model), "--out", str(out), "--keep-top", "50%", "--copy-to",
+        _, longest, deciding = cull([str(shoot), "--model", str(model), "--out", str(out), "--keep-top", "50%",
+                                     "--copy-to", str(root / "reference"), "--apply"], None, out / "plan.json")
+        _, rerun, _ = cull([str(shoot), "--model", str(model), "--out", str(out), "--keep-top", "50%", "--copy-to",
                          str(root / "reference"), "--apply"], None)
         reference = snapshot(root / "reference")
         cases = [("copy", root / "same"), ("move", root / "same")] + ([("copy", disk), ("move", disk)] if disk else [])
-        results = []
+        results, begin = [], time.time()
         for number, (action, place) in enumerate(cases):
             kills = args.kills // len(cases) + (number < args.kills % len(cases))
-            results.append(torture(action, place, root, model, kills, reference, (longest, 2 * rerun + 0.5), rng))
+            results.append(torture(action, place, root, model, kills, reference, (longest - deciding, 2 * rerun + 0.5), rng,
+                                   begin + (number + 1) * 60 * args.max_minutes / len(cases)))
             report(results[-1])
         print(f"{args.photos} photos ({(args.photos + 1) // 2} RAW+JPEG pairs, sidecars of both styles); scoring once "
-              f"{scoring:.1f} s, an uninterrupted --copy-to --apply {longest:.1f} s, its rerun {rerun:.1f} s; {sum(r['kills'] for r in results)} "
+              f"{scoring:.1f} s, an uninterrupted --copy-to --apply {longest:.1f} s ({longest - deciding:.1f} s of it after the plan), its rerun {rerun:.1f} s; {sum(r['kills'] for r in results)} "
               f"kills, {sum(r['runs'] for r in results)} runs in {sum(r['rounds'] for r in results)} rounds, "
               f"{sum(r['seconds'] for r in results):.0f} s; other disk: {'a tmpfs' if disk else 'none (cannot mount)'}")
         failed = [f"{r['case']}: {c}" for r in results for c, ok in r["checks"].items() if not ok]
@@ -211,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(result: dict) -> None:
     checks = ", ".join(f"{c}: {'yes' if ok else 'NO'}" for c, ok in result["checks"].items())
-    print(f"{result['case']}: {result['kills']} kills, {result['runs']} runs in {result['rounds']} rounds, "
+    print(f"{result['case']}: {result['kills']} kills ({result['mid_action']} mid-action), {result['runs']} runs in {result['rounds']} rounds, "
           f"{result['seconds']:.0f} s; {checks}", flush=True)
 
 
