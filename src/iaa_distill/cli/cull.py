@@ -1,11 +1,13 @@
-"""Cull photo folders: score them (cached), then decide which photos to keep and which to reject.
+"""Cull photo folders: score them (cached), then sort them into picks, unflagged and rejects, with stars.
 
-Rules: --keep-top (a count or a share), --min-score, and per burst --burst-keep (bursts and
-near-duplicates grouped by capture time and perceptual hash). --out DIR keeps scores.csv (changing a
+Rules: --keep-top (picks), --min-score and --reject-bottom (rejects), and per burst --burst-keep (bursts
+and near-duplicates grouped by capture time and perceptual hash). --out DIR keeps scores.csv (changing a
 rule does not rescore), decisions.csv, gallery.html (cull by keyboard, export decisions) and thumbs/.
---xmp writes stars (1-5) and rejects (-1) into XMP sidecars; --copy-to, --link-to or --move-to act on
-the picks. Nothing outside --out changes without --apply (a dry run lists what would happen); originals
-are never modified. --decisions FILE --apply re-applies a decision list exported from the gallery.
+--xmp writes stars (1-5) and rejects (-1) into XMP sidecars, keeping the photographer's own ratings
+unless --ratings says otherwise; --copy-to, --link-to or --move-to carry the picks with their twins and
+sidecars. Nothing outside --out changes without --apply (a dry run lists what would happen); the first
+--apply freezes its plan in --out, a rerun finishes it, --undo OUT takes it all back. --decisions FILE
+--apply re-applies a decision list exported from the gallery.
 """
 from __future__ import annotations
 
@@ -167,8 +169,8 @@ def _apply(plan, out, fresh: bool) -> int:
         _say(f"stopped: {outcome.stopped}")
     if report.failed:
         _say(f"{len(report.failed)} actions failed; fix the cause and run the same command again")
-        return 1
-    return 0
+    _say(f"to undo all of it: iaa cull --undo {out}")
+    return 1 if report.failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
