@@ -87,3 +87,18 @@ def test_eval_split_val_reuses_the_saved_ids(csv_head, capsys):
     assert sorted(line.split(",")[0] for line in per_image) == sorted(saved["val"])
     assert json.loads((root / "eval" / "metrics.json").read_text())["n"] == len(saved["val"]) == 16
     np.testing.assert_equal(len(set(saved["train"]) & set(saved["val"])), 0)
+
+
+def test_lightning_progress_bar_only_on_a_terminal(tmp_path, monkeypatch):
+    import sys
+
+    from iaa_distill.training.spine import build_trainer
+
+    def trainer():
+        return build_trainer(tmp_path, {"precision": "32-true", "accelerator": "cpu", "devices": 1, "progress": True},
+                             max_epochs=1, patience=1, callbacks=[])
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert trainer().progress_bar_callback is None  # a log file gets no bar (`v_num=0` redrawn in every line)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert trainer().progress_bar_callback is not None

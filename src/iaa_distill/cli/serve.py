@@ -1,7 +1,8 @@
 """Serve a trained student over HTTP (FastAPI + uvicorn).
 
-POST /score with multipart field `files` (one or many images) returns {"results": [{file, mean, std,
-distribution, error}]}; GET /health describes the model; GET / is a page to drop photos on; the OpenAPI
+POST /score with multipart field `files` (one or many images), or one image as the raw body (Content-Type
+image/jpeg, ...; ?name=photo.jpg), returns {"results": [{path, mean, std, distribution, embedding, error}]}
+(one Result per file, as `iaa score` prints them); GET /health describes the model; GET / is a page to drop photos on; the OpenAPI
 schema is at /openapi.json. Uploads are limited in size (while they stream in), read time, pixel count and
 type (checked from the content); at most --max-uploads requests upload (--per-client from one address),
 each at least --min-upload-kbps, and --max-concurrency run inference at once, decoding within --pixel-budget;
@@ -17,7 +18,7 @@ non_negative_float = bounded(float, 0.0, float("inf"), "a number >= 0")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="DIR", help="trained student folder, or a teacher folder (accuracy mode)")
+    parser.add_argument("--model", required=True, metavar="DIR", help="trained student folder, a teacher folder (accuracy mode), or a hub name org/name")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=port, default=8000, help="port (default: 8000)")
     parser.add_argument("--max-upload-mb", type=positive_float, default=20, help="largest accepted file in MB (default: 20)")

@@ -164,7 +164,7 @@ def _decode_all(paths: list[str], workers: int, min_side: int | None, max_pixels
     from tqdm import tqdm
 
     tasks = [(p, min_side, max_pixels) for p in paths]
-    bar = dict(total=len(tasks), desc=f"decoding {name}", unit="img", file=sys.stderr, disable=not progress)
+    bar = dict(total=len(tasks), desc=f"decoding {name}", unit="img", file=sys.stderr, disable=not progress or None)
     if workers <= 1 or len(tasks) < 64:
         results = [_decode_one(t) for t in tqdm(tasks, **bar)]
     else:

@@ -1,4 +1,5 @@
-"""HTTP service: `POST /score` (multipart field `files`), `GET /health`, `GET /` (drag-and-drop page).
+"""HTTP service: `POST /score` (multipart field `files`, or one image as the raw body: `Content-Type: image/jpeg`
+and an optional `?name=`), `GET /health`, `GET /` (drag-and-drop page). Answers carry one `Result` per file.
 
 Every upload is checked before inference: the whole request body is limited while it streams in (413),
 must arrive within a read deadline (408), and at most `max_uploads` requests upload at once (503). Each
@@ -10,8 +11,8 @@ answers 200 with one result per file, failed files carrying their `error`. Every
 `pixel_budget` (a file waits for its pixels before it is decoded, so memory stays bounded whatever the
 uploads), and a body slower than `min_upload_kbps` on average, or more than `per_client` uploads at once
 from one address, is refused, so slow clients cannot hold the upload slots of the others. The OpenAPI
-schema is at /openapi.json; /docs and /redoc are off
-because Swagger UI and ReDoc load their code from a CDN, which an offline service cannot reach.
+schema is at /openapi.json; /docs and /redoc are off because Swagger UI and ReDoc load their code from a
+CDN, which an offline service cannot reach.
 """
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from importlib import resources
 from pathlib import Path
 from typing import BinaryIO
 
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
+from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.exceptions import HTTPException
 
 from ..artifacts import SYNTHETIC_NOTE, labels_are_synthetic, model_name
@@ -56,10 +58,13 @@ class ErrorBody(BaseModel):
 
 
 class FileScore(BaseModel):
-    file: str
+    """One file's `Result` (scoring.result), field for field."""
+
+    path: str
     mean: float | None
     std: float | None
     distribution: list[float] | None
+    embedding: list[float] | None = None
     error: str = ""
 
 
@@ -83,6 +88,12 @@ class Health(BaseModel):
 
 
 ERRORS = {code: {"model": ErrorBody} for code in (408, 413, 415, 422, 503)}
+_BINARY = {"type": "string", "format": "binary"}
+SCORE_REQUEST = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["files"],
+                                       "properties": {"files": {"type": "array", "items": _BINARY}}}},
+    "image/*": {"schema": _BINARY},
+}}}
 
 
 def create_app(
@@ -103,8 +114,9 @@ def create_app(
     """Build the app around a `Scorer` loaded once from `model_dir` (see `Scorer.from_pretrained`).
 
     max_uploads: requests receiving their body at the same time (default: 16 x max_concurrency), at most
-    `per_client` from one address (default: no such limit; behind a proxy every client has its address). read_timeout: seconds a request may take to send its whole body; after
-    2 s it must average `min_upload_kbps` (0: no minimum). pixel_budget: decoded pixels in flight at once.
+    `per_client` from one address (default: no such limit; behind a proxy every client has its address).
+    read_timeout: seconds a request may take to send its whole body; after 2 s it must average
+    `min_upload_kbps` (0: no minimum). pixel_budget: decoded pixels in flight at once.
     """
     scorer = Scorer.from_pretrained(model_dir, device=device, backend=backend, onnx_path=onnx_path, max_pixels=max_pixels)
     max_bytes = int(max_upload_mb * 1024 * 1024)
@@ -135,11 +147,10 @@ def create_app(
     async def health() -> Health:
         return health_body
 
-    @app.post("/score", summary="Score one or more uploaded images (multipart field 'files')", responses=ERRORS)
-    async def score(files: list[UploadFile] = File(...)) -> ScoreBody:
-        if len(files) > max_files:
-            raise UploadError(413, f"too many files: {len(files)} (limit {max_files} per request)")
-        payloads = [(Path(upload.filename or "").name or f"upload {i + 1}", upload.file) for i, upload in enumerate(files)]
+    @app.post("/score", summary="Score images: multipart field 'files' (one or more), or one raw image body "
+              "(Content-Type image/*, ?name=photo.jpg)", responses=ERRORS, openapi_extra=SCORE_REQUEST)
+    async def score(request: Request) -> ScoreBody:
+        payloads = await _read_uploads(request, max_files, max_bytes)
         async with limiter:  # each file is read from its spooled upload only when its pixels are reserved
             results = await run_in_threadpool(_score_payloads, scorer, payloads, max_pixels, max_bytes, budget)
         if len(results) == 1 and results[0].error:
@@ -147,6 +158,30 @@ def create_app(
         return ScoreBody(results=[r.body for r in results])
 
     return app
+
+
+async def _read_uploads(request: Request, max_files: int, max_bytes: int) -> list[tuple[str, BinaryIO]]:
+    """(name, file to read) of every uploaded file (multipart files stay in their spool until decoded): the multipart field `files`, or the whole body of an image/* or
+    application/octet-stream request (named by ?name=, read no further than the per-file limit)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind.startswith("image/") or kind == "application/octet-stream":
+        name = Path(request.query_params.get("name", "")).name or "upload 1"
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > max_bytes:
+                break
+        return [(name, io.BytesIO(bytes(data)))]
+    files = []
+    if kind == "multipart/form-data":
+        form = await request.form()
+        files = [item for item in form.getlist("files") if isinstance(item, StarletteUpload)]
+    if not files:
+        raise UploadError(422, "expected a multipart/form-data upload with one or more images in the field 'files', "
+                          "or one image as the raw body (Content-Type: image/jpeg, image/png, ...)")
+    if len(files) > max_files:
+        raise UploadError(413, f"too many files: {len(files)} (limit {max_files} per request)")
+    return [(Path(upload.filename or "").name or f"upload {i + 1}", upload.file) for i, upload in enumerate(files)]
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -203,7 +238,7 @@ def check_image(name: str, data: bytes, max_pixels: int, min_side: int | None = 
 
 
 def _failed(name: str, exc: UploadError) -> _Outcome:
-    return _Outcome(FileScore(file=name, mean=None, std=None, distribution=None, error=exc.message), exc)
+    return _Outcome(FileScore(path=name, mean=None, std=None, distribution=None, error=exc.message), exc)
 
 
 def _score_payloads(scorer: Scorer, payloads: list[tuple[str, BinaryIO]], max_pixels: int, max_bytes: int,
@@ -217,10 +252,9 @@ def _score_payloads(scorer: Scorer, payloads: list[tuple[str, BinaryIO]], max_pi
 
     def flush() -> None:
         nonlocal held
-        for (i, _, _), result in zip(batch, scorer.score([b[1] for b in batch], names=[b[2] for b in batch]) if batch else []):
-            r = result.to_dict()
-            outcomes[i] = _Outcome(FileScore(file=r["path"], mean=r["mean"], std=r["std"],
-                                             distribution=r["distribution"], error=r["error"]))
+        scored = scorer.score([b[1] for b in batch], names=[b[2] for b in batch], errors="collect") if batch else []
+        for (i, _, _), result in zip(batch, scored):
+            outcomes[i] = _Outcome(FileScore(**result.to_dict()))
         batch.clear()
         budget.release(held)
         held = 0

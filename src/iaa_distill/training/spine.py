@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -226,7 +227,7 @@ def build_trainer(out: Path, hardware: dict[str, Any], *, max_epochs: int, patie
         strategy=hardware.get("strategy", "auto"), precision=hardware["precision"],
         deterministic=deterministic if deterministic is not None else not torch.cuda.is_available(),
         logger=CSVLogger(out, name="logs"), enable_model_summary=False, num_sanity_val_steps=0,
-        enable_progress_bar=hardware.get("progress", True),
+        enable_progress_bar=hardware.get("progress", True) and sys.stderr.isatty(),  # no bar in log files
         callbacks=[
             *callbacks,
             EarlyStopping("val_srcc", mode="max", patience=patience, check_finite=False),
