@@ -104,3 +104,23 @@ def test_an_old_student_folder_loads_with_its_own_layout(tmp_path):
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(loaded.predict(images)[0], model.predict(images)[0])
+
+
+def test_sharpen_matches_the_spread_of_the_votes_without_changing_the_ranking():
+    from iaa_distill.training.warm_start import sharpen
+
+    student = _student()
+    space = student.config.space
+    rng = np.random.default_rng(3)
+    logits = torch.from_numpy(rng.standard_normal((50, 5))).float()
+    votes = torch.softmax(logits * 2.5, -1).numpy()  # the truth is sharper than the fitted logits
+    before = space.decode(logits)[0]
+    raw, factor = sharpen(student, logits, votes)
+    assert factor == pytest.approx(2.5, abs=0.06)
+    assert torch.allclose(student.head[1].weight, _student().head[1].weight * factor)
+    mean, dist = space.decode(raw)
+    assert np.median(space.std(dist.numpy(), mean.numpy())) == pytest.approx(
+        np.median(space.std(votes, mean.numpy())), rel=0.05)
+    from scipy.stats import spearmanr
+
+    assert spearmanr(mean.numpy(), before.numpy())[0] > 0.9  # a sharper softmax moves the means, hardly their order

@@ -62,7 +62,8 @@ from .spine import (BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, bes
 from .split_file import SPLIT_FILE
 from .student_config import StudentTrainConfig
 from .student_recipe import choice_lines, phase, recipe_report, resolve_schedule, set_phase, thaw_epoch
-from .warm_start import WarmStartData, cached_images, fit_warm_start, pooled_features, validate_cached
+from .warm_start import (WarmStartData, cached_images, fit_warm_start, pooled_features, predict_raw, sharpen,
+                         validation_entry)
 
 MIN_VAL_IMAGES = 4
 WARM_START_FILE = "warm_start.json"
@@ -420,12 +421,13 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
         fit_rows = WarmStartData(train.cache_path, train.rows, train.labels[:len(train) - train.num_unlabelled],
                                  teacher, train.predictions)
         report = fit_warm_start(module.model, pooled_features(module.model, fit_rows), fit_rows, config.beta)
-        if module.ema is not None:
-            module.ema.module.load_state_dict(module.model.state_dict())
+    raw = predict_raw(module.model, cached_images(data.val.cache_path, data.val.rows, module.model.config.input_size))
+    if report and module.num_levels:
+        raw, report["sharpness"] = sharpen(module.model, raw, data.val.labels)
+    if module.ema is not None:
+        module.ema.module.load_state_dict(module.model.state_dict())
     loss = partial(label_loss, num_levels=module.num_levels, kind=config.loss, rank_weight=config.rank_weight)
-    size = module.model.config.input_size
-    entry = validate_cached(module.eval_model, cached_images(data.val.cache_path, data.val.rows, size),
-                            data.val.labels, data.val.means, lambda raw, y: loss(raw, y))
+    entry = validation_entry(module.space, raw, data.val.labels, data.val.means, lambda raw, y: loss(raw, y))
     entry = {"epoch": 0, "step": 0, **entry, "train_seconds": round(time.perf_counter() - start, 3)}
     next(c for c in trainer.callbacks if isinstance(c, BestBySRCC)).record(module, entry, trainer.is_global_zero)
     if trainer.is_global_zero:
