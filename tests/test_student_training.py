@@ -288,9 +288,10 @@ def test_refusals(toy, tmp_path, sample_photos):
 
 def test_ddp_two_cpu_processes(toy, tmp_path):
     dataset, targets_dir, cache_root = toy
-    config = tiny_config(epochs=1, accelerator="cpu", devices=2, strategy="ddp_spawn")
+    # epoch 1 has a frozen backbone, epoch 2 a partly frozen one: DDP must accept parameters without gradients
+    config = tiny_config(epochs=2, accelerator="cpu", devices=2, strategy="ddp_spawn")
     metrics = train_student(dataset, tmp_path / "ddp", config, targets_dir=targets_dir, image_cache_dir=cache_root)
-    assert metrics["world_size"] == 2 and metrics["epochs_completed"] == 1
+    assert metrics["world_size"] == 2 and metrics["epochs_completed"] == 2
     # 28 images / (8 per process x 2 processes) = 1 optimizer step per epoch
     assert metrics["history"][1]["step"] == 1 and math.isfinite(metrics["best_val_srcc"])
     assert Student.from_pretrained(tmp_path / "ddp" / "model").config.distill_dim == FEATURE_DIM  # the projector

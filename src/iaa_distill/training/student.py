@@ -227,6 +227,13 @@ def _precision(config: StudentTrainConfig) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
+def _strategy(config: StudentTrainConfig) -> str:
+    """DDP must tolerate parameters without gradients: the backbone (or part of it) is frozen in some epochs."""
+    if config.strategy in ("ddp", "ddp_spawn") or (config.strategy == "auto" and _world_size(config) > 1):
+        return f"{'ddp' if config.strategy == 'auto' else config.strategy}_find_unused_parameters_true"
+    return config.strategy
+
+
 def _world_size(config: StudentTrainConfig) -> int:
     devices = config.devices if isinstance(config.devices, int) else 1
     return max(1, devices) * max(1, config.num_nodes)
@@ -464,7 +471,7 @@ def _model_extra(run: RunFolder, config: StudentTrainConfig, baseline: bool) -> 
 
 def _trainer(run: RunFolder, config: StudentTrainConfig, baseline: bool, callbacks: Sequence[Callback]) -> pl.Trainer:
     save_best = partial(_save_best, run.out, _model_extra(run, config, baseline))
-    hardware = {**config.hardware(), "precision": _precision(config)}
+    hardware = {**config.hardware(), "precision": _precision(config), "strategy": _strategy(config)}
     return build_trainer(run.out, hardware, max_epochs=config.epochs, patience=config.patience,
                          callbacks=[BestBySRCC(run.out, save_best, config.batch_size), RunStamp(run.fingerprint),
                                     *callbacks],

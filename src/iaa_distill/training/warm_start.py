@@ -22,8 +22,11 @@ computes exactly the ridge prediction. Nothing here is random.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,15 +68,30 @@ def cached_images(cache_path, rows: np.ndarray, size: int, batch_size: int = 32)
 
 @torch.no_grad()
 def pooled_features(model: Student, data: WarmStartData) -> np.ndarray:
-    """(N, D) raw pooled vectors of the frozen backbone (the standardisation buffers are not applied)."""
-    was_training = model.training
-    model.eval()
-    size = model.config.input_size
-    out = []
-    for images in cached_images(data.cache_path, data.rows, size):
-        out.append(model.raw_pooled(images).float())
-    model.train(was_training)
-    return torch.cat(out).double().numpy()
+    """(N, D) raw pooled vectors of the frozen backbone for `data`'s rows (the standardisation buffers are not
+    applied). Computed once for every image of the cache and kept next to it (`pooled-KEY.npy`, KEY: the
+    backbone's weights, pooling and input size), so the baseline, the student and other seeds reuse them."""
+    cache_path = Path(data.cache_path)
+    saved = cache_path.with_name(f"pooled-{_backbone_key(model)}.npy")
+    if not saved.is_file():
+        was_training = model.training
+        model.eval()
+        rows = np.arange(len(np.load(cache_path, mmap_mode="r")))
+        pooled = torch.cat([model.raw_pooled(images).float()
+                            for images in cached_images(cache_path, rows, model.config.input_size)]).numpy()
+        model.train(was_training)
+        tmp = saved.with_name(f".{saved.name}.tmp.npy")
+        np.save(tmp, pooled)
+        os.replace(tmp, saved)
+    return np.load(saved, mmap_mode="r")[data.rows].astype(np.float64)
+
+
+def _backbone_key(model: Student) -> str:
+    digest = hashlib.sha256(f"{model.config.pooling}:{model.config.input_size}".encode())
+    for name, tensor in model.backbone.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
