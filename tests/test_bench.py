@@ -76,3 +76,30 @@ def test_bench_prints_the_teacher_scorer_next_to_the_student(tmp_path, capsys):
     ratio = report.ratios[0]
     assert ratio["name"].startswith("student vs teacher scorer") and ratio["value"] == pytest.approx(50.0 / rates["torch"])
     assert "teacher scorer" in capsys.readouterr().out
+
+
+def test_bench_cli_section_times_help_against_python(capsys):
+    from iaa_distill.bench.startup import bench_cli
+    from iaa_distill.bench.timing import Report
+
+    report = Report({})
+    figures = bench_cli(report, repeats=1)
+    assert [r.name for r in report.results] == ["python -c pass (interpreter start-up)", "iaa --help",
+                                                "iaa score --help"]
+    assert all(r.unit == "ms" and r.value > 0 for r in report.results) and figures["iaa --help"] > 0
+    ratios = {r["name"]: r for r in report.ratios}
+    assert ratios["iaa --help: goal 0.5 s / time"]["goal"] == 1.0
+    assert ratios["iaa score --help time / python -c pass time"]["value"] > 0
+    assert "iaa --help time / python -c pass time" in capsys.readouterr().out  # printed, not only recorded
+
+
+def test_help_imports_no_heavy_library():
+    import subprocess
+    import sys
+
+    for argv in (["--help"], ["score", "--help"], ["serve", "--help"]):
+        code = ("import sys; from iaa_distill.cli import main\ntry: main(%r)\nexcept SystemExit: pass\n"
+                "print(sorted(m for m in ('torch', 'timm', 'lightning', 'onnxruntime', 'fastapi') if m in sys.modules))"
+                % argv)
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert run.stdout.strip().splitlines()[-1] == "[]", argv

@@ -227,7 +227,7 @@ def test_same_score_whatever_the_input_type(scorer, sample_photos, tmp_path):
     assert [r.error for r in results] == [""] * len(inputs)
     np.testing.assert_allclose([r.mean for r in results], results[0].mean, atol=1e-5)
     with path.open("rb") as f:
-        (named,) = scorer.score(f)
+        named = scorer.score(f)
     assert named.path == str(path) and named.mean == pytest.approx(results[0].mean, abs=1e-5)
 
 
@@ -235,7 +235,7 @@ def test_unknown_inputs_raise_type_error_and_bad_floats_are_reported(scorer):
     for bad in (None, 42, [None]):
         with pytest.raises(TypeError, match="cannot score"):
             scorer.score(bad)
-    (result,) = scorer.score(np.full((8, 8, 3), 2.0))
+    (result,) = scorer.score([np.full((8, 8, 3), 2.0)])
     assert "[0, 1]" in result.error
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -271,3 +273,36 @@ def test_broken_raw_raises_decode_error(tmp_path):
 
 def test_raw_and_heic_count_as_image_files():
     assert all(is_image_file(Path(n)) for n in ("a.NEF", "b.cr2", "c.ARW", "d.dng", "e.heic", "f.HEIF"))
+
+
+def test_rawpy_fork_warning_only_when_the_parent_ran_libraw_threads(tmp_path):
+    """Forked workers decoding RAW files: rawpy's deadlock warning is a false alarm (and hidden) unless a parent
+    process ran LibRaw's OpenMP code (a demosaic) before forking, where it is real and shown."""
+    code = f"""
+import multiprocessing as mp, warnings, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+import numpy as np
+from tests.camera_files import write_dng
+from iaa_distill.imaging import decode_image
+preview = np.zeros((96, 128, 3), np.uint8)
+with_preview, mosaic = write_dng({str(tmp_path / 'a.dng')!r}, preview), write_dng({str(tmp_path / 'b.dng')!r}, None)
+
+def decode(path):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        decode_image(path, min_side=20)
+    return any("fork" in str(w.message) for w in seen)
+
+if __name__ == "__main__":
+    mp.set_start_method("fork")  # as DataLoader workers on Linux
+    with mp.Pool(1) as pool:
+        print(pool.map(decode, [str(with_preview), str(mosaic)]))
+    decode_image(mosaic, min_side=20)  # the parent demosaics: LibRaw's threads now run here
+    with mp.Pool(1) as pool:
+        print(pool.map(decode, [str(with_preview)]))
+"""
+    script = tmp_path / "fork_check.py"
+    script.write_text(code)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[:2] == ["[False, False]", "[True]"], run.stdout

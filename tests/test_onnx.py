@@ -42,10 +42,10 @@ def test_export_metadata_and_dynamic_batch(tmp_path):
     assert props["input_size"] == "64" and props["num_levels"] == "10" and json.loads(props["scale"]) == [1.0, 10.0]
     assert props["interpolation"] == json.loads((model_dir / "config.json").read_text())["interpolation"]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == ["mean", "distribution"]
+    assert [o.name for o in session.get_outputs()] == ["mean", "distribution", "embedding"]
     for batch in (1, 5):
-        mean, dist = session.run(None, {"images": np.random.rand(batch, 3, 64, 64).astype(np.float32)})
-        assert mean.shape == (batch,) and dist.shape == (batch, 10)
+        mean, dist, embedding = session.run(None, {"images": np.random.rand(batch, 3, 64, 64).astype(np.float32)})
+        assert mean.shape == (batch,) and dist.shape == (batch, 10) and embedding.shape[0] == batch
 
 
 def test_onnx_matches_pytorch_on_real_photos(tmp_path, photos):
@@ -77,9 +77,11 @@ def test_onnx_file_alone_scores_and_scalar_models_export(tmp_path, photos):
     alone = Scorer.from_pretrained(None, device="cpu", backend="onnx", onnx_path=onnx_path)
     assert alone.config.num_levels is None and alone.config.input_size == 64
     got = alone.score(photos[:3])
-    expected = Scorer.from_pretrained(model_dir, device="cpu").score(photos[:3])
+    reference = Scorer.from_pretrained(model_dir, device="cpu")
+    expected = reference.score(photos[:3])
     assert all(r.distribution is None for r in got)
     np.testing.assert_allclose([r.mean for r in got], [r.mean for r in expected], atol=1e-4)
+    np.testing.assert_allclose(alone.embed(photos[:3]), reference.embed(photos[:3]), atol=1e-4)
 
 
 def test_mismatched_or_foreign_onnx_is_refused(tmp_path):

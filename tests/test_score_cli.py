@@ -1,5 +1,5 @@
-"""`iaa score`: inputs (files, folders, globs), CSV/JSONL output, errors listed, atomic output,
---resume after a kill, torchrun sharding and the HTML gallery. Random-weight model (mechanics only)."""
+"""`iaa score`: inputs (files, folders, globs), stdout (table on a terminal, else JSONL) and CSV/JSONL/JSON
+files, embeddings, errors listed, atomic output, --resume after a kill, torchrun sharding and the HTML gallery. Random-weight model (mechanics only)."""
 from __future__ import annotations
 
 import csv
@@ -67,10 +67,52 @@ def test_globs_jsonl_and_sort(model_dir, photo_dir, tmp_path):
     out = tmp_path / "scores.jsonl"
     assert score(f"{photo_dir}/**/*.jpg", "--model", model_dir, "--out", out, "--sort") == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 9 and set(rows[0]) == {"path", "mean", "std", "distribution", "error"}
+    assert len(rows) == 9 and set(rows[0]) == {"path", "mean", "std", "distribution", "embedding", "error"}
     means = [r["mean"] for r in rows if not r["error"]]
     assert means == sorted(means, reverse=True)
     assert rows[-1]["error"] and rows[-1]["mean"] is None  # failures last
+
+
+def test_without_out_results_go_to_stdout_and_reruns_never_fail(model_dir, photo_dir, tmp_path, capsys,
+                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert score(photo_dir / "a", "--model", model_dir) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # piped: JSONL
+        assert len(rows) == 5 and all(r["mean"] is not None for r in rows)
+    assert not list(tmp_path.iterdir()), "no file unless asked for"
+    assert score(photo_dir / "a", "--model", model_dir, "--out", "-", "--format", "json") == 0
+    assert [r["path"] for r in json.loads(capsys.readouterr().out)] == [r["path"] for r in rows]
+    assert score(photo_dir / "a", "--model", model_dir, "--out", "-", "--format", "csv", "--sort") == 0
+    table = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    np.testing.assert_allclose([float(r["mean"]) for r in table], sorted((r["mean"] for r in rows), reverse=True),
+                               atol=1e-6)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert score(photo_dir / "a", "--model", model_dir) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["score", "std", "path"] and len(lines) == 6
+    assert float(lines[1].split()[0]) == pytest.approx(rows[0]["mean"], abs=1e-3)
+    assert not list(tmp_path.iterdir())
+    assert score(photo_dir / "a", "--model", model_dir, "--resume") == 1
+    assert "--out FILE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+def test_embeddings_file_is_keyed_by_path(model_dir, photo_dir, tmp_path, capsys, suffix):
+    from iaa_distill.scoring.embeddings import load_embeddings
+
+    target = tmp_path / f"emb{suffix}"
+    assert score(photo_dir / "b", "--model", model_dir, "--embeddings", target) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    good = [r["path"] for r in rows if not r["error"]]
+    vectors = load_embeddings(target)
+    assert sorted(vectors) == sorted(good) and len(good) == 3  # the broken file has none
+    expected = Scorer.from_pretrained(model_dir, device="cpu").embed(good)
+    np.testing.assert_allclose(np.stack([vectors[p] for p in good]), expected, atol=1e-4)
+    assert score(photo_dir / "b", "--model", model_dir, "--embeddings", target) == 1  # not clobbered silently
+    assert "already exists" in capsys.readouterr().err
+    assert score(photo_dir / "b", "--model", model_dir, "--embeddings", tmp_path / "e.txt") == 1
+    assert ".npy or .safetensors" in capsys.readouterr().err
 
 
 def test_scalar_model_csv_has_no_distribution_column(tmp_path, photo_dir):
@@ -168,3 +210,9 @@ def test_html_gallery_is_self_contained(model_dir, photo_dir, tmp_path):
     shown = [float(v) for v in re.findall(r'data-score="([-0-9.]+)"', all_section)]
     assert shown == sorted(shown, reverse=True) and len(shown) == len(rows)
     assert np.isclose(max(shown), max(float(r["mean"]) for r in rows), atol=1e-5)
+
+
+def test_off_a_terminal_progress_is_one_line_per_stage(model_dir, photo_dir, capsys):
+    assert main(["score", str(photo_dir / "a"), "--model", str(model_dir), "--workers", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and len([line for line in err.splitlines() if line.startswith("scoring: 5/5 img in")]) == 1

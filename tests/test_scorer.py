@@ -1,5 +1,5 @@
-"""Scorer API: every input type gives the same score, results are well-formed, bad input never raises,
-batching and threads do not change results. Models here have random weights (mechanics only)."""
+"""Scorer API: every input type gives the same score, results are well-formed, one input gives one result and
+raises when bad while lists collect errors, embeddings, batching and threads do not change results. Models here have random weights (mechanics only)."""
 from __future__ import annotations
 
 import io
@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from iaa_distill.errors import IAAError
-from iaa_distill.scoring import Scorer, ScoreResult
+from iaa_distill.errors import DecodeError, IAAError
+from iaa_distill.scoring import Result, Scorer, ScoreResult
 from tests.conftest import save_tiny_student
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -52,12 +52,39 @@ def test_distribution_mean_and_std_are_consistent(scorer, photos):
 
 def test_scalar_model_has_no_distribution_and_nan_std(tmp_path, photos):
     scorer = Scorer.from_pretrained(save_tiny_student(tmp_path / "scalar", num_levels=None), device="cpu")
-    (result,) = scorer.score(photos[0])
+    result = scorer.score(photos[0])
     assert result.distribution is None and math.isnan(result.std) and math.isfinite(result.mean)
     assert result.to_dict()["std"] is None
 
 
-def test_bad_inputs_give_error_results_not_exceptions(scorer, photos, tmp_path):
+def test_one_input_gives_one_result_and_raises_when_bad(scorer, photos, tmp_path):
+    one = scorer.score(photos[0])
+    assert isinstance(one, Result) and one.path == str(photos[0])
+    assert one.mean == pytest.approx(scorer.score([photos[0]])[0].mean, abs=1e-6)
+    with pytest.raises(DecodeError, match="missing.jpg"):
+        scorer.score(tmp_path / "missing.jpg")
+    assert not scorer.score(tmp_path / "missing.jpg", errors="collect").ok
+    with pytest.raises(DecodeError, match="<input 1>: not a recognised image"):
+        scorer.score([photos[0], b"not an image"], errors="raise")
+    with pytest.raises(ValueError, match="errors"):
+        scorer.score(photos[0], errors="ignore")
+
+
+def test_embeddings_are_the_aesthetic_feature(scorer, photos, tmp_path):
+    many = scorer.embed(photos[:3])
+    width = scorer.backend.model.config.feature_dim
+    assert many.shape == (3, width) and many.dtype == np.float32
+    np.testing.assert_allclose(scorer.embed(photos[1]), many[1], atol=1e-5)
+    with_score = scorer.score(photos[:3], embed=True)
+    np.testing.assert_allclose(np.stack([r.embedding for r in with_score]), many, atol=1e-5)
+    assert scorer.score(photos[0]).embedding is None  # only when asked
+    by_path = scorer.score_paths(photos[:3], num_workers=0, embed=True)
+    np.testing.assert_allclose(np.stack([r.embedding for r in by_path]), many, atol=1e-4)
+    with pytest.raises(DecodeError):
+        scorer.embed([photos[0], tmp_path / "missing.jpg"])
+
+
+def test_bad_inputs_in_a_list_give_error_results_not_exceptions(scorer, photos, tmp_path):
     truncated = photos[1].read_bytes()[:200]
     results = scorer.score([photos[0], tmp_path / "missing.jpg", b"not an image", truncated, torch.zeros(4, 8, 8), photos[1]])
     assert [bool(r.error) for r in results] == [False, True, True, True, True, False]
@@ -119,13 +146,17 @@ def test_top_level_import_is_lazy():
     assert out.stdout.strip() == "False", "import iaa_distill should not import torch"
     import iaa_distill
 
-    assert iaa_distill.Scorer is Scorer and iaa_distill.ScoreResult is ScoreResult
+    assert iaa_distill.Scorer is Scorer and iaa_distill.Result is Result is ScoreResult
 
 
-def test_score_result_to_dict_round_trips_fields():
-    result = ScoreResult("a.jpg", 5.5, 1.25, [0.5, 0.5])
-    assert result.to_dict() == {"path": "a.jpg", "mean": 5.5, "std": 1.25, "distribution": [0.5, 0.5], "error": ""}
-    assert ScoreResult.failure("b.jpg", "b.jpg: bad").to_dict()["mean"] is None
+def test_result_to_dict_round_trips_fields():
+    result = Result("a.jpg", 5.5, 1.25, [0.5, 0.5], embedding=np.array([1.0, 2.0], dtype=np.float32))
+    data = result.to_dict()
+    assert data == {"path": "a.jpg", "mean": 5.5, "std": 1.25, "distribution": [0.5, 0.5], "embedding": [1.0, 2.0],
+                    "error": ""}
+    back = Result.from_dict(data)
+    assert back.to_dict() == data and back.embedding.dtype == np.float32
+    assert Result.failure("b.jpg", "b.jpg: bad").to_dict()["mean"] is None
 
 
 def test_pil_image_decoded_from_bytes_keeps_its_name(scorer, photos):

@@ -43,13 +43,27 @@ def test_score_one_and_many_match_the_api(client, model_dir, photos):
     response = client.post("/score", files=upload(*[(p.name, p.read_bytes()) for p in photos]))
     assert response.status_code == 200
     body = response.json()["results"]
-    assert [r["file"] for r in body] == [p.name for p in photos] and {r["error"] for r in body} == {""}
+    assert [r["path"] for r in body] == [p.name for p in photos] and {r["error"] for r in body} == {""}
     for got, want in zip(body, expected):
         assert got["mean"] == pytest.approx(want.mean, abs=1e-5)
         assert got["std"] == pytest.approx(want.std, abs=1e-5)
         np.testing.assert_allclose(got["distribution"], want.distribution, atol=1e-6)
     single = client.post("/score", files=upload(("one.png", _png(photos[0]))))
-    assert single.status_code == 200 and [r["file"] for r in single.json()["results"]] == ["one.png"]
+    assert single.status_code == 200 and [r["path"] for r in single.json()["results"]] == ["one.png"]
+
+
+def test_a_raw_image_body_gets_the_same_answer_as_multipart(client, photos):
+    data = photos[0].read_bytes()
+    multipart = client.post("/score", files=upload(("a.jpg", data))).json()
+    raw = client.post("/score?name=a.jpg", content=data, headers={"Content-Type": "image/jpeg"})
+    assert raw.status_code == 200 and raw.json() == multipart
+    unnamed = client.post("/score", content=data, headers={"Content-Type": "application/octet-stream"}).json()
+    assert unnamed["results"][0]["path"] == "upload 1"
+    assert unnamed["results"][0]["mean"] == multipart["results"][0]["mean"]
+    fake = client.post("/score?name=x.jpg", content=b"not an image", headers={"Content-Type": "image/jpeg"})
+    assert fake.status_code == 415 and fake.json()["file"] == "x.jpg"
+    wrong = client.post("/score", content=b"{}", headers={"Content-Type": "application/json"})
+    assert wrong.status_code == 422 and "raw body" in wrong.json()["error"]
 
 
 def _png(path: Path) -> bytes:
@@ -91,6 +105,8 @@ def test_size_pixel_and_count_limits(model_dir, photos):
     with TestClient(app) as client:
         big = client.post("/score", files=upload(("big.jpg", data)))
         assert big.status_code == 413 and big.json()["file"] == "big.jpg" and "limit" in big.json()["error"]
+        raw = client.post("/score?name=big.jpg", content=data, headers={"Content-Type": "image/jpeg"})
+        assert raw.status_code == 413 and raw.json()["file"] == "big.jpg"
         many = client.post("/score", files=upload(*[(f"{i}.png", b"x") for i in range(3)]))
         assert many.status_code == 413 and "too many files" in many.json()["error"]
     small = Image.open(photos[0]).resize((60, 40))

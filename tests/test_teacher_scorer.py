@@ -76,9 +76,9 @@ def test_threads_sharing_one_scorer_get_the_sequential_scores(setup):
 
     paths, _, folder = setup
     scorer = Scorer.from_pretrained(folder, device="cpu")
-    sequential = [scorer.score(str(p))[0].mean for p in paths]
+    sequential = [scorer.score(str(p)).mean for p in paths]
     with ThreadPoolExecutor(4) as pool:
-        threaded = list(pool.map(lambda p: scorer.score(str(p))[0].mean, paths))
+        threaded = list(pool.map(lambda p: scorer.score(str(p)).mean, paths))
     np.testing.assert_allclose(threaded, sequential, atol=1e-5)
 
 

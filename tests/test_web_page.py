@@ -107,3 +107,30 @@ def test_upload_in_browser_shows_the_api_score(browser, server, sample_photos, t
     status = WebDriverWait(browser, 30).until(lambda d: "Scored 1 photo." in d.find_element(By.ID, "status").text
                                               and d.find_element(By.ID, "status"))
     assert status.text.startswith("Error") and "notes.jpg" in status.text
+
+
+def test_phone_width_fits_and_results_keep_upload_order_or_sort_by_score(browser, server, sample_photos, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    photos = write_jpegs(tmp_path, sample_photos, 3, size=300)
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True})
+    try:
+        browser.get(server + "/")
+        WebDriverWait(browser, 20).until(lambda d: "test_efficientnet" in d.find_element(By.ID, "model").text)
+        browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in photos))
+        WebDriverWait(browser, 60).until(lambda d: "Scored 3 photos." in d.find_element(By.ID, "status").text)
+        widest = browser.execute_script(
+            "return Math.max(document.documentElement.scrollWidth,"
+            " ...Array.from(document.querySelectorAll('body *')).map(e => e.getBoundingClientRect().right))")
+        assert widest <= 390, f"the page is {widest} px wide on a 390 px phone"
+        names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#results .name")]
+        assert names == [p.name for p in photos], "upload order"
+        Select(browser.find_element(By.ID, "order")).select_by_value("score")
+        scores = [float(e.get_attribute("data-value")) for e in browser.find_elements(By.CSS_SELECTOR, "#results .score")]
+        assert scores == sorted(scores, reverse=True) and len(set(scores)) == 3
+        Select(browser.find_element(By.ID, "order")).select_by_value("upload")
+        assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#results .name")] == names
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

@@ -8,7 +8,7 @@ stays light (no torch until a name is used):
     train_teacher_head(dataset, "cache/", "teacher/")   # stage 1 + distillation targets
     train_student(dataset, "student/", targets_dir="teacher/")   # stage 2 (baseline=True: labels only)
     evaluate_model("student/model", dataset, out="eval/")        # metrics, reports, plots
-    Scorer.from_pretrained("student/model").score(["photo.jpg"]) # use the model
+    Scorer.from_pretrained("student/model").score("photo.jpg")   # use the model: one photo -> one Result
 """
 from importlib import import_module
 
@@ -28,6 +28,7 @@ _API = {
     "evaluate_model": "evaluation",
     "compare_runs": "evaluation",
     "Scorer": "scoring",
+    "Result": "scoring",
     "ScoreResult": "scoring",
     "Recipe": "recipe",
     "run_recipe": "recipe",

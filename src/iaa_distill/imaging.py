@@ -12,6 +12,7 @@ enough, else demosaiced (at half size when that suffices). Anything undecodable 
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -36,6 +37,9 @@ RAW_PREVIEW_MIN_SIDE = 1024  # without a `min_side`, a RAW's embedded preview is
 RAW_FLIPS = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
 
 pillow_heif.register_heif_opener()
+# The process that ran LibRaw's OpenMP code (a demosaic), if any. A process forked after that (a DataLoader
+# worker) inherits this value, and with it the risk of deadlock that rawpy warns about in forked processes.
+_LIBRAW_THREADS_PID: int | None = None
 
 ImageSource = str | Path | bytes | BinaryIO
 
@@ -94,7 +98,7 @@ def _decode_raw(fp: str | Path | BinaryIO, label: str, min_side: int | None, max
     import rawpy
 
     try:
-        with rawpy.imread(str(fp) if isinstance(fp, Path) else fp) as raw:
+        with _open_raw(rawpy, str(fp) if isinstance(fp, Path) else fp) as raw:
             width, height = raw.sizes.width, raw.sizes.height
             if width * height > max_pixels:
                 raise DecodeError(too_many_pixels(label, max_pixels, f"{width}x{height} RAW = {width * height:,} pixels"))
@@ -103,6 +107,8 @@ def _decode_raw(fp: str | Path | BinaryIO, label: str, min_side: int | None, max
             if preview is not None:
                 return preview
             half = bool(min_side) and min(width, height) // 2 >= min_side
+            global _LIBRAW_THREADS_PID
+            _LIBRAW_THREADS_PID = _LIBRAW_THREADS_PID or os.getpid()
             return Image.fromarray(raw.postprocess(half_size=half, use_camera_wb=True, output_bps=8))
     except DecodeError:
         raise
@@ -110,6 +116,16 @@ def _decode_raw(fp: str | Path | BinaryIO, label: str, min_side: int | None, max
         raise DecodeError(f"{label}: file not found") from None
     except (rawpy.LibRawError, OSError, ValueError) as exc:
         raise DecodeError(f"{label}: could not decode RAW file ({type(exc).__name__}: {exc})") from None
+
+
+def _open_raw(rawpy, source):
+    """`rawpy.imread`, without rawpy's warning about forked processes where it is a false alarm: no process
+    before this one, in the chain that forked it, ran LibRaw's OpenMP threads. Otherwise the warning shows."""
+    inherited = _LIBRAW_THREADS_PID is not None and _LIBRAW_THREADS_PID != os.getpid()
+    with warnings.catch_warnings():
+        if not inherited:
+            warnings.filterwarnings("ignore", message="rawpy is being used in a process created by multiprocessing")
+        return rawpy.imread(source)
 
 
 def _raw_preview(raw, label: str, needed: int, max_pixels: int) -> Image.Image | None:

@@ -12,12 +12,14 @@ from ..artifacts import atomic_write_text
 from ..teachers import DEFAULT_TEACHERS
 from .culling import bench_culling
 from .photos import write_benchmark_photos
+from .startup import bench_cli
 from .sections import bench_decode, bench_image_cache, bench_scoring, bench_teachers, bench_training, machine_info
 from .stages import binding_stage
 from .teacher_scoring import bench_teacher_scoring
 from .timing import Report
 
-SECTIONS = ("decode", "teachers", "cache", "training", "scoring", "culling")  # culling: only when asked (--sections culling)
+# culling: only when asked (--sections culling)
+SECTIONS = ("cli", "decode", "teachers", "cache", "training", "scoring", "culling")
 AVA_IMAGES, AVA_TRAIN, AVA_TEST = 255_500, 235_500, 19_930
 
 
@@ -31,8 +33,11 @@ def run_bench(out: str | Path = "bench", photos: int = 96, sections: tuple[str, 
     out = Path(out)
     report = Report(machine_info(device))
     print(f"iaa bench on {report.machine}")
-    paths = write_benchmark_photos(out / "photos", photos)
-    print(f"  {len(paths)} photos of 800x600 in {out / 'photos'} (~{sum(p.stat().st_size for p in paths) / len(paths) / 1024:.0f} KB each)")
+    if "cli" in sections:
+        bench_cli(report, repeats)
+    paths = write_benchmark_photos(out / "photos", photos) if set(sections) - {"cli"} else []
+    if paths:
+        print(f"  {len(paths)} photos of 800x600 in {out / 'photos'} (~{sum(p.stat().st_size for p in paths) / len(paths) / 1024:.0f} KB each)")
     gpu = device == "cuda"
     batch = 256 if gpu else (8 if quick else 32)
     repeats = 1 if quick else repeats

@@ -1,4 +1,4 @@
-"""Measure every speed goal on this machine: image decoding (full vs reduced-size), teacher
+"""Measure every speed goal on this machine: how fast `iaa --help` answers (vs `python -c pass`), image decoding (full vs reduced-size), teacher
 extraction vs its decode limit, student training from files vs compute only, `iaa score` with
 PyTorch and ONNX Runtime at batch 1 and the best batch vs the NIMA architecture, and the full AVA
 pipeline estimated from those rates. Prints figures and ratios; writes bench.json and bench.md."""
@@ -12,8 +12,8 @@ from .types import non_negative_int, positive_int
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench", help="output folder for photos, bench.json and bench.md (default: ./bench)")
     parser.add_argument("--photos", type=positive_int, default=96, help="number of generated 800x600 JPEG photos (default: 96)")
-    parser.add_argument("--sections", default="decode,teachers,cache,training,scoring",
-                        help="comma-separated subset of decode,teachers,cache,training,scoring,culling")
+    parser.add_argument("--sections", default="cli,decode,teachers,cache,training,scoring",
+                        help="comma-separated subset of cli,decode,teachers,cache,training,scoring,culling")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device to measure on (default: auto)")
     parser.add_argument("--workers", type=non_negative_int, help="DataLoader workers (default: CPU count, at most 16)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per figure; the median is reported (default: 3)")

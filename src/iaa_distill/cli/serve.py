@@ -1,7 +1,8 @@
 """Serve a trained student over HTTP (FastAPI + uvicorn).
 
-POST /score with multipart field `files` (one or many images) returns {"results": [{file, mean, std,
-distribution, error}]}; GET /health describes the model; GET / is a page to drop photos on; the OpenAPI
+POST /score with multipart field `files` (one or many images), or one image as the raw body (Content-Type
+image/jpeg, ...; ?name=photo.jpg), returns {"results": [{path, mean, std, distribution, embedding, error}]}
+(one Result per file, as `iaa score` prints them); GET /health describes the model; GET / is a page to drop photos on; the OpenAPI
 schema is at /openapi.json. Uploads are limited in size (while they stream in), read time, pixel count and
 type (checked from the content); at most --max-uploads requests upload and --max-concurrency run inference
 at once; connections that do not send their request headers within --header-timeout are closed.
@@ -14,7 +15,7 @@ from .types import add_engine_options, port, positive_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="DIR", help="trained student folder, or a teacher folder (accuracy mode)")
+    parser.add_argument("--model", required=True, metavar="DIR", help="trained student folder, a teacher folder (accuracy mode), or a hub name org/name")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=port, default=8000, help="port (default: 8000)")
     parser.add_argument("--max-upload-mb", type=positive_float, default=20, help="largest accepted file in MB (default: 20)")

@@ -139,7 +139,10 @@ def extract_features(
 def _progress_bar(batches: list[list[int]], enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=sum(map(len, batches)), unit="img", desc="features", disable=not enabled, smoothing=0.1)
+    from ..progress import on_terminal
+
+    return tqdm(total=sum(map(len, batches)), unit="img", desc="features", disable=not (enabled and on_terminal()),
+                smoothing=0.1)
 
 
 def _run(teachers: TeacherSet, paths: list[str], batches: list[list[int]], writer: RowWriter, num_workers: int,

@@ -1,4 +1,6 @@
-"""Using a trained student: the `Scorer` API, batch scoring to CSV/JSONL, HTML gallery, ONNX export and the HTTP service."""
+"""Using a trained model: the `Scorer` API and its `Result`, batch scoring to CSV/JSONL/JSON, embeddings, HTML
+gallery, ONNX export, hub names and the HTTP service."""
+from .result import Result
 from .scorer import Scorer, ScoreResult
 
-__all__ = ["Scorer", "ScoreResult"]
+__all__ = ["Scorer", "Result", "ScoreResult"]

@@ -5,7 +5,7 @@ image's whole-image resize for every teacher, flattened and joined (`teachers.Pa
 stays usable alone; the metadata lists the teachers' sizes and interpolations in order. The MLSP hooks end
 each teacher's forward early with an exception: tracing records the operations that ran, so the graph stops
 there too. Mean/std normalisation is inside the graph (the models' buffers). Outputs: `mean` (N,) on the
-model's scale and, for K-level models, `distribution` (N, K). The whole student config and the
+model's scale, for K-level models `distribution` (N, K), then `embedding` (N, F), the aesthetic feature. The whole student config and the
 preprocessing (`input_size`, `interpolation`, `scale`, `num_levels`) are stored in the model's
 metadata_props, so the .onnx file alone is enough to score with onnxruntime.
 """
@@ -20,22 +20,23 @@ from torch import nn
 
 from ..student import Student
 from ..teacher_model import TeacherScorerModel
-from .onnx_metadata import DEFAULT_ONNX_NAME, metadata_props
+from .onnx_metadata import DEFAULT_ONNX_NAME, EMBEDDING_OUTPUT, metadata_props
 from .scorer import Scorer, ScoringConfig, input_pipeline, load_scoring_model
 
 __all__ = ["DEFAULT_ONNX_NAME", "export_onnx", "verify_onnx"]
 
 
 class _Predictor(nn.Module):
-    """The exported graph: images in [0, 1] -> (mean, distribution) or (mean,)."""
+    """The exported graph: images in [0, 1] -> (mean, distribution, embedding) or (mean, embedding)."""
 
     def __init__(self, model: Student | TeacherScorerModel):
         super().__init__()
         self.model = model
 
     def forward(self, images: torch.Tensor):
-        mean, dist = self.model.predict(images)
-        return (mean,) if dist is None else (mean, dist)
+        raw, feature = self.model(images)
+        mean, dist = self.model.config.space.decode(raw)
+        return (mean, feature) if dist is None else (mean, dist, feature)
 
 
 def export_onnx(model: Student | TeacherScorerModel | str | Path, out: str | Path, opset: int = 17) -> Path:
@@ -43,7 +44,7 @@ def export_onnx(model: Student | TeacherScorerModel | str | Path, out: str | Pat
     model = model if isinstance(model, nn.Module) else load_scoring_model(model)
     config = model.config
     predictor = _Predictor(model).eval()
-    outputs = ["mean"] + (["distribution"] if config.num_levels else [])
+    outputs = ["mean"] + (["distribution"] if config.num_levels else []) + [EMBEDDING_OUTPUT]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

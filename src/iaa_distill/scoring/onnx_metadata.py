@@ -16,11 +16,13 @@ from ..teacher_head import TeacherHeadConfig
 from ..teacher_model import TeacherScoringConfig
 
 DEFAULT_ONNX_NAME = "model.onnx"
+EMBEDDING_OUTPUT = "embedding"  # the aesthetic feature, (N, F): the layer the score is read from
 CONFIG_KEY = "iaa_distill.student_config"
 TEACHER_CONFIG_KEY = "iaa_distill.teacher_head_config"
 PREPROCESSING = (
-    "decode RGB (EXIF orientation applied), resize the whole image to input_size x input_size "
-    "with `interpolation` (antialiased), scale to float [0, 1]; normalisation is inside the graph"
+    "decode RGB (EXIF orientation applied; a JPEG at reduced size: PIL draft mode asked for the short side "
+    "input_size, aspect kept), resize the whole image to input_size x input_size with `interpolation` "
+    "(antialiased), scale to float [0, 1]; normalisation is inside the graph (the README's reference snippet)"
 )
 TEACHER_PREPROCESSING = (
     "decode RGB (EXIF orientation applied); for each entry of teacher_inputs in order, resize the whole image to "
@@ -30,7 +32,8 @@ TEACHER_PREPROCESSING = (
 
 
 def _outputs(num_levels: int | None) -> str:
-    return "mean: (N,) score on `scale`" + ("; distribution: (N, num_levels)" if num_levels else "")
+    return ("mean: (N,) score on `scale`" + ("; distribution: (N, num_levels)" if num_levels else "")
+            + f"; {EMBEDDING_OUTPUT}: (N, F) aesthetic feature")
 
 
 def metadata_props(config: StudentConfig | TeacherScoringConfig) -> dict[str, str]:

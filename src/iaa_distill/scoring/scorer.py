@@ -9,11 +9,9 @@ so one `Scorer` can be called from several threads at once.
 """
 from __future__ import annotations
 
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,51 +27,16 @@ from ..preprocessing import eval_transform
 from ..student import Student, StudentConfig
 from ..teacher_head import KIND as TEACHER_KIND, TeacherHeadConfig
 from ..teacher_model import TeacherScorerModel, TeacherScoringConfig
-from .onnx_metadata import DEFAULT_ONNX_NAME, config_from_metadata
+from .onnx_metadata import DEFAULT_ONNX_NAME, EMBEDDING_OUTPUT, config_from_metadata
+from .result import Result
 
 ScoreInput = str | Path | bytes | BinaryIO | Image.Image | torch.Tensor | np.ndarray
 ScoringConfig = StudentConfig | TeacherScoringConfig
 ScoringModel = Student | TeacherScorerModel
 
 
-@dataclass
-class ScoreResult:
-    """One scored image.
-
-    mean: predicted mean score on the model's scale (NaN when the image failed).
-    std: standard deviation of the predicted distribution over the score levels; NaN for scalar
-        models (they predict no distribution) and for failed images.
-    distribution: probabilities of the K levels (None for scalar models and failures).
-    error: '' on success, else the one-line reason.
-    """
-
-    path: str
-    mean: float
-    std: float
-    distribution: list[float] | None
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (NaN becomes None)."""
-        return {
-            "path": self.path,
-            "mean": _finite_or_none(self.mean),
-            "std": _finite_or_none(self.std),
-            "distribution": self.distribution,
-            "error": self.error,
-        }
-
-    @classmethod
-    def failure(cls, path: str, error: str) -> "ScoreResult":
-        return cls(path, math.nan, math.nan, None, error)
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+ScoreResult = Result  # the name before `Result`; callers may use either
+Outputs = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]  # mean (B,), distribution (B, K), embedding (B, F)
 
 
 class _TorchBackend:
@@ -82,17 +45,20 @@ class _TorchBackend:
         self.device = device
         self.name = "torch"
 
-    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    def __call__(self, images: torch.Tensor, embed: bool = False) -> Outputs:
         images = images.to(self.device, non_blocking=True)
         with torch.inference_mode(), torch.autocast("cuda", enabled=self.device.type == "cuda"):
-            mean, dist = self.model.predict(images)
-        return mean.float().cpu().numpy(), None if dist is None else dist.float().cpu().numpy()
+            raw, feature = self.model(images)
+            mean, dist = self.model.config.space.decode(raw)
+        return (mean.float().cpu().numpy(), None if dist is None else dist.float().cpu().numpy(),
+                feature.float().cpu().numpy() if embed else None)
 
 
 class _OnnxBackend:
     def __init__(self, path: Path, device: torch.device, threads: int | None = None):
         import onnxruntime as ort
 
+        self.path = path
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in available:
@@ -109,10 +75,12 @@ class _OnnxBackend:
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.name = "onnx"
 
-    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    def __call__(self, images: torch.Tensor, embed: bool = False) -> Outputs:
+        if embed and EMBEDDING_OUTPUT not in self.outputs:
+            raise IAAError(f"{self.path}: exported without the embedding output; re-export it with iaa export onnx")
         values = self.session.run(None, {self.input_name: images.float().cpu().numpy()})
         named = dict(zip(self.outputs, values))
-        return named["mean"].astype(np.float32), named.get("distribution")
+        return named["mean"].astype(np.float32), named.get("distribution"), named.get(EMBEDDING_OUTPUT) if embed else None
 
 
 class Scorer:
@@ -138,15 +106,21 @@ class Scorer:
         onnx_path: str | Path | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
+        revision: str | None = None,
     ) -> "Scorer":
         """Load a student folder (config.json + model.safetensors), or a teacher folder (`iaa train-teacher`'s
-        output: the head, scored with its frozen teachers loaded offline).
+        output: the head, scored with its frozen teachers loaded offline), or a hub name `org/name` at `revision`
+        (a branch, tag or commit; see `scoring.hub`: the local Hugging Face cache first, offline-safe).
 
         backend='onnx' runs `onnx_path` (default: `model_dir/model.onnx`) with onnxruntime; its
         preprocessing comes from `model_dir`'s config, or from the ONNX metadata when `model_dir` is None.
         threads: CPU threads for inference (onnx: the session's intra-op threads; torch: process-wide
         `torch.set_num_threads`); None keeps the engine's default.
         """
+        from .hub import is_hub_name, resolve_model
+
+        shown = str(model_dir) if model_dir is not None and is_hub_name(model_dir) else None
+        model_dir = None if model_dir is None else resolve_model(model_dir, revision)
         torch_device = resolve_device(device)
         if threads and backend == "torch":
             torch.set_num_threads(threads)
@@ -154,7 +128,7 @@ class Scorer:
             if model_dir is None:
                 raise IAAError("the torch backend needs a model folder (--model DIR)")
             model = load_scoring_model(model_dir)
-            return cls(model.config, _TorchBackend(model, torch_device), max_pixels, model_name(model_dir))
+            return cls(model.config, _TorchBackend(model, torch_device), max_pixels, shown or model_name(model_dir))
         if backend != "onnx":
             raise IAAError(f"unknown backend '{backend}' (use torch or onnx)")
         if onnx_path is None:
@@ -174,7 +148,7 @@ class Scorer:
                         f"{onnx_path}: exported from a different model ({key} {getattr(embedded, key)} "
                         f"vs {getattr(config, key)} in {model_dir}); re-export it"
                     )
-        return cls(config, onnx_backend, max_pixels, model_name(model_dir) if model_dir else onnx_path.stem)
+        return cls(config, onnx_backend, max_pixels, shown or (model_name(model_dir) if model_dir else onnx_path.stem))
 
     @property
     def device(self) -> torch.device:
@@ -213,33 +187,53 @@ class Scorer:
     # -- inference -----------------------------------------------------------------------------
     def predict_batch(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """(B, *output_shape) in [0, 1] -> mean scores (B,) and distributions (B, K) or None."""
-        return self.backend(images)
+        mean, dist, _ = self.backend(images)
+        return mean, dist
 
-    def _results(self, names: Sequence[str], images: torch.Tensor) -> list[ScoreResult]:
-        mean, dist = self.predict_batch(images)
+    def _results(self, names: Sequence[str], images: torch.Tensor, embed: bool = False) -> list[Result]:
+        mean, dist, feature = self.backend(images, embed=embed)
         std = self.space.std(dist, mean)
-        return [ScoreResult(name, float(mean[i]), float(std[i]), None if dist is None else [float(v) for v in dist[i]])
+        return [Result(name, float(mean[i]), float(std[i]), None if dist is None else [float(v) for v in dist[i]],
+                       embedding=None if feature is None else feature[i].astype(np.float32))
                 for i, name in enumerate(names)]
 
     def score(
-        self, inputs: ScoreInput | Sequence[ScoreInput], batch_size: int = 32, names: Sequence[str] | None = None
-    ) -> list[ScoreResult]:
-        """Score paths, bytes, PIL images, numpy HxWx3 uint8 arrays or CHW tensors (uint8, or float in [0, 1]).
+        self, inputs: ScoreInput | Sequence[ScoreInput], batch_size: int = 32, names: Sequence[str] | None = None,
+        errors: str | None = None, embed: bool = False,
+    ) -> Result | list[Result]:
+        """Score one image -> a `Result`, or a list of them -> a list of `Result`s in input order.
 
-        A 4-D tensor is a batch of images. Inputs that cannot be decoded give a result with `error` set.
+        Inputs: paths, bytes, file objects, PIL images, numpy HxWx3 uint8 arrays or CHW tensors (uint8, or
+        float in [0, 1]); a 4-D tensor is a batch. errors='raise' raises `DecodeError` for the first input that
+        cannot be decoded; 'collect' returns it as a result with `error` set (mean NaN). The default raises
+        for a single input and collects for a list. embed=True also fills each result's `embedding`.
         """
+        if errors not in (None, "raise", "collect"):
+            raise ValueError(f"errors must be 'raise' or 'collect', got {errors!r}")
+        single = _is_single(inputs)
         items = _as_list(inputs)
         if names is None:
             names = [_default_name(item, i) for i, item in enumerate(items)]
         elif len(names) != len(items):
             raise ValueError(f"got {len(names)} names for {len(items)} inputs")
-        results: list[ScoreResult] = []
+        raising = errors == "raise" or (errors is None and single)
+        results: list[Result] = []
         for start in range(0, len(items), max(1, batch_size)):
             chunk = list(zip(items[start:start + batch_size], names[start:start + batch_size]))
-            results.extend(self._score_chunk(chunk))
-        return results
+            scored = self._score_chunk(chunk, embed)
+            failed = next((r for r in scored if not r.ok), None)
+            if raising and failed is not None:
+                raise DecodeError(failed.error)
+            results.extend(scored)
+        return results[0] if single else results
 
-    def _score_chunk(self, chunk: list[tuple[ScoreInput, str]]) -> list[ScoreResult]:
+    def embed(self, inputs: ScoreInput | Sequence[ScoreInput], batch_size: int = 32) -> np.ndarray:
+        """The aesthetic feature (the layer the score is read from): (F,) float32 for one image, (N, F) for a
+        list. Raises `DecodeError` for an input that cannot be decoded (use `score(..., embed=True)` to collect)."""
+        results = self.score(inputs, batch_size=batch_size, errors="raise", embed=True)
+        return results.embedding if isinstance(results, Result) else np.stack([r.embedding for r in results])
+
+    def _score_chunk(self, chunk: list[tuple[ScoreInput, str]], embed: bool = False) -> list[Result]:
         """Preprocess the chunk in the warm thread pool (one item: in this thread), then score it as one batch."""
         if len(chunk) > 1:
             ready = list(self._pool.map(self._preprocess_or_error, *zip(*chunk)))
@@ -252,7 +246,11 @@ class Scorer:
             else:
                 tensors.append(result)
                 good.append(i)
-        return self._assemble([name for _, name in chunk], good, torch.stack(tensors) if tensors else None, errors)
+        names = [name for _, name in chunk]
+        out = {i: Result.failure(names[i], error) for i, error in errors.items()}
+        if good:
+            out.update(zip(good, self._results([names[i] for i in good], torch.stack(tensors), embed)))
+        return [out[i] for i in range(len(names))]
 
     def _preprocess_or_error(self, item: ScoreInput, name: str) -> torch.Tensor | str:
         try:
@@ -260,23 +258,16 @@ class Scorer:
         except DecodeError as exc:
             return str(exc)
 
-    def _assemble(self, names: Sequence[str], good: list[int], images: torch.Tensor | None,
-                  errors: dict[int, str]) -> list[ScoreResult]:
-        """Results in input order: positions `good` scored from `images`, the others failed with `errors`."""
-        out = {i: ScoreResult.failure(names[i], error) for i, error in errors.items()}
-        if good:
-            out.update(zip(good, self._results([names[i] for i in good], images)))
-        return [out[i] for i in range(len(names))]
-
     def iter_paths(
-        self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False
-    ) -> Iterator[list[ScoreResult]]:
+        self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False,
+        embed: bool = False,
+    ) -> Iterator[list[Result]]:
         """Score image files batch by batch through the shared batched input path; yields each batch's results
-        in order. JPEGs are decoded in batches on the GPU (nvJPEG) when the model runs there. Batch size 1
-        (latency mode) reads in the scorer's warm thread pool instead of starting DataLoader workers per call."""
-        from tqdm import tqdm
-
+        in order (bad files give an error result, never an exception). JPEGs are decoded in batches on the GPU
+        (nvJPEG) when the model runs there. Batch size 1 (latency mode) reads in the scorer's warm thread pool
+        instead of starting DataLoader workers per call."""
         from ..inputs import iter_prepared, resolve_decoder
+        from ..progress import progress_bar
 
         names = [str(p) for p in paths]
         size = max(1, batch_size)
@@ -285,12 +276,12 @@ class Scorer:
                                  decoder=resolve_decoder("auto", self.device), num_workers=num_workers,
                                  pool=self._pool if size == 1 else None,
                                  max_pixels=self.max_pixels)
-        with tqdm(total=len(names), unit="img", disable=not progress, dynamic_ncols=True, smoothing=0.05) as bar:
+        with progress_bar(len(names), "scoring", enabled=progress) as bar:
             for batch, rows in zip(prepared, batches):
                 order = list(rows)
                 scored = dict(zip(batch.rows, self._results([names[r] for r in batch.rows],
-                                                            self._model_input(batch.images)))) if batch.rows else {}
-                scored.update({r: ScoreResult.failure(names[r], e) for r, e in batch.errors.items()})
+                                                            self._model_input(batch.images), embed))) if batch.rows else {}
+                scored.update({r: Result.failure(names[r], e) for r, e in batch.errors.items()})
                 bar.update(len(order))
                 yield [scored[r] for r in order]
 
@@ -309,10 +300,11 @@ class Scorer:
         return scaled[0]
 
     def score_paths(
-        self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False
-    ) -> list[ScoreResult]:
+        self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False,
+        embed: bool = False,
+    ) -> list[Result]:
         """Score image files (bad files give an error result, never an exception)."""
-        return [r for batch in self.iter_paths(paths, batch_size, num_workers, progress) for r in batch]
+        return [r for batch in self.iter_paths(paths, batch_size, num_workers, progress, embed) for r in batch]
 
 
 def _is_file_like(item: Any) -> bool:
@@ -368,11 +360,18 @@ def _read_config(model_dir: str | Path) -> ScoringConfig:
     return StudentConfig.from_dict(config)
 
 
-def _as_list(inputs: ScoreInput | Sequence[ScoreInput]) -> list[ScoreInput]:
+def _is_single(inputs: Any) -> bool:
+    """One image (not a list of them, nor a 4-D batch tensor)."""
     if isinstance(inputs, torch.Tensor):
-        return list(inputs.unbind(0)) if inputs.ndim == 4 else [inputs]
-    if isinstance(inputs, (str, Path, bytes, bytearray, Image.Image, np.ndarray)) or _is_file_like(inputs):
+        return inputs.ndim != 4
+    return isinstance(inputs, (str, Path, bytes, bytearray, Image.Image, np.ndarray)) or _is_file_like(inputs)
+
+
+def _as_list(inputs: ScoreInput | Sequence[ScoreInput]) -> list[ScoreInput]:
+    if _is_single(inputs):
         return [inputs]
+    if isinstance(inputs, torch.Tensor):
+        return list(inputs.unbind(0))
     if inputs is None or not isinstance(inputs, Iterable):
         raise TypeError(f"cannot score {inputs!r}: give an image (path, bytes, file object, PIL image, "
                         "array or tensor) or a list of them")

@@ -1,4 +1,5 @@
-"""HTTP service: `POST /score` (multipart field `files`), `GET /health`, `GET /` (drag-and-drop page).
+"""HTTP service: `POST /score` (multipart field `files`, or one image as the raw body: `Content-Type: image/jpeg`
+and an optional `?name=`), `GET /health`, `GET /` (drag-and-drop page). Answers carry one `Result` per file.
 
 Every upload is checked before inference: the whole request body is limited while it streams in (413),
 must arrive within a read deadline (408), and at most `max_uploads` requests upload at once (503). Each
@@ -16,12 +17,13 @@ import io
 from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
+from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.exceptions import HTTPException
 
 from ..artifacts import SYNTHETIC_NOTE, labels_are_synthetic, model_name
@@ -49,10 +51,13 @@ class ErrorBody(BaseModel):
 
 
 class FileScore(BaseModel):
-    file: str
+    """One file's `Result` (scoring.result), field for field."""
+
+    path: str
     mean: float | None
     std: float | None
     distribution: list[float] | None
+    embedding: list[float] | None = None
     error: str = ""
 
 
@@ -76,6 +81,12 @@ class Health(BaseModel):
 
 
 ERRORS = {code: {"model": ErrorBody} for code in (408, 413, 415, 422, 503)}
+_BINARY = {"type": "string", "format": "binary"}
+SCORE_REQUEST = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["files"],
+                                       "properties": {"files": {"type": "array", "items": _BINARY}}}},
+    "image/*": {"schema": _BINARY},
+}}}
 
 
 def create_app(
@@ -122,15 +133,10 @@ def create_app(
     async def health() -> Health:
         return health_body
 
-    @app.post("/score", summary="Score one or more uploaded images (multipart field 'files')", responses=ERRORS)
-    async def score(files: list[UploadFile] = File(...)) -> ScoreBody:
-        if len(files) > max_files:
-            raise UploadError(413, f"too many files: {len(files)} (limit {max_files} per request)")
-        payloads = []
-        for i, upload in enumerate(files):
-            name = Path(upload.filename or "").name or f"upload {i + 1}"
-            data = await upload.read(max_bytes + 1)
-            payloads.append((name, data))
+    @app.post("/score", summary="Score images: multipart field 'files' (one or more), or one raw image body "
+              "(Content-Type image/*, ?name=photo.jpg)", responses=ERRORS, openapi_extra=SCORE_REQUEST)
+    async def score(request: Request) -> ScoreBody:
+        payloads = await _read_uploads(request, max_files, max_bytes)
         async with limiter:
             results = await run_in_threadpool(_score_payloads, scorer, payloads, max_pixels, max_bytes)
         if len(results) == 1 and results[0].error:
@@ -138,6 +144,31 @@ def create_app(
         return ScoreBody(results=[r.body for r in results])
 
     return app
+
+
+async def _read_uploads(request: Request, max_files: int, max_bytes: int) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every uploaded file: the multipart field `files`, or the whole body of an image/* or
+    application/octet-stream request (named by ?name=, read no further than the per-file limit)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind.startswith("image/") or kind == "application/octet-stream":
+        name = Path(request.query_params.get("name", "")).name or "upload 1"
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > max_bytes:
+                break
+        return [(name, bytes(data))]
+    files = []
+    if kind == "multipart/form-data":
+        form = await request.form()
+        files = [item for item in form.getlist("files") if isinstance(item, StarletteUpload)]
+    if not files:
+        raise UploadError(422, "expected a multipart/form-data upload with one or more images in the field 'files', "
+                          "or one image as the raw body (Content-Type: image/jpeg, image/png, ...)")
+    if len(files) > max_files:
+        raise UploadError(413, f"too many files: {len(files)} (limit {max_files} per request)")
+    return [(Path(upload.filename or "").name or f"upload {i + 1}", await upload.read(max_bytes + 1))
+            for i, upload in enumerate(files)]
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -199,11 +230,9 @@ def _score_payloads(scorer: Scorer, payloads: list[tuple[str, bytes]], max_pixel
             names.append(name)
             outcomes.append(None)
         except UploadError as exc:
-            outcomes.append(_Outcome(FileScore(file=name, mean=None, std=None, distribution=None, error=exc.message), exc))
-    scored = iter(scorer.score(images, names=names) if images else [])
+            outcomes.append(_Outcome(FileScore(path=name, mean=None, std=None, distribution=None, error=exc.message), exc))
+    scored = iter(scorer.score(images, names=names, errors="collect") if images else [])
     for i, outcome in enumerate(outcomes):
         if outcome is None:
-            r = next(scored).to_dict()
-            outcomes[i] = _Outcome(FileScore(file=r["path"], mean=r["mean"], std=r["std"],
-                                             distribution=r["distribution"], error=r["error"]))
+            outcomes[i] = _Outcome(FileScore(**next(scored).to_dict()))
     return outcomes

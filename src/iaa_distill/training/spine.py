@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -34,7 +35,10 @@ from ..devices import resolve_device
 from ..errors import IAAError
 from ..evaluation.metrics import MetricWarning, plcc, srcc
 from ..settings import differences, fingerprint
-from .split_file import save_split
+from ..messages import get_logger
+from ..data.splits import save_split
+
+_log = get_logger(__name__)
 
 MIN_TRAIN_IMAGES = 8  # both stages; the student needs them on top of one full batch per process
 RUN_FILE = "run.json"
@@ -77,9 +81,9 @@ class RunFolder:
         if not last.is_file():
             return None
         if _checkpoint_fingerprint(last) == self.fingerprint:
-            print(f"resuming from {last}", flush=True)
+            _log.info(f"resuming from {last}")
             return last
-        print(f"{last} belongs to another run or is damaged: starting afresh", flush=True)
+        _log.info(f"{last} belongs to another run or is damaged: starting afresh")
         shutil.rmtree(last.parent, ignore_errors=True)
         return None
 
@@ -230,7 +234,7 @@ def build_trainer(out: Path, hardware: dict[str, Any], *, max_epochs: int, patie
         strategy=hardware.get("strategy", "auto"), precision=hardware["precision"],
         deterministic=deterministic if deterministic is not None else not torch.cuda.is_available(),
         logger=CSVLogger(out, name="logs"), enable_model_summary=False, num_sanity_val_steps=0,
-        enable_progress_bar=hardware.get("progress", True),
+        enable_progress_bar=hardware.get("progress", True) and sys.stderr.isatty(),  # no bar in log files
         callbacks=[
             *callbacks,
             EarlyStopping("val_srcc", mode="max", patience=patience, check_finite=False),
