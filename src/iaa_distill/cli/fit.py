@@ -43,8 +43,8 @@ def student_recipe_lines(folders: dict) -> list[str]:
 
     lines = []
     for name, folder in folders.items():
-        path = Path(folder) / "metrics.json"
-        if name.startswith("student") and path.is_file():
+        path = Path(folder) / "metrics.json" if name.startswith("student") else None
+        if path is not None and path.is_file():
             metrics = json.loads(path.read_text())
             if metrics.get("recipe"):
                 lines += [f"{name}: {line}" for line in choice_lines(metrics["recipe"], metrics["best_val_srcc"],

@@ -13,6 +13,7 @@ the teacher sees the whole image resized to its input size, so one vector per im
 from __future__ import annotations
 
 import copy
+import threading
 
 import timm
 import torch
@@ -67,19 +68,23 @@ def _pool(output: torch.Tensor | tuple, nhwc: bool = False) -> torch.Tensor:
 def attach_level_pooling(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Hook every MLSP block of `model` so that `pooled_levels` collects their pooled outputs; returns the blocks.
 
-    The hooks keep their state on the blocks themselves (no closure), so a deep copy of the model (an EMA
-    copy, a weightless copy on the meta device) pools into its own blocks.
+    The hooks are one module-level function (no closure) and the collected outputs live in a per-thread
+    table keyed by block, so a deep copy of the model (an EMA copy, a weightless copy on the meta device)
+    pools into its own list and concurrent calls (a scoring service's threads) never mix.
     """
     blocks = mlsp_blocks(model)
     nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
     for i, (_, block) in enumerate(blocks):
-        block._mlsp_nhwc, block._mlsp_last, block._mlsp_sink = nhwc, i == len(blocks) - 1, None
+        block._mlsp_nhwc, block._mlsp_last = nhwc, i == len(blocks) - 1
         block.register_forward_hook(_collect)
     return blocks
 
 
+_ACTIVE = threading.local()  # .sinks: {id(block): list} of the pooled_levels call running in this thread
+
+
 def _collect(block: nn.Module, args: tuple, output: torch.Tensor) -> None:
-    sink = block._mlsp_sink
+    sink = getattr(_ACTIVE, "sinks", {}).get(id(block))
     if sink is None:  # a plain forward pass (e.g. the ImageNet classifier): nothing to pool, no early stop
         return
     sink.append(_pool(output, block._mlsp_nhwc))
@@ -90,15 +95,14 @@ def _collect(block: nn.Module, args: tuple, output: torch.Tensor) -> None:
 def pooled_levels(model: nn.Module, blocks: list[tuple[str, nn.Module]], images: torch.Tensor) -> list[torch.Tensor]:
     """Each MLSP block's pooled output for normalised `images`; the forward pass stops after the last block."""
     sink: list[torch.Tensor] = []
-    for _, block in blocks:
-        block._mlsp_sink = sink
+    outer = getattr(_ACTIVE, "sinks", {})
+    _ACTIVE.sinks = {**outer, **{id(block): sink for _, block in blocks}}
     try:
         model(images)
     except _StopForward:
         pass
     finally:
-        for _, block in blocks:
-            block._mlsp_sink = None
+        _ACTIVE.sinks = outer
     return sink
 
 

@@ -12,6 +12,10 @@ Unlabelled images (records of the `unlabeled` split, see `data.unlabeled`) add
 distillation terms (their GT term is masked out). The labelled part of each batch stays the
 baseline's, which ignores unlabelled images.
 
+Before the first step the layers after the backbone are fitted in closed form on its frozen features
+(`training.warm_start`) and that model is validated as epoch 0; how much of the backbone then trains, epoch by
+epoch, and which recipe the val split chose is `training.student_recipe`.
+
 Plumbing is Lightning: AdamW with separate backbone/head learning rates and no decay on
 biases/norms (timm's param groups), linear warm-up + cosine decay per step (LambdaLR), gradient
 clipping, optional EMA of the weights (torch AveragedModel, used for validation and the saved

@@ -44,7 +44,7 @@ class StudentTrainConfig:
     epochs: int = setting(15, help="maximum epochs", group=OPTIM, low=1)
     batch_size: int = setting(64, help="images per step and process", group=OPTIM, low=1)
     backbone_lr: float = setting(3e-4, help="AdamW learning rate of the backbone", group=OPTIM, above=0)
-    head_lr: float = setting(1e-3, help="AdamW learning rate of the projection and prediction layers", group=OPTIM,
+    head_lr: float = setting(1e-3, help="AdamW learning rate of the prediction layer and distillation projector", group=OPTIM,
                              above=0)
     weight_decay: float = setting(1e-2, help="AdamW weight decay (not on biases and norms)", group=OPTIM, low=0)
     warmup_epochs: float = setting(1.0, help="linear warm-up length in epochs", group=OPTIM, low=0)
