@@ -73,7 +73,9 @@ def test_gt_loss_sees_only_labelled_rows_and_the_baseline_no_unlabelled(mixed, t
                             targets_dir=targets_dir, image_cache_dir=cache_root)
     monkeypatch.undo()
     assert metrics["num_unlabeled"] == 20 and metrics["num_train"] == 28
-    train_calls = seen[:28 // 8]  # training steps come first (validation of 8 images runs after them)
+    # the warm start's epoch-0 validation (all 8 val images) comes first, then the training steps
+    assert seen[0] == (8, 8)
+    train_calls = seen[1:1 + 28 // 8]
     assert train_calls == [(8, 8)] * 3
     baseline = train_student(dataset, tmp_path / "baseline", tiny_config(epochs=1), targets_dir=targets_dir,
                              baseline=True, image_cache_dir=cache_root)

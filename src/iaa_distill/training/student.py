@@ -404,8 +404,8 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
         raw, report["sharpness"] = sharpen(module.model, raw, data.val.labels)
     if module.ema is not None:
         module.ema.module.load_state_dict(module.model.state_dict())
-    loss = partial(label_loss, num_levels=module.num_levels, kind=config.loss, rank_weight=config.rank_weight)
-    entry = validation_entry(module.space, raw, data.val.labels, data.val.means, lambda raw, y: loss(raw, y))
+    entry = validation_entry(module.space, raw, data.val.labels, data.val.means,
+                             lambda raw, y: label_loss(raw, y, module.num_levels, config.loss, config.rank_weight))
     entry = {"epoch": 0, "step": 0, **entry, "train_seconds": round(time.perf_counter() - start, 3)}
     next(c for c in trainer.callbacks if isinstance(c, BestBySRCC)).record(module, entry, trainer.is_global_zero)
     if trainer.is_global_zero:
