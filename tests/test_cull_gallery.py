@@ -86,6 +86,9 @@ def test_cull_by_keyboard_export_and_reapply(chromium, model_dir, sample_photos,
     first, second, third, fourth = [c.get_attribute("data-path") for c in cards[:4]]
     assert (flags[first], flags[second], flags[fourth]) == ("reject", "unflagged", "reject")
     assert flags[third] == "pick" and _cards(chromium)[2].get_attribute("data-rating") == "3"
+    shown = [(c.find_element(By.CSS_SELECTOR, ".flag").text, c.find_element(By.CSS_SELECTOR, ".stars").text) for c in _cards(chromium)[:3]]
+    assert shown == [("reject", shown[0][1]), ("unflagged", shown[1][1]), ("pick", "\u2605\u2605\u2605\u2606\u2606")]
+    assert len(shown[0][1]) == 5, "a reject shows its stars too"
 
     chromium.refresh()  # decisions survive a reload (localStorage)
     again = {c.get_attribute("data-path"): c.get_attribute("data-flag") for c in _cards(chromium)}
@@ -105,13 +108,17 @@ def test_cull_by_keyboard_export_and_reapply(chromium, model_dir, sample_photos,
     shown = [c for c in _cards(chromium) if c.is_displayed()]
     assert len(shown) == sum(s >= middle - step for s in scores) and 0 < len(shown) < len(scores)
 
+    ratings = {c.get_attribute("data-path"): c.get_attribute("data-rating") for c in _cards(chromium)}
     chromium.find_element(By.ID, "export-csv").click()
     exported = downloads / "decisions.csv"
     deadline = time.time() + 20
     while not exported.exists() and time.time() < deadline:
         time.sleep(0.1)
     rows = {r["path"]: r for r in _rows(exported)}
-    assert {p: r["flag"] for p, r in rows.items()} == flags and rows[first]["rating"] == "-1"
-    assert main(["cull", "--decisions", str(exported), "--copy-to", str(tmp_path / "picks"), "--apply"]) == 0
+    # a reject keeps its stars in the export (issue 21: it was -1; the XMP writes a reject as -1 with iaa:Stars)
+    assert {p: r["flag"] for p, r in rows.items()} == flags and rows[first]["rating"] == ratings[first] != "-1"
+    # the export lies in the downloads folder: the shoot is named, entries outside it would be refused (issue 21)
+    assert main(["cull", str(tmp_path / "shoot"), "--decisions", str(exported), "--copy-to", str(tmp_path / "picks"),
+                 "--apply"]) == 0
     picked = sorted(Path(p).name for p, f in flags.items() if f == "pick")
     assert sorted(p.name for p in (tmp_path / "picks").iterdir()) == picked and len(picked) == len(photos) - 3

@@ -53,8 +53,9 @@ def test_decide_keeps_the_best_of_each_burst_then_the_top_share():
     bursts = ["B1", "B1", "", "", "", "B1"]
     decisions = decide(paths, scores, bursts, CullRules(keep_top="50%"), ["", "", "", "", "broken", ""])
     flags = {d.path: d.flag for d in decisions}
-    # p0 and p5 lose to p1 in burst B1; of p1, p2, p3 the best 50% (2) stay
-    assert flags == {"p0.jpg": "reject", "p1.jpg": "pick", "p2.jpg": "reject", "p3.jpg": "pick",
+    # p0 and p5 lose to p1 in burst B1; of p1, p2, p3 the best 50% (2) are picks, p2 stays unflagged
+    # (issue 21: three tiers; it was rejected before)
+    assert flags == {"p0.jpg": "reject", "p1.jpg": "pick", "p2.jpg": "unflagged", "p3.jpg": "pick",
                      "p4.jpg": "error", "p5.jpg": "reject"}
     assert "burst B1" in decisions[0].reason and decisions[4].reason == "broken"
     assert decisions[0].xmp_rating == -1 and decisions[3].xmp_rating == 5
@@ -180,7 +181,8 @@ def test_rating_stored_as_an_element_is_replaced_not_duplicated():
               '<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/"><xmp:Rating>3</xmp:Rating></rdf:Description>'
               "</rdf:RDF></x:xmpmeta>")
     merged = merge_rating(packet, 5)
-    assert merged.count("Rating") == 2 and "<xmp:Rating>5</xmp:Rating>" in merged  # open + close tag only
+    assert merged.count("xmp:Rating") == 2 and "<xmp:Rating>5</xmp:Rating>" in merged  # open + close tag only
+    assert 'iaa:Rating="5"' in merged  # what this tool wrote, so a later cull knows the rating is not the user's
 
 
 def test_unreadable_sidecar_is_a_clear_error(tmp_path):
@@ -195,29 +197,34 @@ def test_unreadable_sidecar_is_a_clear_error(tmp_path):
 def test_decisions_round_trip_and_bad_rows(tmp_path):
     decisions = [Decision("/a b/x,1.jpg", 5.5, "pick", 4, "B1", ""), Decision("y.jpg", 4.0, "reject", 1, "", "low")]
     write_decisions(decisions, tmp_path / "d.csv")
-    assert read_decisions(tmp_path / "d.csv") == decisions
+    # relative paths are read from the list's own folder (issue 21: they were read from the working folder)
+    assert read_decisions(tmp_path / "d.csv") == [decisions[0], Decision(str(tmp_path / "y.jpg"), 4.0, "reject", 1, "", "low")]
     (tmp_path / "picks.txt").write_text("a.jpg\n\nb.jpg\n")
-    assert [(d.path, d.flag) for d in read_decisions(tmp_path / "picks.txt")] == [("a.jpg", "pick"), ("b.jpg", "pick")]
+    listed = [(d.path, d.flag) for d in read_decisions(tmp_path / "picks.txt")]
+    assert listed == [(str(tmp_path / "a.jpg"), "pick"), (str(tmp_path / "b.jpg"), "pick")]
     (tmp_path / "bad.csv").write_text("path,flag\na.jpg,pick\nb.jpg,maybe\n")
     with pytest.raises(IAAError, match="bad.csv, line 3: .*maybe"):
         read_decisions(tmp_path / "bad.csv")
 
 
-def test_actions_copy_link_move_keep_subfolders_and_skip_existing(tmp_path):
+def test_actions_copy_link_move_keep_subfolders_and_verify_existing(tmp_path):
     for sub in ("day1", "day2"):
         (tmp_path / "shoot" / sub).mkdir(parents=True)
         (tmp_path / "shoot" / sub / "a.jpg").write_bytes(sub.encode())
     (tmp_path / "shoot" / "day1" / "a.xmp").write_text("<x/>")
     photos = [str(tmp_path / "shoot" / s / "a.jpg") for s in ("day1", "day2")]
-    steps = actions.plan(photos, "copy", tmp_path / "out", "stem")
-    assert [s.target.relative_to(tmp_path / "out").as_posix() for s in steps] == ["day1/a.jpg", "day1/a.xmp", "day2/a.jpg"]
-    assert actions.apply(steps) == [] and (tmp_path / "out" / "day2" / "a.jpg").read_bytes() == b"day2"
-    assert all("already exists" in n for n in actions.apply(steps))
+    units = actions.plan(photos, "copy", tmp_path / "out")
+    targets = [s.target.relative_to(tmp_path / "out").as_posix() for u in units for s in u.steps]
+    assert targets == ["day1/a.jpg", "day1/a.xmp", "day2/a.jpg"]  # the sidecar travels with its photo
+    first = actions.apply(units)
+    assert (first.done, first.files, first.failed) == (2, 3, []) and (tmp_path / "out" / "day2" / "a.jpg").read_bytes() == b"day2"
+    again = actions.apply(units)  # a rerun verifies what it finds: whole files are done, nothing is copied twice
+    assert (again.done, again.already, again.failed) == (0, 2, [])
     linked = actions.plan(photos, "link", tmp_path / "links")
     actions.apply(linked)
     assert os.path.samefile(photos[0], tmp_path / "links" / "day1" / "a.jpg")
     moved = actions.apply(actions.plan(photos[1:], "move", tmp_path / "moved"))
-    assert moved == [] and not Path(photos[1]).exists() and (tmp_path / "moved" / "a.jpg").read_bytes() == b"day2"
+    assert moved.done == 1 and not Path(photos[1]).exists() and (tmp_path / "moved" / "a.jpg").read_bytes() == b"day2"
 
 
 def test_link_falls_back_to_a_symlink_across_devices(tmp_path, monkeypatch):
@@ -227,8 +234,8 @@ def test_link_falls_back_to_a_symlink_across_devices(tmp_path, monkeypatch):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", cross_device)
-    notes = actions.apply(actions.plan([str(tmp_path / "a.jpg")], "link", tmp_path / "out"))
-    assert (tmp_path / "out" / "a.jpg").is_symlink() and "symbolic link" in notes[0]
+    outcome = actions.apply(actions.plan([str(tmp_path / "a.jpg")], "link", tmp_path / "out"))
+    assert (tmp_path / "out" / "a.jpg").is_symlink() and outcome.done == 1 and not outcome.failed
 
 
 # -- iaa cull end to end -------------------------------------------------------------------------
@@ -315,7 +322,8 @@ def test_apply_writes_sidecars_and_copies_picks_then_reapplies_a_decision_list(m
     chosen = tmp_path / "mine.csv"
     chosen.write_text("path,flag,rating\n" + f"{photos / 'phone.HEIC'},pick,5\n{photos / '00001.jpg'},reject,0\n")
     assert cull("--decisions", chosen, "--link-to", tmp_path / "mine", "--apply") == 0
-    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["phone.HEIC"]
+    # the photo's sidecar travels with it (it did not before issue 21, even though the cull had written it)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["phone.HEIC", "phone.HEIC.xmp"]
     listed = tmp_path / "picks.txt"  # a pick list carries no stars: existing ratings stay, missing photos are named
     listed.write_text(f"{photos / 'camera.DNG'}\n{photos / 'gone.jpg'}\n")
     rating = _exiftool(photos / "camera.DNG.xmp", "XMP:Rating")["Rating"]

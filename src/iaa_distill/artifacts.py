@@ -18,18 +18,25 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _UMASK = os.umask(0)  # read once at import (setting it back at once); umask cannot be read without setting it
 os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what a newly created file gets
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file so that readers see either the old or the new content, never half."""
+    """Write a text file (UTF-8, whatever the locale) so that readers see either the old or the new content,
+    never half. File names that are not UTF-8 (kept by Python as surrogate escapes) are written as their own
+    bytes; the temporary file never stays behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give the file the usual permissions
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def save_artifact(directory: str | Path, kind: str, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Path:

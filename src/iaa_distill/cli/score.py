@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output format (default: from --out's extension, else csv; on stdout: table or JSONL)")
     parser.add_argument("--embeddings", metavar="FILE", help="also write each photo's aesthetic feature keyed by path "
                         "(.npy structured array or .safetensors)")
-    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML gallery sorted by score")
+    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML gallery sorted by score; an existing one needs --resume or --overwrite")
     add_batch_options(parser)
     add_engine_options(parser)
     parser.add_argument("--threads", type=positive_int, help="CPU inference threads (default: the engine's own choice)")
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(check_embedding_path(args.embeddings), resume=args.resume, overwrite=args.overwrite,
                           option="--embeddings")
     if args.html:
-        check_output_file(args.html, overwrite=True, option="--html")
+        check_output_file(args.html, resume=args.resume, overwrite=args.overwrite, option="--html")
     inputs = collect_inputs(args.paths)
     for line in inputs.skipped:
         print(f"iaa: {line}", file=sys.stderr)

@@ -17,13 +17,14 @@ from pathlib import Path
 from ..artifacts import atomic_write_text, labels_are_synthetic
 from ..errors import IAAError
 from ..imaging import IMAGE_EXTENSIONS
-from ..scoring.batch import score_to_file
+from ..scoring.batch import format_output, read_output, score_to_file
 from ..scoring.gallery import GalleryPhoto, render_page
 from ..settings import fingerprint
+from .actions import lead_photos
 from .bursts import group_bursts
 from .decisions import write_decisions
 from .rules import CullRules, Decision, decide
-from .survey import PhotoFacts, survey
+from .survey import PhotoFacts, changed_photos, survey
 
 SIDECARS = (".xmp",)  # files beside photos that are expected, not skipped photos
 
@@ -54,10 +55,15 @@ def check_model(out: Path, model_dir: str | Path, config) -> None:
 def cull(paths: Sequence[str], scorer, model_dir: str | Path, out: str | Path, rules: CullRules = CullRules(), *,
          thumb_size: int = 400, batch_size: int = 32, workers: int = 2, progress: bool = False,
          title: str = "iaa cull") -> CullResult:
-    """Score `paths` into `out` (cached), decide by `rules`, write decisions.csv and gallery.html."""
+    """Score `paths` into `out` (cached), decide by `rules`, write decisions.csv and gallery.html.
+
+    Twins (IMG_1.CR3 + IMG_1.JPG) are one photo: the lead (JPEG or other non-RAW first) is scored and
+    decided, the others travel with it. A photo changed since it was scored is scored again."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_model(out, model_dir, scorer.config)
+    paths = lead_photos(paths)
+    forget_scores(out / "scores.csv", changed_photos(out / "thumbs", paths), bool(scorer.config.num_levels))
     clock = time.perf_counter()
     rows = score_to_file(scorer, paths, out / "scores.csv", batch_size=batch_size, num_workers=workers,
                          resume=True, progress=progress)
@@ -78,6 +84,15 @@ def cull(paths: Sequence[str], scorer, model_dir: str | Path, out: str | Path, r
                                              {r.path: r.std for r in results})
     seconds["gallery"] = time.perf_counter() - clock
     return CullResult(decisions, facts, seconds, synthetic, files)
+
+
+def forget_scores(scores: Path, photos: Sequence[str], with_distribution: bool) -> None:
+    """Drop the cached scores of `photos` (replaced or edited since), so they are scored again."""
+    if not photos or not scores.exists():
+        return
+    rows = read_output(scores, "csv")
+    kept = [r for p, r in rows.items() if p not in set(photos)]
+    atomic_write_text(scores, format_output(kept, "csv", with_distribution))
 
 
 def write_culling_gallery(decisions: Sequence[Decision], facts: dict[str, PhotoFacts], out: Path, title: str,

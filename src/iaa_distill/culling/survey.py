@@ -74,7 +74,7 @@ def _signature(path: str) -> str:
 
 
 def thumbnail_name(path: str) -> str:
-    return hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:20] + ".jpg"
+    return hashlib.sha1(os.fsencode(os.path.abspath(path))).hexdigest()[:20] + ".jpg"
 
 
 def survey_photo(path: str, folder: Path, size: int) -> PhotoFacts:
@@ -119,6 +119,12 @@ def _write_index(folder: Path, cached: dict[str, PhotoFacts], facts: dict[str, P
     atomic_write_text(folder / INDEX, json.dumps({p: asdict(f) for p, f in merged.items()}) + "\n")
 
 
+def changed_photos(folder: str | Path, paths: Sequence[str]) -> list[str]:
+    """The photos whose size or modification time differ from when they were last surveyed (replaced or edited)."""
+    cached = _read_index(Path(folder))
+    return [p for p in paths if p in cached and cached[p].signature and not _same_file(p, cached[p].signature)]
+
+
 def _same_file(path: str, signature: str) -> bool:
     try:
         return _signature(path) == signature
@@ -129,6 +135,7 @@ def _same_file(path: str, signature: str) -> bool:
 def _read_index(folder: Path) -> dict[str, PhotoFacts]:
     """The cached facts; an unreadable index (killed writer, older version) just means decoding again."""
     try:
-        return {p: PhotoFacts(**f) for p, f in json.loads((folder / INDEX).read_text()).items()}
+        text = (folder / INDEX).read_text(encoding="utf-8", errors="surrogateescape")
+        return {p: PhotoFacts(**f) for p, f in json.loads(text).items()}
     except (OSError, ValueError, TypeError):
         return {}

@@ -1,25 +1,35 @@
 """XMP sidecars: the cull's stars and rejects where Lightroom, darktable, digiKam and Capture One read them.
 
 `xmp:Rating` is 1-5 for stars and -1 for a reject (Lightroom's convention). An existing sidecar is
-merged: only `xmp:Rating` changes, every other property, namespace and prefix stays as it was.
-The sidecar is `photo.xmp` (Lightroom, Capture One) or `photo.ext.xmp` (darktable, digiKam).
+merged: only `xmp:Rating` changes (with this tool's own `iaa:Rating`, what it wrote, and `iaa:Stars`, the
+stars a reject would have had), every other property, namespace and prefix stays as it was; `xmp:Label`
+is never touched. A rating this tool did not write is the photographer's: `ratings` decides what happens
+to it (keep, the default; fill only unrated photos; replace). The sidecar is `photo.xmp` (Lightroom,
+Capture One) or `photo.ext.xmp` (darktable, digiKam).
+
+A sidecar is replaced through a temporary file and a rename, keeping its permissions; a symbolic link to a
+sidecar, or a sidecar with several hard links, is written through in place instead (a rename would replace
+the link, or split the hard links), so every name keeps seeing the same file. `iaa cull` journals the old
+bytes first, so either way `--undo` brings them back.
 """
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from ..artifacts import atomic_write_text
 from ..errors import IAAError
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 XMP = "http://ns.adobe.com/xap/1.0/"
 META = "adobe:ns:meta/"
-RATING = f"{{{XMP}}}Rating"
+IAA = "https://github.com/iaa-distill/ns/1.0/"
+RATING, OURS, STARS = f"{{{XMP}}}Rating", f"{{{IAA}}}Rating", f"{{{IAA}}}Stars"
 SidecarNaming = Literal["stem", "ext"]
+RatingsPolicy = Literal["keep", "fill", "replace"]
 EMPTY_PACKET = (
     f'<x:xmpmeta xmlns:x="{META}"><rdf:RDF xmlns:rdf="{RDF}">'
     f'<rdf:Description rdf:about="" xmlns:xmp="{XMP}"/></rdf:RDF></x:xmpmeta>'
@@ -30,16 +40,6 @@ def sidecar_path(photo: str | Path, naming: SidecarNaming = "stem") -> Path:
     """`photo.xmp` for naming 'stem', `photo.ext.xmp` for 'ext'."""
     photo = Path(photo)
     return photo.with_suffix(".xmp") if naming == "stem" else photo.with_name(photo.name + ".xmp")
-
-
-def check_unique_sidecars(photos: Sequence[str], naming: SidecarNaming) -> None:
-    """Refuse two photos sharing one sidecar (IMG_1.jpg + IMG_1.nef with 'stem' naming)."""
-    seen: dict[Path, str] = {}
-    for photo in photos:
-        sidecar = sidecar_path(photo, naming)
-        if sidecar in seen:
-            raise IAAError(f"{seen[sidecar]} and {photo} would share the sidecar {sidecar}; use --xmp-name ext")
-        seen[sidecar] = photo
 
 
 def _parse(text: str, where: Path) -> ET.Element:
@@ -65,31 +65,111 @@ def _description(root: ET.Element) -> ET.Element:
     return holder
 
 
-def merge_rating(text: str | None, rating: int, where: Path = Path("<xmp>")) -> str:
-    """The XMP packet `text` (a new one when None) with xmp:Rating set to `rating`."""
+def _property(description: ET.Element, name: str) -> str | None:
+    element = description.find(name)
+    value = element.text if element is not None else description.get(name)
+    return value.strip() if value is not None else None
+
+
+def _set(description: ET.Element, name: str, value: int) -> None:
+    element = description.find(name)
+    if element is not None:
+        element.text = str(value)
+    else:
+        description.set(name, str(value))
+
+
+def existing_rating(text: str | None, where: Path = Path("<xmp>")) -> tuple[int | None, bool]:
+    """The packet's xmp:Rating (None when unrated: absent or 0) and whether this tool wrote it."""
+    if not text or not text.strip():
+        return None, False
+    description = _description(_parse(_without_packet_wrapper(text), where))
+    rating, ours = _property(description, RATING), _property(description, OURS)
+    try:
+        value = int(float(rating)) if rating is not None else 0
+    except ValueError:
+        value = 0
+    return (value or None), rating is not None and rating == ours
+
+
+def wanted(text: str | None, policy: RatingsPolicy, where: Path = Path("<xmp>")) -> bool:
+    """True when `policy` lets this tool set the rating of the sidecar holding `text`."""
+    rating, ours = existing_rating(text, where)
+    return policy == "replace" or rating is None or (policy == "keep" and ours)
+
+
+def merge_rating(text: str | None, rating: int, where: Path = Path("<xmp>"), stars: int | None = None) -> str:
+    """The XMP packet `text` (a new one when None) with xmp:Rating set to `rating` (and this tool's marks)."""
     ET.register_namespace("x", META)
     ET.register_namespace("rdf", RDF)
     ET.register_namespace("xmp", XMP)
+    ET.register_namespace("iaa", IAA)
     root = _parse(text if text and text.strip() else EMPTY_PACKET, where)
     description = _description(root)
-    element = description.find(RATING)
-    if element is not None:
-        element.text = str(rating)
-    else:
-        description.set(RATING, str(rating))
+    _set(description, RATING, rating)
+    _set(description, OURS, rating)
+    if stars is not None:
+        _set(description, STARS, stars)
     body = ET.tostring(root, encoding="unicode")
     return f'<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n{body}\n<?xpacket end="w"?>\n'
 
 
-def write_rating(photo: str | Path, rating: int, naming: SidecarNaming = "stem") -> Path:
-    """Set xmp:Rating in the photo's sidecar (merged into an existing one, written atomically)."""
-    sidecar = sidecar_path(photo, naming)
+def read_sidecar(sidecar: Path) -> bytes | None:
+    """The sidecar's bytes (None when there is none)."""
     try:
-        text = sidecar.read_text(encoding="utf-8") if sidecar.exists() else None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IAAError(f"{sidecar}: cannot read the existing sidecar ({exc})") from None
-    atomic_write_text(sidecar, merge_rating(_without_packet_wrapper(text), rating, sidecar))
+        return sidecar.read_bytes() if os.path.lexists(sidecar) else None
+    except OSError as exc:
+        raise IAAError(f"{sidecar}: cannot read the existing sidecar ({exc.strerror or exc})") from None
+
+
+def decode(data: bytes | None, sidecar: Path) -> str | None:
+    try:
+        return data.decode("utf-8") if data is not None else None
+    except UnicodeDecodeError:
+        raise IAAError(f"{sidecar}: not a readable XMP sidecar (not UTF-8); fix or move it, then rerun") from None
+
+
+def rated_packet(data: bytes | None, rating: int, sidecar: Path, stars: int | None = None) -> bytes:
+    """The new sidecar bytes: `data` (the old ones, or None) with the rating merged in."""
+    return merge_rating(_without_packet_wrapper(decode(data, sidecar)), rating, sidecar, stars).encode("utf-8")
+
+
+def write_rating(photo: str | Path, rating: int, naming: SidecarNaming = "stem") -> Path:
+    """Set xmp:Rating in the photo's sidecar (merged into an existing one); see `replace_sidecar`."""
+    sidecar = sidecar_path(photo, naming)
+    replace_sidecar(sidecar, rated_packet(read_sidecar(sidecar), rating, sidecar))
     return sidecar
+
+
+def replace_sidecar(sidecar: Path, data: bytes) -> None:
+    """Write `data` as the sidecar: temp file + rename keeping the mode; written through in place for a
+    symbolic link or a file with several hard links (a rename would break them)."""
+    try:
+        info = os.stat(sidecar) if os.path.exists(sidecar) else None
+    except OSError:
+        info = None
+    if info is not None and (sidecar.is_symlink() or info.st_nlink > 1):
+        with open(sidecar, "r+b") as f:
+            f.write(data)
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+        return
+    if sidecar.is_symlink():  # a dangling link: write where it points
+        sidecar = Path(os.path.realpath(sidecar))
+    fd, tmp = tempfile.mkstemp(dir=sidecar.parent, prefix=f".{sidecar.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if info is None:
+            from ..artifacts import FILE_MODE  # a new sidecar gets the usual mode (importing this is slow)
+        os.chmod(tmp, info.st_mode & 0o7777 if info else FILE_MODE)
+        os.replace(tmp, sidecar)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def _without_packet_wrapper(text: str | None) -> str | None:

@@ -143,7 +143,7 @@ def render_page(photos: Sequence[GalleryPhoto], failed: Sequence[tuple[str, str]
     scores = np.array([p.score for p in ranked], dtype=np.float64)
     low, high, step = data_range(scores)
     n_picks = min(PICKS, max(1, len(ranked) // 2))  # best and worst do not overlap
-    key = hashlib.sha1("\n".join(sorted(p.path for p in photos)).encode()).hexdigest()[:16]
+    key = hashlib.sha1("\n".join(sorted(p.path for p in photos)).encode(errors="surrogateescape")).hexdigest()[:16]
     summary = f"{len(ranked)} photos scored, {len(failed)} failed" + (
         f"; mean {scores.mean():.2f}, median {np.median(scores):.2f}, from {scores.min():.{_decimals(step)}f} "
         f"to {scores.max():.{_decimals(step)}f}" if len(scores) else "")

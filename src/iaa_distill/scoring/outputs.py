@@ -90,7 +90,7 @@ def format_output(results: Iterable[Result], fmt: str, with_distribution: bool) 
 def read_output(path: Path, fmt: str) -> dict[str, Result]:
     """Rows of a finished output file, by path."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")  # as atomic_write_text wrote it
     except OSError as exc:
         raise IAAError(f"{path}: cannot read existing output ({exc.strerror})") from None
     try:

@@ -7,7 +7,11 @@ file is checked for size (413), type sniffed from the content, not the name (415
 decodability (422). A request with one file answers its error with that status; a request with several
 answers 200 with one result per file, failed files carrying their `error`. Every error is JSON
 `{"error": ..., "file": ...}`, 404 and 405 included. Decoding and inference run in worker threads, at most
-`max_concurrency` requests at a time. The OpenAPI schema is at /openapi.json; /docs and /redoc are off
+`max_concurrency` requests at a time; the pixels being decoded, across all requests, stay within
+`pixel_budget` (a file waits for its pixels before it is decoded, so memory stays bounded whatever the
+uploads), and a body slower than `min_upload_kbps` on average, or more than `per_client` uploads at once
+from one address, is refused, so slow clients cannot hold the upload slots of the others. The OpenAPI
+schema is at /openapi.json; /docs and /redoc are off
 because Swagger UI and ReDoc load their code from a CDN, which an offline service cannot reach.
 """
 from __future__ import annotations
@@ -29,12 +33,14 @@ from starlette.exceptions import HTTPException
 from ..artifacts import SYNTHETIC_NOTE, labels_are_synthetic, model_name
 from ..errors import DecodeError
 from ..imaging import DEFAULT_MAX_PIXELS, RASTER_FORMATS, decode_image, let_pil_open_up_to, too_many_pixels
-from .guard import UploadGuard
+from .guard import PixelBudget, UploadGuard
 from .scorer import Scorer
 
 SERVER_MAX_PIXELS = DEFAULT_MAX_PIXELS // 2  # a service holds several uploads at once: half the CLI's limit
 MULTIPART_OVERHEAD = 64 * 1024
 READ_TIMEOUT_S = 60.0
+PIXEL_BUDGET = 64_000_000  # decoded at once by all requests: about 0.5 GB of RGB buffers, one 7700 x 7700 image
+MIN_UPLOAD_KBPS = 16.0  # after 2 s of grace; a 1 KB/s client is cut off there
 
 
 class UploadError(Exception):
@@ -100,11 +106,15 @@ def create_app(
     onnx_path: str | Path | None = None,
     max_uploads: int | None = None,
     read_timeout: float = READ_TIMEOUT_S,
+    pixel_budget: int = PIXEL_BUDGET,
+    min_upload_kbps: float = MIN_UPLOAD_KBPS,
+    per_client: int | None = None,
 ) -> FastAPI:
     """Build the app around a `Scorer` loaded once from `model_dir` (see `Scorer.from_pretrained`).
 
-    max_uploads: requests receiving their body at the same time (default: 4 x max_concurrency).
-    read_timeout: seconds a request may take to send its whole body.
+    max_uploads: requests receiving their body at the same time (default: 16 x max_concurrency), at most
+    `per_client` from one address (default: no such limit; behind a proxy every client has its address). read_timeout: seconds a request may take to send its whole body; after
+    2 s it must average `min_upload_kbps` (0: no minimum). pixel_budget: decoded pixels in flight at once.
     """
     scorer = Scorer.from_pretrained(model_dir, device=device, backend=backend, onnx_path=onnx_path, max_pixels=max_pixels)
     max_bytes = int(max_upload_mb * 1024 * 1024)
@@ -113,8 +123,10 @@ def create_app(
     app = FastAPI(title="iaa-distill", description="Image aesthetics scores from a distilled student model.",
                   docs_url=None, redoc_url=None)
     app.add_middleware(UploadGuard, max_body=max_files * max_bytes + MULTIPART_OVERHEAD,
-                       max_uploads=max_uploads or 4 * max(1, max_concurrency), read_timeout=read_timeout,
-                       limit_text=f"{max_files} files of {max_upload_mb:g} MB")
+                       max_uploads=max_uploads or 16 * max(1, max_concurrency), read_timeout=read_timeout,
+                       limit_text=f"{max_files} files of {max_upload_mb:g} MB", per_client=per_client,
+                       min_rate=min_upload_kbps * 1024)
+    budget = PixelBudget(pixel_budget)
     _add_error_handlers(app)
     synthetic = labels_are_synthetic(scorer.config)
     health_body = Health(
@@ -138,7 +150,7 @@ def create_app(
     async def score(request: Request) -> ScoreBody:
         payloads = await _read_uploads(request, max_files, max_bytes)
         async with limiter:
-            results = await run_in_threadpool(_score_payloads, scorer, payloads, max_pixels, max_bytes)
+            results = await run_in_threadpool(_score_payloads, scorer, payloads, max_pixels, max_bytes, budget)
         if len(results) == 1 and results[0].error:
             raise results[0].error_detail
         return ScoreBody(results=[r.body for r in results])
@@ -203,36 +215,64 @@ class _Outcome:
         return self.error_detail is not None
 
 
-def check_image(name: str, data: bytes, max_pixels: int, min_side: int | None = None) -> Image.Image:
-    """Sniff the type from the bytes, then decode with the shared decoder (pixel limit included); raises UploadError."""
+def image_pixels(name: str, data: bytes, max_pixels: int) -> int:
+    """Sniff the type from the bytes and read the pixel count from the header; raises UploadError."""
     let_pil_open_up_to(max_pixels)
     try:
-        Image.open(io.BytesIO(data), formats=RASTER_FORMATS).close()
+        with Image.open(io.BytesIO(data), formats=RASTER_FORMATS) as img:
+            return img.width * img.height
     except Image.DecompressionBombError:
         raise UploadError(422, too_many_pixels(name, max_pixels, "the image"), name) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise UploadError(415, f"{name}: not a supported image (JPEG, PNG, WebP, BMP, TIFF or GIF content expected)", name) from None
+
+
+def check_image(name: str, data: bytes, max_pixels: int, min_side: int | None = None) -> Image.Image:
+    """Sniff the type from the bytes, then decode with the shared decoder (pixel limit included); raises UploadError."""
+    image_pixels(name, data, max_pixels)
     try:
         return decode_image(data, min_side=min_side, max_pixels=max_pixels, name=name)
     except DecodeError as exc:
         raise UploadError(422, str(exc), name) from None
 
 
-def _score_payloads(scorer: Scorer, payloads: list[tuple[str, bytes]], max_pixels: int, max_bytes: int) -> list[_Outcome]:
-    """Check and score each file; a rejected file becomes a failed result and never hides the others."""
-    outcomes: list[_Outcome | None] = []
-    images, names = [], []
-    for name, data in payloads:
-        try:
-            if len(data) > max_bytes:
-                raise UploadError(413, f"{name}: larger than the {max_bytes / 1024 / 1024:g} MB limit per file", name)
-            images.append(check_image(name, data, max_pixels, scorer.config.input_size))
-            names.append(name)
-            outcomes.append(None)
-        except UploadError as exc:
-            outcomes.append(_Outcome(FileScore(path=name, mean=None, std=None, distribution=None, error=exc.message), exc))
-    scored = iter(scorer.score(images, names=names, errors="collect") if images else [])
-    for i, outcome in enumerate(outcomes):
-        if outcome is None:
-            outcomes[i] = _Outcome(FileScore(**next(scored).to_dict()))
+def _failed(name: str, exc: UploadError) -> _Outcome:
+    return _Outcome(FileScore(path=name, mean=None, std=None, distribution=None, error=exc.message), exc)
+
+
+def _score_payloads(scorer: Scorer, payloads: list[tuple[str, bytes]], max_pixels: int, max_bytes: int,
+                    budget: PixelBudget) -> list[_Outcome]:
+    """Check and score each file within the pixel budget; a rejected file becomes a failed result and never
+    hides the others. Decoded images are scored in batches that fit the budget; before waiting for more
+    pixels, a request scores what it holds and gives its pixels back (no two requests wait on each other)."""
+    outcomes: list[_Outcome | None] = [None] * len(payloads)
+    batch: list[tuple[int, Image.Image, str]] = []
+    held = 0
+
+    def flush() -> None:
+        nonlocal held
+        for (i, _, _), result in zip(batch, scorer.score([b[1] for b in batch], names=[b[2] for b in batch], errors="collect") if batch else []):
+            outcomes[i] = _Outcome(FileScore(**result.to_dict()))
+        batch.clear()
+        budget.release(held)
+        held = 0
+
+    try:
+        for i, (name, data) in enumerate(payloads):
+            try:
+                if len(data) > max_bytes:
+                    raise UploadError(413, f"{name}: larger than the {max_bytes / 1024 / 1024:g} MB limit per file", name)
+                pixels = image_pixels(name, data, max_pixels)
+                if budget.free < min(pixels, budget.total):
+                    flush()
+                reserved = budget.reserve(pixels)
+                if not reserved:
+                    raise UploadError(503, f"{name}: the service is busy decoding other uploads; try again in a moment", name)
+                held += reserved
+                batch.append((i, check_image(name, data, max_pixels, scorer.config.input_size), name))
+            except UploadError as exc:
+                outcomes[i] = _failed(name, exc)
+        flush()
+    finally:
+        budget.release(held)
     return outcomes

@@ -12,8 +12,10 @@
     const flag = card.dataset.flag, rating = +card.dataset.rating;
     card.classList.toggle('picked', flag === 'pick');
     card.classList.toggle('rejected', flag === 'reject');
-    card.querySelector('.stars').textContent = '\u2605'.repeat(Math.max(rating, 0));
-    card.querySelector('.flag').textContent = flag === 'pick' ? 'pick' : flag === 'reject' ? 'reject' : '';
+    const stars = Math.min(Math.max(rating, 0), 5);  // every tier has stars; 0 = not rated
+    card.querySelector('.stars').textContent = stars ? '\u2605'.repeat(stars) + '\u2606'.repeat(5 - stars) : '';
+    card.querySelector('.flag').textContent = flag;  // pick, unflagged or reject
+    card.querySelector('.flag').title = card.dataset.reason || '';
   }
   function twins(path) { return document.querySelectorAll('.card[data-path="' + CSS.escape(path) + '"]'); }
   function decide(card, change) {
@@ -28,6 +30,7 @@
     const shown = cards.filter(c => !c.hidden);
     document.getElementById('counts').textContent = shown.length + ' shown, ' +
       cards.filter(c => c.dataset.flag === 'pick').length + ' picks, ' +
+      cards.filter(c => c.dataset.flag === 'unflagged').length + ' unflagged, ' +
       cards.filter(c => c.dataset.flag === 'reject').length + ' rejects';
   }
   function filter() {
@@ -87,7 +90,7 @@
   function exportCsv() {
     const rows = [['path', 'score', 'flag', 'rating', 'burst', 'reason']];
     cards.forEach(c => rows.push([c.dataset.path, c.dataset.score, c.dataset.flag,
-      c.dataset.flag === 'reject' ? '-1' : c.dataset.rating, c.dataset.burst, c.dataset.edited ? 'set in the gallery' : c.dataset.reason]));
+      c.dataset.rating, c.dataset.burst, c.dataset.edited ? 'set in the gallery' : c.dataset.reason]));
     download('decisions.csv', rows.map(r => r.map(csvField).join(',')).join('\n') + '\n');
   }
   function exportTxt() {

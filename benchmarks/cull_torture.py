@@ -1,0 +1,238 @@
+"""Kill `iaa cull --copy-to/--move-to --apply` with SIGKILL at random moments, rerun it, and check that no photo,
+sidecar or twin is ever lost, split or left partial (issue 21).
+
+A shoot of N photos is made: small JPEGs, every other one with a RAW twin of 1 MB (random bytes: the JPEG
+is the one scored), a third with a `photo.xmp` and a third with a darktable `photo.JPG.xmp`. It is scored once
+(the cull's cache), then for each case (copy and move; onto the same disk and, when a tmpfs can be mounted,
+onto another disk) the same `--apply` command is started again and again, each run killed after a random
+delay up to the length of an uninterrupted run, until a run ends by itself. After every kill, every file of
+the shoot must be whole somewhere (at its place or in the target); after the final run:
+- move: the multiset of sha256 of the photos and sidecars equals the one before, each file in one place;
+- copy: the shoot is unchanged and each copy equals its source;
+- the picks in the target (names and bytes) equal those of an uninterrupted run on a copy of the shoot,
+  and no hidden partial file is left anywhere.
+
+    python -m benchmarks.cull_torture --photos 300 --kills 200
+
+The model is a random tiny student unless --model is given: the torture tests the file actions, not taste.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SOURCE = str(Path(__file__).resolve().parents[1] / "src")
+CULL = "import sys; from iaa_distill.cli import main; sys.exit(main(['cull', *sys.argv[1:]]))"
+SIDECAR = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="{}"/></rdf:RDF></x:xmpmeta>\n')
+
+
+def make_shoot(folder: Path, photos: int, raw_bytes: int = 1 << 20, seed: int = 0) -> None:
+    """JPEGs, RAW twins for every other one, sidecars of both styles for two thirds."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for i in range(photos):
+        stem = folder / f"IMG_{i:04d}"
+        pixels = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(f"{stem}.JPG", quality=90)
+        if i % 2 == 0:
+            Path(f"{stem}.CR3").write_bytes(rng.bytes(raw_bytes))
+        if i % 3 == 0:
+            Path(f"{stem}.xmp").write_text(SIDECAR.format(1 + i % 5))
+        elif i % 3 == 1:
+            Path(f"{stem}.JPG.xmp").write_text(SIDECAR.format(1 + i % 5))
+
+
+def tiny_model(folder: Path) -> Path:
+    import torch
+
+    from iaa_distill.student import Student, StudentConfig
+
+    torch.manual_seed(0)
+    config = StudentConfig.for_backbone("test_efficientnet", input_size=64, num_levels=10, feature_dim=16)
+    Student(config).save_pretrained(folder, note="random weights: the torture tests file actions, not taste")
+    return folder
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file (hidden partial files included, so they are seen)."""
+    return {p.relative_to(folder).as_posix(): sha(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cull(args: list[str], kill_after: float | None, armed_by: Path | None = None) -> tuple[int | None, float, float]:
+    """Run `iaa cull ARGS`; kill it with SIGKILL `kill_after` s after `armed_by` exists (at once when None).
+    Returns (exit code, or None when killed; seconds in all; seconds until `armed_by` appeared)."""
+    started = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": SOURCE, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-c", CULL, *args, "--workers", "0", "--no-progress"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while armed_by is not None and child.poll() is None and not armed_by.exists():
+        time.sleep(0.01)
+    armed = time.perf_counter() if armed_by is not None else started
+    try:
+        _, err = child.communicate(timeout=kill_after)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        return None, time.perf_counter() - started, armed - started
+    if child.returncode:
+        raise SystemExit(f"iaa cull failed by itself ({child.returncode}):\n{err}")
+    return child.returncode, time.perf_counter() - started, armed - started
+
+
+def whole_somewhere(before: dict[str, str], shoot: Path, target: Path) -> list[str]:
+    """Files of the shoot that are whole neither at their place nor anywhere in the target."""
+    there = Counter(snapshot(shoot).values()) + Counter(snapshot(target).values()) if target.exists() else Counter(snapshot(shoot).values())
+    return [name for name, digest in before.items() if not there[digest]]
+
+
+def fresh_case(root: Path, name: str) -> tuple[Path, Path]:
+    """A copy of the scored reference shoot and of its cull folder (scores and thumbnails, no plan)."""
+    shoot, out = root / f"shoot-{name}", root / f"cull-{name}"
+    for folder in (shoot, out):
+        shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(root / "reference-shoot", shoot)
+    shutil.copytree(root / "reference-cull", out, ignore=shutil.ignore_patterns("plan.json", "journal"))
+    for file in ("scores.csv", "decisions.csv", "thumbs/index.json"):
+        path = out / file
+        path.write_text(path.read_text().replace(str(root / "reference-shoot"), str(shoot)))
+    return shoot, out
+
+
+def names(*folders: Path) -> list[str]:
+    return sorted(str(p) for f in folders if f.exists() for p in f.rglob("*"))
+
+
+def torture(action: str, place: Path, root: Path, model: Path, kills: int, reference: dict[str, str],
+            longest: tuple[float, float], rng: random.Random, stop_at: float) -> dict:
+    """Rounds of kill-and-rerun on a fresh copy of the shoot, each until a run ends by itself, until `kills`
+    kills; the invariants are checked after every kill and after every round. A first run is killed at a
+    random moment within `longest[0]` s after it wrote its plan (the length of the actions of an
+    uninterrupted run), a rerun within `longest[1]` s of its start (twice a rerun that finds all done)."""
+    figures = {"case": f"{action} -> {place.name}", "kills": 0, "mid_action": 0, "runs": 0, "rounds": 0, "seconds": 0.0,
+               "lost": 0}
+    checks: dict[str, bool] = {}
+    while (figures["kills"] < kills and time.time() < stop_at) or not figures["rounds"]:
+        name = f"{action}-{place.name}"
+        shoot, out = fresh_case(root, name)
+        target = place / name
+        shutil.rmtree(target, ignore_errors=True)
+        before = snapshot(shoot)
+        args = [str(shoot), "--model", str(model), "--out", str(out), "--keep-top", "50%", f"--{action}-to", str(target),
+                "--apply"]
+        started = time.perf_counter()
+        while True:
+            planned = (out / "plan.json").exists()  # a first run decides, then writes the plan: kill it after that
+            delay = rng.uniform(0.0, longest[planned]) if figures["kills"] < kills and time.time() < stop_at else None
+            files = names(shoot, target)
+            code, _, _ = cull(args, delay, None if planned else out / "plan.json")
+            figures["runs"] += 1
+            if code is not None:
+                break
+            figures["kills"] += 1
+            figures["mid_action"] += names(shoot, target) != files  # it had moved or copied something
+            figures["lost"] += len(whole_somewhere(before, shoot, target))
+        figures["seconds"] += time.perf_counter() - started
+        figures["rounds"] += 1
+        for check, ok in invariants(action, before, snapshot(shoot), snapshot(target), reference).items():
+            checks[check] = checks.get(check, True) and ok
+        print(f"  {figures['case']}: round {figures['rounds']}, {figures['kills']} kills so far, "
+              f"{'all invariants hold' if all(checks.values()) else 'FAILED'}", flush=True)
+    checks["every file whole after every kill"] = not figures["lost"]
+    return {**figures, "checks": checks}
+
+
+def invariants(action: str, before: dict[str, str], shoot: dict[str, str], target: dict[str, str],
+               reference: dict[str, str]) -> dict[str, bool]:
+    partial = [n for n in [*shoot, *target] if ".iaa-partial" in n or n.endswith(".tmp")]
+    checks = {"no partial file left": not partial, "picks equal an uninterrupted run": target == reference}
+    if action == "move":
+        checks["sha256 multiset unchanged"] = Counter(before.values()) == Counter([*shoot.values(), *target.values()])
+        checks["each file in exactly one place"] = len(shoot) + len(target) == len(before)
+    else:
+        checks["shoot unchanged"] = shoot == before
+        checks["copies equal their sources"] = all(before.get(n) == d for n, d in target.items())
+    return checks
+
+
+def other_disk(root: Path) -> Path | None:
+    """A fresh tmpfs under `root` (root only), else None."""
+    disk = root / "other-disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        return None
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2g", "tmpfs", str(disk)], capture_output=True)
+    return disk if done.returncode == 0 else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=int, default=300, help="photos in the shoot (default: 300)")
+    parser.add_argument("--kills", type=int, default=200, help="kills in all, shared by the cases (default: 200)")
+    parser.add_argument("--model", help="model folder (default: a random tiny student)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")
+    parser.add_argument("--max-minutes", type=float, default=float("inf"),
+                        help="share of time for the cases: a case starts no new round after its share (the figures "
+                        "then say how many kills were made)")
+    args = parser.parse_args(argv)
+    root = Path(args.keep or tempfile.mkdtemp(prefix="cull-torture-"))
+    root.mkdir(parents=True, exist_ok=True)
+    rng, disk = random.Random(args.seed), other_disk(root)
+    try:
+        model = Path(args.model) if args.model else tiny_model(root / "model")
+        make_shoot(root / "reference-shoot", args.photos, seed=args.seed)
+        _, scoring, _ = cull([str(root / "reference-shoot"), "--model", str(model), "--out", str(root / "reference-cull"),
+                           "--keep-top", "50%"], None)  # scores and thumbnails, cached for every case
+        shoot, out = fresh_case(root, "timing")
+        _, longest, deciding = cull([str(shoot), "--model", str(model), "--out", str(out), "--keep-top", "50%",
+                                     "--copy-to", str(root / "reference"), "--apply"], None, out / "plan.json")
+        _, rerun, _ = cull([str(shoot), "--model", str(model), "--out", str(out), "--keep-top", "50%", "--copy-to",
+                         str(root / "reference"), "--apply"], None)
+        reference = snapshot(root / "reference")
+        cases = [("copy", root / "same"), ("move", root / "same")] + ([("copy", disk), ("move", disk)] if disk else [])
+        results, begin = [], time.time()
+        for number, (action, place) in enumerate(cases):
+            kills = args.kills // len(cases) + (number < args.kills % len(cases))
+            results.append(torture(action, place, root, model, kills, reference, (longest - deciding, 2 * rerun + 0.5), rng,
+                                   begin + (number + 1) * 60 * args.max_minutes / len(cases)))
+            report(results[-1])
+        print(f"{args.photos} photos ({(args.photos + 1) // 2} RAW+JPEG pairs, sidecars of both styles); scoring once "
+              f"{scoring:.1f} s, an uninterrupted --copy-to --apply {longest:.1f} s ({longest - deciding:.1f} s of it after the plan), its rerun {rerun:.1f} s; {sum(r['kills'] for r in results)} "
+              f"kills, {sum(r['runs'] for r in results)} runs in {sum(r['rounds'] for r in results)} rounds, "
+              f"{sum(r['seconds'] for r in results):.0f} s; other disk: {'a tmpfs' if disk else 'none (cannot mount)'}")
+        failed = [f"{r['case']}: {c}" for r in results for c, ok in r["checks"].items() if not ok]
+        print("all invariants hold" if not failed else f"FAILED: {'; '.join(failed)}")
+        return 1 if failed else 0
+    finally:
+        if disk:
+            subprocess.run(["umount", str(disk)], check=False)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def report(result: dict) -> None:
+    checks = ", ".join(f"{c}: {'yes' if ok else 'NO'}" for c, ok in result["checks"].items())
+    print(f"{result['case']}: {result['kills']} kills ({result['mid_action']} mid-action), {result['runs']} runs in {result['rounds']} rounds, "
+          f"{result['seconds']:.0f} s; {checks}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
