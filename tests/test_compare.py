@@ -119,3 +119,22 @@ def test_bootstrap_of_20k_images_takes_seconds(tmp_path):
     doc = compare_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp", bootstrap=2000)
     assert time.perf_counter() - start < 60
     assert doc["differences"]["run1"]["srcc"]["ci_low"] > 0 and not math.isnan(doc["overall"]["run0"]["srcc"])
+
+
+def test_no_relative_change_against_a_near_zero_baseline_and_worse_metrics_are_flagged(tmp_path):
+    rng = np.random.default_rng(5)
+    base, good = runs(300, [0.06, 0.02], seed=4, cats=False)
+    chance = Predictions(base.ids, base.true_mean, rng.permutation(base.pred_mean), base.true_dist,
+                         base.pred_dist[rng.permutation(300)], [], base.scale, 10, "chance", "ava", "test")
+    write_report(chance, tmp_path / "chance")
+    write_report(good, tmp_path / "good")
+    doc = compare_runs([tmp_path / "chance", tmp_path / "good"], tmp_path / "up", bootstrap=300)
+    assert 0 < doc["overall"]["chance"]["srcc"] < 0.05  # a permuted baseline: ~0.01, a ratio would say "+8000 %"
+    assert math.isnan(doc["differences"]["run1"]["srcc_relative_change_pct"])
+    assert "Relative SRCC change: n/a (baseline SRCC <= 0.05)" in (tmp_path / "up" / "comparison.md").read_text()
+    # the reverse comparison: every metric of the chance run is significantly worse, and the report says so
+    reverse = compare_runs([tmp_path / "good", tmp_path / "chance"], tmp_path / "down", bootstrap=300)
+    assert set(reverse["differences"]["chance"]["significantly_worse"]) >= {"srcc", "plcc", "emd_r1"}
+    md = (tmp_path / "down" / "comparison.md").read_text()
+    assert "Significantly worse than run1" in md and "EMD (r=1) (+" in md and "(worse)" in md
+    assert doc["differences"]["run1"]["significantly_worse"] == []

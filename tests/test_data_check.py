@@ -59,7 +59,7 @@ def test_vote_statistics(tmp_path):
     root = write_ava(tmp_path, lines, ["101", "104", "107"])
     for i in range(9):
         (root / "images" / f"{100 + i}.jpg").write_bytes(b"")
-    report = check_dataset(open_dataset(f"ava:{root}", val_fraction=0.0))
+    report = check_dataset(open_dataset(f"ava:{root}", val_fraction=0.34))  # 2 of the 6 found train images
     test = next(s for s in report.splits if s.name == "test")
     assert (test.listed, test.found) == (3, 3)
     assert test.votes_mean == pytest.approx(sum(VOTES[1])) and test.votes_min == test.votes_max == sum(VOTES[1])
@@ -81,6 +81,30 @@ def test_unusable_verdicts(tmp_path, sample_photos):
     (tmp_path / "empty").mkdir()
     report = check_dataset(open_dataset(f"folder:{tmp_path / 'empty'}"))
     assert not report.usable and "no image files" in report.reasons[0]
+
+
+def test_an_empty_val_split_is_unusable_with_the_fix_and_fit_stops_before_features(tmp_path, capsys):
+    """AVA with most images absent: val is carved from the found train images, so here it is empty."""
+    lines = [ava_line(i + 1, str(100 + i), VOTES[i % 3]) for i in range(40)]
+    root = write_ava(tmp_path / "AVA", lines, ["101", "104"])
+    for image_id in (100, 101, 102, 103, 104):  # three found train images: 5 % of them is none
+        (root / "images" / f"{image_id}.jpg").write_bytes(b"")
+    assert main(["data", "check", f"ava:{root}"]) == 1
+    captured = capsys.readouterr()
+    assert "usable: NO (split 'val' has no usable images (0 listed): carve one from more train images with a " \
+           "larger --val-fraction" in captured.out
+    assert "val = 0 of the 3 found train images" in captured.out
+    assert main(["data", "check", f"ava:{root}", "--val-fraction", "0.34"]) == 0
+    assert "usable: yes" in capsys.readouterr().out
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"dataset: ava:{root}\nout: {tmp_path / 'run'}\n")
+    assert main(["fit", "--config", str(recipe), "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [f"iaa: error: dataset ava:{root} is not usable: split 'val' has no "
+                                                 "usable images (0 listed): carve one from more train images with a "
+                                                 "larger --val-fraction, or list val images"]
+    assert not (tmp_path / "run" / "features").exists()  # stopped before any feature extraction
 
 
 def test_folder_check_with_decode_pool(tmp_path, sample_photos):
@@ -132,7 +156,7 @@ def test_full_size_ava_label_file(tmp_path, capsys):
     lines = [f"{i + 1} {ids[i]} {' '.join(map(str, votes[i]))} {tags[i, 0]} {tags[i, 1]} 1396" for i in range(n)]
     root = write_ava(tmp_path / "AVA", lines, [str(i) for i in ids[::12][:20_000]] + ["999"],
                      categories={"animal_train": [str(i) for i in ids[5::101]]})
-    for image_id in ids[:7]:
+    for image_id in ids[:12]:  # ids[0] is a test image, the other 11 train images
         (root / "images" / f"{image_id}.jpg").write_bytes(b"")
 
     start = time.perf_counter()
@@ -145,8 +169,8 @@ def test_full_size_ava_label_file(tmp_path, capsys):
     splits = {s["name"]: s for s in report["splits"]}
     assert splits["test"]["listed"] == 20_000 and splits["test"]["found"] == 1  # ids[0] is in generic_test
     assert splits["train"]["listed"] + splits["val"]["listed"] == n - 20_000
-    assert splits["val"]["listed"] == round(0.05 * (n - 20_000))
-    assert splits["train"]["found"] + splits["val"]["found"] == 6
+    assert splits["val"]["listed"] == splits["val"]["found"] == round(0.05 * 11)  # carved from the found ones
+    assert splits["train"]["found"] + splits["val"]["found"] == 11
     assert splits["train"]["votes_min"] >= 10 and 5.0 < splits["train"]["score_mean"] < 6.0
     assert splits["train"]["categories"]["category:animal"] > 2000
     assert any("1 ids of generic_test.jpgl have no labelled row in AVA.txt" in note for note in report["notes"])

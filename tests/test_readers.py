@@ -23,6 +23,13 @@ def write(path: Path, text: str, *, crlf: bool = False, bom: bool = False) -> Pa
     return path
 
 
+def touch_images(dataset) -> None:
+    """Create (empty) image files for every record: val is carved from the found train images."""
+    for record in dataset.records:
+        record.path.parent.mkdir(parents=True, exist_ok=True)
+        record.path.touch()
+
+
 def ava_line(index: int, image_id: str, votes, tag1: int = 0, tag2: int = 0, challenge: int = 1396) -> str:
     return f"{index} {image_id} {' '.join(str(v) for v in votes)} {tag1} {tag2} {challenge}"
 
@@ -57,7 +64,8 @@ def test_ava_split_labels_categories_and_defects(tmp_path):
     test_ids = ["900002", "900010", "123", "900099"]
     root = write_ava(tmp_path / "AVA", lines, test_ids, crlf=True,
                      categories={"animal_train": ["900001", "900005"], "animal_test": ["900002"], "portrait_train": ["900001"]})
-    ds = read_ava(root, val_fraction=0.25, seed=3)
+    touch_images(read_ava(root))
+    ds = open_dataset(f"ava:{root}", val_fraction=0.25, seed=3)
 
     assert ds.num_levels == 10 and ds.scale == (1.0, 10.0) and ds.name == "ava"
     by_id = {r.image_id: r for r in ds.records}
@@ -77,8 +85,8 @@ def test_ava_split_labels_categories_and_defects(tmp_path):
     assert "conflicting" in notes and "'900004'" in notes
     assert "2 ids of generic_test.jpgl have no labelled row in AVA.txt" in notes  # 123 and the zero-vote 900099
 
-    again = read_ava(root, val_fraction=0.25, seed=3)
-    other = read_ava(root, val_fraction=0.25, seed=4)
+    again = open_dataset(f"ava:{root}", val_fraction=0.25, seed=3)
+    other = open_dataset(f"ava:{root}", val_fraction=0.25, seed=4)
     assert [r.split for r in again.records] == [r.split for r in ds.records]
     assert {r.image_id for r in other.split("val")} != {r.image_id for r in ds.split("val")}
 
@@ -109,7 +117,8 @@ def test_tad66k_themes_image_folder_and_unicode(tmp_path):
     write(root / "unmerge" / "train" / "pets.csv", "image,score\nanimal_07.jpg,6.87\n")
     write(root / "unmerge" / "test" / "animal.csv", "image,score\nanimal_ü.jpg,6.02\n")
     (root / "imgs").mkdir()
-    ds = read_tad66k(root, val_fraction=0.25)
+    touch_images(read_tad66k(root))
+    ds = open_dataset(f"tad66k:{root}", val_fraction=0.25)
     by_id = {r.image_id: r for r in ds.records}
     assert ds.num_levels is None and ds.scale == (1.0, 10.0)
     assert by_id["animal_07.jpg"].categories == ("theme:animal", "theme:pets")
@@ -150,7 +159,8 @@ def test_koniq_votes_and_seeded_split(tmp_path):
         rows.append(f'"{10000000 + i}.jpg",{",".join(map(str, votes))},{votes.sum()},3.0,0.7,50.0')
     rows.append('"zero.jpg",0,0,0,0,0,0,0,0,0')
     write(tmp_path / "koniq" / "koniq10k_scores_and_distributions.csv", "\n".join(rows) + "\n", crlf=True)
-    ds = read_koniq(tmp_path / "koniq", val_fraction=0.1, seed=1)
+    touch_images(read_koniq(tmp_path / "koniq"))
+    ds = open_dataset(f"koniq:{tmp_path / 'koniq'}", val_fraction=0.1, seed=1)
     assert ds.num_levels == 5 and ds.scale == (1.0, 5.0) and len(ds.records) == 50
     assert [len(ds.split(s)) for s in ("train", "val", "test")] == [36, 4, 10]
     r = ds.records[0]
@@ -180,7 +190,8 @@ def test_csv_votes_and_seeded_split_without_split_column(tmp_path):
     header = "image," + ",".join(f"votes_{k}" for k in range(1, 6))
     rows = [f"img_{i}.jpg,{i % 3},{1 + i % 4},5,2,1" for i in range(40)]
     path = write(tmp_path / "votes.csv", header + "\n" + "\n".join(rows) + "\n")
-    ds = read_csv(path, val_fraction=0.1)
+    touch_images(read_csv(path))
+    ds = open_dataset(f"csv:{path}", val_fraction=0.1)
     assert ds.num_levels == 5 and ds.scale == (1.0, 5.0)
     assert [len(ds.split(s)) for s in ("train", "val", "test")] == [29, 3, 8]
     assert ds.records[0].label.votes == (0.0, 1.0, 5.0, 2.0, 1.0)

@@ -50,6 +50,8 @@ def test_recipe_sections_mirror_the_functions_they_configure():
 def _ratings(tmp_path: Path, count: int = 40) -> Path:
     rows = ["image,score"] + [f"img{i:02d}.jpg,{1 + i % 5}" for i in range(count)]
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    for i in range(count):  # found images: val is carved from them
+        (tmp_path / f"img{i:02d}.jpg").touch()
     return tmp_path / "labels.csv"
 
 
@@ -175,3 +177,36 @@ def test_a_saved_recipe_loads_back_with_the_same_stages(tmp_path):
     dataset = recipe.open_dataset()
     assert stage_keys(dataset, stage_settings(loaded), student_runs(loaded)) == stage_keys(
         dataset, stage_settings(recipe), student_runs(recipe))
+
+
+def test_settings_out_of_range_are_refused_at_parse_time_and_in_recipes(tmp_path, capsys):
+    from iaa_distill.cli import main
+
+    csv_path = _ratings(tmp_path)
+    for option, value, expected in (("--batch-size", "0", "an integer >= 1"),
+                                    ("--unlabeled-ratio", "-2", "a number >= 0"), ("--alpha", "-5", "a number >= 0")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train-student", f"csv:{csv_path}", "--out", str(tmp_path / "s"), option, value])
+        assert exit_info.value.code == 2
+        assert f"argument {option}: '{value}' is not {expected}" in capsys.readouterr().err.splitlines()[-1]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"dataset: csv:{csv_path}\nout: {tmp_path / 'run'}\nstudent: {{alpha: -5}}\n")
+    assert main(["fit", "--config", str(recipe)]) == 1
+    assert capsys.readouterr().err.strip() == ("iaa: error: recipe section 'student': alpha must be a number >= 0, "
+                                               "got -5")
+    assert not (tmp_path / "run" / "features").exists()
+    with pytest.raises(IAAError, match="recipe section 'teacher': cv_folds must be an integer >= 2, got 1"):
+        stage_settings(Recipe(dataset="csv:x.csv", out=tmp_path, teacher={"cv_folds": 1}))
+
+
+def test_set_overrides_a_recipe_key(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("dataset: csv:x.csv\nout: runs\nstudent: {alpha: 0.1, epochs: 3}\n")
+    recipe = Recipe.load(path, ["student.alpha=0.3", "teacher.hidden=[16, 8]", "seed=4"])
+    assert recipe.student == {"alpha": 0.3, "epochs": 3} and recipe.teacher == {"hidden": [16, 8]} and recipe.seed == 4
+    assert stage_settings(recipe).student.alpha == 0.3
+    for bad in ("student.alpha", "studnet.alpha=1", "nope=1"):
+        with pytest.raises(IAAError, match="expected SECTION.KEY=VALUE"):
+            Recipe.load(path, [bad])
+    with pytest.raises(IAAError, match="alpha must be a number >= 0, got -1"):
+        stage_settings(Recipe.load(path, ["student.alpha=-1"]))

@@ -8,11 +8,12 @@ import torch
 
 from iaa_distill.cli import main
 from iaa_distill.errors import IAAError
+from iaa_distill.data.splits import load_split
 from iaa_distill.settings import identity
 from iaa_distill.training.spine import RunFolder
-from iaa_distill.training.split_file import load_split
 from iaa_distill.training.student_config import StudentTrainConfig
 from iaa_distill.training.teacher import TeacherTrainConfig, train_teacher_head
+from tests.test_readers import touch_images
 from tests.test_teacher_head import FAST, synthetic_features, write_cache
 
 
@@ -61,6 +62,7 @@ def csv_head(tmp_path_factory):
                                      for i, q in enumerate(quality)]
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
     spec = f"csv:{root / 'labels.csv'}?scale=1,10"
+    touch_images(open_dataset(spec))  # val is carved from the found train images
     dataset = open_dataset(spec, val_fraction=0.2, seed=0)
     write_cache(root / "cache", dataset, features[[int(r.image_id.split("/")[1][:-4]) for r in dataset.records]])
     config = TeacherTrainConfig(**{**FAST, "epochs": 2, "hidden": (16, 8)})

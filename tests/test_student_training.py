@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 
 from iaa_distill.data.records import Dataset, ImageRecord, Label
+from iaa_distill.data.table import SplitTable
 from iaa_distill.errors import IAAError
 from iaa_distill.imaging import decode_image
 from iaa_distill.preprocessing import load_image_tensor
@@ -70,7 +72,7 @@ def toy(tmp_path_factory, sample_photos):
 # --- image cache -----------------------------------------------------------------------------
 
 
-def test_image_cache_matches_preprocessing_lists_failures_and_resumes(tmp_path, sample_photos, capsys):
+def test_image_cache_matches_preprocessing_lists_failures_and_resumes(tmp_path, sample_photos, caplog):
     dataset = make_dataset(tmp_path / "d", sample_photos, count=12)
     records = dataset.records
     records[3].path.write_bytes(b"\xff\xd8 truncated")
@@ -93,9 +95,10 @@ def test_image_cache_matches_preprocessing_lists_failures_and_resumes(tmp_path, 
     with open(cache.path, "r+b") as f:
         f.seek(-4 * 40 * 40 * 3, 2)
         f.write(b"\x00" * 4 * 40 * 40 * 3)
-    capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="iaa_distill")
+    caplog.clear()
     again = ensure_image_cache(records, 40, "bicubic", root=tmp_path / "c", num_workers=0, batch_size=2, commit_every=4)
-    assert "resuming 4 of 12" in capsys.readouterr().out
+    assert "resuming 4 of 12" in caplog.text
     assert again.root == folder and set(again.failed) == set(cache.failed)
     np.testing.assert_array_equal(again.pixels(), reference)
 
@@ -126,10 +129,10 @@ def test_val_batches_equal_eval_preprocessing_and_train_batches_are_crops(toy):
 
     def split(records, cache):
         rows = targets.rows_for([r.image_id for r in records])
-        return dm.SplitArrays(cache.path, cache.rows_for([r.image_id for r in records]),
-                              np.stack([r.label.distribution() for r in records]).astype(np.float32),
-                              np.array([r.label.mean for r in records], np.float32),
-                              targets.features[rows], targets.predictions[rows])
+        ids = [r.image_id for r in records]
+        return SplitTable(ids, cache.rows_for(ids), np.stack([r.label.distribution() for r in records]).astype(np.float32),
+                          np.array([r.label.mean for r in records], np.float32),
+                          targets.features[rows], targets.predictions[rows], source=cache.path)
 
     data = dm.StudentDataModule(split(train, train_cache), split(val, val_cache), 40, 32, batch_size=4, num_workers=0)
     batch = next(iter(data.val_dataloader()))
@@ -206,7 +209,7 @@ class CrashMidEpoch(Callback):
             raise Crash()
 
 
-def test_resume_after_crash_equals_uninterrupted_run(toy, tmp_path, capsys):
+def test_resume_after_crash_equals_uninterrupted_run(toy, tmp_path, caplog):
     dataset, targets_dir, cache_root = toy
     config = tiny_config(epochs=3, ema=True, ema_decay=0.9, deterministic=True)
     whole = train_student(dataset, tmp_path / "whole", config, targets_dir=targets_dir, image_cache_dir=cache_root)
@@ -216,9 +219,10 @@ def test_resume_after_crash_equals_uninterrupted_run(toy, tmp_path, capsys):
     assert not (tmp_path / "resumed" / "metrics.json").exists()
     last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0
-    capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="iaa_distill")
+    caplog.clear()
     resumed = train_student(dataset, tmp_path / "resumed", config, targets_dir=targets_dir, image_cache_dir=cache_root)
-    assert f"resuming from {last}" in capsys.readouterr().out
+    assert f"resuming from {last}" in caplog.text
     keys = ("epoch", "step", "val_srcc", "val_plcc", "val_loss", "train_loss")
     assert [{k: h[k] for k in keys} for h in resumed["history"]] == [{k: h[k] for k in keys} for h in whole["history"]]
     assert resumed["best_val_srcc"] == whole["best_val_srcc"]

@@ -15,6 +15,7 @@ from iaa_distill.features.cache import FORMAT, FORMAT_VERSION, RowWriter, create
 from iaa_distill.targets import DistillationTargets
 from iaa_distill.teacher_head import TeacherHead, TeacherHeadConfig, predict_features
 from iaa_distill.training.teacher import TeacherTrainConfig, train_teacher_head
+from tests.test_readers import touch_images
 
 DIM = 24
 # The MLP alone (no cross-validation): these tests check its training loop; test_head_selection.py checks the choice.
@@ -185,6 +186,7 @@ def test_cli(tmp_path, capsys):
     from iaa_distill.data import open_dataset
 
     spec = f"csv:{tmp_path / 'labels.csv'}?scale=1,10"
+    touch_images(open_dataset(spec))  # val is carved from the found train images
     dataset = open_dataset(spec, val_fraction=0.2, seed=0)
     write_cache(tmp_path / "cache", dataset, features[[int(r.image_id.split("/")[1][:-4]) for r in dataset.records]])
     args = ["train-teacher", spec, "--features", str(tmp_path / "cache"), "--out", str(tmp_path / "head"),

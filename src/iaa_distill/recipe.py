@@ -8,6 +8,7 @@ Stages and their folders under the recipe's `out`:
   baseline/          the same student trained on labels only (alpha = beta = 0)
   eval/{teacher,student,baseline}/   reports on the evaluation split
   comparison/        baseline vs distilled student (and teacher): bootstrap CIs, per category
+  dropped.json       images left out of every stage after the features (missing or undecodable), and why
 A stage is up to date when its folder holds a finished result made from the same settings and the
 same upstream results (`stages.json` records a hash per stage); otherwise it runs (and the
 resumable stages continue where an interrupted run stopped).
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
@@ -26,17 +27,21 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from .artifacts import atomic_write_text
-from .data.records import DEFAULT_VAL_FRACTION, Dataset
+from .data.records import Dataset
+from .data.splits import DEFAULT_VAL_FRACTION
 from .errors import IAAError
 from .evaluation.categories import DEFAULT_MIN_IMAGES
 from .features.settings import ExtractionSettings
-from .settings import execution, fingerprint, setting
+from .messages import get_logger
+from .settings import check_ranges, execution, fingerprint, setting
 
 if TYPE_CHECKING:
     from .training.student_config import StudentTrainConfig
     from .training.teacher import TeacherTrainConfig
 
+_log = get_logger(__name__)
 STAGES_FILE = "stages.json"
+DROPPED_FILE = "dropped.json"  # the images every stage after the features leaves out, and why
 RECIPE_KEYS = ("dataset", "unlabeled", "out", "val_fraction", "seed", "seeds", "features", "teacher", "student",
                "baseline", "evaluation")
 
@@ -46,10 +51,10 @@ class EvaluationSettings:
     """A recipe's `evaluation` section: `evaluate_model`'s keyword arguments, field for field."""
 
     split: Literal["val", "test"] = setting("test", help="the labelled split to evaluate on")
-    min_category_images: int = setting(DEFAULT_MIN_IMAGES, help="smallest category reported on its own")
+    min_category_images: int = setting(DEFAULT_MIN_IMAGES, help="smallest category reported on its own", low=1)
     threshold: float | None = setting(None, help="score threshold of binary accuracy (default: the scale's middle)")
-    batch_size: int = execution(64, help="images per forward pass")
-    num_workers: int = execution(2, help="data-loader worker processes")
+    batch_size: int = execution(64, help="images per forward pass", low=1)
+    num_workers: int = execution(2, help="data-loader worker processes", low=0)
     device: str = execution("auto", help="where the model runs")
     progress: bool = execution(False, help="show a progress bar")
 
@@ -81,7 +86,9 @@ class Recipe:
     evaluation: dict[str, Any] = field(default_factory=dict)  # EvaluationSettings fields
 
     @classmethod
-    def load(cls, path: str | Path, **overrides: Any) -> "Recipe":
+    def load(cls, path: str | Path, sets: Sequence[str] = (), **overrides: Any) -> "Recipe":
+        """The recipe at `path`; `overrides` replace top-level keys (None: kept), `sets` are `KEY=VALUE` or
+        `SECTION.KEY=VALUE` items (VALUE read as YAML) such as `student.alpha=0.3`."""
         path = Path(path).expanduser()
         try:
             data = yaml.safe_load(path.read_text()) or {}
@@ -95,6 +102,8 @@ class Recipe:
         if unknown:
             raise IAAError(f"{path}: unknown recipe keys {unknown} (known: {', '.join(RECIPE_KEYS)})")
         data.update({k: v for k, v in overrides.items() if v is not None})
+        for item in sets:
+            _apply_set(data, item)
         for key in ("dataset", "out"):
             if not data.get(key):
                 raise IAAError(f"{path}: '{key}' is required (in the recipe or on the command line)")
@@ -122,22 +131,47 @@ class Recipe:
         from .data.unlabeled import with_unlabeled
 
         labelled = open_dataset(self.dataset, val_fraction=self.val_fraction, seed=self.seed)
-        return with_unlabeled(labelled, self.unlabeled, val_fraction=self.val_fraction, seed=self.seed)
+        return with_unlabeled(labelled, self.unlabeled, seed=self.seed)
+
+
+SECTIONS = ("features", "teacher", "student", "evaluation")
+
+
+def _apply_set(data: dict[str, Any], item: str) -> None:
+    """One `--set KEY=VALUE` / `SECTION.KEY=VALUE` into the recipe's raw mapping."""
+    key, eq, text = item.partition("=")
+    section, dot, name = key.strip().rpartition(".")
+    if not eq or not name or (dot and section not in SECTIONS) or (not dot and name not in RECIPE_KEYS):
+        raise IAAError(f"--set {item!r}: expected SECTION.KEY=VALUE (sections: {', '.join(SECTIONS)}) or a recipe "
+                       "key, e.g. student.alpha=0.3")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise IAAError(f"--set {item!r}: the value is not valid YAML") from None
+    if dot:
+        data[section] = {**(data.get(section) or {}), name: value}
+    else:
+        data[name] = value
+
+
+MOVED = {"val_fraction": "the recipe's top level"}  # settings that left a section: where they are now
 
 
 def _checked_fields(cls: type, values: dict[str, Any], stage: str) -> Any:
     unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    for name in set(unknown) & set(MOVED):
+        raise IAAError(f"recipe section '{stage}': '{name}' moved to {MOVED[name]}: write it there")
     if unknown:
         raise IAAError(f"recipe section '{stage}': unknown settings {unknown}")
-    return cls(**values)
+    return check_ranges(cls(**values), f"recipe section '{stage}': ")
 
 
 class StageRunner:
     """Runs stages in order, skipping those whose recorded hash matches, and times each one."""
 
-    def __init__(self, out: Path, log: Callable[[str], None] = print):
+    def __init__(self, out: Path, log: Callable[[str], None] | None = None):
         self.out = out
-        self.log = log
+        self.log = log or _log.info
         self.path = out / STAGES_FILE
         self.done: dict[str, str] = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.timings: dict[str, float] = {}
@@ -170,8 +204,8 @@ def stage_settings(recipe: Recipe, progress: bool = True) -> StageSettings:
         features=_checked_fields(ExtractionSettings, {"progress": progress, **recipe.features}, "features"),
         teacher=_checked_fields(TeacherTrainConfig, {"seed": recipe.seed, "progress": progress, **recipe.teacher},
                                 "teacher"),
-        student=_checked_fields(StudentTrainConfig, {"seed": recipe.seed, "val_fraction": recipe.val_fraction,
-                                                     "progress": progress, **recipe.student}, "student"),
+        student=_checked_fields(StudentTrainConfig, {"seed": recipe.seed, "progress": progress, **recipe.student},
+                                "student"),
         evaluation=_checked_fields(EvaluationSettings, {"progress": progress, **recipe.evaluation}, "evaluation"),
     )
 
@@ -196,7 +230,8 @@ def stage_keys(dataset: Dataset, stages: StageSettings, runs: dict[str, tuple[bo
     """The key of every stage: its identity settings and its inputs' keys (execution settings never enter).
 
     Features depend only on the images (ids and paths) and their identity settings, so new labels or
-    another split (`val_fraction`, `seed`) keep them; every later stage also depends on the labels and splits.
+    another split (`val_fraction`, `seed`) keep them; every later stage also depends on the labels and splits
+    (the student's key through the labels and splits, not through a setting of its own).
     `runs`: the stage-2 runs (`student_runs`).
     """
     images = [(r.image_id, str(r.path)) for r in dataset.split(stages.features.split)]
@@ -211,8 +246,9 @@ def stage_keys(dataset: Dataset, stages: StageSettings, runs: dict[str, tuple[bo
     return keys
 
 
-def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every stage of `recipe`; returns the folders, the timings and the comparison document."""
+    from .data.check import require_usable
     from .evaluation import evaluate_model
     from .features import extract_features
     from .training.student import train_student
@@ -220,14 +256,16 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
 
     out = recipe.out
     out.mkdir(parents=True, exist_ok=True)
+    stages = stage_settings(recipe, progress)  # a setting out of range stops here, before the dataset is read
     dataset = recipe.open_dataset()
-    stages = stage_settings(recipe, progress)
+    require_usable(dataset, recipe.dataset)  # an empty split stops here, before hours of feature extraction
     runs = student_runs(recipe)
     keys = stage_keys(dataset, stages, runs)
     runner = StageRunner(out, log)
     folders = {name: out / name for name in ("features", "teacher", "image_cache", *runs, "comparison")}
     runner.run("features", keys["features"], folders["features"], lambda: extract_features(
         dataset, folders["features"], **stages.features.as_kwargs()))
+    dataset = drop_unreadable(dataset, folders["features"], out / DROPPED_FILE)
     runner.run("teacher", keys["teacher"], folders["teacher"],
                lambda: train_teacher_head(dataset, folders["features"], folders["teacher"], stages.teacher))
     for name, (baseline, seed) in runs.items():
@@ -250,7 +288,19 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
         runner.run("compare", keys["compare"], folders["comparison"], compare)
         comparison = compare(write=False)
     return {"folders": {**{k: str(v) for k, v in folders.items()}, "eval": {k: str(v) for k, v in eval_dirs.items()}},
-            "timings": runner.timings, "comparison": comparison, "dataset": dataset}
+            "timings": runner.timings, "comparison": comparison, "dataset": dataset,
+            "dropped": {"count": len(dataset.dropped), "list": str(out / DROPPED_FILE)},
+            "split": stages.evaluation.split}
+
+
+def drop_unreadable(dataset: Dataset, features: Path, listing: Path) -> Dataset:
+    """`dataset` without the images the feature cache could not read (missing or undecodable files), the one
+    decision every later stage sees; the dropped ids and why are written to `listing` (JSON, id -> reason)."""
+    from .features.cache import FeatureCache
+
+    kept = dataset.without(FeatureCache.open(features).failed)
+    atomic_write_text(listing, json.dumps(kept.dropped, indent=1, sort_keys=True) + "\n")
+    return kept
 
 
 def _compare(runs: dict[str, tuple[bool, int | None]], eval_dirs: dict[str, Path], out: Path,

@@ -3,7 +3,8 @@
 it runs: workers, inference batch size, device, progress bars).
 
 Mark execution fields with `execution()`; every other field is identity (`setting()` gives one its
-command-line help, see `cli/options.py`). Stage keys, run folders
+command-line help, see `cli/options.py`). `low`/`high` (inclusive) or `above` (exclusive) give a numeric
+field its range, checked at parse time (`cli/options.py`) and in recipes (`check_ranges`). Stage keys, run folders
 and cache manifests hash `identity(settings)` only, so changing the number of workers or the device
 never invalidates finished work.
 
@@ -16,26 +17,71 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, Field, field, fields, is_dataclass
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from typing import Any
 
+from .errors import IAAError
+
 EXECUTION = "iaa_execution"
+RANGE = "iaa_range"
 
 
-def setting(default: Any = MISSING, *, default_factory: Any = MISSING, help: str = "", group: str = "") -> Any:
-    """An identity field (changes the result) with its command-line help and option group."""
-    return _field(default, default_factory, {"help": help, "group": group})
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting accepts: `low` <= value <= `high` (inclusive), value > `above`."""
+
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+
+    def accepts(self, value: float) -> bool:
+        return (value == value and (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+                and (self.above is None or value > self.above))
+
+    def describe(self, kind: type = float) -> str:
+        """'an integer >= 1', 'a number > 0', 'a number in [0, 1]'."""
+        noun = "an integer" if kind is int else "a number"
+        if self.low is not None and self.high is not None:
+            return f"{noun} in [{self.low:g}, {self.high:g}]"
+        parts = [f">= {self.low:g}" if self.low is not None else "", f"> {self.above:g}" if self.above is not None
+                 else "", f"<= {self.high:g}" if self.high is not None else ""]
+        return " ".join([noun, *[p for p in parts if p]])
 
 
-def execution(default: Any = MISSING, *, default_factory: Any = MISSING, help: str = "", group: str = "") -> Any:
+def setting(default: Any = MISSING, *, default_factory: Any = MISSING, help: str = "", group: str = "",
+            low: float | None = None, high: float | None = None, above: float | None = None) -> Any:
+    """An identity field (changes the result) with its command-line help, option group and range."""
+    return _field(default, default_factory, {"help": help, "group": group}, Range(low, high, above))
+
+
+def execution(default: Any = MISSING, *, default_factory: Any = MISSING, help: str = "", group: str = "",
+              low: float | None = None, high: float | None = None, above: float | None = None) -> Any:
     """A dataclass field that does not change the result (workers, device, progress, inference batch size)."""
-    return _field(default, default_factory, {EXECUTION: True, "help": help, "group": group})
+    return _field(default, default_factory, {EXECUTION: True, "help": help, "group": group}, Range(low, high, above))
 
 
-def _field(default: Any, default_factory: Any, metadata: dict[str, Any]) -> Any:
+def _field(default: Any, default_factory: Any, metadata: dict[str, Any], limits: Range) -> Any:
+    if limits != Range():
+        metadata[RANGE] = limits
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def field_range(f: Field) -> Range | None:
+    """The range of a numeric field declared with low/high/above, else None."""
+    return f.metadata.get(RANGE)
+
+
+def check_ranges(settings: Any, where: str = "") -> Any:
+    """`settings`, or an IAAError naming the first field outside its range (`where` prefixes the name)."""
+    for f in fields(settings):
+        limits, value = field_range(f), getattr(settings, f.name)
+        if limits is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and not limits.accepts(value):
+            kind = int if str(f.type).split("|")[0].strip() == "int" else float
+            raise IAAError(f"{where}{f.name} must be {limits.describe(kind)}, got {value!r}")
+    return settings
 
 
 def is_execution(f: Field) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,8 @@ class DistillationTargets(InScoreSpace):
     predictions: np.ndarray  # (N, K) distribution, or (N,) normalised score
     num_levels: int | None
     scale: tuple[float, float]
+    source: Path | None = None  # the folder they were loaded from, named in errors about them
+    dropped: dict[str, str] = field(default_factory=dict)  # images the features could not read (id -> why)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -40,8 +42,8 @@ class DistillationTargets(InScoreSpace):
             "predictions": torch.from_numpy(np.ascontiguousarray(self.predictions, dtype=np.float32)),
         }, str(tmp))
         tmp.replace(directory / TARGETS_WEIGHTS)
-        atomic_write_text(directory / TARGETS_INDEX, json.dumps(
-            {"ids": self.ids, "num_levels": self.num_levels, "scale": list(self.scale)}) + "\n")
+        index = {"ids": self.ids, "num_levels": self.num_levels, "scale": list(self.scale), "dropped": self.dropped}
+        atomic_write_text(directory / TARGETS_INDEX, json.dumps(index) + "\n")
         return directory
 
     @classmethod
@@ -52,7 +54,7 @@ class DistillationTargets(InScoreSpace):
         index = json.loads((directory / TARGETS_INDEX).read_text())
         tensors = load_file(str(directory / TARGETS_WEIGHTS))
         return cls(index["ids"], tensors["features"].numpy(), tensors["predictions"].numpy(),
-                   index["num_levels"], tuple(index["scale"]))
+                   index["num_levels"], tuple(index["scale"]), source=directory, dropped=index.get("dropped", {}))
 
     def rows_for(self, ids: Sequence[str]) -> np.ndarray:
         """Row of each id; a missing id is an error naming it (targets made for another dataset)."""

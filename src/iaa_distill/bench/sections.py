@@ -194,7 +194,8 @@ def bench_training(report: Report, photos: list[Path], workers: int, batch_size:
     """The real student LightningModule under `Trainer.fit`: in-memory batches vs the real image-cache datamodule."""
     from ..data.records import ImageRecord
     from ..student import StudentConfig
-    from ..training.datamodule import SplitArrays, StudentDataModule
+    from ..data.table import SplitTable
+    from ..training.datamodule import StudentDataModule
     from ..training.image_cache import ensure_image_cache
     from ..training.student_config import StudentTrainConfig
 
@@ -216,8 +217,9 @@ def bench_training(report: Report, photos: list[Path], workers: int, batch_size:
         report.add("training", f"image cache build from JPEG files ({student_config.train_resize} px, once per dataset)",
                    len(records) / (time.perf_counter() - start))
         n = len(records)
-        split = SplitArrays(cache.path, cache.rows_for([r.image_id for r in records]),
-                            np.full((n, k), 1.0 / k, dtype=np.float32), np.full(n, 5.0, dtype=np.float32))
+        ids = [r.image_id for r in records]
+        split = SplitTable(ids, cache.rows_for(ids), np.full((n, k), 1.0 / k, dtype=np.float32),
+                           np.full(n, 5.0, dtype=np.float32), source=cache.path)
         data = StudentDataModule(split, split, student_config.train_resize, size, batch_size, num_workers=workers)
         cached_rate = report.add("training", f"StudentModule fit on the image-cache datamodule ({label}, {workers} "
                                  "workers)", _fit_rate(config, student_config, steps, device, datamodule=data))

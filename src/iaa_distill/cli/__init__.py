@@ -11,6 +11,7 @@ from collections.abc import Collection
 
 from .. import __version__
 from ..errors import IAAError
+from ..messages import show_messages
 
 # (subcommand, module in iaa_distill.cli, one-line help), in data-flow order. `main` imports only the module
 # of the subcommand it runs, and modules import heavy libraries only inside run(), so `iaa --help` and
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     quiet_libraries()
+    show_messages()  # the library logs; the command shows its messages on stdout
     try:
         return int(args._run(args) or 0)
     except IAAError as exc:

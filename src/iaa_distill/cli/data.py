@@ -6,9 +6,8 @@ import json
 import os
 from typing import TYPE_CHECKING
 
-from ..data.records import DEFAULT_VAL_FRACTION
 from ..errors import IAAError
-from .types import fraction, non_negative_int
+from .types import add_split_options, non_negative_int
 
 if TYPE_CHECKING:
     from ..data.check import DataCheckReport
@@ -23,8 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("dataset", metavar="DATASET", help="FORMAT:PATH, e.g. ava:/data/AVA, csv:labels.csv?scale=1,10, folder:~/Photos")
     check.add_argument("--decode", action="store_true", help="also decode every found image (slow on big sets)")
     check.add_argument("--workers", type=non_negative_int, default=min(8, os.cpu_count() or 1), help="decoding processes (default: %(default)s)")
-    check.add_argument("--val-fraction", type=fraction, default=DEFAULT_VAL_FRACTION, help="share of train carved out as val (default: %(default)s)")
-    check.add_argument("--seed", type=int, default=0, help="seed of the carved splits (default: %(default)s)")
+    add_split_options(check)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -37,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     report = check_dataset(dataset, decode=args.decode, workers=args.workers, progress=not (args.json or args.no_progress))
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     if not report.usable:
-        raise IAAError(f"dataset {args.dataset} is not usable: {'; '.join(report.reasons)}")
+        raise IAAError(report.refusal(args.dataset))
     return 0
 
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.records import DEFAULT_VAL_FRACTION
-from .types import count, fraction, non_negative_int, positive_int
+from .types import add_split_options, count, non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,10 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="categories with fewer images are flagged, not reported (default: %(default)s)")
     parser.add_argument("--threshold", type=float,
                         help="binary accuracy threshold (default: 5 on the 1..10 scale, else the scale midpoint)")
-    parser.add_argument("--val-fraction", type=fraction, default=DEFAULT_VAL_FRACTION,
-                        help="as used in training, so --split val selects the same images; only for models saved "
-                        "without the split.json of their run (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="split seed, as used in training (models without split.json) (default: %(default)s)")
+    add_split_options(parser)  # as used in training; only for models saved without the split.json of their run
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

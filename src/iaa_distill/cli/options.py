@@ -4,6 +4,7 @@ Each field becomes `--field-name` (underscores to dashes; `num_workers` is `--wo
 its type and default come from the dataclass, its help from the field's `metadata["help"]`
 (`settings.setting(..., help=...)` / `settings.execution(..., help=...)`), and `Literal` types
 become choices. Booleans get `--x/--no-x`; `X | None` fields default to None; tuples take several values.
+A field's range (`settings.setting(..., low=, high=, above=)`) is checked at parse time.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import types
 import typing
 from dataclasses import MISSING, fields
 from typing import Any
+
+from ..settings import field_range
+from .types import bounded
 
 RENAMED = {"num_workers": "workers"}  # one spelling of each option across subcommands
 
@@ -55,6 +59,9 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         target = (groups or {}).get(f.metadata.get("group", ""), parser)
         help_text = f.metadata.get("help", "")
         keywords, base = _parser_for(hints[f.name])
+        limits = field_range(f)
+        if limits is not None and base in (int, float):
+            keywords["type"] = bounded(base, limits.low, limits.high, limits.describe(base), limits.above)
         if base is bool:
             target.add_argument(option_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=default, help=f"{help_text} (default: {'on' if default else 'off'})".strip())

@@ -14,6 +14,7 @@ import json
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..training.student_config import StudentTrainConfig
     from .options import add_options
+    from .types import add_split_options
 
     parser.add_argument("dataset", metavar="DATASET", help="FORMAT:PATH, e.g. ava:/data/AVA or csv:labels.csv")
     parser.add_argument("--out", required=True, help="run folder (model/, metrics.json, checkpoints/, logs/)")
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: $IAA_CACHE_DIR/images or ~/.cache/iaa_distill/images)")
     groups = {name: parser.add_argument_group(name) for name in ("model", "optimisation", "loss", "hardware")}
     add_options(parser, StudentTrainConfig, exclude=("pretrained",), groups=groups)
+    add_split_options(groups["optimisation"], seed=False)  # --seed is the training seed, which also carves val
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from .options import config_from_args
 
     config = config_from_args(StudentTrainConfig, args)
-    dataset = with_unlabeled(open_dataset(args.dataset, val_fraction=config.val_fraction, seed=config.seed),
-                             args.unlabeled, val_fraction=config.val_fraction, seed=config.seed)
+    dataset = with_unlabeled(open_dataset(args.dataset, val_fraction=args.val_fraction, seed=config.seed),
+                             args.unlabeled, seed=config.seed)
     metrics = train_student(dataset, args.out, config, targets_dir=args.targets, baseline=args.baseline,
                             image_cache_dir=args.image_cache)
     if metrics:

@@ -21,14 +21,14 @@ def _hidden(text: str) -> tuple[int, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..training.teacher_config import TeacherTrainConfig
     from .options import add_options
+    from .types import add_split_options
 
     parser.add_argument("dataset", metavar="DATASET", help="FORMAT:PATH, e.g. ava:/data/AVA or csv:labels.csv")
     parser.add_argument("--features", required=True, metavar="CACHE", help="feature cache folder written by `iaa features`")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder: head, targets, metrics.json")
     parser.add_argument("--hidden", type=_hidden, default=TeacherTrainConfig.hidden, metavar="N,N",
                         help="hidden layer sizes; the last is the aesthetic feature size (default: 1024,256)")
-    parser.add_argument("--val-fraction", type=float, default=0.05,
-                        help="share of train carved out as val when the dataset has no val split (default: %(default)s)")
+    add_split_options(parser, seed=False)  # --seed is the training seed, which also carves val
     add_options(parser, TeacherTrainConfig, exclude=("hidden",))
 
 

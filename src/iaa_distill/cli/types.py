@@ -7,15 +7,19 @@ import os
 from collections.abc import Callable
 
 
-def bounded(kind: type, low: float | None, high: float | None, what: str) -> Callable[[str], int | float]:
-    """A parser of `kind` values within [low, high] whose error says `what` is expected."""
+def bounded(kind: type, low: float | None, high: float | None, what: str,
+            above: float | None = None) -> Callable[[str], int | float]:
+    """A parser of `kind` values within [low, high] (and > `above`) whose error says `what` is expected."""
+    from ..settings import Range
+
+    limits = Range(low, high, above)
 
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if value != value or (low is not None and value < low) or (high is not None and value > high):
+        if not limits.accepts(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
         return value
 
@@ -56,3 +60,14 @@ def add_engine_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
 def count(n: int, noun: str) -> str:
     """'1 image', '2 images'."""
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def add_split_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, seed: bool = True) -> None:
+    """--val-fraction (and --seed where the command has no seed of its own): how `open_dataset` carves val."""
+    from ..data.splits import DEFAULT_VAL_FRACTION
+
+    parser.add_argument("--val-fraction", type=fraction, default=DEFAULT_VAL_FRACTION,
+                        help="share of the found train images carved out as val when the dataset has no val list "
+                        f"(default: {DEFAULT_VAL_FRACTION})")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="seed of the carved splits (default: 0)")

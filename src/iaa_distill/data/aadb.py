@@ -1,7 +1,7 @@
 """AADB (Kong et al. 2016): `imgListFiles_label/imgList{Train,Validation,TestNew}Regression_score.txt`.
 
 Each line is `image_name score` with the overall aesthetic score in 0..1; the official
-train/val/test split is kept (`val_fraction` and `seed` are unused: AADB has a validation list).
+train/val/test split is kept (AADB has a validation list).
 Images are in `datasetImages_originalSize/`; image ids are the file names.
 """
 from __future__ import annotations
@@ -10,13 +10,13 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .parsing import deduplicate, number, relative_id, text_lines
-from .records import DEFAULT_VAL_FRACTION, Dataset, ImageRecord, Label
+from .records import Dataset, ImageRecord, Label
 
 SCALE = (0.0, 1.0)
 LIST_FILES = {"train": "Train", "val": "Validation", "test": "TestNew"}
 
 
-def read_aadb(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> Dataset:
+def read_aadb(path: Path) -> Dataset:
     """Read an AADB folder (the one holding imgListFiles_label/) with its official split."""
     root = Path(path)
     lists = root / "imgListFiles_label"

@@ -1,8 +1,8 @@
 """AVA (Murray et al. 2012): `AVA.txt`, `aesthetics_image_lists/*.jpgl`, `tags.txt`, images at `images/<id>.jpg`.
 
 Each image gets its 10 vote counts (scores 1..10). Split = the literature's: test = the ids of
-`generic_test.jpgl` present in AVA.txt, train = every other image, val = a seeded `val_fraction`
-of train. Categories: `tag:<name>` for the semantic tags (tag id 0 = none; an id missing from
+`generic_test.jpgl` present in AVA.txt, train = every other image (val is carved from the found train
+images by `open_dataset`, see `data.splits`). Categories: `tag:<name>` for the semantic tags (tag id 0 = none; an id missing from
 `tags.txt` gives `tag:<id>`) and `category:<name>` for membership of the 8 category lists
 (train and test lists alike). Challenges are not categories; `challenges.txt` is not needed.
 Rows with zero votes cannot have a label and are skipped with a note. Image files are not
@@ -13,15 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DatasetError
-from .parsing import assign_splits, deduplicate, seeded_subset, text_lines
-from .records import DEFAULT_VAL_FRACTION, Dataset, ImageRecord, Label
+from .parsing import deduplicate, text_lines
+from .records import Dataset, ImageRecord, Label
 
 SCALE = (1.0, 10.0)
 CATEGORY_LISTS = ("animal", "architecture", "cityscape", "floral", "fooddrink", "landscape", "portrait", "stilllife")
 LISTS_DIR = "aesthetics_image_lists"
 
 
-def read_ava(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> Dataset:
+def read_ava(path: Path) -> Dataset:
     """Read an AVA folder (the one holding AVA.txt) into records with the official test split."""
     root = Path(path)
     label_file = root / "AVA.txt"
@@ -60,8 +60,6 @@ def read_ava(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: in
     absent = test_ids - {r.image_id for r in records}
     if absent:
         notes.append(f"{len(absent)} ids of generic_test.jpgl have no labelled row in AVA.txt (ignored), e.g. {', '.join(sorted(absent)[:3])}")
-    train_ids = [r.image_id for r in records if r.split == "train"]
-    records = assign_splits(records, {"val": seeded_subset(train_ids, val_fraction, seed)})
     return Dataset(name="ava", root=root, records=records, num_levels=10, scale=SCALE, notes=notes)
 
 

@@ -4,9 +4,10 @@ Existence is checked with one `os.scandir` per image folder (a set lookup per re
 ~255k AVA entries take about a second. With `decode=True` every found image is decoded with the
 shared decoder (reduced-size JPEG decode to `min_side`, like feature extraction) in a process pool.
 
-A dataset is usable when it has images on disk (decodable ones, with `decode`) and, when labelled,
-in both its 'train' and 'test' splits. Missing or undecodable files alone do not make it unusable:
-runs skip them; they are reported as warnings.
+The splits are the ones a run uses (`open_dataset`: val carved from the found train images). A dataset
+is usable when it has images on disk (decodable ones, with `decode`) and, when labelled, in each of its
+'train', 'val' and 'test' splits. Missing or undecodable files alone do not make it unusable: runs drop
+them (`iaa fit` lists them in OUT/dropped.json); they are reported as warnings.
 """
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ import numpy as np
 
 from ..errors import DecodeError
 from ..imaging import DEFAULT_MAX_PIXELS, decode_image
+from ..errors import DatasetError
 from .records import SPLITS, Dataset, ImageRecord
+from .splits import existing_files
 
 EXAMPLES = 5
-REQUIRED_SPLITS = ("train", "test")
+REQUIRED_SPLITS = ("train", "val", "test")
+FIXES = {"val": ": carve one from more train images with a larger --val-fraction, or list val images"}
 
 
 @dataclass
@@ -69,6 +73,17 @@ class DataCheckReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def refusal(self, spec: str) -> str:
+        """The one-line error of an unusable dataset named `spec`."""
+        return f"dataset {spec} is not usable: {'; '.join(self.reasons)}"
+
+
+def require_usable(dataset: Dataset, spec: str) -> None:
+    """Refuse (DatasetError, one line) a dataset whose images or splits a run cannot use; no decoding."""
+    report = check_dataset(dataset)
+    if not report.usable:
+        raise DatasetError(report.refusal(spec))
+
 
 def check_dataset(
     dataset: Dataset,
@@ -81,7 +96,7 @@ def check_dataset(
     """Check that the images of `dataset` exist (and decode, with `decode`) and summarise its labels."""
     labelled = dataset.scale is not None
     groups = [(s, dataset.split(s)) for s in SPLITS] if labelled else [("all", dataset.records)]
-    exists = _existing_files(dataset.records)
+    exists = existing_files(dataset.records)
     splits = []
     for name, records in groups:
         present = [exists(r.path) for r in records]
@@ -104,33 +119,18 @@ def check_dataset(
     elif labelled:
         for split in splits:
             if split.name in REQUIRED_SPLITS and split.usable == 0:
-                reasons.append(f"split '{split.name}' has no usable images ({split.listed} listed)")
+                reasons.append(f"split '{split.name}' has no usable images ({split.listed} listed)"
+                               + FIXES.get(split.name, ""))
     for split in splits:
         if split.missing:
-            warnings.append(f"{split.name}: {split.missing:,} of {split.listed:,} images missing (skipped by runs)")
+            warnings.append(f"{split.name}: {split.missing:,} of {split.listed:,} images missing (dropped by every "
+                            "stage of a run; `iaa fit` lists them in OUT/dropped.json)")
         if split.undecodable:
-            warnings.append(f"{split.name}: {split.undecodable:,} images cannot be decoded (skipped by runs)")
+            warnings.append(f"{split.name}: {split.undecodable:,} images cannot be decoded (dropped like missing ones)")
     return DataCheckReport(
         dataset=dataset.name, root=str(dataset.root), num_levels=dataset.num_levels, scale=dataset.scale,
         decoded=decode, splits=splits, notes=list(dataset.notes), usable=not reasons, reasons=reasons, warnings=warnings,
     )
-
-
-def _existing_files(records: list[ImageRecord]):
-    """A fast `exists(path)`: one directory listing per folder instead of one stat per file."""
-    listings: dict[str, set[str]] = {}
-    for folder in {os.path.dirname(str(r.path)) for r in records}:
-        try:
-            with os.scandir(folder or ".") as entries:
-                listings[folder] = {e.name for e in entries if e.is_file()}
-        except OSError:
-            listings[folder] = set()
-
-    def exists(path: Path) -> bool:
-        folder, name = os.path.split(str(path))
-        return name in listings.get(folder, ())
-
-    return exists
 
 
 def _label_stats(report: SplitReport, records: list[ImageRecord]) -> None:

@@ -7,8 +7,8 @@ Columns (header required, case-insensitive): `image` (path relative to the CSV's
 Scale: `scale=LOW,HIGH` in the spec (`csv:/data/labels.csv?scale=1,10`) wins; otherwise votes
 use levels 1..K and scores use (min, max) of the score column, so pass `scale` whenever the file
 does not reach both ends of its scale. Without a `split` column: test = a seeded `test_fraction`
-(default 20 %), val = a seeded `val_fraction` of the rest. With a split column but no 'val' rows,
-val is carved from train the same way (noted). Malformed rows raise `DatasetError` naming file:line.
+(default 20 %), train = the rest. Without 'val' rows, `open_dataset` carves val from the found train
+images (`data.splits`, noted). Malformed rows raise `DatasetError` naming file:line.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .parsing import assign_splits, csv_rows, deduplicate, number, relative_id, seeded_subset, vote_counts
-from .records import DEFAULT_VAL_FRACTION, Dataset, ImageRecord, Label, SPLITS, SYNTHETIC_MARKER
+from .records import Dataset, ImageRecord, Label, SPLITS, SYNTHETIC_MARKER
 
 VOTE_COLUMN = re.compile(r"votes_(\d+)$")
 
@@ -25,7 +25,6 @@ VOTE_COLUMN = re.compile(r"votes_(\d+)$")
 def read_csv(
     path: Path,
     *,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
     scale: str | tuple[float, float] | None = None,
     test_fraction: float = 0.2,
@@ -73,7 +72,10 @@ def read_csv(
     )
     if not vote_columns and scale is None:
         notes.append(f"scale taken from the score column: {low_high[0]:g}..{low_high[1]:g} (override with ?scale=LOW,HIGH)")
-    records = _split(records, has_split, val_fraction, test_fraction, seed, notes)
+    if not has_split:
+        test = seeded_subset([r.image_id for r in records], test_fraction, seed)
+        records = assign_splits(records, {"test": test})
+        notes.append(f"no split column: seeded split with {len(test)} test images")
     return Dataset(
         name=label_file.stem, root=root, records=records,
         num_levels=len(vote_columns) or None, scale=low_high, notes=notes,
@@ -109,19 +111,3 @@ def _scale(scale, label_file: Path, num_levels: int, scores: list[float]) -> tup
     if low == high:
         raise DatasetError(f"{label_file}: every score is {low:g}, cannot infer the scale; add ?scale=LOW,HIGH to the dataset spec")
     return (low, high)
-
-
-def _split(records, has_split: bool, val_fraction: float, test_fraction: float, seed: int, notes: list[str]):
-    if has_split:
-        if any(r.split == "val" for r in records):
-            return records
-        train = [r.image_id for r in records if r.split == "train"]
-        val = seeded_subset(train, val_fraction, seed)
-        if val:
-            notes.append(f"no 'val' rows: {len(val)} train images (seeded) used for validation")
-        return assign_splits(records, {"val": val})
-    ids = [r.image_id for r in records]
-    test = seeded_subset(ids, test_fraction, seed)
-    val = seeded_subset([i for i in ids if i not in test], val_fraction, seed + 1)
-    notes.append(f"no split column: seeded split with {len(test)} test and {len(val)} val images")
-    return assign_splits(records, {"test": test, "val": val})

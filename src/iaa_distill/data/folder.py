@@ -11,11 +11,11 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..imaging import IMAGE_EXTENSIONS
-from .records import DEFAULT_VAL_FRACTION, Dataset, ImageRecord
+from .records import Dataset, ImageRecord
 
 
-def read_folder(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> Dataset:
-    """List the images below `path` in sorted order (`val_fraction`/`seed` unused: no labels, no split)."""
+def read_folder(path: Path) -> Dataset:
+    """List the images below `path` in sorted order (no labels, no split)."""
     root = Path(path)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")

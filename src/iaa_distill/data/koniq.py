@@ -1,8 +1,8 @@
 """KonIQ-10k (Hosu et al. 2020): `koniq10k_scores_and_distributions.csv` with vote counts c1..c5 on 1..5.
 
-There is no official split: test = a seeded `test_fraction` (default 20 %) of all images,
-val = a seeded `val_fraction` of the rest, train = the remainder (the common protocol is
-~70/10/20: pass `val_fraction=0.125`). Rows with zero votes are skipped with a note.
+There is no official split: test = a seeded `test_fraction` (default 20 %) of all images, train = the
+rest (val is carved from the found train images by `open_dataset`; the common protocol is ~70/10/20:
+`val_fraction=0.125`). Rows with zero votes are skipped with a note.
 Images are in `1024x768/`; image ids are the file names.
 """
 from __future__ import annotations
@@ -11,14 +11,14 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .parsing import assign_splits, csv_rows, deduplicate, relative_id, seeded_subset, vote_counts
-from .records import DEFAULT_VAL_FRACTION, Dataset, ImageRecord, Label
+from .records import Dataset, ImageRecord, Label
 
 SCALE = (1.0, 5.0)
 LABEL_FILE = "koniq10k_scores_and_distributions.csv"
 VOTE_COLUMNS = ("c1", "c2", "c3", "c4", "c5")
 
 
-def read_koniq(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+def read_koniq(path: Path, *, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """Read a KonIQ-10k folder (the one holding the scores CSV) with a seeded split."""
     root = Path(path)
     label_file = root / LABEL_FILE
@@ -42,8 +42,5 @@ def read_koniq(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: 
     if zero:
         notes.append(f"{len(zero)} rows with zero votes skipped (no label), e.g. {', '.join(zero[:3])}")
     records = deduplicate(entries, notes)
-    ids = [r.image_id for r in records]
-    test = seeded_subset(ids, test_fraction, seed)
-    val = seeded_subset([i for i in ids if i not in test], val_fraction, seed + 1)
-    records = assign_splits(records, {"test": test, "val": val})
+    records = assign_splits(records, {"test": seeded_subset([r.image_id for r in records], test_fraction, seed)})
     return Dataset(name="koniq", root=root, records=records, num_levels=5, scale=SCALE, notes=notes)

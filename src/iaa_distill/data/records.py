@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 SPLITS = ("train", "val", "test")
-DEFAULT_VAL_FRACTION = 0.05  # share of train carved out as val when a dataset has no val list
 # A file of this name beside a ratings CSV marks its labels as synthetic (made by a formula, not by people);
 # models trained on them say so wherever they are used.
 SYNTHETIC_MARKER = "SYNTHETIC_LABELS.txt"
@@ -77,6 +77,8 @@ class Dataset:
     scale: tuple[float, float] | None = None
     notes: list[str] = field(default_factory=list)
     synthetic_labels: bool = False  # labels made by a formula (the demo's), not human ratings
+    dropped: dict[str, str] = field(default_factory=dict)  # image id -> why it is left out (missing, undecodable)
+    listed_fingerprint: str = ""  # `fingerprint()` of the records as listed, kept when images are dropped
 
     def split(self, name: str) -> list[ImageRecord]:
         """Records of one split ('train', 'val', 'test'; 'all' for every record)."""
@@ -84,8 +86,21 @@ class Dataset:
             return list(self.records)
         return [r for r in self.records if r.split == name]
 
+    def without(self, reasons: Mapping[str, str]) -> "Dataset":
+        """The dataset without the images in `reasons` (id -> why), which `dropped` then lists.
+
+        The fingerprint stays the listed dataset's: caches made for it still open."""
+        gone = {r.image_id: reasons[r.image_id] for r in self.records if r.image_id in reasons}
+        if not gone:
+            return self
+        return replace(self, records=[r for r in self.records if r.image_id not in gone],
+                       dropped={**self.dropped, **gone}, listed_fingerprint=self.fingerprint())
+
     def fingerprint(self) -> str:
-        """A stable hash of the image ids (not labels, not the folder): detects a cache made for other images."""
+        """A stable hash of the image ids as listed (not labels, not the folder): detects a cache made for other
+        images. A dataset with dropped images keeps the fingerprint of its listed records."""
+        if self.listed_fingerprint:
+            return self.listed_fingerprint
         h = hashlib.sha256()
         for r in self.records:
             h.update(r.image_id.encode() + b"\n")

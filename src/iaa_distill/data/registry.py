@@ -19,7 +19,8 @@ from .ava import read_ava
 from .csv_labels import read_csv
 from .folder import read_folder
 from .koniq import read_koniq
-from .records import DEFAULT_VAL_FRACTION, Dataset
+from .records import Dataset
+from .splits import DEFAULT_VAL_FRACTION, carve_val
 from .tad66k import read_tad66k
 
 READERS: dict[str, Callable[..., Dataset]] = {
@@ -34,7 +35,9 @@ NUMERIC_OPTIONS = {"test_fraction"}
 
 
 def open_dataset(spec: str, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> Dataset:
-    """Read the dataset named by `spec` (FORMAT:PATH) into records."""
+    """Read the dataset named by `spec` (FORMAT:PATH) into records, with the split every run uses: the reader's
+    official splits, and val carved from the found train images when there is no val list (`splits.carve_val`).
+    `seed` also carves a reader's seeded test split (KonIQ-10k, a CSV without a split column)."""
     fmt, sep, location = spec.partition(":")
     fmt = fmt.strip().lower()
     if not sep or not location:
@@ -48,7 +51,9 @@ def open_dataset(spec: str, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed:
     gc_was_enabled = gc.isenabled()
     gc.disable()  # hundreds of thousands of new records: cyclic GC passes would cost ~30% of the time
     try:
-        return reader(path, val_fraction=val_fraction, seed=seed, **options)
+        if "seed" in inspect.signature(reader).parameters:
+            options = {"seed": seed, **options}
+        return carve_val(reader(path, **options), val_fraction, seed)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -60,7 +65,7 @@ def _split_options(location: str, reader: Callable[..., Dataset], spec: str) -> 
     base, sep, query = location.rpartition("?")
     if not sep or plain.exists():
         return plain, {}
-    allowed = [p for p in inspect.signature(reader).parameters if p not in ("path", "val_fraction", "seed")]
+    allowed = [p for p in inspect.signature(reader).parameters if p not in ("path", "seed")]
     options: dict = {}
     for item in query.split("&"):
         key, eq, value = item.partition("=")

@@ -1,6 +1,6 @@
 """TAD66K (He et al. 2022): `merge/{train,test}.csv` (`image,score`, mean rating on 1..10) and themes from `unmerge/`.
 
-Official train/test split; val = a seeded `val_fraction` of train. Each image's themes become
+Official train/test split (val is carved from the found train images by `open_dataset`). Each image's themes become
 `theme:<name>` categories (the theme is the file name of `unmerge/{train,test}/<theme>.csv`).
 Image ids are the file names relative to the image folder. The image folder is the first of
 `images/`, `imgs/` that exists, else the dataset folder itself; `images=PATH` in the spec
@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DatasetError
-from .parsing import assign_splits, csv_rows, deduplicate, number, relative_id, seeded_subset
-from .records import DEFAULT_VAL_FRACTION, Dataset, ImageRecord, Label
+from .parsing import csv_rows, deduplicate, number, relative_id
+from .records import Dataset, ImageRecord, Label
 
 SCALE = (1.0, 10.0)
 IMAGE_FOLDERS = ("images", "imgs")
 
 
-def read_tad66k(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0, images: Path | None = None) -> Dataset:
+def read_tad66k(path: Path, *, images: Path | None = None) -> Dataset:
     """Read a TAD66K folder (the one holding merge/ and unmerge/)."""
     root = Path(path)
     if not (root / "merge").is_dir():
@@ -39,8 +39,6 @@ def read_tad66k(path: Path, *, val_fraction: float = DEFAULT_VAL_FRACTION, seed:
             record = ImageRecord(image_id, image_dir / image_id, "tad66k", split, categories, Label(SCALE, score=score))
             rows.append((where, record))
     records = deduplicate(rows, notes)
-    train_ids = [r.image_id for r in records if r.split == "train"]
-    records = assign_splits(records, {"val": seeded_subset(train_ids, val_fraction, seed)})
     return Dataset(name="tad66k", root=root, records=records, num_levels=None, scale=SCALE, notes=notes)
 
 

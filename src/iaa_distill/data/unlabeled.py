@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..errors import DatasetError
-from .records import DEFAULT_VAL_FRACTION, Dataset, ImageRecord
+from .records import Dataset, ImageRecord
 
 UNLABELED_SPLIT = "unlabeled"
 
@@ -24,8 +24,7 @@ def unlabeled_id(position: int, image_id: str) -> str:
     return f"{UNLABELED_SPLIT}/{position}/{image_id}"
 
 
-def with_unlabeled(dataset: Dataset, specs: Sequence[str], *, val_fraction: float = DEFAULT_VAL_FRACTION,
-                   seed: int = 0) -> Dataset:
+def with_unlabeled(dataset: Dataset, specs: Sequence[str], *, seed: int = 0) -> Dataset:
     """`dataset` plus the images of every spec in `specs` as unlabelled records (`dataset` itself if none)."""
     from .registry import open_dataset
 
@@ -35,7 +34,7 @@ def with_unlabeled(dataset: Dataset, specs: Sequence[str], *, val_fraction: floa
     added: list[ImageRecord] = []
     notes = list(dataset.notes)
     for position, spec in enumerate(specs):
-        extra = open_dataset(spec, val_fraction=val_fraction, seed=seed)
+        extra = open_dataset(spec, seed=seed)
         fresh = [r for r in extra.records if r.path.resolve() not in labelled_files]
         if len(fresh) < len(extra.records):
             notes.append(f"unlabelled {spec}: {len(extra.records) - len(fresh)} image(s) already in the labelled "
@@ -46,4 +45,4 @@ def with_unlabeled(dataset: Dataset, specs: Sequence[str], *, val_fraction: floa
         added += [ImageRecord(image_id=unlabeled_id(position, r.image_id), path=r.path, dataset=r.dataset,
                               split=UNLABELED_SPLIT, categories=r.categories) for r in fresh]
         notes += [f"unlabelled {spec}: {note}" for note in extra.notes]
-    return replace(dataset, records=[*dataset.records, *added], notes=notes)
+    return replace(dataset, records=[*dataset.records, *added], notes=notes, listed_fingerprint="")

@@ -33,6 +33,7 @@ from .report import EvalRun, data_uri, fmt, fmt_p, html_page, html_table, jsonab
 DEFAULT_BOOTSTRAP = 2000
 CELLS_PER_CHUNK = 2_000_000  # resamples x images held in memory at once
 HIGHER_IS_BETTER = {"srcc": True, "plcc": True, "accuracy": True, "emd_r1": False, "emd_r2": False}
+MIN_RELATIVE_BASE = 0.05  # no relative change is computed against a baseline SRCC at or below this
 LABELS = {"srcc": "SRCC", "plcc": "PLCC", "accuracy": "Binary accuracy", "emd_r1": "EMD (r=1)", "emd_r2": "EMD (r=2)"}
 
 
@@ -144,8 +145,17 @@ def _interval(diffs: np.ndarray) -> dict[str, float]:
     return {"ci_low": float(low), "ci_high": float(high), "p_value": float(min(1.0, 2 * (k + 1) / (len(d) + 1)))}
 
 
-def _relative(value: float, base: float) -> float:
-    return 100.0 * (value - base) / abs(base) if base and math.isfinite(base) and math.isfinite(value) else math.nan
+def relative_change(value: float, base: float) -> float:
+    """100 x (value - base) / base; NaN (not reported) for a baseline SRCC at or below MIN_RELATIVE_BASE, where
+    a ratio says nothing (a baseline of 0.01 turns +0.08 into "+788 %")."""
+    usable = math.isfinite(base) and math.isfinite(value) and base > MIN_RELATIVE_BASE
+    return 100.0 * (value - base) / base if usable else math.nan
+
+
+def significantly_worse(diff: dict[str, Any]) -> bool:
+    """True when a difference goes the wrong way and its 95 % interval excludes zero."""
+    high, low = diff.get("ci_high", math.nan), diff.get("ci_low", math.nan)
+    return bool(high < 0) if diff["higher_is_better"] else bool(low > 0)
 
 
 def _point(true: np.ndarray, pred: np.ndarray, threshold, emd: dict[str, np.ndarray]) -> dict[str, float]:
@@ -223,7 +233,8 @@ def _compare_rows(setup: _Setup, rows: np.ndarray | None, seed_offset: int) -> d
                         else {"ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan})
             diffs[key] = {"baseline": points[0][key], "value": value, "diff": value - points[0][key],
                           "higher_is_better": HIGHER_IS_BETTER[key], **interval}
-        diffs["srcc_relative_change_pct"] = _relative(points[j]["srcc"], points[0]["srcc"])
+        diffs["srcc_relative_change_pct"] = relative_change(points[j]["srcc"], points[0]["srcc"])
+        diffs["significantly_worse"] = [key for key in points[j] if significantly_worse(diffs[key])]
         result["differences"][setup.names[j]] = diffs
     return result
 
@@ -236,7 +247,7 @@ def _compare_categories(setup: _Setup, rows_by_category: dict[str, list[int]], m
         if too_few:
             points = [_point(setup.true[rows], p[rows], None, {}) for p in setup.preds]
             runs_cat = {names[j]: {"srcc": points[j]["srcc"], "diff": points[j]["srcc"] - points[0]["srcc"],
-                                   "relative_pct": _relative(points[j]["srcc"], points[0]["srcc"]),
+                                   "relative_pct": relative_change(points[j]["srcc"], points[0]["srcc"]),
                                    "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan}
                         for j in range(1, len(names))}
             base_srcc = points[0]["srcc"]
@@ -324,6 +335,12 @@ def _signed(value: float, digits: int = 4, suffix: str = "") -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:+.{digits}f}{suffix}"
 
 
+def _relative_text(value: float, why: bool = True) -> str:
+    if math.isfinite(value):
+        return _signed(value, 2, " %")
+    return f"n/a (baseline SRCC <= {MIN_RELATIVE_BASE})" if why else "n/a"
+
+
 def interval_cells(d: dict[str, float], n: int) -> list[str]:
     """The '95% CI' and 'p' cells of one difference: 'too few' below MIN_CI_IMAGES images."""
     if n < MIN_CI_IMAGES:
@@ -342,10 +359,14 @@ def comparison_sections(document: dict[str, Any], names: list[str]) -> list[tupl
     for name in names[1:]:
         diffs = document["differences"][name]
         rows = [[LABELS[k] + ("" if diffs[k]["higher_is_better"] else " (lower is better)"),
-                 fmt(diffs[k]["baseline"]), fmt(diffs[k]["value"]), _signed(diffs[k]["diff"]),
+                 fmt(diffs[k]["baseline"]), fmt(diffs[k]["value"]),
+                 _signed(diffs[k]["diff"]) + (" (worse)" if significantly_worse(diffs[k]) else ""),
                  *interval_cells(diffs[k], document["n"])]
                 for k in metrics]
-        text = f"Relative SRCC change: {_signed(diffs['srcc_relative_change_pct'], 2, ' %')}."
+        text = f"Relative SRCC change: {_relative_text(diffs['srcc_relative_change_pct'])}."
+        worse = [f"{LABELS[k]} ({_signed(diffs[k]['diff'])})" for k in diffs.get("significantly_worse", [])]
+        if worse:
+            text += f" Significantly worse than {names[0]} (95 % interval excludes 0): {', '.join(worse)}."
         sections.append((f"{name} vs {names[0]}", text,
                          ["Metric", names[0], name, "Difference", "95% CI", "p"], rows))
     headers = ["Category", "n", f"{names[0]} SRCC"]
@@ -356,7 +377,7 @@ def comparison_sections(document: dict[str, Any], names: list[str]) -> list[tupl
         cells = [c["category"], c["n"], fmt(c["baseline_srcc"])]
         for name in names[1:]:
             r = c["runs"][name]
-            cells += [fmt(r["srcc"]), _signed(r["diff"]), _signed(r["relative_pct"], 2, " %"),
+            cells += [fmt(r["srcc"]), _signed(r["diff"]), _relative_text(r["relative_pct"], why=False),
                       *(interval_cells(r, c["n"]) if not c["too_few"] else ["too few", "too few"])]
         return cells
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..artifacts import model_name, read_config
 from ..data.records import Dataset, ImageRecord
 from ..errors import IAAError
-from ..training.split_file import SPLIT_FILE, load_split
+from ..data.splits import SPLIT_FILE, load_split
 from .categories import DEFAULT_MIN_IMAGES
 from .predictions import Predictions
 from .report import build_document, write_report

@@ -22,9 +22,11 @@ from ..artifacts import atomic_write_text
 from ..errors import IAAError
 from .compare import (
     DEFAULT_BOOTSTRAP,
+    MIN_RELATIVE_BASE,
     _interval,
     check_same_images,
     resample_counts,
+    relative_change,
     resampled_metrics,
 )
 from .metrics import srcc
@@ -82,8 +84,11 @@ def compare_seeds(groups: Sequence[Sequence[str | Path]], out: str | Path, boots
     teacher = names.index(TEACHER) if TEACHER in names else None
     for j in range(1, len(names)):
         diff = {"diff": float(points[j][0] - points[0][0]), **_interval(resampled[j] - resampled[0])}
-        relative = {"value": 100.0 * diff["diff"] / abs(points[0][0]),
-                    **_percentiles(100.0 * (resampled[j] - resampled[0]) / np.abs(resampled[0]))}
+        base = resampled[0].astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):  # resamples with a baseline <= MIN_RELATIVE_BASE: NaN
+            ratios = np.where(base > MIN_RELATIVE_BASE, 100.0 * (resampled[j] - base) / base, np.nan)
+        value = relative_change(float(points[j][0]), float(points[0][0]))
+        relative = {"value": value, **_percentiles(ratios if math.isfinite(value) else ratios[:0])}
         entry = {"srcc": diff, "relative_gain_pct": relative}
         if teacher is not None and j != teacher:
             entry["teacher_share"] = {"value": float(points[j][0] / points[teacher][0]),
@@ -98,6 +103,12 @@ def _cell(entry: dict[str, float], digits: int = 4, suffix: str = "") -> str:
             f"[{entry['ci_low']:+.{digits}f}, {entry['ci_high']:+.{digits}f}]")
 
 
+def _relative_cell(entry: dict[str, float]) -> str:
+    if not math.isfinite(entry["value"]):
+        return f"n/a (baseline SRCC <= {MIN_RELATIVE_BASE})"
+    return _cell(entry, 2, " %")
+
+
 def summary_lines(document: dict[str, Any]) -> list[str]:
     """The comparison across seeds as printed lines (also the body of seeds.md)."""
     lines = [f"{document['n']} images; baseline {document['baseline']}; paired bootstrap over seeds x images "
@@ -107,7 +118,7 @@ def summary_lines(document: dict[str, Any]) -> list[str]:
         lines.append(f"  {name:<10} SRCC {group['mean']:.4f} ± {sd} over {len(group['srcc'])} seed(s)")
     for name, entry in document["differences"].items():
         line = (f"  {name} vs {document['baseline']}: SRCC {_cell(entry['srcc'])} p={entry['srcc']['p_value']:.3f}, "
-                f"relative {_cell(entry['relative_gain_pct'], 2, ' %')}")
+                f"relative {_relative_cell(entry['relative_gain_pct'])}")
         if "teacher_share" in entry:
             line += f", keeps {_cell(entry['teacher_share'], 3)} of the teacher's SRCC"
         lines.append(line)

@@ -31,8 +31,8 @@ class ExtractionSettings:
     hflip: bool = setting(False, help="average each image's features with its mirror image's")
     decoder: Decoder = setting("auto", help="pil: shared decoder in the workers; torchvision: batched JPEG "
                                             "decoding on the device (nvJPEG on CUDA); auto: torchvision on CUDA, pil on CPU")
-    batch_size: int = execution(32, help="images per teacher forward pass")
-    num_workers: int = execution(2, help="data-loader worker processes (decoding)")
+    batch_size: int = execution(32, help="images per teacher forward pass", low=1)
+    num_workers: int = execution(2, help="data-loader worker processes (decoding)", low=0)
     device: Literal["auto", "cpu", "cuda"] = execution("auto", help="where the teachers run")
     progress: bool = execution(True, help="show a progress bar")
 

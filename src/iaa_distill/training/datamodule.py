@@ -22,40 +22,19 @@ baseline's; batches carry a boolean `labelled` mask so the GT loss skips the unl
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from ..data.table import SplitTable
 from .sampling import SeededEpochSampler
-
-
-@dataclass
-class SplitArrays:
-    """One split: cache rows and per-image targets (teacher rows None for the baseline)."""
-
-    cache_path: Path
-    rows: np.ndarray  # (N,) row of each image in the cache
-    labels: np.ndarray  # (N, K) distribution or (N,) normalised score
-    means: np.ndarray  # (N,) GT mean on the scale
-    features: np.ndarray | None = None  # (N, F) teacher aesthetic feature
-    predictions: np.ndarray | None = None  # (N, K) or (N,) teacher prediction
-    num_labelled: int | None = None  # rows from here on are unlabelled (placeholder labels); None: all labelled
-
-    @property
-    def num_unlabelled(self) -> int:
-        return 0 if self.num_labelled is None else len(self.rows) - self.num_labelled
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
 
 class CachedImages(torch.utils.data.Dataset):
     """Items are (i, y, x, flip) for crops (train) or i for whole cached images (val)."""
 
-    def __init__(self, split: SplitArrays, crop: int | None = None):
+    def __init__(self, split: SplitTable, crop: int | None = None):
         self.split = split
         self.crop = crop
         self._pixels: np.ndarray | None = None  # opened lazily in each worker process
@@ -65,7 +44,7 @@ class CachedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, item: int | tuple[int, int, int, int]) -> dict[str, torch.Tensor]:
         if self._pixels is None:
-            self._pixels = np.load(self.split.cache_path, mmap_mode="r")
+            self._pixels = np.load(self.split.source, mmap_mode="r")
         s = self.split
         if self.crop is None:
             i = int(item)
@@ -177,8 +156,8 @@ class StudentDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        train: SplitArrays,
-        val: SplitArrays,
+        train: SplitTable,
+        val: SplitTable,
         train_resize: int,
         input_size: int,
         batch_size: int,
@@ -187,12 +166,12 @@ class StudentDataModule(pl.LightningDataModule):
         hflip: bool = True,
         unlabeled_per_batch: int = 0,
     ):
-        """unlabeled_per_batch: unlabelled images added to every train batch (train.num_unlabelled > 0 only)."""
+        """unlabeled_per_batch: unlabelled images added to every train batch (train.num_unlabeled > 0 only)."""
         super().__init__()
         self.train, self.val = train, val
         self.train_resize, self.input_size = train_resize, input_size
         self.batch_size, self.num_workers, self.seed, self.hflip = batch_size, num_workers, seed, hflip
-        self.unlabeled_per_batch = unlabeled_per_batch if train.num_unlabelled else 0
+        self.unlabeled_per_batch = unlabeled_per_batch if train.num_unlabeled else 0
 
     def _loader(self, dataset: CachedImages, **sampling) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -201,12 +180,12 @@ class StudentDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        n = len(self.train) - self.train.num_unlabelled
+        n = len(self.train) - self.train.num_unlabeled
         sampler = AugmentationSampler(n, self.train_resize, self.input_size, self.seed, self.hflip)
         images = CachedImages(self.train, crop=self.input_size)
         if not self.unlabeled_per_batch:
             return self._loader(images, batch_size=self.batch_size, sampler=sampler, drop_last=True)
-        unlabelled = AugmentationSampler(self.train.num_unlabelled, self.train_resize, self.input_size,
+        unlabelled = AugmentationSampler(self.train.num_unlabeled, self.train_resize, self.input_size,
                                          self.seed + 1, self.hflip)
         return self._loader(images, batch_sampler=MixedBatches(sampler, unlabelled, self.batch_size,
                                                                self.unlabeled_per_batch, offset=n))

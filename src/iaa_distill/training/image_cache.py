@@ -38,7 +38,10 @@ from ..data.records import ImageRecord
 from ..errors import IAAError
 from ..devices import resolve_device
 from ..inputs import iter_prepared, resolve_decoder
+from ..messages import get_logger
 from ..storage import IdIndex, Manifest, RowStore, create_array, read_journal
+
+_log = get_logger(__name__)
 
 IMAGES = "images.npy"
 INDEX = "index.json"
@@ -181,16 +184,16 @@ def _build(
         manifest.write(folder / MANIFEST)
     start = time.perf_counter()
     remaining = len(ids) - done
-    _say(f"image cache: {'resuming' if done else 'writing'} {remaining} of {len(ids)} images at {size}x{size} in {folder}")
+    _log.info(f"image cache: {'resuming' if done else 'writing'} {remaining} of {len(ids)} images at {size}x{size} in {folder}")
     if remaining:
         _fill(records, folder, (size, interpolation), done, failed, num_workers, batch_size, commit_every, device)
     atomic_write_text(folder / FAILED, json.dumps(failed, indent=1) + "\n")
     manifest.complete = True
     manifest.write(folder / MANIFEST)
     rate = remaining / max(time.perf_counter() - start, 1e-9)
-    _say(f"image cache: done ({rate:.0f} img/s), {len(failed)} undecodable image(s) excluded")
+    _log.info(f"image cache: done ({rate:.0f} img/s), {len(failed)} undecodable image(s) excluded")
     for image_id, error in list(failed.items())[:5]:
-        _say(f"  {image_id}: {error}")
+        _log.info(f"  {image_id}: {error}")
 
 
 def _resume_point(folder: Path, manifest: ImageCacheManifest) -> tuple[int, dict[str, str]]:
@@ -244,7 +247,3 @@ def _fill(
                 pending, done = [], row
         progress.close()
 
-
-def _say(message: str) -> None:
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        print(message, flush=True)

@@ -35,7 +35,10 @@ from ..devices import resolve_device
 from ..errors import IAAError
 from ..evaluation.metrics import MetricWarning, plcc, srcc
 from ..settings import differences, fingerprint
-from .split_file import save_split
+from ..messages import get_logger
+from ..data.splits import save_split
+
+_log = get_logger(__name__)
 
 MIN_TRAIN_IMAGES = 8  # both stages; the student needs them on top of one full batch per process
 RUN_FILE = "run.json"
@@ -78,9 +81,9 @@ class RunFolder:
         if not last.is_file():
             return None
         if _checkpoint_fingerprint(last) == self.fingerprint:
-            print(f"resuming from {last}", flush=True)
+            _log.info(f"resuming from {last}")
             return last
-        print(f"{last} belongs to another run or is damaged: starting afresh", flush=True)
+        _log.info(f"{last} belongs to another run or is damaged: starting afresh")
         shutil.rmtree(last.parent, ignore_errors=True)
         return None
 

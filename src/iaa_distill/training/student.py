@@ -36,7 +36,6 @@ from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from timm.optim import param_groups_weight_decay
@@ -45,19 +44,23 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
 from ..data.records import Dataset, ImageRecord
+from ..data.splits import SPLIT_FILE
+from ..data.table import split_table
 from ..data.unlabeled import UNLABELED_SPLIT
 from ..errors import IAAError
 from ..loss_names import FeatureLossName, LabelLossName, check_name
 from ..losses import feature_distillation_loss, label_loss, output_distillation_loss
+from ..messages import get_logger
 from ..settings import identity
 from ..student import Student, StudentConfig
 from ..targets import DistillationTargets
-from .datamodule import SplitArrays, StudentDataModule
+from .datamodule import StudentDataModule
 from .image_cache import ensure_image_cache, ids_hash
 from .spine import (BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
                     check_counts)
-from .split_file import SPLIT_FILE
 from .student_config import StudentTrainConfig
+
+_log = get_logger(__name__)
 
 MIN_VAL_IMAGES = 4
 
@@ -192,8 +195,7 @@ def _check_counts(name: str, n_train: int, n_val: int, config: StudentTrainConfi
     check_counts(name, n_train, n_val, config.batch_size * _world_size(config), MIN_VAL_IMAGES)
 
 
-def _load_targets(targets_dir: str | Path | None, dataset: Dataset, distill: bool,
-                  records: list[ImageRecord]) -> DistillationTargets | None:
+def _load_targets(targets_dir: str | Path | None, dataset: Dataset, distill: bool) -> DistillationTargets | None:
     """The teacher's targets (checked against the dataset's labels), or None for a baseline without them."""
     targets = DistillationTargets.load(targets_dir) if targets_dir else None
     if distill and targets is None:
@@ -204,67 +206,30 @@ def _load_targets(targets_dir: str | Path | None, dataset: Dataset, distill: boo
             raise IAAError(f"{targets_dir}: targets predict {targets.num_levels or 'a scalar'} levels on scale "
                            f"{tuple(targets.scale)}, dataset '{dataset.name}' has {dataset.num_levels or 'a scalar'} "
                            f"on {tuple(dataset.scale)}: the teacher head was trained on other labels")
-        if distill:
-            targets.rows_for([r.image_id for r in records])
     return targets
 
 
-def _teacher_rows(records: list[ImageRecord], targets: DistillationTargets,
-                  targets_dir: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's (aesthetic feature, prediction) rows of `records`, checked finite."""
-    rows = targets.rows_for([r.image_id for r in records])
-    features, predictions = targets.features[rows], targets.predictions[rows]
-    finite = np.isfinite(features).all(1) & np.isfinite(predictions.reshape(len(rows), -1)).all(1)
-    if not finite.all():
-        raise IAAError(f"{targets_dir}: the distillation targets of {int((~finite).sum())} images are not "
-                       f"finite (e.g. '{records[int(np.argmin(finite))].image_id}'); retrain the teacher head")
-    return features, predictions
-
-
-def _split_arrays(records: list[ImageRecord], cache, space, targets: DistillationTargets | None,
-                  targets_dir: str | Path | None) -> SplitArrays:
-    """One split's cache rows, label targets and (for distillation) the teacher's rows."""
-    labels, means = space.encode_all([r.label for r in records], [r.image_id for r in records])
-    split = SplitArrays(cache.path, cache.rows_for([r.image_id for r in records]), labels, means)
-    if targets is not None:
-        split.features, split.predictions = _teacher_rows(records, targets, targets_dir)
-    return split
-
-
-def _add_unlabelled(split: SplitArrays, records: list[ImageRecord], cache, targets: DistillationTargets,
-                    targets_dir: str | Path | None) -> SplitArrays:
-    """`split` followed by the unlabelled `records` (placeholder labels, NaN means, the teacher's rows)."""
-    features, predictions = _teacher_rows(records, targets, targets_dir)
-    n = len(records)
-    return SplitArrays(
-        split.cache_path, np.concatenate([split.rows, cache.rows_for([r.image_id for r in records])]),
-        np.concatenate([split.labels, np.zeros((n, *split.labels.shape[1:]), split.labels.dtype)]),
-        np.concatenate([split.means, np.full(n, np.nan, split.means.dtype)]),
-        np.concatenate([split.features, features]), np.concatenate([split.predictions, predictions]),
-        num_labelled=len(split))
-
-
-def _unlabelled_records(dataset: Dataset, config: StudentTrainConfig, targets: DistillationTargets | None,
-                        targets_dir: str | Path | None) -> list[ImageRecord]:
+def _unlabelled_records(dataset: Dataset, config: StudentTrainConfig,
+                        targets: DistillationTargets | None) -> list[ImageRecord]:
     """The unlabelled images a distilled run trains on: those with teacher targets (none for the baseline)."""
     records = dataset.split(UNLABELED_SPLIT)
-    if not records or not (config.alpha or config.beta) or not config.unlabeled_ratio:
+    if not records or not config.distilled or not config.unlabeled_ratio:
         return []
     covered = set(targets.ids)
     usable = [r for r in records if r.image_id in covered]
     if not usable:
-        raise IAAError(f"{targets_dir}: the teacher's targets cover none of the {len(records)} unlabelled images; "
+        raise IAAError(f"{targets.source}: the teacher's targets cover none of the {len(records)} unlabelled images; "
                        "extract features and train the teacher head on the dataset with its unlabelled images "
                        "(`iaa fit` with `unlabeled:` in the recipe does every stage)")
     if len(usable) < len(records):
-        print(f"{len(records) - len(usable)} unlabelled image(s) without teacher targets (unreadable when the "
-              "features were extracted) left out", flush=True)
+        _log.info(f"{len(records) - len(usable)} unlabelled image(s) without teacher targets (unreadable when the "
+                  "features were extracted) left out")
     return usable
 
 
 def _datamodule(dataset: Dataset, config: StudentTrainConfig, student_config: StudentConfig,
                 splits: tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]],
-                targets: DistillationTargets | None, targets_dir: str | Path | None,
+                targets: DistillationTargets | None,
                 image_cache_dir: str | Path | None) -> tuple[StudentDataModule, tuple[int, int, int], list[str]]:
     """Image caches built (undecodable images excluded) -> the datamodule, (n_train, n_val, n_unlabelled),
     excluded ids. `splits`: labelled train, val and the unlabelled images to distil on."""
@@ -281,14 +246,13 @@ def _datamodule(dataset: Dataset, config: StudentTrainConfig, student_config: St
     val_records = [r for r in val_records if r.image_id not in val_cache.failed]
     excluded = sorted(set(train_cache.failed) | set(val_cache.failed))
     if excluded:
-        print(f"excluded {len(excluded)} undecodable image(s) from training (listed in the image caches' failed.json)",
-              flush=True)
+        _log.info(f"excluded {len(excluded)} undecodable image(s) from training (listed in the image caches' "
+                  "failed.json)")
     _check_counts(dataset.name, len(train_records), len(val_records), config)
-    distilled = targets if config.alpha or config.beta else None
-    train, val = [_split_arrays(records, cache, student_config.space, distilled, targets_dir)
-                  for records, cache in ((train_records, train_cache), (val_records, val_cache))]
-    if unlabelled:
-        train = _add_unlabelled(train, unlabelled, train_cache, targets, targets_dir)
+    distilled = targets if config.distilled else None
+    space = student_config.space
+    train = split_table(train_records, space, train_cache.rows_for, distilled, unlabelled, source=train_cache.path)
+    val = split_table(val_records, space, val_cache.rows_for, distilled, source=val_cache.path)
     data = StudentDataModule(train, val, student_config.train_resize, student_config.input_size, config.batch_size,
                              config.num_workers, config.seed, config.hflip,
                              unlabeled_per_batch=round(config.unlabeled_ratio * config.batch_size))
@@ -298,13 +262,12 @@ def _datamodule(dataset: Dataset, config: StudentTrainConfig, student_config: St
 def _run_identity(dataset: Dataset, config: StudentTrainConfig, student_config: StudentConfig, baseline: bool,
                   splits: tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]],
                   targets_dir: str | Path | None) -> dict:
-    distill = bool(config.alpha or config.beta)
     return {
         "train": identity(config), "student": asdict(student_config), "baseline": baseline,
         "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
         "train_ids": ids_hash([r.image_id for r in splits[0]]), "val_ids": ids_hash([r.image_id for r in splits[1]]),
         "unlabeled_ids": ids_hash([r.image_id for r in splits[2]]),
-        "targets": str(Path(targets_dir).resolve()) if targets_dir and distill else None,
+        "targets": str(Path(targets_dir).resolve()) if targets_dir and config.distilled else None,
     }
 
 
@@ -328,10 +291,14 @@ def train_student(
     check_name(config.feature_loss, FeatureLossName, "feature loss")
     if dataset.num_levels is None and dataset.scale is None:
         raise IAAError(f"dataset '{dataset.name}' has no labels: student training needs rated images")
+    targets = _load_targets(targets_dir, dataset, config.distilled)
+    if targets is not None:  # the images the teacher's features could not read are left out, as `iaa fit` does
+        dataset = dataset.without(targets.dropped)
     labelled = _labelled(dataset.split("train")), _labelled(dataset.split("val"))
     _check_counts(dataset.name, len(labelled[0]), len(labelled[1]), config)
-    targets = _load_targets(targets_dir, dataset, bool(config.alpha or config.beta), labelled[0] + labelled[1])
-    splits = (*labelled, _unlabelled_records(dataset, config, targets, targets_dir))
+    if config.distilled:
+        targets.rows_for([r.image_id for r in labelled[0] + labelled[1]])
+    splits = (*labelled, _unlabelled_records(dataset, config, targets))
     feature_dim = config.feature_dim or (targets.features.shape[1] if targets is not None else 256)
     sizes = {k: v for k, v in (("input_size", config.input_size), ("train_resize", config.train_resize)) if v}
     student_config = StudentConfig.for_backbone(config.backbone, num_levels=dataset.num_levels,
@@ -340,10 +307,9 @@ def train_student(
     run = RunFolder(out, _run_identity(dataset, config, student_config, baseline, splits, targets_dir))
     finished = run.finished()
     if finished is not None:
-        print(f"{run.out}: already trained (best val SRCC {finished['best_val_srcc']:.4f}); nothing to do", flush=True)
+        _log.info(f"{run.out}: already trained (best val SRCC {finished['best_val_srcc']:.4f}); nothing to do")
         return finished
-    data, counts, excluded = _datamodule(dataset, config, student_config, splits, targets, targets_dir,
-                                         image_cache_dir)
+    data, counts, excluded = _datamodule(dataset, config, student_config, splits, targets, image_cache_dir)
     resume = run.start([r.image_id for r in splits[0]], [r.image_id for r in splits[1]])
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = StudentModule(asdict(student_config), asdict(config))

@@ -26,48 +26,49 @@ class StudentTrainConfig:
                                "tests and ablations)", group=MODEL)
     weights: str | None = setting(None, help="local backbone weights file (else bundled / local cache)", group=MODEL)
     input_size: int | None = setting(None, help="training crop and scoring size (default: the backbone's)",
-                                     group=MODEL)
+                                     group=MODEL, low=1)
     train_resize: int | None = setting(None, help="images are resized to this before the random crop "
-                                       "(default: input size x 256/224)", group=MODEL)
+                                       "(default: input size x 256/224)", group=MODEL, low=1)
     feature_dim: int | None = setting(None, help="aesthetic-feature size (default: the teacher's, else 256)",
-                                      group=MODEL)
-    epochs: int = setting(15, help="maximum epochs", group=OPTIM)
-    batch_size: int = setting(64, help="images per step and process", group=OPTIM)
-    backbone_lr: float = setting(3e-4, help="AdamW learning rate of the backbone", group=OPTIM)
-    head_lr: float = setting(1e-3, help="AdamW learning rate of the projection and prediction layers", group=OPTIM)
-    weight_decay: float = setting(1e-2, help="AdamW weight decay (not on biases and norms)", group=OPTIM)
-    warmup_epochs: float = setting(1.0, help="linear warm-up length in epochs", group=OPTIM)
-    min_lr_ratio: float = setting(0.01, help="cosine floor as a share of the learning rates", group=OPTIM)
-    grad_clip: float | None = setting(1.0, help="gradient norm clipping; 0 disables", group=OPTIM)
+                                      group=MODEL, low=1)
+    epochs: int = setting(15, help="maximum epochs", group=OPTIM, low=1)
+    batch_size: int = setting(64, help="images per step and process", group=OPTIM, low=1)
+    backbone_lr: float = setting(3e-4, help="AdamW learning rate of the backbone", group=OPTIM, above=0)
+    head_lr: float = setting(1e-3, help="AdamW learning rate of the projection and prediction layers", group=OPTIM,
+                             above=0)
+    weight_decay: float = setting(1e-2, help="AdamW weight decay (not on biases and norms)", group=OPTIM, low=0)
+    warmup_epochs: float = setting(1.0, help="linear warm-up length in epochs", group=OPTIM, low=0)
+    min_lr_ratio: float = setting(0.01, help="cosine floor as a share of the learning rates", group=OPTIM, low=0,
+                                  high=1)
+    grad_clip: float | None = setting(1.0, help="gradient norm clipping; 0 disables", group=OPTIM, low=0)
     ema: bool = setting(False, help="validate and save an EMA of the weights", group=OPTIM)
-    ema_decay: float = setting(0.999, help="EMA decay per step", group=OPTIM)
-    patience: int = setting(5, help="early stopping: epochs without a better val SRCC", group=OPTIM)
-    seed: int = setting(0, help="seed of initialisation, data order, crops and of the carved val split",
-                        group=OPTIM)
+    ema_decay: float = setting(0.999, help="EMA decay per step", group=OPTIM, low=0, high=1)
+    patience: int = setting(5, help="early stopping: epochs without a better val SRCC", group=OPTIM, low=0)
+    seed: int = setting(0, help="seed of initialisation, data order and crops (`iaa train-student` also carves "
+                        "val with it; `iaa fit` carves it once with the recipe's seed, for all --seeds)", group=OPTIM)
     hflip: bool = setting(True, help="random horizontal flips", group=OPTIM)
     # The feature MSE is on the teacher head's raw aesthetic-feature scale, which starts ~10x above the EMD
     # term: 0.1 beat 1.0 on the demo data (val SRCC 0.822 vs 0.759; baseline 0.808).
-    alpha: float = setting(0.1, help="feature distillation weight", group=LOSS)
-    beta: float = setting(1.0, help="output distillation weight", group=LOSS)
+    alpha: float = setting(0.1, help="feature distillation weight", group=LOSS, low=0)
+    beta: float = setting(1.0, help="output distillation weight", group=LOSS, low=0)
     unlabeled_ratio: float = setting(1.0, help="unlabelled images added to every train batch per labelled image, "
                                      "when the dataset has unlabelled images (distillation only: the baseline "
-                                     "ignores them); 0 leaves them out", group=LOSS)
+                                     "ignores them); 0 leaves them out", group=LOSS, low=0)
     feature_loss: FeatureLossName = setting("mse", help="feature distillation loss", group=LOSS)
     loss: LabelLossName = setting("emd", help="ground-truth loss (scalar labels: emd means mse)", group=LOSS)
-    rank_weight: float = setting(0.0, help="pairwise rank loss weight", group=LOSS)
+    rank_weight: float = setting(0.0, help="pairwise rank loss weight", group=LOSS, low=0)
     precision: str = setting("auto", help="auto (bf16-mixed on GPU, 32-true on CPU), 16-mixed, 32-true, ...",
                              group=HARDWARE)
     devices: int | str = setting("auto", help="number of devices per node, or auto", group=HARDWARE)
-    num_nodes: int = setting(1, help="number of nodes", group=HARDWARE)
+    num_nodes: int = setting(1, help="number of nodes", group=HARDWARE, low=1)
     accelerator: str = execution("auto", help="auto, cpu or gpu", group=HARDWARE)
     strategy: str = execution("auto", help="Lightning strategy, e.g. ddp or ddp_spawn", group=HARDWARE)
     channels_last: bool = execution(True, help="channels-last memory layout", group=HARDWARE)
     compile: bool = execution(False, help="torch.compile the student", group=HARDWARE)
     deterministic: bool | None = execution(None, help="deterministic algorithms (default: on for CPU, off on GPU)",
                                            group=HARDWARE)
-    num_workers: int = execution(4, help="DataLoader workers", group=HARDWARE)
+    num_workers: int = execution(4, help="DataLoader workers", group=HARDWARE, low=0)
     progress: bool = execution(True, help="progress bars", group=HARDWARE)
-    val_fraction: float = setting(0.05, help="share of train carved out as val when the dataset has no val split")
 
     @classmethod
     def from_dict(cls, data: dict) -> "StudentTrainConfig":
@@ -75,6 +76,11 @@ class StudentTrainConfig:
         if unknown:
             raise IAAError(f"unknown student training setting(s): {', '.join(sorted(unknown))}")
         return cls(**data)
+
+    @property
+    def distilled(self) -> bool:
+        """True for a distilled run (alpha or beta > 0), False for the label-only baseline."""
+        return bool(self.alpha or self.beta)
 
     def hardware(self) -> dict:
         """The settings `spine.build_trainer` reads."""

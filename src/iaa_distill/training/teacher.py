@@ -13,7 +13,6 @@ valid image in the cache (all splits) and `metrics.json`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -28,11 +27,13 @@ import torch
 
 from ..artifacts import atomic_write_text
 from ..data.records import Dataset
+from ..data.table import SplitTable, split_table
 from ..errors import DatasetError, IAAError
 from ..evaluation.metrics import plcc, srcc
-from ..features.cache import FeatureCache
+from ..features.cache import FeatureCache, FeatureCacheManifest
 from ..loss_names import LabelLossName, check_name
 from ..losses import label_loss
+from ..messages import get_logger
 from ..score_space import ScoreSpace
 from ..settings import identity
 from ..targets import DistillationTargets
@@ -45,30 +46,17 @@ from .spine import (CHECKPOINTS, BestBySRCC, RunFolder, RunStamp, ValidationCorr
                     check_counts, lightning_device)
 from .teacher_config import TeacherTrainConfig
 
+_log = get_logger(__name__)
+
 __all__ = ["TeacherTrainConfig", "train_teacher_head"]
 
 CV_MAX_IMAGES = 20_000  # above this the folds would hold every training feature in memory many times over
 SELECTION_FILE = "selection.json"  # the CV scores and the choice, kept so that a resumed run does not redo them
-FINGERPRINT_KEYS = ("teachers", "dim", "hflip", "preprocessing", "dataset")  # what decides a cache's content
 
 
-@dataclass
-class LabelledRows:
-    """One split as cache rows with their labels."""
-
-    ids: list[str]
-    rows: np.ndarray  # (N,) rows of the feature cache
-    labels: np.ndarray  # (N, K) vote distribution or (N,) score normalised to [0, 1]
-    means: np.ndarray  # (N,) mean score on the label scale
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def cache_fingerprint(manifest: dict[str, Any]) -> str:
-    """Hash of what decides a cache's content (teachers, preprocessing, images)."""
-    spec = {key: manifest.get(key) for key in FINGERPRINT_KEYS}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+def cache_fingerprint(manifest: FeatureCacheManifest) -> str:
+    """Hash of what decides a cache's content (`FeatureCacheManifest.IDENTITY`: teachers, preprocessing, images)."""
+    return manifest.fingerprint()
 
 
 def label_layout(dataset: Dataset) -> tuple[int | None, tuple[float, float]]:
@@ -80,21 +68,17 @@ def label_layout(dataset: Dataset) -> tuple[int | None, tuple[float, float]]:
     return dataset.num_levels, (float(scale[0]), float(scale[1]))
 
 
-def labelled_rows(dataset: Dataset, cache: FeatureCache, split: str) -> LabelledRows:
-    """Labelled images of `split` that have valid features in the cache."""
-    space = ScoreSpace(*label_layout(dataset))
+def labelled_rows(dataset: Dataset, cache: FeatureCache, split: str) -> SplitTable:
+    """The table of the labelled images of `split` that have valid features in the cache (rows: cache rows)."""
     valid = set(cache.valid_ids())
-    position = {image_id: row for row, image_id in enumerate(cache.ids)}
     records = [r for r in dataset.split(split) if r.label is not None and r.image_id in valid]
-    ids = [r.image_id for r in records]
-    labels, means = space.encode_all([r.label for r in records], ids)
-    return LabelledRows(ids, np.array([position[i] for i in ids], dtype=np.int64), labels, means)
+    return split_table(records, ScoreSpace(*label_layout(dataset)), cache.index.rows_for)
 
 
 class FeatureBatches(torch.utils.data.Dataset):
     """Items are whole batches: a list of positions in `split` -> features, labels, means, ids."""
 
-    def __init__(self, features: np.ndarray, split: LabelledRows):
+    def __init__(self, features: np.ndarray, split: SplitTable):
         self.features = features
         self.split = split
 
@@ -139,12 +123,12 @@ class EpochBatches(SeededEpochSampler):
 class FeatureDataModule(pl.LightningDataModule):
     """Train/val batches read from the feature cache (in-process: a batch is one memmap read)."""
 
-    def __init__(self, features: np.ndarray, train: LabelledRows, val: LabelledRows, batch_size: int, seed: int):
+    def __init__(self, features: np.ndarray, train: SplitTable, val: SplitTable, batch_size: int, seed: int):
         super().__init__()
         self.features, self.train, self.val = features, train, val
         self.batch_size, self.seed = batch_size, seed
 
-    def _loader(self, split: LabelledRows, shuffle: bool) -> torch.utils.data.DataLoader:
+    def _loader(self, split: SplitTable, shuffle: bool) -> torch.utils.data.DataLoader:
         sampler = EpochBatches(len(split), self.batch_size, self.seed, shuffle)
         # Its own generator: creating the iterator must not consume the global RNG that draws dropout masks.
         return torch.utils.data.DataLoader(FeatureBatches(self.features, split), sampler=sampler, batch_size=None,
@@ -250,7 +234,7 @@ def _save_head(out: Path, module: TeacherHeadModule, entry: dict) -> None:
 
 
 def _fit(run: RunFolder, config: TeacherTrainConfig, head_config: TeacherHeadConfig, cache: FeatureCache,
-         splits: tuple[LabelledRows, LabelledRows], resume: Path | None) -> pl.Trainer:
+         splits: tuple[SplitTable, SplitTable], resume: Path | None) -> pl.Trainer:
     """Train (or resume from `resume`) the MLP head; the best epoch's head is saved into the run folder."""
     train, val = splits
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -276,17 +260,18 @@ def _write_targets(out: Path, cache: FeatureCache, space: ScoreSpace) -> tuple[l
     cache_row = {image_id: row for row, image_id in enumerate(cache.ids)}
     rows = np.array([cache_row[i] for i in valid], dtype=np.int64)
     raw, aesthetic = _checked_outputs(head, cache, valid, rows)
-    DistillationTargets(valid, aesthetic, space.target(raw), space.num_levels, space.scale).save(out)
+    DistillationTargets(valid, aesthetic, space.target(raw), space.num_levels, space.scale,
+                        dropped=dict(cache.failed)).save(out)
     return valid, raw
 
 
-def _features_of(cache: FeatureCache, split: LabelledRows) -> np.ndarray:
+def _features_of(cache: FeatureCache, split: SplitTable) -> np.ndarray:
     """The split's cached features as float32, in the split's order."""
     return np.asarray(cache.features[split.rows], dtype=np.float32)
 
 
 def _select_head(run: RunFolder, config: TeacherTrainConfig, head_config: TeacherHeadConfig, cache: FeatureCache,
-                 train: LabelledRows) -> tuple[HeadCandidate, dict[str, Any]]:
+                 train: SplitTable) -> tuple[HeadCandidate, dict[str, Any]]:
     """The chosen candidate and the record of the choice (CV on the training split only, kept in `selection.json`)."""
     candidates = [parse_candidate(s, tuple(config.hidden), config.dropout) for s in config.candidates]
     if not candidates:
@@ -296,12 +281,12 @@ def _select_head(run: RunFolder, config: TeacherTrainConfig, head_config: Teache
         record = json.loads(saved.read_text())
     elif len(candidates) == 1 or len(train) > CV_MAX_IMAGES:
         if len(candidates) > 1:
-            print(f"{len(train)} training images: no cross-validation of the head above {CV_MAX_IMAGES} (an MLP "
-                  f"holds up there); training the first candidate, {candidates[0].spec}", flush=True)
+            _log.info(f"{len(train)} training images: no cross-validation of the head above {CV_MAX_IMAGES} (an MLP "
+                      f"holds up there); training the first candidate, {candidates[0].spec}")
         record = {"chosen": candidates[0].spec, "candidates": [], "cv_folds": 0, "cv_split": None}
     else:
-        print(f"choosing the teacher head by {config.cv_folds}-fold cross-validation on {len(train)} training "
-              f"images among {', '.join(c.spec for c in candidates)}", flush=True)
+        _log.info(f"choosing the teacher head by {config.cv_folds}-fold cross-validation on {len(train)} training "
+                  f"images among {', '.join(c.spec for c in candidates)}")
         features = _features_of(cache, train)
         scores = cross_validate(candidates, features, train.labels, train.means, head_config, config, config.cv_folds)
         record = {"chosen": choose(scores).candidate.spec, "candidates": [s.as_dict() for s in scores],
@@ -312,14 +297,14 @@ def _select_head(run: RunFolder, config: TeacherTrainConfig, head_config: Teache
     return chosen, {**record, "kind": chosen.kind}
 
 
-def _fit_ridge(run: RunFolder, head_config: TeacherHeadConfig, cache: FeatureCache, train: LabelledRows) -> None:
+def _fit_ridge(run: RunFolder, head_config: TeacherHeadConfig, cache: FeatureCache, train: SplitTable) -> None:
     """Fit the linear head on every training image and save it into the run folder."""
     features = _features_of(cache, train)
     fit_ridge_head(features, train.labels, head_config).save_pretrained(run.out)
 
 
 def _metrics(run: RunFolder, trainer: pl.Trainer | None, raw: np.ndarray, valid: list[str],
-             splits: dict[str, LabelledRows], head_config: TeacherHeadConfig, config: TeacherTrainConfig
+             splits: dict[str, SplitTable], head_config: TeacherHeadConfig, config: TeacherTrainConfig
              ) -> dict[str, Any]:
     space = head_config.space
     position = {image_id: i for i, image_id in enumerate(valid)}
@@ -362,7 +347,7 @@ def train_teacher_head(
                           "train_ids": ids_hash(train.ids), "val_ids": ids_hash(val.ids)})
     finished = run.finished()
     if finished is not None:
-        print(f"{run.out}: already trained; nothing to do", flush=True)
+        _log.info(f"{run.out}: already trained; nothing to do")
         return finished
     resume = run.start(train.ids, val.ids)
     chosen, selection = _select_head(run, config, head_config, cache, train)
