@@ -1,7 +1,7 @@
 """Open a dataset named on the command line as `FORMAT:PATH[?option=value&...]`.
 
-Formats: ava, tad66k, aadb, koniq, csv, folder (e.g. `ava:/data/AVA`, `csv:/data/mine/labels.csv`,
-`folder:~/Photos`). `~` is expanded. Options after `?` go to the reader as keyword arguments:
+Formats: ava, tad66k, aadb, koniq, csv, folder, xmp (e.g. `ava:/data/AVA`, `csv:/data/mine/labels.csv`,
+`folder:~/Photos`, `xmp:~/Photos` for the stars in XMP sidecars and embedded XMP). `~` is expanded. Options after `?` go to the reader as keyword arguments:
 `csv:labels.csv?scale=1,10`, `csv:...?test_fraction=0.1`, `koniq:...?test_fraction=0.2`,
 `tad66k:...?images=/data/tad66k_images`. A path that exists as written (even with a '?') is
 taken as is.
@@ -22,6 +22,7 @@ from .koniq import read_koniq
 from .records import Dataset
 from .splits import DEFAULT_VAL_FRACTION, carve_val
 from .tad66k import read_tad66k
+from .xmp_ratings import read_xmp_ratings
 
 READERS: dict[str, Callable[..., Dataset]] = {
     "ava": read_ava,
@@ -30,6 +31,7 @@ READERS: dict[str, Callable[..., Dataset]] = {
     "koniq": read_koniq,
     "csv": read_csv,
     "folder": read_folder,
+    "xmp": read_xmp_ratings,
 }
 NUMERIC_OPTIONS = {"test_fraction"}
 
