@@ -5,8 +5,8 @@ sidecar `photo.ext.xmp`, a Lightroom/Capture One/Bridge sidecar `photo.xmp`, the
 file (JPEG, TIFF/DNG, HEIC, PNG, WebP through Pillow and pillow-heif; other RAW files by the packet's
 markers). `xmp:Rating` 1-5 is the label (a score on 0..5), a reject (-1) is the bottom of the scale (0);
 unrated photos (0 or no rating) join the `unlabeled` split, the distillation's free unlabelled data.
-The rated photos are split once, seeded: test = about `test_fraction` of them (a seeded hash of each id, so
-a photo stays on its side when more get rated), the rest train (val is carved from
+The rated photos are split once, seeded: test = `test_fraction` of them (by a seeded hash of each id, so
+a test photo mostly stays one when more get rated), the rest train (val is carved from
 train by `open_dataset`). Ids are paths relative to the folder whether rated or not, so the feature cache
 of a library stays valid when more photos get rated.
 
@@ -55,7 +55,7 @@ def read_xmp_ratings(path: Path, *, seed: int = 0, test_fraction: float = 0.2, o
                 rating = None
         records.append(_record(record, rating))
     rated = [r.image_id for r in records if r.label is not None]
-    test = {image_id for image_id in rated if held_out(image_id, test_fraction, seed)}
+    test = held_out(rated, test_fraction, seed)
     records = assign_splits(records, {"test": test})
     notes.append(f"{len(rated)} rated photos ({len(test)} held out as test, seeded), "
                  f"{len(records) - len(rated)} unrated (unlabelled)")
@@ -65,13 +65,14 @@ def read_xmp_ratings(path: Path, *, seed: int = 0, test_fraction: float = 0.2, o
     return Dataset(name=listing.name, root=listing.root, records=records, scale=SCALE, notes=notes)
 
 
-def held_out(image_id: str, fraction: float, seed: int) -> bool:
-    """Whether a rated photo is a test photo: a seeded hash of its id, so a photo keeps its side when more
-    photos get rated (a rerun tests on the same photos plus some new ones)."""
+def held_out(ids: list[str], fraction: float, seed: int) -> set[str]:
+    """The rated photos kept for test: those whose seeded hash lies below `fraction` (a photo stays on its
+    side when more photos get rated), topped up with the lowest hashes to round(fraction * n) photos."""
     if not 0.0 <= fraction < 1.0:
         raise DatasetError(f"test_fraction must be in [0, 1), got {fraction}")
-    digest = hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") < fraction * 2**64
+    hashes = {i: int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "big") for i in ids}
+    lowest = sorted(ids, key=hashes.__getitem__)[:round(fraction * len(ids))]
+    return {i for i in ids if hashes[i] < fraction * 2**64} | set(lowest)
 
 
 def _record(listed: ImageRecord, rating: int | None) -> ImageRecord:
