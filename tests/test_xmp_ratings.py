@@ -147,3 +147,14 @@ def test_test_split_is_seeded_and_stable_when_more_photos_get_rated(tmp_path):
     later = {r.image_id for r in read_xmp_ratings(tmp_path).split("test")}
     assert len(later) >= 12 and len(first & later) >= len(first) // 2
     assert first != {r.image_id for r in read_xmp_ratings(tmp_path, seed=1).split("test")}
+
+
+def test_a_held_out_folder_is_the_test_split(tmp_path):
+    for folder in ("shoot1", "shoot2"):
+        for i in range(4):
+            photo(tmp_path / folder / f"p{i}.jpg", i)
+            if i < 3:
+                (tmp_path / folder / f"p{i}.xmp").write_text(LIGHTROOM.format(rating=i + 1))
+    dataset = open_dataset(f"xmp:{tmp_path}?holdout=shoot2", val_fraction=0.0)
+    assert {r.image_id for r in dataset.split("test")} == {"shoot2/p0.jpg", "shoot2/p1.jpg", "shoot2/p2.jpg"}
+    assert {r.image_id for r in dataset.split(UNLABELED_SPLIT)} == {"shoot1/p3.jpg"}

@@ -41,8 +41,11 @@ RAW_SCAN_BYTES = 8 << 20  # a RAW file's XMP packet lies in its metadata, near t
 OWN_POLICIES = ("keep", "skip")
 
 
-def read_xmp_ratings(path: Path, *, seed: int = 0, test_fraction: float = 0.2, own: str = "keep") -> Dataset:
-    """The images below `path` with their XMP ratings: rated ones train/test, unrated ones `unlabeled`."""
+def read_xmp_ratings(path: Path, *, seed: int = 0, test_fraction: float = 0.2, own: str = "keep",
+                     holdout: str | None = None) -> Dataset:
+    """The images below `path` with their XMP ratings: rated ones train/test, unrated ones `unlabeled`.
+    `holdout` (a subfolder, e.g. one whole shoot) makes its rated photos the test split instead of a share;
+    its unrated photos are left out (neither tested nor distilled on)."""
     if own not in OWN_POLICIES:
         raise DatasetError(f"xmp:{path}: own={own!r}; expected one of {', '.join(OWN_POLICIES)}")
     listing = read_folder(Path(path))
@@ -54,9 +57,12 @@ def read_xmp_ratings(path: Path, *, seed: int = 0, test_fraction: float = 0.2, o
             if own == "skip":
                 rating = None
         records.append(_record(record, rating))
-    rated = [r.image_id for r in records if r.label is not None]
-    test = held_out(rated, test_fraction, seed)
+    if holdout:
+        records, test = _held_out_folder(records, holdout.strip("/"), path)
+    else:
+        test = held_out([r.image_id for r in records if r.label is not None], test_fraction, seed)
     records = assign_splits(records, {"test": test})
+    rated = [r.image_id for r in records if r.label is not None]
     notes.append(f"{len(rated)} rated photos ({len(test)} held out as test, seeded), "
                  f"{len(records) - len(rated)} unrated (unlabelled)")
     if marked:
@@ -73,6 +79,14 @@ def held_out(ids: list[str], fraction: float, seed: int) -> set[str]:
     hashes = {i: int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "big") for i in ids}
     lowest = sorted(ids, key=hashes.__getitem__)[:round(fraction * len(ids))]
     return {i for i in ids if hashes[i] < fraction * 2**64} | set(lowest)
+
+
+def _held_out_folder(records: list[ImageRecord], folder: str, root: Path) -> tuple[list[ImageRecord], set[str]]:
+    inside = {r.image_id for r in records if r.image_id.startswith(folder + "/")}
+    test = {r.image_id for r in records if r.image_id in inside and r.label is not None}
+    if not test:
+        raise DatasetError(f"xmp:{root}: holdout={folder!r} holds no rated photos")
+    return [r for r in records if r.label is not None or r.image_id not in inside], test
 
 
 def _record(listed: ImageRecord, rating: int | None) -> ImageRecord:
