@@ -158,3 +158,21 @@ def test_a_held_out_folder_is_the_test_split(tmp_path):
     dataset = open_dataset(f"xmp:{tmp_path}?holdout=shoot2", val_fraction=0.0)
     assert {r.image_id for r in dataset.split("test")} == {"shoot2/p0.jpg", "shoot2/p1.jpg", "shoot2/p2.jpg"}
     assert {r.image_id for r in dataset.split(UNLABELED_SPLIT)} == {"shoot1/p3.jpg"}
+
+
+def test_gallery_export_is_a_dataset_of_the_ratings_set_by_hand(tmp_path):
+    from iaa_distill.culling.decisions import write_decisions
+    from iaa_distill.culling.rules import Decision
+
+    for i in range(5):
+        photo(tmp_path / "shoot" / f"p{i}.jpg", i)
+    rows = [Decision("shoot/p0.jpg", 4.2, "pick", 4, "", "set in the gallery"),
+            Decision("shoot/p1.jpg", 1.0, "reject", 0, "", "set in the gallery"),
+            Decision("shoot/p2.jpg", 3.0, "unflagged", 2, "", "set in the gallery"),
+            Decision("shoot/p3.jpg", 3.5, "pick", 5, "", "top 20%"),  # the cull's own stars: not a rating
+            Decision("shoot/p4.jpg", 2.0, "unflagged", 0, "", "")]
+    exported = write_decisions(rows, tmp_path / "decisions.csv")
+    dataset = open_dataset(f"decisions:{exported}", val_fraction=0.0)
+    assert ratings(dataset) == {"p0.jpg": 4.0, "p1.jpg": 0.0, "p2.jpg": 2.0, "p3.jpg": None, "p4.jpg": None}
+    assert dataset.records[0].path == tmp_path / "shoot" / "p0.jpg"
+    assert ratings(open_dataset(f"decisions:{exported}?ratings=all", val_fraction=0.0))["p3.jpg"] == 5.0

@@ -56,7 +56,7 @@ def read_xmp_ratings(path: Path, *, seed: int = 0, test_fraction: float = 0.2, o
             marked += 1
             if own == "skip":
                 rating = None
-        records.append(_record(record, rating))
+        records.append(rated_record(record, rating))
     if holdout:
         records, test = _held_out_folder(records, holdout.strip("/"), path)
     else:
@@ -89,7 +89,8 @@ def _held_out_folder(records: list[ImageRecord], folder: str, root: Path) -> tup
     return [r for r in records if r.label is not None or r.image_id not in inside], test
 
 
-def _record(listed: ImageRecord, rating: int | None) -> ImageRecord:
+def rated_record(listed: ImageRecord, rating: int | None) -> ImageRecord:
+    """The record of a listed photo with its rating (-1..5; None: unrated, the `unlabeled` split)."""
     if rating is None:
         return replace(listed, dataset="xmp", split=UNLABELED_SPLIT)
     return replace(listed, dataset="xmp", split="train", label=Label(SCALE, score=float(max(rating, 0))))
