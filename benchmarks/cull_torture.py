@@ -123,13 +123,15 @@ def names(*folders: Path) -> list[str]:
 def torture(action: str, place: Path, root: Path, model: Path, kills: int, reference: dict[str, str],
             longest: tuple[float, float], rng: random.Random, stop_at: float) -> dict:
     """Rounds of kill-and-rerun on a fresh copy of the shoot, each until a run ends by itself, until `kills`
-    kills; the invariants are checked after every kill and after every round. A first run is killed at a
-    random moment within `longest[0]` s after it wrote its plan (the length of the actions of an
-    uninterrupted run), a rerun within `longest[1]` s of its start (twice a rerun that finds all done)."""
+    kills; the invariants are checked after every kill and after every round. The first round runs whole
+    and times this case's actions (after the plan is written); later first runs are killed at a random moment
+    within that time after their plan appeared, reruns within `longest[1]` s of their start (twice a rerun
+    that finds all done)."""
+    window = longest
     figures = {"case": f"{action} -> {place.name}", "kills": 0, "mid_action": 0, "runs": 0, "rounds": 0, "seconds": 0.0,
                "lost": 0}
     checks: dict[str, bool] = {}
-    while (figures["kills"] < kills and time.time() < stop_at) or not figures["rounds"]:
+    while (figures["kills"] < kills and time.time() < stop_at) or figures["rounds"] < 2:
         name = f"{action}-{place.name}"
         shoot, out = fresh_case(root, name)
         target = place / name
@@ -140,9 +142,12 @@ def torture(action: str, place: Path, root: Path, model: Path, kills: int, refer
         started = time.perf_counter()
         while True:
             planned = (out / "plan.json").exists()  # a first run decides, then writes the plan: kill it after that
-            delay = rng.uniform(0.0, longest[planned]) if figures["kills"] < kills and time.time() < stop_at else None
+            calibrating = not figures["rounds"]  # the first round runs whole: it times this case's actions
+            delay = None if calibrating or figures["kills"] >= kills or time.time() > stop_at else rng.uniform(0.0, window[planned])
             files = names(shoot, target)
-            code, _, _ = cull(args, delay, None if planned else out / "plan.json")
+            code, seconds, armed = cull(args, delay, None if planned else out / "plan.json")
+            if calibrating:
+                window = (max(seconds - armed, 0.2), window[1])
             figures["runs"] += 1
             if code is not None:
                 break

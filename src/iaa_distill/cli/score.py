@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output format (default: from --out's extension, else csv; on stdout: table or JSONL)")
     parser.add_argument("--embeddings", metavar="FILE", help="also write each photo's aesthetic feature keyed by path "
                         "(.npy structured array or .safetensors)")
-    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML gallery sorted by score; an existing one needs --resume or --overwrite")
+    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML gallery sorted by score; "
+                        "an existing one needs --resume or --overwrite")
     add_batch_options(parser)
     add_engine_options(parser)
     parser.add_argument("--threads", type=positive_int, help="CPU inference threads (default: the engine's own choice)")

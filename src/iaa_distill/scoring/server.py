@@ -11,8 +11,8 @@ answers 200 with one result per file, failed files carrying their `error`. Every
 `pixel_budget` (a file waits for its pixels before it is decoded, so memory stays bounded whatever the
 uploads), and a body slower than `min_upload_kbps` on average, or more than `per_client` uploads at once
 from one address, is refused, so slow clients cannot hold the upload slots of the others. The OpenAPI
-schema is at /openapi.json; /docs and /redoc are off
-because Swagger UI and ReDoc load their code from a CDN, which an offline service cannot reach.
+schema is at /openapi.json; /docs and /redoc are off because Swagger UI and ReDoc load their code from a
+CDN, which an offline service cannot reach.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import asyncio
 import io
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -113,8 +114,9 @@ def create_app(
     """Build the app around a `Scorer` loaded once from `model_dir` (see `Scorer.from_pretrained`).
 
     max_uploads: requests receiving their body at the same time (default: 16 x max_concurrency), at most
-    `per_client` from one address (default: no such limit; behind a proxy every client has its address). read_timeout: seconds a request may take to send its whole body; after
-    2 s it must average `min_upload_kbps` (0: no minimum). pixel_budget: decoded pixels in flight at once.
+    `per_client` from one address (default: no such limit; behind a proxy every client has its address).
+    read_timeout: seconds a request may take to send its whole body; after 2 s it must average
+    `min_upload_kbps` (0: no minimum). pixel_budget: decoded pixels in flight at once.
     """
     scorer = Scorer.from_pretrained(model_dir, device=device, backend=backend, onnx_path=onnx_path, max_pixels=max_pixels)
     max_bytes = int(max_upload_mb * 1024 * 1024)
@@ -149,7 +151,7 @@ def create_app(
               "(Content-Type image/*, ?name=photo.jpg)", responses=ERRORS, openapi_extra=SCORE_REQUEST)
     async def score(request: Request) -> ScoreBody:
         payloads = await _read_uploads(request, max_files, max_bytes)
-        async with limiter:
+        async with limiter:  # each file is read from its spooled upload only when its pixels are reserved
             results = await run_in_threadpool(_score_payloads, scorer, payloads, max_pixels, max_bytes, budget)
         if len(results) == 1 and results[0].error:
             raise results[0].error_detail
@@ -158,8 +160,8 @@ def create_app(
     return app
 
 
-async def _read_uploads(request: Request, max_files: int, max_bytes: int) -> list[tuple[str, bytes]]:
-    """(name, bytes) of every uploaded file: the multipart field `files`, or the whole body of an image/* or
+async def _read_uploads(request: Request, max_files: int, max_bytes: int) -> list[tuple[str, BinaryIO]]:
+    """(name, file to read) of every uploaded file (multipart files stay in their spool until decoded): the multipart field `files`, or the whole body of an image/* or
     application/octet-stream request (named by ?name=, read no further than the per-file limit)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind.startswith("image/") or kind == "application/octet-stream":
@@ -169,7 +171,7 @@ async def _read_uploads(request: Request, max_files: int, max_bytes: int) -> lis
             data += chunk
             if len(data) > max_bytes:
                 break
-        return [(name, bytes(data))]
+        return [(name, io.BytesIO(bytes(data)))]
     files = []
     if kind == "multipart/form-data":
         form = await request.form()
@@ -179,8 +181,7 @@ async def _read_uploads(request: Request, max_files: int, max_bytes: int) -> lis
                           "or one image as the raw body (Content-Type: image/jpeg, image/png, ...)")
     if len(files) > max_files:
         raise UploadError(413, f"too many files: {len(files)} (limit {max_files} per request)")
-    return [(Path(upload.filename or "").name or f"upload {i + 1}", await upload.read(max_bytes + 1))
-            for i, upload in enumerate(files)]
+    return [(Path(upload.filename or "").name or f"upload {i + 1}", upload.file) for i, upload in enumerate(files)]
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -240,7 +241,7 @@ def _failed(name: str, exc: UploadError) -> _Outcome:
     return _Outcome(FileScore(path=name, mean=None, std=None, distribution=None, error=exc.message), exc)
 
 
-def _score_payloads(scorer: Scorer, payloads: list[tuple[str, bytes]], max_pixels: int, max_bytes: int,
+def _score_payloads(scorer: Scorer, payloads: list[tuple[str, BinaryIO]], max_pixels: int, max_bytes: int,
                     budget: PixelBudget) -> list[_Outcome]:
     """Check and score each file within the pixel budget; a rejected file becomes a failed result and never
     hides the others. Decoded images are scored in batches that fit the budget; before waiting for more
@@ -251,15 +252,17 @@ def _score_payloads(scorer: Scorer, payloads: list[tuple[str, bytes]], max_pixel
 
     def flush() -> None:
         nonlocal held
-        for (i, _, _), result in zip(batch, scorer.score([b[1] for b in batch], names=[b[2] for b in batch], errors="collect") if batch else []):
+        scored = scorer.score([b[1] for b in batch], names=[b[2] for b in batch], errors="collect") if batch else []
+        for (i, _, _), result in zip(batch, scored):
             outcomes[i] = _Outcome(FileScore(**result.to_dict()))
         batch.clear()
         budget.release(held)
         held = 0
 
     try:
-        for i, (name, data) in enumerate(payloads):
+        for i, (name, file) in enumerate(payloads):
             try:
+                data = file.read(max_bytes + 1)
                 if len(data) > max_bytes:
                     raise UploadError(413, f"{name}: larger than the {max_bytes / 1024 / 1024:g} MB limit per file", name)
                 pixels = image_pixels(name, data, max_pixels)
