@@ -57,6 +57,7 @@ def test_taste_trains_reports_agreement_and_reuses_the_features(tmp_path, sample
     text = capsys.readouterr().out
     model = tmp_path / "me" / "student" / "model"
     assert f"Your model: {model}" in text and "pairs ordered as you did" in text
+    assert f"--model {tmp_path / 'me' / 'teacher'}" in text
     assert "18 unrated photos as unlabelled data" in text
     document = json.loads((tmp_path / "me" / "agreement.json").read_text())
     assert set(document["models"]) == {"teacher", "student", "baseline"}

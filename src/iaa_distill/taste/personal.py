@@ -93,5 +93,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"  {name:<9} SRCC {s['value']:.3f} ({s['ci_low']:.3f}..{s['ci_high']:.3f})  pairs ordered as "
                      f"you did {p['value']:.1%} ({p['ci_low']:.1%}..{p['ci_high']:.1%}) of {found['pairs']}")
     model = result["model"]
-    lines += [f"Your model: {model}", f"  iaa cull PHOTOS --model {model}", f"  iaa score PHOTOS --model {model}"]
+    lines += [f"Your model: {model}", f"  iaa cull PHOTOS --model {model}", f"  iaa score PHOTOS --model {model}",
+              f"Accuracy mode (every teacher per photo: slower, often closer to you, see its agreement above): "
+              f"--model {result['folders']['teacher']}"]
     return lines
