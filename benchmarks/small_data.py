@@ -13,6 +13,9 @@ labels file holding only the kept rows (plus val and test), the demo's unlabelle
 the demo's settings and one student and baseline per seed, written as a recipe
 (`iaa fit RECIPE` reruns or resumes it) and run by `run_recipe`; the comparison across seeds is printed.
 
+With `--no-unlabeled` the students train on the labelled subset alone (the few-labels regime of a user
+without unlabelled photos).
+
     python benchmarks/small_data.py --demo-dir iaa-small-data --train-images 150 --seeds 0,1,2,3,4 --students 0,1,2
 """
 from __future__ import annotations
@@ -37,7 +40,7 @@ from iaa_distill.data.records import Dataset
 from iaa_distill.demo.run import SYNTHETIC_WARNING, demo_photos, demo_recipe
 from iaa_distill.errors import IAAError
 from iaa_distill.evaluation.metrics import srcc
-from iaa_distill.evaluation.seeds import SEEDS_MD
+from iaa_distill.evaluation.student_report import student_report
 from iaa_distill.features import FeatureCache, extract_features
 from iaa_distill.recipe import Recipe, run_recipe, stage_settings
 from iaa_distill.training.head_candidates import RIDGE_ALPHAS
@@ -133,21 +136,23 @@ def subset_labels_file(folder: Path, dataset: Dataset, name: str) -> Path:
     return target
 
 
-def student_recipe(folder: Path, labels: Path, out: Path, seeds: list[int]) -> Path:
-    """The demo's settings on `labels` plus its unlabelled photos (`demo_data` made them), one student and
-    baseline per seed; written to OUT/recipe.yaml (`iaa fit` reruns or resumes it). Returns its path."""
-    recipe = replace(demo_recipe(out, labels, quick=False, seed=0, unlabeled=folder / "unlabeled"), out=out / "fit",
-                     seeds=seeds)
+def student_recipe(folder: Path, labels: Path, out: Path, seeds: list[int], unlabeled: bool = True) -> Path:
+    """The demo's settings on `labels` plus (`unlabeled`) its unlabelled photos (`demo_data` made them), one
+    student and baseline per seed; written to OUT/recipe.yaml (`iaa fit` reruns or resumes it). Returns its path."""
+    recipe = replace(demo_recipe(out, labels, quick=False, seed=0, unlabeled=folder / "unlabeled" if unlabeled else None),
+                     out=out / "fit", seeds=seeds)
     return recipe.save(out / "recipe.yaml")
 
 
-def students(folder: Path, dataset: Dataset, out: Path, seeds: list[int]) -> str:
-    """Student and baseline per seed on the labelled subset (+ unlabelled photos); returns seeds.md."""
+def students(folder: Path, dataset: Dataset, out: Path, seeds: list[int], unlabeled: bool = True) -> str:
+    """Student, baseline and probe per seed on the labelled subset (+ unlabelled photos): the table of
+    `benchmarks/students.py` (SRCC with CIs, EMD, predicted spread)."""
     labels = subset_labels_file(folder, dataset, out.name)
-    recipe_path = student_recipe(folder, labels, out, seeds)
-    print(f"[students] iaa fit {recipe_path}", flush=True)
-    result = run_recipe(Recipe.load(recipe_path), progress=False)
-    return (Path(result["folders"]["comparison"]) / SEEDS_MD).read_text()
+    recipe_path = student_recipe(folder, labels, out, seeds, unlabeled)
+    print(f"[students] iaa fit --config {recipe_path}", flush=True)
+    recipe = Recipe.load(recipe_path)
+    result = run_recipe(recipe, progress=False)
+    return student_report(recipe, result["folders"]["eval"], Path(result["folders"]["comparison"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated training seeds of the teacher heads")
     parser.add_argument("--students", type=seed_list, metavar="S,S,...",
                         help="also train a student and a baseline per seed on the subset (e.g. 0,1,2)")
+    parser.add_argument("--no-unlabeled", dest="unlabeled", action="store_false",
+                        help="students without the unlabelled photos (labels only, as a user without them)")
     args = parser.parse_args(argv)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny heads: threads only wait on each other
@@ -169,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     except IAAError as error:
         print(f"small_data: error: {error}", file=sys.stderr)
         return 1
-    out = args.demo_dir / f"small-data-{args.train_images}-subset{args.subset_seed}"
+    out = args.demo_dir / (f"small-data-{args.train_images}-subset{args.subset_seed}"
+                           + ("" if args.unlabeled else "-no-unlabeled"))
     runs = [measure(dataset, cache, out, teacher, seed) for seed in args.seeds]
     text = table(runs, args.train_images, len(dataset.split("test")))
     (out / "small_data.json").write_text(json.dumps({"runs": runs, "summary": summary(runs)}, indent=2) + "\n")
@@ -178,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.students:
         torch.set_num_threads(threads)  # the students' convolutions do use every core
         try:
-            print("\n" + students(args.demo_dir.expanduser().resolve(), dataset, out.resolve(), args.students))
+            print("\n" + students(args.demo_dir.expanduser().resolve(), dataset, out.resolve(), args.students,
+                                   args.unlabeled))
         except IAAError as error:
             print(f"small_data: error: {error}", file=sys.stderr)
             return 1

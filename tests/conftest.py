@@ -53,15 +53,21 @@ def write_jpegs(folder: Path, photos: dict[str, np.ndarray], count: int, size: i
 
 
 def save_tiny_student(directory: Path, num_levels: int | None = 10, seed: int = 0, backbone: str = "test_efficientnet",
-                      input_size: int = 64) -> Path:
-    """An untrained (random-weight) student, saved as a model folder; for mechanics tests only."""
+                      input_size: int = 64, **overrides) -> Path:
+    """An untrained (random-weight) student, saved as a model folder; for mechanics tests only.
+    `overrides`: other StudentConfig fields (e.g. pooling, feature_layer, distill_dim)."""
     import torch
 
     from iaa_distill.student import Student, StudentConfig
 
     torch.manual_seed(seed)
-    config = StudentConfig.for_backbone(backbone, input_size=input_size, num_levels=num_levels, feature_dim=16)
-    Student(config).save_pretrained(directory, note="random weights, untrained (test fixture)")
+    config = StudentConfig.for_backbone(backbone, input_size=input_size, num_levels=num_levels,
+                                        **{"feature_dim": 16, **overrides})
+    model = Student(config)
+    if config.feature_layer == "linear":  # standardisation as a warm start leaves it, not the identity
+        model.pooled_mean.uniform_(-0.5, 0.5)
+        model.pooled_std.uniform_(0.5, 2.0)
+    model.save_pretrained(directory, note="random weights, untrained (test fixture)")
     return directory
 
 

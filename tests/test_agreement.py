@@ -35,6 +35,9 @@ def sensitive_student(directory: Path) -> Path:
     from iaa_distill.student import Student
 
     model = Student.from_pretrained(save_tiny_student(directory))
+    if model.config.feature_layer == "linear":  # identity standardisation: raw pooled features carry the spread
+        model.pooled_mean.zero_()
+        model.pooled_std.fill_(1.0)
     model.head[-1].weight.data *= 200
     return model.save_pretrained(directory)
 

@@ -19,7 +19,9 @@ def test_demo_quick_runs_every_stage_and_leaves_a_usable_model(tmp_path, capsys)
                  "eval/teacher/metrics.json", "comparison/comparison.json"):
         assert (run / path).is_file(), path
     comparison = json.loads((run / "comparison" / "comparison.json").read_text())
-    assert comparison["baseline"] == "baseline" and set(comparison["differences"]) == {"student", "teacher"}
+    # the baseline's warm start, the frozen-feature linear probe on the student's backbone, is reported too
+    assert comparison["baseline"] == "baseline" and set(comparison["differences"]) == {"student", "teacher", "probe"}
+    assert (run / "eval" / "probe" / "metrics.json").is_file()
 
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))

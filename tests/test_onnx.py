@@ -54,6 +54,16 @@ def test_onnx_matches_pytorch_on_real_photos(tmp_path, photos):
     assert _max_mean_diff(model_dir, onnx_path, photos) < 1e-3
 
 
+@pytest.mark.parametrize("layout", [{"pooling": "mlsp", "distill_dim": 6}, {"pooling": "last"},
+                                    {"pooling": "last", "feature_layer": "relu"}])
+def test_every_student_layout_exports_and_scores_alike(tmp_path, photos, layout):
+    """MLSP (the default, with a distillation projector the graph leaves out), last map, and the layout of
+    student folders saved by earlier versions; the fine-tuning recipes change weights, not the graph."""
+    model_dir = save_tiny_student(tmp_path / "student", seed=4, **layout)
+    onnx_path = export_onnx(model_dir, tmp_path / "model.onnx")
+    assert _max_mean_diff(model_dir, onnx_path, photos[:4]) < 1e-3
+
+
 def test_default_architecture_onnx_matches_pytorch(tmp_path, photos):
     """The real student architecture (tf_efficientnet_lite0 at 224 px), random weights."""
     model_dir = save_tiny_student(tmp_path / "lite0", backbone="tf_efficientnet_lite0", input_size=224)

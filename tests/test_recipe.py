@@ -156,6 +156,9 @@ def test_seeds_give_one_student_and_baseline_per_seed_sharing_the_teacher(tmp_pa
     assert seeded["features"] == single["features"] and seeded["teacher"] == single["teacher"]
     assert seeded["student-seed0"] == single["student"] != seeded["student-seed1"]
     assert seeded["baseline-seed2"] == _keys(csv_path, seed=0, student={"seed": 2})["baseline"]
+    # every baseline's warm start (the frozen-feature linear probe) is evaluated and compared too
+    assert [k for k in seeded if k.startswith("eval-probe")] == [f"eval-probe-seed{s}" for s in range(3)]
+    assert "eval-probe" in single and single["eval-probe"] != single["eval-baseline"]
     (tmp_path / "r.yaml").write_text("dataset: csv:x.csv\nout: o\nseeds: [0, 0]\n")
     with pytest.raises(IAAError, match="'seeds' is a list of different integers"):
         Recipe.load(tmp_path / "r.yaml")

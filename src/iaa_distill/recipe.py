@@ -222,6 +222,12 @@ def student_runs(recipe: Recipe) -> dict[str, tuple[bool, int | None]]:
     return runs
 
 
+def probe_runs(runs: dict[str, tuple[bool, int | None]]) -> dict[str, str]:
+    """`probe` name -> its baseline run: every baseline's warm start is the frozen-feature linear probe on the
+    student's backbone (`baseline/probe`), evaluated and compared next to it."""
+    return {name.replace("baseline", "probe", 1): name for name, (baseline, _) in runs.items() if baseline}
+
+
 def _seeded(config: StudentTrainConfig, seed: int | None) -> StudentTrainConfig:
     return config if seed is None else replace(config, seed=seed)
 
@@ -242,7 +248,9 @@ def stage_keys(dataset: Dataset, stages: StageSettings, runs: dict[str, tuple[bo
         keys[name] = fingerprint(keys["teacher"], labels, _seeded(stages.student, seed), baseline)
     for name in ("teacher", *runs):
         keys[f"eval-{name}"] = fingerprint(keys[name], labels, stages.evaluation)
-    keys["compare"] = fingerprint([keys[f"eval-{name}"] for name in ("teacher", *runs)])
+    for probe, base in probe_runs(runs).items():
+        keys[f"eval-{probe}"] = fingerprint(keys[base], labels, stages.evaluation, "probe")
+    keys["compare"] = fingerprint([keys[f"eval-{name}"] for name in ("teacher", *runs, *probe_runs(runs))])
     return keys
 
 
@@ -276,6 +284,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
 
     eval_dirs = {}
     models = {"teacher": folders["teacher"], **{n: folders[n] / "model" for n in runs}}
+    models.update({p: folders[b] / "probe" for p, b in probe_runs(runs).items() if (folders[b] / "probe").is_dir()})
     for name, model_dir in models.items():
         eval_dirs[name] = out / "eval" / name
         features = folders["features"] if name == "teacher" else None  # students score the images themselves
@@ -312,10 +321,11 @@ def _compare(runs: dict[str, tuple[bool, int | None]], eval_dirs: dict[str, Path
 
     baselines = [eval_dirs[n] for n, (b, _) in runs.items() if b]
     students = [eval_dirs[n] for n, (b, _) in runs.items() if not b]
+    probes = [eval_dirs[p] for p in probe_runs(runs) if p in eval_dirs]
     if len(students) > 1:
         if write:
-            compare_seeds([baselines, students, [eval_dirs["teacher"]]], out)
+            compare_seeds([baselines, students, [eval_dirs["teacher"]], *([probes] if probes else [])], out)
         return json.loads((out / SEEDS_JSON).read_text())
     if write:
-        compare_runs([baselines[0], students[0], eval_dirs["teacher"]], out)
+        compare_runs([baselines[0], students[0], eval_dirs["teacher"], *probes[:1]], out)
     return json.loads((out / "comparison.json").read_text())

@@ -1,6 +1,18 @@
 """Stage 2 model: one end-to-end timm backbone that predicts aesthetics and mimics the teacher's aesthetic feature.
 
-backbone (pooled) -> projection to the teacher's aesthetic-feature size (+ReLU) -> prediction layer.
+Layout `linear` (every new student): backbone -> pooled vector -> standardised (per-dimension mean/std buffers)
+-> linear projection to the student's aesthetic feature (`feature_dim`, 256 by default) -> prediction layer.
+The pooled vector is MLSP (`pooling: mlsp`, the global average pool of every block, concatenated as the
+teachers do, `teachers.mlsp`; the forward pass stops after the last block) or timm's pooled last map (`last`).
+A linear distillation projector (`distill`, `distill_dim` outputs) maps the student's feature to the
+teacher's standardised aesthetic feature; it is used by the feature-distillation loss only, never when scoring.
+The feature has a fixed width whatever the teacher head (a `ridge:4` head's feature has 2 values on scalar
+labels) and no ReLU, so the closed-form warm start (`training.warm_start`: PCA projection, ridge layers)
+sets it exactly and no unit can die.
+
+Layout `relu` (student folders of earlier versions, loaded as saved): pooled last map -> Linear to the
+teacher's feature size + ReLU (the distilled feature itself) -> prediction layer.
+
 The prediction is a K-level score distribution (softmax) when the labels have votes, else a scalar score.
 Normalisation constants are buffers, so the model takes RGB in [0, 1] and exports to ONNX with them.
 """
@@ -15,8 +27,11 @@ from torch import nn
 
 from .artifacts import SavedModel, dataclass_from_json
 from .score_space import InScoreSpace
+from .teachers.mlsp import attach_level_pooling, level_dims, pooled_levels
 
 KIND = "student"
+POOLINGS = ("mlsp", "last")
+FEATURE_LAYERS = ("linear", "relu")
 
 
 @dataclass
@@ -34,6 +49,10 @@ class StudentConfig(InScoreSpace):
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     interpolation: str = "bicubic"
     backbone_weights: str = ""
+    # the defaults below rebuild the students of earlier versions; `for_backbone` builds the current layout
+    pooling: str = "last"  # last: timm's pooled last feature map; mlsp: every block pooled (as the teachers)
+    feature_layer: str = "relu"  # relu: Linear + ReLU (earlier versions); linear: standardised input, linear feature
+    distill_dim: int = 0  # outputs of the distillation projector (the teacher's feature size); 0: none
     synthetic_labels: bool = False  # trained on labels made by a formula (the demo's), not human ratings
     extra: dict = field(default_factory=dict)
 
@@ -49,6 +68,7 @@ class StudentConfig(InScoreSpace):
             mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
             std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
             interpolation=cfg.get("interpolation", "bicubic"),
+            pooling="mlsp", feature_layer="linear",
         )
         base.update(overrides)
         if "train_resize" not in overrides:  # keep the 256/224 ratio for an overridden input size
@@ -57,7 +77,10 @@ class StudentConfig(InScoreSpace):
 
     @classmethod
     def from_dict(cls, data: dict) -> "StudentConfig":
-        return dataclass_from_json(cls, data, ("scale", "mean", "std"))
+        config = dataclass_from_json(cls, data, ("scale", "mean", "std"))
+        if config.pooling not in POOLINGS or config.feature_layer not in FEATURE_LAYERS:
+            raise ValueError(f"unknown pooling {config.pooling!r} or feature layer {config.feature_layer!r}")
+        return config
 
 
 class Student(SavedModel, nn.Module):
@@ -70,15 +93,38 @@ class Student(SavedModel, nn.Module):
         super().__init__()
         self.config = config
         self.backbone = timm.create_model(config.backbone, pretrained=False, num_classes=0)
-        self.project = nn.Sequential(nn.Linear(self.backbone.num_features, config.feature_dim), nn.ReLU())
+        self.blocks = attach_level_pooling(self.backbone) if config.pooling == "mlsp" else []
+        pooled_dim = sum(level_dims(self.backbone, config.input_size)) if self.blocks else self.backbone.num_features
+        linear = config.feature_layer == "linear"
+        if linear:  # set by the warm start; identity until then
+            self.register_buffer("pooled_mean", torch.zeros(pooled_dim))
+            self.register_buffer("pooled_std", torch.ones(pooled_dim))
+        self.project = nn.Sequential(nn.Linear(pooled_dim, config.feature_dim), nn.Identity() if linear else nn.ReLU())
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.feature_dim, config.output_dim))
+        self.distill = nn.Linear(config.feature_dim, config.distill_dim) if config.distill_dim else None
         self.register_buffer("pixel_mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
 
+    def raw_pooled(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3, H, W) RGB in [0, 1] -> the backbone's pooled vector (MLSP or the last map)."""
+        x = (images - self.pixel_mean) / self.pixel_std
+        return torch.cat(pooled_levels(self.backbone, self.blocks, x), dim=1) if self.blocks else self.backbone(x)
+
+    def pooled(self, images: torch.Tensor) -> torch.Tensor:
+        """The pooled vector, standardised in layout `linear`."""
+        pooled = self.raw_pooled(images)
+        if self.config.feature_layer == "linear":
+            pooled = (pooled - self.pooled_mean) / self.pooled_std
+        return pooled
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images: (B, 3, H, W) RGB in [0, 1]. Returns raw prediction (logits or score) and the aesthetic feature."""
-        feature = self.project(self.backbone((images - self.pixel_mean) / self.pixel_std))
+        feature = self.project(self.pooled(images))
         return self.head(feature), feature
+
+    def distilled_feature(self, feature: torch.Tensor) -> torch.Tensor:
+        """What the feature-distillation loss compares with the teacher's (standardised) feature."""
+        return feature if self.distill is None else self.distill(feature)
 
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean score on the label scale and the predicted distribution (None for a scalar model)."""

@@ -34,6 +34,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def student_recipe_lines(folders: dict) -> list[str]:
+    """Each distilled student's recipe choice and share of the teacher on val (`training.student_recipe`)."""
+    import json
+    from pathlib import Path
+
+    from ..training.student_recipe import choice_lines
+
+    lines = []
+    for name, folder in folders.items():
+        path = Path(folder) / "metrics.json" if name.startswith("student") else None
+        if path is not None and path.is_file():
+            metrics = json.loads(path.read_text())
+            if metrics.get("recipe"):
+                lines += [f"{name}: {line}" for line in choice_lines(metrics["recipe"], metrics["best_val_srcc"],
+                                                                     metrics.get("teacher_val_srcc"))]
+    return lines
+
+
 def summary_lines(recipe, result: dict) -> list[str]:
     """What a finished `iaa fit` says: the headline SRCC/PLCC of every model, the teacher head's choice, the
     dropped images and where the reports are."""
@@ -51,6 +69,7 @@ def summary_lines(recipe, result: dict) -> list[str]:
                      f"({document['n']} images; {Path(folder) / 'report.md'})")
     teacher = json.loads((Path(folders["teacher"]) / "metrics.json").read_text())
     lines.append(f"Teacher head: {describe_choice(teacher['head'])}")
+    lines += student_recipe_lines(folders)
     dropped = result["dropped"]
     if dropped["count"]:
         lines.append(f"{dropped['count']} images dropped (missing or undecodable), listed in {dropped['list']}")

@@ -19,8 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", metavar="DATASET", help="FORMAT:PATH, e.g. ava:/data/AVA or csv:labels.csv")
     parser.add_argument("--out", required=True, help="run folder (model/, metrics.json, checkpoints/, logs/)")
     parser.add_argument("--targets", help="teacher head folder holding the distillation targets")
-    parser.add_argument("--baseline", action="store_true", help="label-only baseline: alpha = beta = 0; --targets is "
-                        "optional there and only gives the teacher's feature size (same architecture as the student)")
+    parser.add_argument("--baseline", action="store_true", help="label-only baseline: alpha = beta = 0, warm-started on "
+                        "the labels alone (its warm start, the frozen-feature linear probe, is kept as OUT/probe); "
+                        "--targets is optional there and only checked")
     parser.add_argument("--unlabeled", action="append", default=[], metavar="DATASET",
                         help="unlabelled images to distil on as well (repeatable), e.g. folder:~/Photos; the teacher's "
                         "targets must cover them (`iaa fit` with `unlabeled:` in the recipe does every stage)")
@@ -45,5 +46,6 @@ def run(args: argparse.Namespace) -> int:
                             image_cache_dir=args.image_cache)
     if metrics:
         summary = {k: metrics[k] for k in ("best_val_srcc", "best_val_plcc", "best_epoch", "epochs_completed")}
+        summary["recipe"] = metrics["recipe"]["chosen"]
         print(json.dumps({"out": args.out, "baseline": args.baseline, **summary}, indent=2))
     return 0

@@ -13,6 +13,7 @@ the teacher sees the whole image resized to its input size, so one vector per im
 from __future__ import annotations
 
 import copy
+import threading
 
 import timm
 import torch
@@ -64,6 +65,56 @@ def _pool(output: torch.Tensor | tuple, nhwc: bool = False) -> torch.Tensor:
     raise ValueError(f"cannot pool a block output of shape {tuple(output.shape)}")
 
 
+def attach_level_pooling(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Hook every MLSP block of `model` so that `pooled_levels` collects their pooled outputs; returns the blocks.
+
+    The hooks are one module-level function (no closure) and the collected outputs live in a per-thread
+    table keyed by block, so a deep copy of the model (an EMA copy, a weightless copy on the meta device)
+    pools into its own list and concurrent calls (a scoring service's threads) never mix.
+    """
+    blocks = mlsp_blocks(model)
+    nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
+    for i, (_, block) in enumerate(blocks):
+        block._mlsp_nhwc, block._mlsp_last = nhwc, i == len(blocks) - 1
+        block.register_forward_hook(_collect)
+    return blocks
+
+
+_ACTIVE = threading.local()  # .sinks: {id(block): list} of the pooled_levels call running in this thread
+
+
+def _collect(block: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    sink = getattr(_ACTIVE, "sinks", {}).get(id(block))
+    if sink is None:  # a plain forward pass (e.g. the ImageNet classifier): nothing to pool, no early stop
+        return
+    sink.append(_pool(output, block._mlsp_nhwc))
+    if block._mlsp_last:
+        raise _StopForward
+
+
+def pooled_levels(model: nn.Module, blocks: list[tuple[str, nn.Module]], images: torch.Tensor) -> list[torch.Tensor]:
+    """Each MLSP block's pooled output for normalised `images`; the forward pass stops after the last block."""
+    sink: list[torch.Tensor] = []
+    outer = getattr(_ACTIVE, "sinks", {})
+    _ACTIVE.sinks = {**outer, **{id(block): sink for _, block in blocks}}
+    try:
+        model(images)
+    except _StopForward:
+        pass
+    finally:
+        _ACTIVE.sinks = outer
+    return sink
+
+
+@torch.no_grad()
+def level_dims(model: nn.Module, input_size: int) -> list[int]:
+    """Channels of each MLSP level of a hooked `model`, from a weightless copy run on the meta device: shapes
+    only, no computation (a real forward pass here cost seconds of start-up per teacher)."""
+    shadow = copy.deepcopy(model).to("meta").eval()
+    probe = torch.zeros(1, 3, input_size, input_size, device="meta")
+    return [int(p.shape[1]) for p in pooled_levels(shadow, mlsp_blocks(shadow), probe)]
+
+
 class Teacher(nn.Module):
     """A frozen timm backbone returning its MLSP vector for RGB images in [0, 1] at `input_size`."""
 
@@ -79,13 +130,8 @@ class Teacher(nn.Module):
         self.interpolation = str(cfg["interpolation"])
         self.register_buffer("mean", torch.tensor(cfg["mean"], dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(cfg["std"], dtype=torch.float32).view(1, 3, 1, 1))
-        self._blocks = mlsp_blocks(model)
-        self._nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
-        self._pooled: list[torch.Tensor] | None = None  # a list only while `_levels` runs
-        last = len(self._blocks) - 1
-        for i, (_, block) in enumerate(self._blocks):
-            block.register_forward_hook(self._make_hook(stop=i == last))
-        self.level_dims = [int(d) for d in self._probe_dims()]
+        self._blocks = attach_level_pooling(self.model)
+        self.level_dims = level_dims(self.model, self.input_size)
         self.dim = sum(self.level_dims)
 
     @classmethod
@@ -95,41 +141,12 @@ class Teacher(nn.Module):
         source = load_pretrained(model, name, weights)
         return cls(name, model, source, hflip=hflip)
 
-    def _make_hook(self, stop: bool):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            if self._pooled is None:
-                return
-            self._pooled.append(_pool(output, self._nhwc))
-            if stop:
-                raise _StopForward
-
-        return hook
-
-    @torch.no_grad()
-    def _probe_dims(self) -> list[int]:
-        """Channels of each level, from a weightless copy of the model run on the meta device: shapes only,
-        no computation (a real forward pass here cost seconds of start-up per teacher)."""
-        shadow = copy.deepcopy(self.model).to("meta")  # the copy keeps the hooks, which collect into self
-        probe = torch.zeros(1, 3, self.input_size, self.input_size, device="meta")
-        return [p.shape[1] for p in self._run_levels(shadow, probe)]
-
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
         normalized = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         return normalized.contiguous(memory_format=torch.channels_last)
 
     def _levels(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self._run_levels(self.model, self._normalize(images))
-
-    def _run_levels(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-        """Each MLSP block's pooled output for normalised `images`; the forward pass stops after the last block."""
-        self._pooled = []
-        try:
-            model(images)
-        except _StopForward:
-            pass
-        finally:
-            pooled, self._pooled = self._pooled, None
-        return pooled
+        return pooled_levels(self.model, self._blocks, self._normalize(images))
 
     @torch.no_grad()
     def classify(self, images: torch.Tensor) -> torch.Tensor:

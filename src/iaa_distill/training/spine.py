@@ -143,12 +143,16 @@ class BestBySRCC(Callback):
                  **{k: metrics[k] for k in ("val_srcc", "val_plcc", "val_loss", "train_loss") if k in metrics},
                  "train_seconds": round(self._train_seconds, 3),
                  "train_images_per_second": round(images / max(self._train_seconds, 1e-9), 1)}
+        self.record(pl_module, entry, trainer.is_global_zero)
+
+    def record(self, pl_module: pl.LightningModule, entry: dict[str, Any], is_global_zero: bool) -> None:
+        """Append a validated epoch (also one validated outside Lightning, e.g. a warm start as epoch 0)."""
         self.history.append(entry)
         score = entry["val_srcc"] if math.isfinite(entry.get("val_srcc", math.nan)) else -2.0
         improved = score > self.best
         if improved:
             self.best = score
-        if trainer.is_global_zero:
+        if is_global_zero:
             if improved:
                 self.save(pl_module, entry)
             atomic_write_text(self.out / HISTORY_FILE, json.dumps(self.history, indent=1) + "\n")

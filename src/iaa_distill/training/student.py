@@ -12,6 +12,10 @@ Unlabelled images (records of the `unlabeled` split, see `data.unlabeled`) add
 distillation terms (their GT term is masked out). The labelled part of each batch stays the
 baseline's, which ignores unlabelled images.
 
+Before the first step the layers after the backbone are fitted in closed form on its frozen features
+(`training.warm_start`) and that model is validated as epoch 0; how much of the backbone then trains, epoch by
+epoch, and which recipe the val split chose is `training.student_recipe`.
+
 Plumbing is Lightning: AdamW with separate backbone/head learning rates and no decay on
 biases/norms (timm's param groups), linear warm-up + cosine decay per step (LambdaLR), gradient
 clipping, optional EMA of the weights (torch AveragedModel, used for validation and the saved
@@ -27,6 +31,7 @@ A NaN/inf loss stops the run with a clear error; the checkpoint of the last good
 """
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -36,6 +41,7 @@ from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from timm.optim import param_groups_weight_decay
@@ -45,9 +51,11 @@ from torchmetrics import MeanMetric
 
 from ..data.records import Dataset, ImageRecord
 from ..data.splits import SPLIT_FILE
-from ..data.table import split_table
+from ..data.table import SplitTable, split_table
 from ..data.unlabeled import UNLABELED_SPLIT
+from ..artifacts import atomic_write_text
 from ..errors import IAAError
+from ..evaluation.metrics import srcc
 from ..loss_names import FeatureLossName, LabelLossName, check_name
 from ..losses import feature_distillation_loss, label_loss, output_distillation_loss
 from ..messages import get_logger
@@ -59,10 +67,15 @@ from .image_cache import ensure_image_cache, ids_hash
 from .spine import (BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
                     check_counts)
 from .student_config import StudentTrainConfig
+from .student_recipe import choice_lines, phase, recipe_report, resolve_schedule, set_phase, thaw_epoch
+from .warm_start import (WarmStartData, cached_images, fit_warm_start, pooled_features, predict_raw, sharpen,
+                         validation_entry)
 
 _log = get_logger(__name__)
 
 MIN_VAL_IMAGES = 4
+WARM_START_FILE = "warm_start.json"
+PROBE_DIR = "probe"  # the baseline's warm start: the frozen-feature linear probe on the student's backbone
 
 
 class TrainingDiverged(IAAError):
@@ -77,15 +90,32 @@ def warmup_cosine(step: int, warmup: int, total: int, floor: float) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def delayed_warmup_cosine(step: int, start: int, warmup: int, total: int, floor: float) -> float:
+    """0 before `start` (a frozen part), then `warmup_cosine` over the remaining steps."""
+    if step < start:
+        return 0.0
+    return warmup_cosine(step - start, warmup, max(1, total - start), floor)
+
+
 class StudentModule(pl.LightningModule):
     """The student, its optional EMA copy, the combined loss and validation SRCC/PLCC."""
 
-    def __init__(self, student_config: dict, train_config: dict):
+    def __init__(self, student_config: dict, train_config: dict, schedule: str = "full"):
+        """schedule: `student_recipe.resolve_schedule` of the run (what `finetune: auto` means for its data)."""
         super().__init__()
         self.save_hyperparameters()
         self.cfg = StudentTrainConfig.from_dict(train_config)
+        self.schedule = schedule
         self.model = Student.create(StudentConfig.from_dict(student_config), self.cfg.pretrained, self.cfg.weights)
         self.space = self.model.config.space
+        distill_dim = self.model.config.distill_dim
+        # The projection stays as the warm start set it (whitened principal components): Adam moves each of its
+        # weights by about lr per step, which shifts every feature by lr x |z|_1 (~1,400 lr for lite0's 1,808
+        # standardised MLSP values) and wrecks the probe. The backbone before it and the layers after it learn.
+        self.model.project.requires_grad_(False)
+        # the teacher's aesthetic feature is distilled standardised (set by `standardise_teacher_features`)
+        self.register_buffer("teacher_mean", torch.zeros(distill_dim))
+        self.register_buffer("teacher_std", torch.ones(distill_dim))
         self.ema: AveragedModel | None = None
         if self.cfg.ema:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay), use_buffers=True)
@@ -109,6 +139,18 @@ class StudentModule(pl.LightningModule):
             self.to(memory_format=torch.channels_last)
         self._runtime["forward"] = torch.compile(self.model) if self.cfg.compile else self.model
 
+    def phase(self, epoch: int) -> str:
+        """What trains in 1-based `epoch`: probe (frozen backbone), partial or full (`training.student_recipe`)."""
+        return phase(epoch, self.schedule, self.cfg.freeze_epochs, self.cfg.partial_epochs)
+
+    def standardise_teacher_features(self, features: np.ndarray) -> None:
+        """Per-dimension mean/std of the teacher's aesthetic feature on the training rows."""
+        self.teacher_mean.copy_(torch.from_numpy(features.mean(0)))
+        self.teacher_std.copy_(torch.from_numpy(features.std(0) + 1e-6))
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        set_phase(self.model, self.phase(self.current_epoch + 1))
+
     def _images(self, batch: dict) -> torch.Tensor:
         images = batch["image"].float().div_(255)
         return images.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else images
@@ -122,7 +164,9 @@ class StudentModule(pl.LightningModule):
                                      self.cfg.rank_weight)}
         loss = parts["label"]
         if self.cfg.alpha:
-            parts["feature"] = feature_distillation_loss(feature, batch["feature"], kind=self.cfg.feature_loss)
+            teacher = (batch["feature"] - self.teacher_mean) / self.teacher_std
+            parts["feature"] = feature_distillation_loss(self.model.distilled_feature(feature), teacher,
+                                                         kind=self.cfg.feature_loss)
             loss = loss + self.cfg.alpha * parts["feature"]
         if self.cfg.beta:
             parts["output"] = output_distillation_loss(raw, batch["teacher"], self.num_levels)
@@ -162,15 +206,21 @@ class StudentModule(pl.LightningModule):
 
     def configure_optimizers(self):
         groups = []
-        head = nn.ModuleList([self.model.project, self.model.head])
-        for part, lr in ((self.model.backbone, self.cfg.backbone_lr), (head, self.cfg.head_lr)):
+        head = nn.ModuleList([m for m in (self.model.head, self.model.distill) if m is not None])
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = total / max(1, self.trainer.max_epochs)
+        warmup = round(self.cfg.warmup_epochs * per_epoch)
+        thaw = thaw_epoch(self.schedule, self.cfg.freeze_epochs)
+        factors = []
+        for part, lr, start in ((self.model.backbone, self.cfg.backbone_lr, round((thaw or 0) * per_epoch)),
+                                (head, self.cfg.head_lr, 0)):
+            factor = partial(delayed_warmup_cosine, start=start if thaw is not None else total, warmup=warmup,
+                             total=total, floor=self.cfg.min_lr_ratio)
             for group in param_groups_weight_decay(part, self.cfg.weight_decay):
                 groups.append({**group, "lr": lr})
+                factors.append(factor)
         optimizer = torch.optim.AdamW(groups)
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = round(self.cfg.warmup_epochs * total / max(1, self.trainer.max_epochs))
-        factor = partial(warmup_cosine, warmup=warmup, total=total, floor=self.cfg.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -183,6 +233,13 @@ def _precision(config: StudentTrainConfig) -> str:
         return config.precision
     on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
     return "bf16-mixed" if on_gpu else "32-true"
+
+
+def _strategy(config: StudentTrainConfig) -> str:
+    """DDP must tolerate parameters without gradients: the backbone (or part of it) is frozen in some epochs."""
+    if config.strategy in ("ddp", "ddp_spawn") or (config.strategy == "auto" and _world_size(config) > 1):
+        return f"{'ddp' if config.strategy == 'auto' else config.strategy}_find_unused_parameters_true"
+    return config.strategy
 
 
 def _world_size(config: StudentTrainConfig) -> int:
@@ -282,7 +339,7 @@ def train_student(
 ) -> dict:
     """Train (or resume, or return the finished result of) one stage-2 run into `out`; returns metrics.json's dict.
 
-    baseline=True forces alpha = beta = 0 and needs no targets (given targets only set `feature_dim`).
+    baseline=True forces alpha = beta = 0 and needs no targets (given targets are only checked).
     image_cache_dir: root of the pre-resized image caches (default `$IAA_CACHE_DIR/images` or ~/.cache).
     callbacks: extra Lightning callbacks.
     """
@@ -299,11 +356,11 @@ def train_student(
     if config.distilled:
         targets.rows_for([r.image_id for r in labelled[0] + labelled[1]])
     splits = (*labelled, _unlabelled_records(dataset, config, targets))
-    feature_dim = config.feature_dim or (targets.features.shape[1] if targets is not None else 256)
     sizes = {k: v for k, v in (("input_size", config.input_size), ("train_resize", config.train_resize)) if v}
-    student_config = StudentConfig.for_backbone(config.backbone, num_levels=dataset.num_levels,
-                                                scale=tuple(dataset.scale), feature_dim=feature_dim,
-                                                synthetic_labels=dataset.synthetic_labels, **sizes)
+    student_config = StudentConfig.for_backbone(
+        config.backbone, num_levels=dataset.num_levels, scale=tuple(dataset.scale), feature_dim=config.feature_dim,
+        pooling=config.pooling, distill_dim=targets.features.shape[1] if config.alpha and targets else 0,
+        synthetic_labels=dataset.synthetic_labels, **sizes)
     run = RunFolder(out, _run_identity(dataset, config, student_config, baseline, splits, targets_dir))
     finished = run.finished()
     if finished is not None:
@@ -312,28 +369,80 @@ def train_student(
     data, counts, excluded = _datamodule(dataset, config, student_config, splits, targets, image_cache_dir)
     resume = run.start([r.image_id for r in splits[0]], [r.image_id for r in splits[1]])
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    module = StudentModule(asdict(student_config), asdict(config))
+    module = StudentModule(asdict(student_config), asdict(config), resolve_schedule(config.finetune, counts[0]))
+    if data.train.features is not None:
+        module.standardise_teacher_features(data.train.features)
     trainer = _trainer(run, config, baseline, callbacks)
     start = time.perf_counter()
+    if resume is None:
+        _epoch_zero(run, module, trainer, data, config, baseline)
     _fit(trainer, module, data, resume)
     if not trainer.is_global_zero:
         return {}
-    return _write_metrics(run, trainer, config, student_config, baseline, counts, excluded,
-                          time.perf_counter() - start)
+    metrics = _write_metrics(run, trainer, config, student_config, baseline, counts, excluded,
+                             time.perf_counter() - start, module.schedule, _teacher_val_srcc(data.val, module.space))
+    for line in choice_lines(metrics["recipe"], metrics["best_val_srcc"], metrics.get("teacher_val_srcc")):
+        _log.info(line)
+    return metrics
 
 
-def _save_best(out: Path, extra: dict, module: StudentModule, entry: dict) -> None:
-    """The best student so far into out/model, with the run's split."""
-    model_dir = module.eval_model.save_pretrained(out / "model", **extra, epoch=entry["epoch"],
+def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data: StudentDataModule,
+                config: StudentTrainConfig, baseline: bool) -> None:
+    """Warm start (when on), then the starting model validated and kept as epoch 0; the baseline's warm start
+    (the frozen-feature linear probe) is also saved as `probe/`. Deterministic: every process computes the same."""
+    start = time.perf_counter()
+    report = {}
+    if config.warm_start:
+        train = data.train
+        teacher = None if train.features is None else (
+            (train.features - module.teacher_mean.numpy()) / module.teacher_std.numpy())
+        fit_rows = WarmStartData(train.source, train.rows, train.labels[:len(train) - train.num_unlabeled],
+                                 teacher, train.predictions)
+        report = fit_warm_start(module.model, pooled_features(module.model, fit_rows), fit_rows, config.beta)
+    raw = predict_raw(module.model, cached_images(data.val.source, data.val.rows, module.model.config.input_size))
+    if report and module.num_levels:
+        raw, report["sharpness"] = sharpen(module.model, raw, data.val.labels)
+    if module.ema is not None:
+        module.ema.module.load_state_dict(module.model.state_dict())
+    loss = partial(label_loss, num_levels=module.num_levels, kind=config.loss, rank_weight=config.rank_weight)
+    entry = validation_entry(module.space, raw, data.val.labels, data.val.means, lambda raw, y: loss(raw, y))
+    entry = {"epoch": 0, "step": 0, **entry, "train_seconds": round(time.perf_counter() - start, 3)}
+    next(c for c in trainer.callbacks if isinstance(c, BestBySRCC)).record(module, entry, trainer.is_global_zero)
+    if trainer.is_global_zero:
+        atomic_write_text(run.out / WARM_START_FILE, json.dumps({"warm_start": report, "epoch_0": entry},
+                                                                indent=1) + "\n")
+        if baseline and report:
+            _save_best(run.out, {**_model_extra(run, config, baseline), "linear_probe": True}, module, entry,
+                       folder=PROBE_DIR)
+    module.model.train()
+
+
+def _teacher_val_srcc(val: SplitTable, space) -> float | None:
+    """SRCC of the teacher's predictions on the val images (None without teacher rows)."""
+    if val.predictions is None:
+        return None
+    predictions = torch.from_numpy(np.asarray(val.predictions, np.float32))
+    levels = torch.as_tensor(space.levels, dtype=torch.float32)
+    means = predictions @ levels if space.num_levels else levels[0] + predictions * (levels[-1] - levels[0])
+    return srcc(val.means, means.double().numpy())
+
+
+def _save_best(out: Path, extra: dict, module: StudentModule, entry: dict, folder: str = "model") -> None:
+    """The best student so far into out/model (or another `folder`), with the run's split."""
+    model_dir = module.eval_model.save_pretrained(out / folder, **extra, epoch=entry["epoch"],
                                                   val_srcc=entry.get("val_srcc"), val_plcc=entry.get("val_plcc"))
     shutil.copyfile(out / SPLIT_FILE, Path(model_dir) / SPLIT_FILE)
 
 
+def _model_extra(run: RunFolder, config: StudentTrainConfig, baseline: bool) -> dict:
+    """What a saved student's config.json records about its run."""
+    return {"dataset": run.identity["dataset"], "dataset_fingerprint": run.identity["dataset_fingerprint"],
+            "baseline": baseline, "alpha": config.alpha, "beta": config.beta}
+
+
 def _trainer(run: RunFolder, config: StudentTrainConfig, baseline: bool, callbacks: Sequence[Callback]) -> pl.Trainer:
-    extra = {"dataset": run.identity["dataset"], "dataset_fingerprint": run.identity["dataset_fingerprint"],
-             "baseline": baseline, "alpha": config.alpha, "beta": config.beta}
-    save_best = partial(_save_best, run.out, extra)
-    hardware = {**config.hardware(), "precision": _precision(config)}
+    save_best = partial(_save_best, run.out, _model_extra(run, config, baseline))
+    hardware = {**config.hardware(), "precision": _precision(config), "strategy": _strategy(config)}
     return build_trainer(run.out, hardware, max_epochs=config.epochs, patience=config.patience,
                          callbacks=[BestBySRCC(run.out, save_best, config.batch_size), RunStamp(run.fingerprint),
                                     *callbacks],
@@ -365,12 +474,18 @@ def _close_progress_bars(trainer: pl.Trainer) -> None:
 
 
 def _write_metrics(run: RunFolder, trainer: pl.Trainer, config: StudentTrainConfig, student_config: StudentConfig,
-                   baseline: bool, counts: tuple[int, int, int], excluded: list[str], seconds: float) -> dict:
+                   baseline: bool, counts: tuple[int, int, int], excluded: list[str], seconds: float,
+                   schedule: str, teacher_val_srcc: float | None) -> dict:
     history = run.history()
     if not history:
         raise IAAError(f"{run.out}: training ended without a single validated epoch")
     best = best_epoch(history)
+    start = run.out / WARM_START_FILE
     return run.write_metrics({
+        "recipe": recipe_report(history, best["epoch"], schedule, config.freeze_epochs, config.partial_epochs,
+                                counts[1]),
+        "warm_start": json.loads(start.read_text()) if start.is_file() else None,
+        "teacher_val_srcc": teacher_val_srcc, "pooling": student_config.pooling,
         "kind": "student_training", "baseline": baseline, "backbone": student_config.backbone,
         "dataset": run.identity["dataset"], "alpha": config.alpha, "beta": config.beta,
         "best_val_srcc": best.get("val_srcc"), "best_val_plcc": best.get("val_plcc"), "best_epoch": best["epoch"],

@@ -15,6 +15,7 @@ from ..loss_names import FeatureLossName, LabelLossName
 from ..settings import execution, setting
 
 MODEL, OPTIM, LOSS, HARDWARE = "model", "optimisation", "loss", "hardware"
+SCHEDULES = ("auto", "probe", "partial", "full")  # `finetune` (see training.student_recipe)
 
 
 @dataclass
@@ -29,12 +30,21 @@ class StudentTrainConfig:
                                      group=MODEL, low=1)
     train_resize: int | None = setting(None, help="images are resized to this before the random crop "
                                        "(default: input size x 256/224)", group=MODEL, low=1)
-    feature_dim: int | None = setting(None, help="aesthetic-feature size (default: the teacher's, else 256)",
-                                      group=MODEL, low=1)
+    feature_dim: int = setting(256, help="width of the student's aesthetic feature (a linear distillation "
+                               "projector maps it to the teacher's)", group=MODEL, low=1)
+    pooling: str = setting("mlsp", help="mlsp: every block of the backbone pooled, as the teachers; last: its last "
+                           "feature map only", group=MODEL)
+    warm_start: bool = setting(True, help="fit the layers after the backbone in closed form on its frozen features "
+                               "before fine-tuning (validated as epoch 0)", group=MODEL)
+    finetune: str = setting("auto", help="probe (frozen backbone), partial, full, or auto: the best val epoch "
+                            "chooses between them (full above 20,000 labels)", group=OPTIM)
+    freeze_epochs: int = setting(1, help="first epochs with a frozen backbone (partial/full/auto)", group=OPTIM, low=0)
+    partial_epochs: int = setting(1, help="auto: epochs of partial fine-tuning between the frozen and the full ones",
+                                  group=OPTIM, low=0)
     epochs: int = setting(15, help="maximum epochs", group=OPTIM, low=1)
     batch_size: int = setting(64, help="images per step and process", group=OPTIM, low=1)
     backbone_lr: float = setting(3e-4, help="AdamW learning rate of the backbone", group=OPTIM, above=0)
-    head_lr: float = setting(1e-3, help="AdamW learning rate of the projection and prediction layers", group=OPTIM,
+    head_lr: float = setting(1e-3, help="AdamW learning rate of the prediction layer and distillation projector", group=OPTIM,
                              above=0)
     weight_decay: float = setting(1e-2, help="AdamW weight decay (not on biases and norms)", group=OPTIM, low=0)
     warmup_epochs: float = setting(1.0, help="linear warm-up length in epochs", group=OPTIM, low=0)
@@ -76,6 +86,11 @@ class StudentTrainConfig:
         if unknown:
             raise IAAError(f"unknown student training setting(s): {', '.join(sorted(unknown))}")
         return cls(**data)
+
+    def __post_init__(self) -> None:
+        if self.finetune not in SCHEDULES or self.pooling not in ("mlsp", "last"):
+            raise IAAError(f"finetune must be one of {', '.join(SCHEDULES)} and pooling mlsp or last, got "
+                           f"{self.finetune!r} and {self.pooling!r}")
 
     @property
     def distilled(self) -> bool:

@@ -1,0 +1,191 @@
+"""Warm start of a student (linear probe, then fine-tune): the layers after its backbone fitted in closed form
+on the frozen pooled features, before any gradient step.
+
+One pass of the pretrained backbone (eval mode, each cached image resized whole to the input size, as when
+scoring) gives the pooled vector of every training image. On those rows:
+
+1. standardisation: per-dimension mean/std -> the student's `pooled_mean`/`pooled_std` buffers;
+2. projection: the top `feature_dim` principal directions of the standardised vectors, each scaled to unit
+   variance. With fewer images than `feature_dim` they span every image, so the ridge below loses nothing;
+3. prediction layer: ridge (penalty by `RidgeCV`'s leave-one-out) to the head's raw target: the centred log
+   distribution, which softmax inverts, or the normalised score (`head_candidates.ridge_targets`, as the
+   teacher's linear head). Distilled student: each image's target blends its label (weight 1 / labelled
+   images) and the teacher's prediction (weight beta / all images, unlabelled ones included): the weights of
+   the training loss. Baseline: labels only, so it stays the paper's label-only baseline (and is the
+   frozen-feature linear probe on the student's backbone). With vote distributions the fitted logits are then
+   multiplied by the factor (0.5-4) whose softmax has the least EMD on the val split (`sharpen`), so the
+   predicted spread matches the labels' (ridge on smoothed log shares predicts wider distributions);
+4. distillation projector (distilled student): ridge to the teacher's standardised aesthetic feature.
+
+Ridge is solved on the principal coordinates before their scaling and folded into the layers: the model
+computes exactly the ridge prediction. Nothing here is random.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import RidgeCV
+
+from ..evaluation.metrics import plcc, srcc
+from ..losses import emd_loss
+from ..score_space import ScoreSpace
+from ..student import Student
+from .head_candidates import RIDGE_ALPHAS, ridge_targets
+
+_EPS = 1e-6
+STD_FLOOR = 0.01  # of the median standard deviation of the pooled values
+
+
+@dataclass
+class WarmStartData:
+    """The rows the layers are fitted on: labelled images first, then unlabelled ones (distillation only)."""
+
+    cache_path: object  # a uint8 (N, S, S, 3) image cache (.npy)
+    rows: np.ndarray  # row of each image in the cache
+    labels: np.ndarray  # (n_labelled, K) or (n_labelled,) encoded labels
+    teacher_features: np.ndarray | None = None  # (N, F) standardised, every row; None: no projector to fit
+    teacher_predictions: np.ndarray | None = None  # (N, K) or (N,)
+
+
+def cached_images(cache_path, rows: np.ndarray, size: int, batch_size: int = 32) -> Iterator[torch.Tensor]:
+    """Float RGB [0, 1] batches (B, 3, size, size) of cached images, resized whole when cached at another size."""
+    pixels = np.load(cache_path, mmap_mode="r")
+    for start in range(0, len(rows), batch_size):
+        batch = torch.from_numpy(np.stack([pixels[r] for r in rows[start:start + batch_size]]))
+        images = batch.permute(0, 3, 1, 2).float().div_(255)
+        if images.shape[-1] != size:
+            images = F.interpolate(images, size=(size, size), mode="bicubic", antialias=True,
+                                   align_corners=False).clamp_(0, 1)
+        yield images.contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def pooled_features(model: Student, data: WarmStartData) -> np.ndarray:
+    """(N, D) raw pooled vectors of the frozen backbone for `data`'s rows (the standardisation buffers are not
+    applied). Computed once for every image of the cache and kept next to it (`pooled-KEY.npy`, KEY: the
+    backbone's weights, pooling and input size), so the baseline, the student and other seeds reuse them."""
+    cache_path = Path(data.cache_path)
+    saved = cache_path.with_name(f"pooled-{_backbone_key(model)}.npy")
+    if not saved.is_file():
+        was_training = model.training
+        model.eval()
+        rows = np.arange(len(np.load(cache_path, mmap_mode="r")))
+        pooled = torch.cat([model.raw_pooled(images).float()
+                            for images in cached_images(cache_path, rows, model.config.input_size)]).numpy()
+        model.train(was_training)
+        tmp = saved.with_name(f".{saved.name}.tmp.npy")
+        np.save(tmp, pooled)
+        os.replace(tmp, saved)
+    return np.load(saved, mmap_mode="r")[data.rows].astype(np.float64)
+
+
+def _backbone_key(model: Student) -> str:
+    digest = hashlib.sha256(f"{model.config.pooling}:{model.config.input_size}".encode())
+    for name, tensor in model.backbone.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Coefficients (D, T), intercept (T,) and the penalty chosen by leave-one-out."""
+    fit = RidgeCV(alphas=RIDGE_ALPHAS).fit(x, y, sample_weight=weights)
+    return np.atleast_2d(fit.coef_).T, np.atleast_1d(fit.intercept_), float(fit.alpha_)
+
+
+def _head_targets(data: WarmStartData, space: ScoreSpace, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row target of the prediction layer and its weight (mean 1); see the module doc."""
+    labels = ridge_targets(np.asarray(data.labels, np.float64), space)
+    if data.teacher_predictions is None or not beta:
+        return labels, np.ones(len(labels))
+    teacher = ridge_targets(np.asarray(data.teacher_predictions, np.float64), space)
+    n, n_labelled = len(teacher), len(labels)
+    w_label, w_teacher = 1.0 / n_labelled, beta / n
+    weights = np.full(n, w_teacher)
+    weights[:n_labelled] += w_label
+    targets = teacher.copy()
+    targets[:n_labelled] = (w_label * labels + w_teacher * teacher[:n_labelled]) / (w_label + w_teacher)
+    return targets, weights * n / weights.sum()
+
+
+def fit_warm_start(model: Student, pooled: np.ndarray, data: WarmStartData, beta: float = 1.0) -> dict:
+    """Set the standardisation, projection, prediction layer and distillation projector of `model` (see the
+    module doc) from the raw pooled vectors of `data`'s rows; returns what was chosen."""
+    distilled = data.teacher_predictions is not None
+    rows = pooled if distilled else pooled[:len(data.labels)]
+    mean, std = rows.mean(0), rows.std(0)
+    std = np.maximum(std, STD_FLOOR * np.median(std) + _EPS)  # near-constant values must not be blown up
+    z = (rows - mean) / std
+    k = model.config.feature_dim
+    eigenvalues, vectors = np.linalg.eigh(np.cov(z, rowvar=False))
+    order = np.argsort(eigenvalues)[::-1][:k]
+    components = vectors[:, order] * (eigenvalues[order] > _EPS * max(eigenvalues.max(), 1.0))  # (D, <=k)
+    coords = z @ components  # principal coordinates, unscaled (ridge keeps its meaning on them)
+    scale = np.maximum(coords.std(0), _EPS)
+    targets, weights = _head_targets(data, model.config.space, beta)
+    coef, intercept, alpha = _ridge(coords[:len(targets)], targets, weights)
+    report = {"rows": len(rows), "pooled_dim": int(z.shape[1]), "components": int((scale > _EPS).sum()),
+              "head_penalty": alpha}
+    with torch.no_grad():
+        model.pooled_mean.copy_(torch.from_numpy(mean))
+        model.pooled_std.copy_(torch.from_numpy(std))
+        _set_linear(model.project[0], (components / scale).T, np.zeros(components.shape[1]))
+        _set_linear(model.head[1], coef.T * scale, intercept)
+        if data.teacher_features is not None and model.distill is not None:
+            d_coef, d_intercept, d_alpha = _ridge(coords, np.asarray(data.teacher_features, np.float64))
+            _set_linear(model.distill, d_coef.T * scale, d_intercept)
+            report["feature_penalty"] = d_alpha
+    return report
+
+
+@torch.no_grad()
+def predict_raw(model: Student, batches: Iterator[torch.Tensor]) -> torch.Tensor:
+    """Raw outputs of `model` in eval mode on image batches."""
+    model.eval()
+    return torch.cat([model(images)[0].float() for images in batches])
+
+
+def validation_entry(space: ScoreSpace, raw: torch.Tensor, labels: np.ndarray, means: np.ndarray, loss) -> dict:
+    """Val SRCC/PLCC/loss of raw outputs, and the median predicted and true spread (K-level labels) on the
+    scale; `loss(raw, labels)` is the training's label loss."""
+    mean, dist = space.decode(raw)
+    pred = mean.double().numpy()
+    entry = {"val_srcc": srcc(means, pred), "val_plcc": plcc(means, pred),
+             "val_loss": float(loss(raw, torch.from_numpy(np.asarray(labels, np.float32))))}
+    if dist is not None:
+        entry["val_pred_std_median"] = float(np.median(space.std(dist.double().numpy(), pred)))
+        entry["val_label_std_median"] = float(np.median(space.std(np.asarray(labels), means)))
+    return {k: (-1.0 if isinstance(v, float) and not np.isfinite(v) else v) for k, v in entry.items()}
+
+
+def sharpen(model: Student, raw: torch.Tensor, labels: np.ndarray) -> tuple[torch.Tensor, float]:
+    """Multiply the prediction layer of a K-level `model` by the factor (0.5-4) whose softmax of the val
+    logits `raw` has the least EMD to the val vote distributions `labels`; returns the new logits and the
+    factor. Ridge on smoothed log shares predicts wider distributions than the votes (on the demo a median
+    std of 1.6-1.7 against the labels' 1.3). The means move a little (their order hardly); epoch 0 is
+    validated after this step."""
+    targets = torch.from_numpy(np.asarray(labels, np.float32))
+    grid = np.round(np.arange(0.5, 4.001, 0.05), 2)
+    emds = [float(emd_loss(torch.softmax(raw * float(g), dim=-1), targets)) for g in grid]
+    factor = float(grid[int(np.argmin(emds))])
+    with torch.no_grad():
+        model.head[1].weight.mul_(factor)
+        model.head[1].bias.mul_(factor)
+    return raw * factor, factor
+
+
+def _set_linear(layer: torch.nn.Linear, weight: np.ndarray, bias: np.ndarray) -> None:
+    """Copy `weight` (out, in) and `bias` into `layer`; output rows beyond them are zero."""
+    w = torch.zeros_like(layer.weight)
+    b = torch.zeros_like(layer.bias)
+    w[:weight.shape[0], :weight.shape[1]] = torch.from_numpy(weight)
+    b[:len(bias)] = torch.from_numpy(bias)
+    layer.weight.copy_(w)
+    layer.bias.copy_(b)

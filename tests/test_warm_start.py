@@ -1,0 +1,126 @@
+"""The multi-level student, its closed-form warm start and the fine-tuning phases (tiny models, no training)."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import RidgeCV
+
+from iaa_distill.student import Student, StudentConfig
+from iaa_distill.teachers.mlsp import Teacher
+from iaa_distill.teachers.weights import WeightsSource
+from iaa_distill.training.head_candidates import RIDGE_ALPHAS, ridge_targets
+from iaa_distill.training.student_recipe import phase, resolve_schedule, set_phase, trainable_backbone
+from iaa_distill.training.warm_start import WarmStartData, fit_warm_start
+
+
+def _student(num_levels: int | None = 5, **overrides) -> Student:
+    torch.manual_seed(0)
+    config = StudentConfig.for_backbone("test_efficientnet", input_size=32, num_levels=num_levels,
+                                        scale=(1.0, 5.0), **{"feature_dim": 64, **overrides})
+    return Student(config).eval()
+
+
+def test_student_pools_every_block_like_the_teacher_and_an_ema_copy_pools_its_own():
+    import timm
+
+    student = _student()
+    backbone = timm.create_model("test_efficientnet", pretrained=False)
+    teacher = Teacher("test_efficientnet", backbone, WeightsSource("random", "none", ""))
+    assert student.project[0].in_features == teacher.dim  # the same MLSP levels, one forward pass
+    student.backbone.load_state_dict(teacher.model.state_dict(), strict=False)
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        np.testing.assert_allclose(student.raw_pooled(images), teacher(images), rtol=1e-5, atol=1e-5)
+        ema = copy.deepcopy(student)
+        ema.project[0].weight.add_(1.0)  # a different copy must give a different output from its own blocks
+        assert not torch.allclose(ema(images)[0], student(images)[0])
+        assert torch.allclose(copy.deepcopy(student)(images)[0], student(images)[0])
+
+
+@pytest.mark.parametrize("num_levels", [5, None])
+def test_warm_start_computes_the_label_ridge_on_standardised_pooled_features(num_levels):
+    student = _student(num_levels)
+    rng = np.random.default_rng(0)
+    n, dim = 40, student.project[0].in_features
+    pooled = rng.standard_normal((n, dim)) * rng.uniform(0.1, 5, dim) + rng.uniform(-3, 3, dim)
+    labels = rng.dirichlet(np.ones(5), n).astype(np.float32) if num_levels else rng.uniform(0, 1, n)
+    report = fit_warm_start(student, pooled, WarmStartData(None, np.arange(n), labels))
+    z = (pooled - pooled.mean(0)) / pooled.std(0)
+    expected = RidgeCV(alphas=RIDGE_ALPHAS).fit(z, ridge_targets(labels, student.config.space)).predict(z)
+    with torch.no_grad():
+        raw = student.head(student.project(torch.from_numpy(z).float())).numpy()
+    # fewer images than feature_dim: the principal components span them all, so the ridge loses nothing
+    assert report["components"] == n - 1
+    centred = raw - raw.mean(1, keepdims=True) if num_levels else raw
+    np.testing.assert_allclose(centred, expected.reshape(centred.shape), atol=2e-3)
+    feature = student.project(torch.from_numpy(z).float()).detach().numpy()[:, :n - 1]
+    np.testing.assert_allclose(feature.std(0), 1.0, atol=1e-3)  # a whitened feature of fixed width
+
+
+def test_distilled_warm_start_fits_teacher_on_unlabelled_rows_and_the_projector():
+    student = _student(distill_dim=3)
+    rng = np.random.default_rng(1)
+    n, n_labelled, dim = 60, 20, student.project[0].in_features
+    pooled = rng.standard_normal((n, dim))
+    teacher_pred = rng.dirichlet(np.ones(5), n).astype(np.float32)
+    teacher_feature = pooled[:, :3] * 2 + 0.01 * rng.standard_normal((n, 3))
+    labels = teacher_pred[:n_labelled]
+    data = WarmStartData(None, np.arange(n), labels, teacher_feature, teacher_pred)
+    report = fit_warm_start(student, pooled, data, beta=1.0)
+    assert report["rows"] == n and "feature_penalty" in report
+    z = torch.from_numpy((pooled - pooled.mean(0)) / pooled.std(0)).float()
+    with torch.no_grad():
+        predicted = student.distilled_feature(student.project(z)).numpy()
+    assert np.corrcoef(predicted[:, 0], teacher_feature[:, 0])[0, 1] > 0.9
+
+
+def test_phases_choose_what_trains():
+    assert resolve_schedule("auto", 500) == "progressive" and resolve_schedule("auto", 50_000) == "full"
+    assert [phase(e, "progressive", 1, 1) for e in range(5)] == ["probe", "probe", "partial", "full", "full"]
+    assert [phase(e, "probe", 1, 1) for e in range(3)] == ["probe"] * 3
+    assert [phase(e, "partial", 2, 1) for e in range(5)] == ["probe", "probe", "probe", "partial", "partial"]
+    student = _student().train()
+    everything = sum(p.numel() for p in student.backbone.parameters())
+    partial = sum(p.numel() for m in trainable_backbone(student, "partial") for p in m.parameters(recurse=False))
+    assert 0 < partial < everything
+    set_phase(student, "probe")
+    assert not any(p.requires_grad for p in student.backbone.parameters()) and not student.backbone.training
+    set_phase(student, "partial")
+    trained = [m for m in student.backbone.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+    assert trained and not student.backbone.conv_stem.weight.requires_grad
+    set_phase(student, "full")
+    assert all(p.requires_grad for p in student.backbone.parameters()) and student.backbone.training
+
+
+def test_an_old_student_folder_loads_with_its_own_layout(tmp_path):
+    old = {"backbone": "test_efficientnet", "num_levels": 5, "scale": [1, 5], "feature_dim": 8, "input_size": 32}
+    model = Student(StudentConfig.from_dict(old)).eval()
+    assert isinstance(model.project[1], torch.nn.ReLU) and model.distill is None and not model.blocks
+    model.save_pretrained(tmp_path / "old")
+    loaded = Student.from_pretrained(tmp_path / "old")
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded.predict(images)[0], model.predict(images)[0])
+
+
+def test_sharpen_matches_the_spread_of_the_votes_without_changing_the_ranking():
+    from iaa_distill.training.warm_start import sharpen
+
+    student = _student()
+    space = student.config.space
+    rng = np.random.default_rng(3)
+    logits = torch.from_numpy(rng.standard_normal((50, 5))).float()
+    votes = torch.softmax(logits * 2.5, -1).numpy()  # the truth is sharper than the fitted logits
+    before = space.decode(logits)[0]
+    raw, factor = sharpen(student, logits, votes)
+    assert factor == pytest.approx(2.5, abs=0.06)
+    assert torch.allclose(student.head[1].weight, _student().head[1].weight * factor)
+    mean, dist = space.decode(raw)
+    assert np.median(space.std(dist.numpy(), mean.numpy())) == pytest.approx(
+        np.median(space.std(votes, mean.numpy())), rel=0.05)
+    from scipy.stats import spearmanr
+
+    assert spearmanr(mean.numpy(), before.numpy())[0] > 0.9  # a sharper softmax moves the means, hardly their order
