@@ -23,6 +23,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("train-teacher", "train_teacher", "stage 1: train the teacher head on a feature cache and write distillation targets"),
     ("train-student", "train_student", "stage 2: train the distilled student (or --baseline) on cached images"),
     ("fit", "fit", "run every stage from a YAML recipe (features -> teacher -> student + baseline -> eval -> compare)"),
+    ("taste", "taste", "learn your taste: a personal model from the star ratings in your photos' XMP (iaa taste PHOTOS --out DIR)"),
     ("eval", "evaluate", "evaluate a student or teacher head on a dataset split: metrics, per-category, reports, plots"),
     ("compare", "compare", "compare evaluation folders vs a baseline: paired bootstrap CIs, per-category gains"),
     ("score", "score", "score photos (files, folders, globs): a table or JSONL on stdout, CSV/JSONL/JSON files, embeddings, --html gallery"),

@@ -1,7 +1,8 @@
 """Open a dataset named on the command line as `FORMAT:PATH[?option=value&...]`.
 
-Formats: ava, tad66k, aadb, koniq, csv, folder (e.g. `ava:/data/AVA`, `csv:/data/mine/labels.csv`,
-`folder:~/Photos`). `~` is expanded. Options after `?` go to the reader as keyword arguments:
+Formats: ava, tad66k, aadb, koniq, csv, folder, xmp, decisions (e.g. `ava:/data/AVA`, `csv:/data/mine/labels.csv`,
+`folder:~/Photos`, `xmp:~/Photos` for the stars in XMP sidecars and embedded XMP, `decisions:decisions.csv` for
+the ratings exported from the culling gallery). `~` is expanded. Options after `?` go to the reader as keyword arguments:
 `csv:labels.csv?scale=1,10`, `csv:...?test_fraction=0.1`, `koniq:...?test_fraction=0.2`,
 `tad66k:...?images=/data/tad66k_images`. A path that exists as written (even with a '?') is
 taken as is.
@@ -17,11 +18,13 @@ from ..errors import DatasetError
 from .aadb import read_aadb
 from .ava import read_ava
 from .csv_labels import read_csv
+from .decisions import read_decisions_ratings
 from .folder import read_folder
 from .koniq import read_koniq
 from .records import Dataset
 from .splits import DEFAULT_VAL_FRACTION, carve_val
 from .tad66k import read_tad66k
+from .xmp_ratings import read_xmp_ratings
 
 READERS: dict[str, Callable[..., Dataset]] = {
     "ava": read_ava,
@@ -30,6 +33,8 @@ READERS: dict[str, Callable[..., Dataset]] = {
     "koniq": read_koniq,
     "csv": read_csv,
     "folder": read_folder,
+    "xmp": read_xmp_ratings,
+    "decisions": read_decisions_ratings,
 }
 NUMERIC_OPTIONS = {"test_fraction"}
 

@@ -1,0 +1,1 @@
+"""A personal aesthetics model from a photographer's own ratings (`iaa taste`)."""

@@ -1,0 +1,83 @@
+"""`iaa taste`: ratings in XMP -> a personal model through the stages of `iaa fit`; the simulated photographer."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iaa_distill.cli import main
+from iaa_distill.culling.xmp import write_rating
+from iaa_distill.data.xmp_ratings import read_xmp_ratings
+from iaa_distill.demo.photographer import CUTS, hidden_taste, rate_with_exiftool, stars
+from iaa_distill.taste.agreement import agreement, pairwise_accuracy
+from tests.conftest import write_jpegs
+from tests.test_teachers import write_tiny_weights
+
+
+def tiny_settings(weights: Path) -> list[str]:
+    """`--set` items for a tiny random teacher and student: every stage runs in seconds."""
+    items = ["features.teachers=[test_efficientnet]", f"features.weights={{test_efficientnet: {weights}}}",
+             "features.num_workers=0", "features.device=cpu", "teacher.epochs=2", "teacher.hidden=[16, 8]",
+             "teacher.candidates=[mlp]", "teacher.device=cpu", "student.backbone=test_efficientnet",
+             "student.pretrained=false", "student.input_size=32", "student.train_resize=40", "student.epochs=1",
+             "student.batch_size=4", "student.num_workers=0", "student.accelerator=cpu", "student.devices=1",
+             "evaluation.num_workers=0", "evaluation.device=cpu"]
+    return [x for item in items for x in ("--set", item)]
+
+
+def test_pairwise_accuracy_counts_only_differently_rated_pairs():
+    true = np.array([1, 1, 2, 3])
+    assert pairwise_accuracy(true, np.array([0.0, 5.0, 1.0, 2.0])) == pytest.approx(3 / 5)  # photo 1 is put above photos 2 and 3
+    assert pairwise_accuracy(true, -true) == 0.0
+    found = agreement(true, true.astype(float), n_boot=50)
+    assert found["pairs"] == 5 and found["pairwise_accuracy"]["value"] == 1.0
+    assert found["srcc"]["ci_low"] <= found["srcc"]["value"] <= found["srcc"]["ci_high"]
+
+
+def test_too_few_ratings_is_refused_with_one_line(tmp_path, sample_photos, capsys):
+    paths = write_jpegs(tmp_path / "lib", sample_photos, 12, size=48)
+    for i, path in enumerate(paths[:5]):
+        write_rating(path, 1 + i % 5)
+    assert main(["taste", str(tmp_path / "lib"), "--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert "5 rated photo(s), a personal model needs at least 20" in error and "Traceback" not in error
+
+
+@pytest.mark.slow  # two tiny runs of every stage: about a minute on a shared machine
+def test_taste_trains_reports_agreement_and_reuses_the_features(tmp_path, sample_photos, capsys):
+    paths = write_jpegs(tmp_path / "lib", sample_photos, 48, size=48)
+    for i, path in enumerate(paths[:30]):
+        write_rating(path, -1 if i % 6 == 0 else 1 + i % 5, "ext")
+    weights = write_tiny_weights(tmp_path)
+    args = ["taste", str(tmp_path / "lib"), "--out", str(tmp_path / "me"), "--no-progress", *tiny_settings(weights)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    model = tmp_path / "me" / "student" / "model"
+    assert f"Your model: {model}" in text and "pairs ordered as you did" in text
+    assert f"--model {tmp_path / 'me' / 'teacher'}" in text
+    assert "18 unrated photos as unlabelled data" in text
+    document = json.loads((tmp_path / "me" / "agreement.json").read_text())
+    assert {"teacher", "student", "baseline"} <= set(document["models"])  # and the baseline's probe, when made
+    assert (model / "model.safetensors").is_file()
+    assert main(["score", str(paths[40]), "--model", str(model)]) == 0
+    for path in paths[30:36]:  # more ratings: the features are kept, the rest reruns
+        write_rating(path, 3, "ext")
+    capsys.readouterr()
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "[features] up to date" in text and "[teacher] settings or inputs changed" in text
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
+def test_simulated_photographer_rates_through_exiftool_sidecars(tmp_path, sample_photos):
+    names = ["chelsea_000_colour_cast3.jpg", "retina_001_tilt3.jpg", "coffee_002_clean0.jpg", "hubble_003_blur1.jpg"]
+    for name in names:
+        write_jpegs(tmp_path, sample_photos, 1, size=32)[0].rename(tmp_path / name)
+    written = rate_with_exiftool([tmp_path / n for n in names], seed=0)
+    read = {r.path.name: int(r.label.score) or -1 for r in read_xmp_ratings(tmp_path).records}
+    assert read == {p.name: r for p, r in written.items()}  # a reject reads back as the bottom of the scale
+    assert hidden_taste(names[0]) > hidden_taste(names[2]) > hidden_taste(names[1])  # warm cat > coffee > tilted
+    assert stars(names[0]) == 5 and stars(names[1]) == -1 and len(CUTS) == 5
