@@ -13,7 +13,6 @@ from iaa_distill.data.folder import read_folder
 from iaa_distill.errors import IAAError
 from iaa_distill.features import FeatureCache, extract_features
 from iaa_distill.scoring import Scorer
-from iaa_distill.scoring.onnx_export import export_onnx
 from iaa_distill.teacher_head import TeacherHead, TeacherHeadConfig, predict_features
 from iaa_distill.teacher_model import TeacherScorerModel
 from iaa_distill.training.teacher import cache_fingerprint
