@@ -20,7 +20,7 @@ from PIL import Image
 from iaa_distill.cli import main
 from iaa_distill.data.records import Dataset, ImageRecord
 from iaa_distill.errors import IAAError
-from iaa_distill.features import FeatureCache, extract_features
+from iaa_distill.features import ExtractionSettings, FeatureCache, extract_features
 from iaa_distill.features.cache import read_progress
 from iaa_distill.inputs import BatchReader
 from iaa_distill.imaging import decode_image
@@ -47,7 +47,7 @@ def setup(tmp_path_factory, sample_photos) -> tuple[Dataset, dict[str, str]]:
 
 def _extract(dataset: Dataset, weights: dict[str, str], out: Path, **kwargs) -> FeatureCache:
     options = {"batch_size": 4, "num_workers": 0, "device": "cpu", "progress": False, **kwargs}
-    return extract_features(dataset, out, [TEACHER], weights=weights, **options)
+    return extract_features(dataset, out, ExtractionSettings((TEACHER,), weights=weights, **options))
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +128,10 @@ SLOW_EXTRACTION = textwrap.dedent("""
         time.sleep(0.4)
         return forward(self, images)
     Teacher.forward = slow_forward
-    from iaa_distill.features import extract_features
+    from iaa_distill.features import ExtractionSettings, extract_features
     dataset, weights = pickle.loads(open(sys.argv[1], "rb").read())
-    extract_features(dataset, sys.argv[2], ["test_efficientnet"], weights=weights, batch_size=2,
-                     num_workers=0, device="cpu", progress=False)
+    extract_features(dataset, sys.argv[2], ExtractionSettings(("test_efficientnet",), weights=weights, batch_size=2,
+                                                              num_workers=0, device="cpu", progress=False))
 """)
 
 

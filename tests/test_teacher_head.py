@@ -235,7 +235,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
 def test_real_feature_cache_from_bundled_teacher(tmp_path, sample_photos):
     """End to end on a cache extracted by `extract_features` with the bundled ImageNet lite0 teacher."""
     from iaa_distill.data import open_dataset
-    from iaa_distill.features import extract_features
+    from iaa_distill.features import ExtractionSettings, extract_features
     from tests.conftest import write_jpegs
 
     paths = write_jpegs(tmp_path / "photos", sample_photos, 16, 64)
@@ -244,8 +244,8 @@ def test_real_feature_cache_from_bundled_teacher(tmp_path, sample_photos):
             for i, (p, s) in enumerate(zip(paths, scores))]
     (tmp_path / "labels.csv").write_text("image,score,split\n" + "\n".join(rows) + "\n")
     dataset = open_dataset(f"csv:{tmp_path / 'labels.csv'}?scale=1,10", val_fraction=0.25)
-    cache = extract_features(dataset, tmp_path / "cache", teachers=["tf_efficientnet_lite0"], batch_size=16,
-                             num_workers=0, progress=False)
+    cache = extract_features(dataset, tmp_path / "cache", ExtractionSettings(("tf_efficientnet_lite0",), batch_size=16,
+                                                                             num_workers=0, progress=False))
     metrics = train_teacher_head(dataset, tmp_path / "cache", tmp_path / "head",
                                  TeacherTrainConfig(**{**FAST, "epochs": 2, "batch_size": 4, "hidden": (16, 8)}))
     head = TeacherHead.from_pretrained(tmp_path / "head")

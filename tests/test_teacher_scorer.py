@@ -11,7 +11,7 @@ import torch
 from iaa_distill.cli import main
 from iaa_distill.data.folder import read_folder
 from iaa_distill.errors import IAAError
-from iaa_distill.features import FeatureCache, extract_features
+from iaa_distill.features import ExtractionSettings, FeatureCache, extract_features
 from iaa_distill.scoring import Scorer
 from iaa_distill.teacher_head import TeacherHead, TeacherHeadConfig, predict_features
 from iaa_distill.teacher_model import TeacherScorerModel
@@ -23,8 +23,9 @@ TEACHERS = ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]  # bundled weights
 
 
 def _cache(images: Path, out: Path, teachers: list[str], hflip: bool) -> FeatureCache:
-    return extract_features(read_folder(images), out, teachers, batch_size=4, num_workers=0, device="cpu",
-                            decoder="pil", hflip=hflip, progress=False)
+    return extract_features(read_folder(images), out, ExtractionSettings(tuple(teachers), batch_size=4, num_workers=0,
+                                                                         device="cpu", decoder="pil", hflip=hflip,
+                                                                         progress=False))
 
 
 def _teacher_folder(cache: FeatureCache, out: Path, num_levels: int | None = 10, seed: int = 0) -> Path:

@@ -15,8 +15,8 @@ Batches are dicts of uint8 `image` (B, 3, S, S), `label` (GT distribution or nor
 `mean` (GT mean on the scale) and, for distillation, the teacher's `feature` and `teacher` prediction rows.
 
 Unlabelled images (distillation only): the train split then holds its labelled rows first and the
-unlabelled ones after them (`num_labelled`), and `MixedBatches` appends `unlabeled_per_batch`
-unlabelled crops to every batch of labelled ones. The labelled part of every batch is exactly the
+unlabelled ones after them (`num_labelled`), and `MixedBatches` appends `unlabeled_ratio` x batch size
+unlabelled crops (rounded) to every batch of labelled ones. The labelled part of every batch is exactly the
 baseline's; batches carry a boolean `labelled` mask so the GT loss skips the unlabelled rows.
 """
 from __future__ import annotations
@@ -99,16 +99,18 @@ class AugmentationSampler(SeededEpochSampler):
 
 
 class MixedBatches(torch.utils.data.Sampler):
-    """Batch sampler: each batch of `labelled` items plus `extra` unlabelled ones (indices offset by `offset`).
+    """Batch sampler: each batch of `batch_size` labelled items plus round(`unlabeled_ratio` x `batch_size`)
+    unlabelled ones (indices offset by `offset`).
 
     The unlabelled stream is drawn per epoch from (seed, epoch) alone, like the labelled one: one or more
     seeded passes over the unlabelled images, so a resumed run continues with the same batches.
     """
 
     def __init__(self, labelled: AugmentationSampler, unlabelled: AugmentationSampler, batch_size: int,
-                 extra: int, offset: int):
+                 unlabeled_ratio: float, offset: int):
         self.labelled, self.unlabelled = labelled, unlabelled
-        self.batch_size, self.extra, self.offset = batch_size, extra, offset
+        self.batch_size, self.offset = batch_size, offset
+        self.per_batch = round(unlabeled_ratio * batch_size)  # unlabelled items in every batch
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning before every epoch (also after a resume)."""
@@ -130,10 +132,10 @@ class MixedBatches(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
         labelled = list(self.labelled)
-        unlabelled = self._unlabelled_items(len(self) * self.extra)
+        unlabelled = self._unlabelled_items(len(self) * self.per_batch)
         for step in range(len(self)):
             yield (labelled[step * self.batch_size:(step + 1) * self.batch_size]
-                   + unlabelled[step * self.extra:(step + 1) * self.extra])
+                   + unlabelled[step * self.per_batch:(step + 1) * self.per_batch])
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -164,14 +166,15 @@ class StudentDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         seed: int = 0,
         hflip: bool = True,
-        unlabeled_per_batch: int = 0,
+        unlabeled_ratio: float = 0.0,
     ):
-        """unlabeled_per_batch: unlabelled images added to every train batch (train.num_unlabeled > 0 only)."""
+        """unlabeled_ratio: unlabelled images added to every train batch per labelled one (when train has
+        unlabelled rows)."""
         super().__init__()
         self.train, self.val = train, val
         self.train_resize, self.input_size = train_resize, input_size
         self.batch_size, self.num_workers, self.seed, self.hflip = batch_size, num_workers, seed, hflip
-        self.unlabeled_per_batch = unlabeled_per_batch if train.num_unlabeled else 0
+        self.unlabeled_ratio = unlabeled_ratio if train.num_unlabeled else 0.0
 
     def _loader(self, dataset: CachedImages, **sampling) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -183,12 +186,12 @@ class StudentDataModule(pl.LightningDataModule):
         n = len(self.train) - self.train.num_unlabeled
         sampler = AugmentationSampler(n, self.train_resize, self.input_size, self.seed, self.hflip)
         images = CachedImages(self.train, crop=self.input_size)
-        if not self.unlabeled_per_batch:
+        if not round(self.unlabeled_ratio * self.batch_size):
             return self._loader(images, batch_size=self.batch_size, sampler=sampler, drop_last=True)
         unlabelled = AugmentationSampler(self.train.num_unlabeled, self.train_resize, self.input_size,
                                          self.seed + 1, self.hflip)
         return self._loader(images, batch_sampler=MixedBatches(sampler, unlabelled, self.batch_size,
-                                                               self.unlabeled_per_batch, offset=n))
+                                                               self.unlabeled_ratio, offset=n))
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         return self._loader(CachedImages(self.val), batch_size=self.batch_size, sampler=ShardSampler(len(self.val)),

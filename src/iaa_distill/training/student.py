@@ -312,7 +312,7 @@ def _datamodule(dataset: Dataset, config: StudentTrainConfig, student_config: St
     val = split_table(val_records, space, val_cache.rows_for, distilled, source=val_cache.path)
     data = StudentDataModule(train, val, student_config.train_resize, student_config.input_size, config.batch_size,
                              config.num_workers, config.seed, config.hflip,
-                             unlabeled_per_batch=round(config.unlabeled_ratio * config.batch_size))
+                             unlabeled_ratio=config.unlabeled_ratio)
     return data, (len(train_records), len(val_records), len(unlabelled)), excluded
 
 
