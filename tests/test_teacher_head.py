@@ -11,7 +11,8 @@ from iaa_distill.cli import main
 from iaa_distill.data.records import Dataset, ImageRecord, Label, level_values
 from iaa_distill.errors import IAAError
 from iaa_distill.features import FeatureCache
-from iaa_distill.features.cache import FORMAT, FORMAT_VERSION, RowWriter, create_cache, finalize_manifest
+from iaa_distill.features.cache import FEATURES_NAME, FORMAT, FORMAT_VERSION, create_cache, finalize_manifest
+from iaa_distill.storage import RowWriter
 from iaa_distill.targets import DistillationTargets
 from iaa_distill.teacher_head import TeacherHead, TeacherHeadConfig, predict_features
 from iaa_distill.training.teacher import TeacherTrainConfig, train_teacher_head
@@ -58,7 +59,7 @@ def write_cache(directory: Path, dataset: Dataset, features: np.ndarray, failed:
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "split": "all", "num_images": len(ids)},
     }
     create_cache(directory, manifest, ids)
-    writer = RowWriter(directory, 0)
+    writer = RowWriter(directory, FEATURES_NAME, 0)
     rows = [r for r in range(len(ids)) if r not in failed]
     writer.write(rows, features[rows], failed)
     writer.close()
@@ -118,7 +119,7 @@ def test_training_learns_the_score(trained):
     # the saved head reproduces the reported test SRCC from the cache
     head = TeacherHead.from_pretrained(root / "head")
     test = [r for r in dataset.split("test")]
-    mean, dist = predict_features(head, cache.rows_for([r.image_id for r in test]))
+    mean, dist = predict_features(head, cache.features_for([r.image_id for r in test]))
     assert stats.spearmanr(mean, [r.label.mean for r in test])[0] == pytest.approx(metrics["test"]["srcc"], abs=1e-6)
     assert head.config.teachers == cache.manifest["teachers"] and head.config.input_dim == DIM
     assert head.config.dataset_fingerprint == dataset.fingerprint()
@@ -135,7 +136,7 @@ def test_targets_for_every_valid_image(trained):
     assert (targets.features >= 0).all() and targets.features.std() > 0  # post-ReLU aesthetic feature
     head = TeacherHead.from_pretrained(root / "head")
     rows = targets.rows_for([r.image_id for r in dataset.split("val")])
-    _, dist = predict_features(head, cache.rows_for([r.image_id for r in dataset.split("val")]))
+    _, dist = predict_features(head, cache.features_for([r.image_id for r in dataset.split("val")]))
     np.testing.assert_allclose(targets.predictions[rows], dist, rtol=1e-4, atol=1e-6)
 
 

@@ -15,7 +15,6 @@ from iaa_distill.features import ExtractionSettings, FeatureCache, extract_featu
 from iaa_distill.scoring import Scorer
 from iaa_distill.teacher_head import TeacherHead, TeacherHeadConfig, predict_features
 from iaa_distill.teacher_model import TeacherScorerModel
-from iaa_distill.training.teacher import cache_fingerprint
 from tests.conftest import write_jpegs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -34,7 +33,7 @@ def _teacher_folder(cache: FeatureCache, out: Path, num_levels: int | None = 10,
     features = torch.from_numpy(np.asarray(cache.features, dtype=np.float32))
     config = TeacherHeadConfig(input_dim=cache.dim, num_levels=num_levels, hidden=(32, 8),
                                teachers=cache.manifest["teachers"], hflip=bool(cache.manifest["hflip"]),
-                               cache_fingerprint=cache_fingerprint(cache.manifest), synthetic_labels=True)
+                               cache_fingerprint=cache.manifest.fingerprint(), synthetic_labels=True)
     head = TeacherHead(config)
     with torch.no_grad():
         head.body[0].running_mean.copy_(features.mean(0))

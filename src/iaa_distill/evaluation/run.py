@@ -73,7 +73,7 @@ def _score_head(model_dir: Path, config: dict[str, Any], records: list[ImageReco
     kept = [r for r in records if r.image_id not in cache.failed]
     if not kept:
         return kept, np.zeros(0), None, excluded
-    mean, dist = predict_features(head, cache.rows_for([r.image_id for r in kept]))
+    mean, dist = predict_features(head, cache.features_for([r.image_id for r in kept]))
     return kept, np.asarray(mean, dtype=np.float64), None if dist is None else np.asarray(dist, np.float64), excluded
 
 

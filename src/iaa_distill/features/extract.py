@@ -18,23 +18,21 @@ exactly the batches an uninterrupted run would have.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .. import __version__
-from ..data.records import Dataset
+from ..data.records import Dataset, ids_hash
 from ..devices import process_group, resolve_device
 from ..errors import IAAError
 from ..inputs import iter_prepared, resolve_decoder
-from ..storage import IdIndex
+from ..storage import IdIndex, RowWriter, pending_batches, read_progress
 from ..teachers import TeacherSet, load_teachers
 from .settings import ExtractionSettings
-from .cache import FeatureCache, FeatureCacheManifest, RowWriter, finalize_manifest, prepare_cache, read_progress
+from .cache import FEATURES_NAME, FeatureCache, FeatureCacheManifest, finalize_manifest, prepare_cache
 
 
 def _barrier_with_error(error: str | None, world: int) -> None:
@@ -70,17 +68,11 @@ def build_manifest(dataset: Dataset, split: str, ids: Sequence[str], teachers: T
             "fingerprint": dataset.fingerprint(),
             "split": split,
             "num_images": len(ids),
-            "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
+            "ids_hash": ids_hash(ids),
         },
         iaa_distill_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-
-
-def _pending_batches(rows: Sequence[int], done: np.ndarray, batch_size: int) -> list[list[int]]:
-    """Fixed groups of `batch_size` rows with their finished rows removed; empty groups dropped."""
-    groups = (rows[i:i + batch_size] for i in range(0, len(rows), batch_size))
-    return [pending for group in groups if (pending := [r for r in group if not done[r]])]
 
 
 def extract_features(dataset: Dataset, out: str | Path, settings: ExtractionSettings | None = None) -> FeatureCache:
@@ -112,8 +104,8 @@ def extract_features(dataset: Dataset, out: str | Path, settings: ExtractionSett
                 error = str(exc)
         _barrier_with_error(error, world)
         done, _ = read_progress(out, len(ids))
-        batches = _pending_batches(list(range(rank, len(ids), world)), done, s.batch_size)
-        writer = RowWriter(out, rank)
+        batches = pending_batches(list(range(rank, len(ids), world)), done, s.batch_size)
+        writer = RowWriter(out, FEATURES_NAME, rank)
         try:
             _run(teacher_set, [str(r.path) for r in records], batches, writer, s.num_workers, torch_device, decoder,
                  s.progress and rank == 0)

@@ -22,13 +22,23 @@ baseline's; batches carry a boolean `labelled` mask so the GT loss skips the unl
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from ..data.table import SplitTable
+from ..data.records import Dataset, ImageRecord
+from ..data.table import SplitTable, split_table
+from ..data.unlabeled import UNLABELED_SPLIT
+from ..messages import get_logger
+from ..student import StudentConfig
+from ..targets import DistillationTargets
+from .image_cache import ImageCache, ensure_image_cache
 from .sampling import SeededEpochSampler
+from .student_config import StudentTrainConfig
+
+_log = get_logger(__name__)
 
 
 class CachedImages(torch.utils.data.Dataset):
@@ -154,12 +164,13 @@ class ShardSampler(torch.utils.data.Sampler):
 
 
 class StudentDataModule(pl.LightningDataModule):
-    """Lightning data for stage 2. Use with `Trainer(use_distributed_sampler=False)`: sharding is built in."""
+    """Lightning data for stage 2 from its tables (`DatasetDataModule` prepares them from a dataset). Use with
+    `Trainer(use_distributed_sampler=False)`: sharding is built in."""
 
     def __init__(
         self,
-        train: SplitTable,
-        val: SplitTable,
+        train: SplitTable | None,
+        val: SplitTable | None,
         train_resize: int,
         input_size: int,
         batch_size: int,
@@ -174,7 +185,7 @@ class StudentDataModule(pl.LightningDataModule):
         self.train, self.val = train, val
         self.train_resize, self.input_size = train_resize, input_size
         self.batch_size, self.num_workers, self.seed, self.hflip = batch_size, num_workers, seed, hflip
-        self.unlabeled_ratio = unlabeled_ratio if train.num_unlabeled else 0.0
+        self.unlabeled_ratio = unlabeled_ratio
 
     def _loader(self, dataset: CachedImages, **sampling) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -186,7 +197,7 @@ class StudentDataModule(pl.LightningDataModule):
         n = len(self.train) - self.train.num_unlabeled
         sampler = AugmentationSampler(n, self.train_resize, self.input_size, self.seed, self.hflip)
         images = CachedImages(self.train, crop=self.input_size)
-        if not round(self.unlabeled_ratio * self.batch_size):
+        if not self.train.num_unlabeled or not round(self.unlabeled_ratio * self.batch_size):
             return self._loader(images, batch_size=self.batch_size, sampler=sampler, drop_last=True)
         unlabelled = AugmentationSampler(self.train.num_unlabeled, self.train_resize, self.input_size,
                                          self.seed + 1, self.hflip)
@@ -196,3 +207,51 @@ class StudentDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         return self._loader(CachedImages(self.val), batch_size=self.batch_size, sampler=ShardSampler(len(self.val)),
                             drop_last=False)
+
+
+class DatasetDataModule(StudentDataModule):
+    """The student's data prepared from a dataset: `prepare_data` builds the pre-resized image caches (once for
+    every run over the same images), `setup` the train/val tables, undecodable images left out (`excluded`).
+
+    `splits`: labelled train, val and the unlabelled images to distil on; `targets`: the teacher's rows of a
+    distilled run (None for the baseline). Both are idempotent, so `train_student` calls them before the trainer
+    (it needs the counts and the tables) and Lightning's own calls do nothing more."""
+
+    def __init__(self, dataset: Dataset, splits: tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]],
+                 config: StudentTrainConfig, student_config: StudentConfig, targets: DistillationTargets | None,
+                 image_cache_dir: str | Path | None):
+        super().__init__(None, None, student_config.train_resize, student_config.input_size, config.batch_size,
+                         config.num_workers, config.seed, config.hflip, config.unlabeled_ratio)
+        self.dataset, self.splits, self.targets = dataset, splits, targets
+        self.student_config, self.image_cache_dir = student_config, image_cache_dir
+        self.caches: tuple[ImageCache, ImageCache] | None = None
+        self.counts: tuple[int, int, int] = (0, 0, 0)  # train, val, unlabelled images after `setup`
+        self.excluded: list[str] = []
+
+    def prepare_data(self) -> None:
+        if self.caches is not None:
+            return
+        dataset, (train, val, _) = self.dataset, self.splits
+        kw = dict(root=self.image_cache_dir, interpolation=self.student_config.interpolation,
+                  dataset_fingerprint=dataset.fingerprint(), num_workers=self.num_workers)
+        # train+val+every unlabelled image in dataset order: one cache for the student and the baseline, any val split
+        used = {r.image_id for r in train + val + dataset.split(UNLABELED_SPLIT)}
+        pool = [r for r in dataset.records if r.image_id in used]
+        self.caches = (ensure_image_cache(pool, self.train_resize, name=f"{dataset.name}-train", **kw),
+                       ensure_image_cache(val, self.input_size, name=f"{dataset.name}-val", **kw))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is not None:
+            return
+        self.prepare_data()
+        train_cache, val_cache = self.caches
+        train, val, unlabelled = ([r for r in records if r.image_id not in cache.failed]
+                                  for records, cache in zip(self.splits, (train_cache, val_cache, train_cache)))
+        self.excluded = sorted(set(train_cache.failed) | set(val_cache.failed))
+        if self.excluded:
+            _log.info(f"excluded {len(self.excluded)} undecodable image(s) from training (listed in the image "
+                      "caches' manifest.json)")
+        space = self.student_config.space
+        self.train = split_table(train, space, train_cache.rows_for, self.targets, unlabelled, source=train_cache.path)
+        self.val = split_table(val, space, val_cache.rows_for, self.targets, source=val_cache.path)
+        self.counts = (len(train), len(val), len(unlabelled))
