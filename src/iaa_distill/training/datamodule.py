@@ -1,4 +1,6 @@
 """Train/val batches for the student, read from pre-resized image caches (no JPEG decoding per epoch).
+`DatasetDataModule` prepares them from a dataset (`prepare_data` builds the caches, `setup` the tables);
+`StudentDataModule` turns the two tables into loaders.
 
 Train: the whole image was resized once to `train_resize` x `train_resize` (the train cache); each
 epoch takes a random `input_size` crop and a random horizontal flip of it, on uint8 — the same
