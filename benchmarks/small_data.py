@@ -81,7 +81,7 @@ def demo_data(folder: Path) -> tuple[Dataset, FeatureCache, TeacherTrainConfig]:
     cache_dir = recipe.out / "features"
     if not (cache_dir / "manifest.json").is_file() or not FeatureCache.open(cache_dir).complete:
         print(f"[features] extracting teacher features -> {cache_dir}", flush=True)
-        extract_features(dataset, cache_dir, **stage_settings(recipe, progress=False).features.as_kwargs())
+        extract_features(dataset, cache_dir, stage_settings(recipe, progress=False).features)
     cache = FeatureCache.open(cache_dir)
     cache.check_matches(dataset)
     return dataset, cache, TeacherTrainConfig(**{**recipe.teacher, "progress": False})

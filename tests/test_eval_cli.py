@@ -106,7 +106,7 @@ def test_eval_teacher_head_on_feature_cache(tmp_path, capsys):
     expected_ids = [r.image_id for r in dataset.split("test") if r.image_id != failed_id]
     assert run.predictions.ids == expected_ids and run.document["excluded"] == {failed_id: "broken file"}
     mean, dist = predict_features(TeacherHead.from_pretrained(tmp_path / "head"),
-                                  FeatureCache.open(tmp_path / "cache").rows_for(expected_ids))
+                                  FeatureCache.open(tmp_path / "cache").features_for(expected_ids))
     np.testing.assert_allclose(run.predictions.pred_mean, mean, rtol=1e-6)
     assert dist is None and run.predictions.pred_dist is None
     assert run.document["model_kind"] == "teacher_head" and run.document["teachers"] == ["synthetic_teacher"]

@@ -20,9 +20,9 @@ from PIL import Image
 from iaa_distill.cli import main
 from iaa_distill.data.records import Dataset, ImageRecord
 from iaa_distill.errors import IAAError
-from iaa_distill.features import FeatureCache, extract_features
-from iaa_distill.features.cache import read_progress
+from iaa_distill.features import ExtractionSettings, FeatureCache, extract_features
 from iaa_distill.inputs import BatchReader
+from iaa_distill.storage import read_progress
 from iaa_distill.imaging import decode_image
 from iaa_distill.teachers import load_teachers
 from tests.conftest import write_jpegs
@@ -47,7 +47,7 @@ def setup(tmp_path_factory, sample_photos) -> tuple[Dataset, dict[str, str]]:
 
 def _extract(dataset: Dataset, weights: dict[str, str], out: Path, **kwargs) -> FeatureCache:
     options = {"batch_size": 4, "num_workers": 0, "device": "cpu", "progress": False, **kwargs}
-    return extract_features(dataset, out, [TEACHER], weights=weights, **options)
+    return extract_features(dataset, out, ExtractionSettings((TEACHER,), weights=weights, **options))
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,9 @@ def test_cache_roundtrip(setup, reference):
     ids = ["00000", "00007"]
     images = torch.stack([transform(decode_image(dataset.root / f"{i}.jpg", min_side=160)) for i in ids])
     expected = teachers(images).numpy()
-    assert np.allclose(cache.rows_for(ids), expected, rtol=2e-3, atol=2e-3)
-    assert cache.rows_for(ids).dtype == np.float32
+    assert np.allclose(cache.features_for(ids), expected, rtol=2e-3, atol=2e-3)
+    assert cache.features_for(ids).dtype == np.float32
+    assert cache.rows_for(ids).tolist() == [cache.ids.index(i) for i in ids]  # rows_for: rows, as in every cache
     assert np.abs(expected).max() > 0.01
 
 
@@ -120,6 +121,23 @@ def test_split_cache_holds_only_that_split(setup, tmp_path):
     assert cache.manifest["dataset"]["split"] == "train"
 
 
+
+def test_one_id_hash_and_caches_with_the_old_one_get_a_rebuild_line(setup, reference, tmp_path):
+    import shutil
+
+    from iaa_distill.data.records import ids_hash
+
+    dataset, weights = setup
+    assert reference.manifest["dataset"]["ids_hash"] == ids_hash(reference.ids) == dataset.fingerprint()
+    old = tmp_path / "old"
+    shutil.copytree(reference.directory, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["dataset"]["ids_sha256"] = manifest["dataset"].pop("ids_hash")  # as written before the one hash
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert FeatureCache.open(old).features_for(["00000"]).shape == (1, reference.dim)  # still opens for reading
+    with pytest.raises(IAAError, match=r"older iaa-distill .*rebuild it: delete the folder and rerun `iaa features`"):
+        _extract(dataset, weights, old)
+
 SLOW_EXTRACTION = textwrap.dedent("""
     import pickle, sys, time
     from iaa_distill.teachers.mlsp import Teacher
@@ -128,10 +146,10 @@ SLOW_EXTRACTION = textwrap.dedent("""
         time.sleep(0.4)
         return forward(self, images)
     Teacher.forward = slow_forward
-    from iaa_distill.features import extract_features
+    from iaa_distill.features import ExtractionSettings, extract_features
     dataset, weights = pickle.loads(open(sys.argv[1], "rb").read())
-    extract_features(dataset, sys.argv[2], ["test_efficientnet"], weights=weights, batch_size=2,
-                     num_workers=0, device="cpu", progress=False)
+    extract_features(dataset, sys.argv[2], ExtractionSettings(("test_efficientnet",), weights=weights, batch_size=2,
+                                                              num_workers=0, device="cpu", progress=False))
 """)
 
 
@@ -225,7 +243,7 @@ def test_batch_decode_path_matches_the_pil_path(setup, reference, sample_photos,
     assert sum(calls) == NUM_GOOD and max(calls) > 1  # the good JPEGs really went through the batch decoder
     assert cache.manifest["preprocessing"]["decoder"] == "torchvision+pil"
     assert cache.ids == reference.ids and cache.failed == reference.failed and cache.complete
-    ours, theirs = cache.rows_for(cache.valid_ids()), reference.rows_for(reference.valid_ids())
+    ours, theirs = cache.features_for(cache.valid_ids()), reference.features_for(reference.valid_ids())
     np.testing.assert_allclose(ours, theirs, atol=1e-3)
     with pytest.raises(IAAError, match="decoder"):  # a cache is not resumed with another decoder
         _extract(dataset, weights, tmp_path / "tv", decoder="pil")

@@ -1,6 +1,7 @@
 """The teacher head chosen by cross-validation on the training split: the better candidate wins, the test
 split is never read, the linear head saves and reloads as a normal teacher head, metrics.json records the choice."""
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -98,6 +99,29 @@ def test_cv_prefers_mlp_on_a_nonlinear_score():
     assert head_selection.choose(scores).candidate.kind == "mlp"
 
 
+def test_cv_trains_its_mlps_with_the_heads_own_loop(monkeypatch):
+    """The folds' MLPs go through the final head's LightningModule (one training loop), every fold every epoch."""
+    from iaa_distill.training.head_loop import TeacherHeadModule
+
+    features, quality = linear_data(40, seed=3)
+    dataset = synthetic_dataset(quality)
+    labels, means = ScoreSpace(10, (1.0, 10.0)).encode_all([r.label for r in dataset.records],
+                                                            [r.image_id for r in dataset.records])
+    steps, real = [], TeacherHeadModule.training_step
+
+    def counting(self, batch, batch_idx):
+        steps.append((self.current_epoch, len(batch["label"])))
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(TeacherHeadModule, "training_step", counting)
+    config = TeacherTrainConfig(**{**MLP, "epochs": 2, "cv_folds": 2})
+    candidates = [parse_candidate("mlp", config.hidden, config.dropout)]
+    scores = cross_validate(candidates, features, labels, means, TeacherHeadConfig(input_dim=DIM), config, 2)
+    assert len(scores[0].fold_srcc) == 2
+    # 2 folds x 2 epochs x (20 fitting rows in batches of 16, the last batch of 4 kept)
+    assert [epoch for epoch, _ in steps] == [0, 0, 1, 1] * 2 and {n for _, n in steps} == {16, 4}
+
+
 def test_selection_reads_training_images_only_and_is_recorded(tmp_path, monkeypatch):
     features, quality = linear_data(100, seed=4)
     dataset = synthetic_dataset(quality)
@@ -147,12 +171,13 @@ def test_too_few_images_for_the_folds(tmp_path):
         train_teacher_head(dataset, tmp_path / "cache", tmp_path / "head", config)
 
 
-def test_large_training_split_skips_the_folds(tmp_path, monkeypatch, capsys):
+def test_large_training_split_skips_the_folds(tmp_path, monkeypatch, caplog):
     features, quality = linear_data(60, seed=6)
     dataset = synthetic_dataset(quality)
     write_cache(tmp_path / "cache", dataset, features)
     monkeypatch.setattr("iaa_distill.training.teacher.CV_MAX_IMAGES", 10)
+    caplog.set_level(logging.INFO, logger="iaa_distill")  # a library message (shown by the CLI, not printed)
     config = TeacherTrainConfig(**{**MLP, "hidden": (16, 8), "candidates": ("mlp", "ridge:2")})
     metrics = train_teacher_head(dataset, tmp_path / "cache", tmp_path / "head", config)
     assert metrics["head"]["chosen"] == "mlp" and metrics["head"]["candidates"] == []
-    assert "no cross-validation" in capsys.readouterr().out
+    assert "no cross-validation" in caplog.text

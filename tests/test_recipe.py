@@ -23,28 +23,34 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_are_valid(path):
-    from iaa_distill.features import extract_features
+    from iaa_distill.features import ExtractionSettings
     from iaa_distill.training.student_config import StudentTrainConfig
     from iaa_distill.training.teacher import TeacherTrainConfig
 
     recipe = Recipe.load(path)
     _checked_fields(TeacherTrainConfig, recipe.teacher, "teacher")
     _checked_fields(StudentTrainConfig, recipe.student, "student")
-    assert set(recipe.features) <= set(inspect.signature(extract_features).parameters)
+    assert set(recipe.features) <= {f.name for f in fields(ExtractionSettings)}
     assert recipe.evaluation.get("split", "test") in ("val", "test")
     stage_settings(recipe)  # every section names only known settings
 
 
-def test_recipe_sections_mirror_the_functions_they_configure():
+def test_every_stage_takes_its_settings_object():
+    """One calling convention: each stage function takes its section's settings object, and none of its
+    parameters retypes a setting of that object."""
     from iaa_distill.evaluation import evaluate_model
+    from iaa_distill.evaluation.settings import EvaluationSettings
     from iaa_distill.features import ExtractionSettings, extract_features
-    from iaa_distill.recipe import EvaluationSettings
+    from iaa_distill.training.student import train_student
+    from iaa_distill.training.student_config import StudentTrainConfig
+    from iaa_distill.training.teacher import TeacherTrainConfig, train_teacher_head
 
-    for cls, function in ((ExtractionSettings, extract_features), (EvaluationSettings, evaluate_model)):
+    for cls, function in ((ExtractionSettings, extract_features), (EvaluationSettings, evaluate_model),
+                          (TeacherTrainConfig, train_teacher_head), (StudentTrainConfig, train_student)):
         parameters = inspect.signature(function).parameters
-        for f in fields(cls):
-            assert f.name in parameters, (cls.__name__, f.name)
-            assert f.default == parameters[f.name].default or f.name in ("teachers", "weights", "progress"), f.name
+        typed = [name for name, p in parameters.items() if cls.__name__ in str(p.annotation)]
+        assert len(typed) == 1, (function.__name__, cls.__name__)
+        assert not {f.name for f in fields(cls)} & set(parameters), function.__name__
 
 
 def _ratings(tmp_path: Path, count: int = 40) -> Path:
@@ -65,7 +71,7 @@ def _keys(csv_path: Path, **recipe_fields) -> dict[str, str]:
 
 def test_execution_settings_leave_every_stage_up_to_date(tmp_path):
     from iaa_distill.features import ExtractionSettings
-    from iaa_distill.recipe import EvaluationSettings
+    from iaa_distill.evaluation.settings import EvaluationSettings
     from iaa_distill.training.student_config import StudentTrainConfig
     from iaa_distill.training.teacher import TeacherTrainConfig
 

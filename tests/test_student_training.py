@@ -22,7 +22,8 @@ from iaa_distill.student import Student
 from iaa_distill.targets import DistillationTargets
 from iaa_distill.training import datamodule as dm
 from iaa_distill.preprocessing import resize_whole
-from iaa_distill.training.image_cache import JOURNAL, MANIFEST, ensure_image_cache
+from iaa_distill.storage import PROGRESS_DIR
+from iaa_distill.training.image_cache import MANIFEST, ensure_image_cache
 from iaa_distill.training.student import TrainingDiverged, train_student
 from iaa_distill.training.student_config import StudentTrainConfig
 from tests.conftest import write_jpegs
@@ -81,7 +82,7 @@ def test_image_cache_matches_preprocessing_lists_failures_and_resumes(tmp_path, 
     records = dataset.records
     records[3].path.write_bytes(b"\xff\xd8 truncated")
     records[7].path.unlink()
-    cache = ensure_image_cache(records, 40, "bicubic", root=tmp_path / "c", num_workers=0, batch_size=2, commit_every=4)
+    cache = ensure_image_cache(records, 40, "bicubic", root=tmp_path / "c", num_workers=0, batch_size=2)
     assert set(cache.failed) == {records[3].image_id, records[7].image_id}
     assert records[7].image_id not in cache.valid_ids() and len(cache.valid_ids()) == 10
     pixels = cache.pixels()
@@ -91,19 +92,21 @@ def test_image_cache_matches_preprocessing_lists_failures_and_resumes(tmp_path, 
     reference = np.array(pixels)
 
     # An interrupted build: manifest not complete, journal ends after 8 rows plus a torn line, later rows lost.
-    folder = cache.root
+    folder = cache.directory
     manifest = json.loads((folder / MANIFEST).read_text())
-    (folder / MANIFEST).write_text(json.dumps({**manifest, "complete": False}))
-    lines = (folder / JOURNAL).read_text().splitlines()
-    (folder / JOURNAL).write_text("\n".join(lines[:2]) + '\n{"done": 1')
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "complete": False, "failed": {}}))
+    journal = folder / PROGRESS_DIR / "rank0.log"
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 6  # one committed line per batch of 2
+    journal.write_text("\n".join(lines[:4]) + '\n{"rows": [8')
     with open(cache.path, "r+b") as f:
         f.seek(-4 * 40 * 40 * 3, 2)
         f.write(b"\x00" * 4 * 40 * 40 * 3)
     caplog.set_level(logging.INFO, logger="iaa_distill")
     caplog.clear()
-    again = ensure_image_cache(records, 40, "bicubic", root=tmp_path / "c", num_workers=0, batch_size=2, commit_every=4)
+    again = ensure_image_cache(records, 40, "bicubic", root=tmp_path / "c", num_workers=0, batch_size=2)
     assert "resuming 4 of 12" in caplog.text
-    assert again.root == folder and set(again.failed) == set(cache.failed)
+    assert again.directory == folder and set(again.failed) == set(cache.failed)
     np.testing.assert_array_equal(again.pixels(), reference)
 
 

@@ -11,7 +11,8 @@ from iaa_distill.cli import main
 from iaa_distill.data.records import Dataset, ImageRecord, Label, level_values
 from iaa_distill.errors import IAAError
 from iaa_distill.features import FeatureCache
-from iaa_distill.features.cache import FORMAT, FORMAT_VERSION, RowWriter, create_cache, finalize_manifest
+from iaa_distill.features.cache import FEATURES_NAME, FORMAT, FORMAT_VERSION, create_cache, finalize_manifest
+from iaa_distill.storage import RowWriter
 from iaa_distill.targets import DistillationTargets
 from iaa_distill.teacher_head import TeacherHead, TeacherHeadConfig, predict_features
 from iaa_distill.training.teacher import TeacherTrainConfig, train_teacher_head
@@ -58,7 +59,7 @@ def write_cache(directory: Path, dataset: Dataset, features: np.ndarray, failed:
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "split": "all", "num_images": len(ids)},
     }
     create_cache(directory, manifest, ids)
-    writer = RowWriter(directory, 0)
+    writer = RowWriter(directory, FEATURES_NAME, 0)
     rows = [r for r in range(len(ids)) if r not in failed]
     writer.write(rows, features[rows], failed)
     writer.close()
@@ -118,7 +119,7 @@ def test_training_learns_the_score(trained):
     # the saved head reproduces the reported test SRCC from the cache
     head = TeacherHead.from_pretrained(root / "head")
     test = [r for r in dataset.split("test")]
-    mean, dist = predict_features(head, cache.rows_for([r.image_id for r in test]))
+    mean, dist = predict_features(head, cache.features_for([r.image_id for r in test]))
     assert stats.spearmanr(mean, [r.label.mean for r in test])[0] == pytest.approx(metrics["test"]["srcc"], abs=1e-6)
     assert head.config.teachers == cache.manifest["teachers"] and head.config.input_dim == DIM
     assert head.config.dataset_fingerprint == dataset.fingerprint()
@@ -135,7 +136,7 @@ def test_targets_for_every_valid_image(trained):
     assert (targets.features >= 0).all() and targets.features.std() > 0  # post-ReLU aesthetic feature
     head = TeacherHead.from_pretrained(root / "head")
     rows = targets.rows_for([r.image_id for r in dataset.split("val")])
-    _, dist = predict_features(head, cache.rows_for([r.image_id for r in dataset.split("val")]))
+    _, dist = predict_features(head, cache.features_for([r.image_id for r in dataset.split("val")]))
     np.testing.assert_allclose(targets.predictions[rows], dist, rtol=1e-4, atol=1e-6)
 
 
@@ -235,7 +236,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
 def test_real_feature_cache_from_bundled_teacher(tmp_path, sample_photos):
     """End to end on a cache extracted by `extract_features` with the bundled ImageNet lite0 teacher."""
     from iaa_distill.data import open_dataset
-    from iaa_distill.features import extract_features
+    from iaa_distill.features import ExtractionSettings, extract_features
     from tests.conftest import write_jpegs
 
     paths = write_jpegs(tmp_path / "photos", sample_photos, 16, 64)
@@ -244,8 +245,8 @@ def test_real_feature_cache_from_bundled_teacher(tmp_path, sample_photos):
             for i, (p, s) in enumerate(zip(paths, scores))]
     (tmp_path / "labels.csv").write_text("image,score,split\n" + "\n".join(rows) + "\n")
     dataset = open_dataset(f"csv:{tmp_path / 'labels.csv'}?scale=1,10", val_fraction=0.25)
-    cache = extract_features(dataset, tmp_path / "cache", teachers=["tf_efficientnet_lite0"], batch_size=16,
-                             num_workers=0, progress=False)
+    cache = extract_features(dataset, tmp_path / "cache", ExtractionSettings(("tf_efficientnet_lite0",), batch_size=16,
+                                                                             num_workers=0, progress=False))
     metrics = train_teacher_head(dataset, tmp_path / "cache", tmp_path / "head",
                                  TeacherTrainConfig(**{**FAST, "epochs": 2, "batch_size": 4, "hidden": (16, 8)}))
     head = TeacherHead.from_pretrained(tmp_path / "head")

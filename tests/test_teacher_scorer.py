@@ -11,11 +11,10 @@ import torch
 from iaa_distill.cli import main
 from iaa_distill.data.folder import read_folder
 from iaa_distill.errors import IAAError
-from iaa_distill.features import FeatureCache, extract_features
+from iaa_distill.features import ExtractionSettings, FeatureCache, extract_features
 from iaa_distill.scoring import Scorer
 from iaa_distill.teacher_head import TeacherHead, TeacherHeadConfig, predict_features
 from iaa_distill.teacher_model import TeacherScorerModel
-from iaa_distill.training.teacher import cache_fingerprint
 from tests.conftest import write_jpegs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -23,8 +22,9 @@ TEACHERS = ["tf_efficientnet_lite0", "tf_efficientnet_lite1"]  # bundled weights
 
 
 def _cache(images: Path, out: Path, teachers: list[str], hflip: bool) -> FeatureCache:
-    return extract_features(read_folder(images), out, teachers, batch_size=4, num_workers=0, device="cpu",
-                            decoder="pil", hflip=hflip, progress=False)
+    return extract_features(read_folder(images), out, ExtractionSettings(tuple(teachers), batch_size=4, num_workers=0,
+                                                                         device="cpu", decoder="pil", hflip=hflip,
+                                                                         progress=False))
 
 
 def _teacher_folder(cache: FeatureCache, out: Path, num_levels: int | None = 10, seed: int = 0) -> Path:
@@ -33,7 +33,7 @@ def _teacher_folder(cache: FeatureCache, out: Path, num_levels: int | None = 10,
     features = torch.from_numpy(np.asarray(cache.features, dtype=np.float32))
     config = TeacherHeadConfig(input_dim=cache.dim, num_levels=num_levels, hidden=(32, 8),
                                teachers=cache.manifest["teachers"], hflip=bool(cache.manifest["hflip"]),
-                               cache_fingerprint=cache_fingerprint(cache.manifest), synthetic_labels=True)
+                               cache_fingerprint=cache.manifest.fingerprint(), synthetic_labels=True)
     head = TeacherHead(config)
     with torch.no_grad():
         head.body[0].running_mean.copy_(features.mean(0))

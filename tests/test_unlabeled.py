@@ -47,7 +47,7 @@ def test_mixed_batches_keep_the_labelled_batches_and_add_seeded_unlabelled_ones(
     labelled = dm.AugmentationSampler(20, 40, 32, seed=3)
     baseline = list(labelled)
     batches = dm.MixedBatches(dm.AugmentationSampler(20, 40, 32, seed=3), dm.AugmentationSampler(7, 40, 32, seed=4),
-                              batch_size=8, extra=6, offset=20)
+                              batch_size=8, unlabeled_ratio=0.75, offset=20)  # 6 per batch
     batches.set_epoch(0)
     first = list(batches)
     assert len(first) == len(batches) == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -124,3 +125,35 @@ def test_sharpen_matches_the_spread_of_the_votes_without_changing_the_ranking():
     from scipy.stats import spearmanr
 
     assert spearmanr(mean.numpy(), before.numpy())[0] > 0.9  # a sharper softmax moves the means, hardly their order
+
+
+def test_pooled_features_are_a_resumable_row_cache_beside_the_image_cache(tmp_path, sample_photos):
+    """The warm start's pooled vectors live in the one row layout (`pooled-KEY/`): an interrupted pass resumes to
+    the same bytes, a finished one is reused, another backbone gets its own folder."""
+    from iaa_distill.data.records import ImageRecord
+    from iaa_distill.storage import PROGRESS_DIR
+    from iaa_distill.training.image_cache import ensure_image_cache
+    from iaa_distill.training.warm_start import pooled_features
+    from tests.conftest import write_jpegs
+
+    paths = write_jpegs(tmp_path / "images", sample_photos, 5, size=40)
+    cache = ensure_image_cache([ImageRecord(p.stem, p, "t") for p in paths], 32, root=tmp_path / "c", num_workers=0)
+    student, rows = _student(), np.array([4, 0, 2])
+    data = WarmStartData(cache.path, rows, np.zeros((3, 5)))
+    first = pooled_features(student, data)
+    folder, = cache.directory.glob("pooled-*")
+    with torch.no_grad():
+        images = torch.from_numpy(np.array(cache.pixels()[rows])).permute(0, 3, 1, 2).float() / 255
+        np.testing.assert_allclose(first, student.raw_pooled(images).numpy(), rtol=1e-5, atol=1e-5)
+    reference = (folder / "pooled.npy").read_bytes()
+
+    journal = folder / PROGRESS_DIR / "rank0.log"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    journal.write_text('{"rows": [0')  # killed before the first batch was committed
+    np.testing.assert_array_equal(pooled_features(student, data), first)
+    assert (folder / "pooled.npy").read_bytes() == reference
+    other = _student(num_levels=None)
+    other.backbone.conv_stem.weight.data.add_(1.0)
+    pooled_features(other, data)
+    assert len(list(cache.directory.glob("pooled-*"))) == 2

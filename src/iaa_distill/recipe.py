@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -30,10 +30,10 @@ from .artifacts import atomic_write_text
 from .data.records import Dataset
 from .data.splits import DEFAULT_VAL_FRACTION
 from .errors import IAAError
-from .evaluation.categories import DEFAULT_MIN_IMAGES
+from .evaluation.settings import EvaluationSettings
 from .features.settings import ExtractionSettings
 from .messages import get_logger
-from .settings import check_ranges, execution, fingerprint, setting
+from .settings import check_ranges, fingerprint
 
 if TYPE_CHECKING:
     from .training.student_config import StudentTrainConfig
@@ -44,19 +44,6 @@ STAGES_FILE = "stages.json"
 DROPPED_FILE = "dropped.json"  # the images every stage after the features leaves out, and why
 RECIPE_KEYS = ("dataset", "unlabeled", "out", "val_fraction", "seed", "seeds", "features", "teacher", "student",
                "baseline", "evaluation")
-
-
-@dataclass
-class EvaluationSettings:
-    """A recipe's `evaluation` section: `evaluate_model`'s keyword arguments, field for field."""
-
-    split: Literal["val", "test"] = setting("test", help="the labelled split to evaluate on")
-    min_category_images: int = setting(DEFAULT_MIN_IMAGES, help="smallest category reported on its own", low=1)
-    threshold: float | None = setting(None, help="score threshold of binary accuracy (default: the scale's middle)")
-    batch_size: int = execution(64, help="images per forward pass", low=1)
-    num_workers: int = execution(2, help="data-loader worker processes", low=0)
-    device: str = execution("auto", help="where the model runs")
-    progress: bool = execution(False, help="show a progress bar")
 
 
 @dataclass
@@ -272,7 +259,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
     runner = StageRunner(out, log)
     folders = {name: out / name for name in ("features", "teacher", "image_cache", *runs, "comparison")}
     runner.run("features", keys["features"], folders["features"], lambda: extract_features(
-        dataset, folders["features"], **stages.features.as_kwargs()))
+        dataset, folders["features"], stages.features))
     dataset = drop_unreadable(dataset, folders["features"], out / DROPPED_FILE)
     runner.run("teacher", keys["teacher"], folders["teacher"],
                lambda: train_teacher_head(dataset, folders["features"], folders["teacher"], stages.teacher))
@@ -290,7 +277,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
         features = folders["features"] if name == "teacher" else None  # students score the images themselves
         model_name = name.split("-seed")[0]  # every seed of a model carries its name: the groups across seeds
         runner.run(f"eval-{name}", keys[f"eval-{name}"], eval_dirs[name], lambda m=model_dir, d=eval_dirs[name], f=features, n=model_name: evaluate_model(
-            m, dataset, out=d, features=f, name=n, **asdict(stages.evaluation)))
+            m, dataset, stages.evaluation, out=d, features=f, name=n))
     comparison = None
     if recipe.baseline:
         compare = partial(_compare, runs, eval_dirs, folders["comparison"])

@@ -9,6 +9,18 @@
 - `IdIndex`: image id -> row of a store, with errors that name the missing id.
 - `Manifest`: a typed manifest (dataclass) written atomically as JSON, with `fingerprint()` (a hash
   of the fields that decide the content) and `differences(other)` (readable lines for a refusal).
+- `RowCache`: the one row layout of the feature cache, the image cache and the warm start's pooled features
+  (see below), with `create_rows`, `RowWriter`, `read_progress`, `pending_batches` and `finish_rows` to build it.
+
+A row cache is a folder:
+- `ids.json`: image ids in row order (the index image id -> row);
+- the array (`features.npy`, `images.npy`, `pooled.npy`): preallocated (sparse), memory-mapped; rows never
+  written, or whose image failed to decode, stay zero;
+- `manifest.json`: what the rows are made from (a `Manifest`), written after the two files above, so its
+  presence marks a usable cache; once every row is done it also records `complete` and `failed` (id -> error);
+- `progress/rank<R>.log`: one journal line per finished batch of rank R (`rows`, `failed` {row: error}),
+  appended only after the batch's rows were synced. Killed at any moment and rerun, a build continues from the
+  logged batches (fixed groups of rows, strided over the ranks) and ends with the same bytes.
 """
 from __future__ import annotations
 
@@ -192,3 +204,137 @@ class Manifest:
         if not isinstance(data, dict):
             raise IAAError(f"{path}: damaged manifest (not a JSON object); delete its folder to build it again")
         return cls.from_dict(data)
+
+
+IDS_FILE = "ids.json"
+MANIFEST_FILE = "manifest.json"
+PROGRESS_DIR = "progress"
+
+
+def read_progress(directory: Path, num_rows: int) -> tuple[np.ndarray, dict[int, str]]:
+    """Rows logged as finished by any rank, and the failed rows with their errors (torn lines ignored)."""
+    done = np.zeros(num_rows, dtype=bool)
+    failed: dict[int, str] = {}
+    for log in sorted((directory / PROGRESS_DIR).glob("rank*.log")):
+        for entry in read_journal(log):
+            try:
+                rows = [int(r) for r in entry["rows"]]
+                errors = {int(r): str(e) for r, e in entry.get("failed", {}).items()}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if rows and (min(rows) < 0 or max(rows) >= num_rows):
+                continue
+            done[rows] = True
+            failed.update(errors)
+    return done, failed
+
+
+def pending_batches(rows: Sequence[int], done: np.ndarray, batch_size: int) -> list[list[int]]:
+    """Fixed groups of `batch_size` rows with their finished rows removed; empty groups dropped."""
+    groups = (rows[i:i + batch_size] for i in range(0, len(rows), batch_size))
+    return [pending for group in groups if (pending := [r for r in group if not done[r]])]
+
+
+def create_rows(directory: Path, manifest: Manifest, ids: Sequence[str], array: str, shape: tuple[int, ...],
+                dtype: np.dtype | str) -> None:
+    """Write the index and the preallocated zero array, then the manifest (its presence marks the cache usable)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / PROGRESS_DIR).mkdir(exist_ok=True)
+    for log in (directory / PROGRESS_DIR).glob("rank*.log"):  # left by a creation that never finished
+        log.unlink()
+    atomic_write_text(directory / IDS_FILE, json.dumps(list(ids)) + "\n")
+    create_array(directory / array, shape, dtype)
+    manifest.write(directory / MANIFEST_FILE)
+
+
+class RowWriter:
+    """Writes finished batches of one rank: rows into the array (synced), then a line in its progress log."""
+
+    def __init__(self, directory: Path, array: str, rank: int = 0):
+        self._store = RowStore(directory / array, directory / PROGRESS_DIR / f"rank{rank}.log")
+
+    def write(self, rows: Sequence[int], values: np.ndarray, failed: dict[int, str]) -> None:
+        """rows[i] <- values[i]; `failed` rows are logged as done with their error, left zero."""
+        self._store.write(rows, values)
+        self._store.commit({"rows": [int(r) for r in rows] + [int(r) for r in failed],
+                            "failed": {str(r): e for r, e in failed.items()}})
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> "RowWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def finish_rows(directory: Path, manifest: M) -> M:
+    """Record completion and the failed images in `manifest` (the cache's own, as read) and write it."""
+    ids = json.loads((directory / IDS_FILE).read_text())
+    done, failed = read_progress(directory, len(ids))
+    manifest.complete = bool(done.all())
+    manifest.failed = {ids[row]: error for row, error in sorted(failed.items())}
+    manifest.write(directory / MANIFEST_FILE)
+    return manifest
+
+
+class RowCache:
+    """A read-only view of a row cache folder (see the module doc): `rows_for(ids)` are rows of `array`.
+
+    Subclasses name their `ARRAY` file, their manifest class and `HINT` (what to do about a missing image)."""
+
+    ARRAY: ClassVar[str] = ""
+    KIND: ClassVar[str] = "row cache"
+    HINT: ClassVar[str] = "build it again for these images"
+
+    def __init__(self, directory: Path, manifest: Manifest, ids: list[str], array: np.ndarray, done: np.ndarray,
+                 failed: dict[str, str]):
+        self.directory = directory
+        self.manifest = manifest
+        self.index = IdIndex(ids, f"{directory} ({self.KIND})", self.HINT)
+        self.ids = self.index.ids
+        self.array = array
+        self.done = done
+        self.failed = failed
+
+    @classmethod
+    def read_rows(cls, directory: Path, manifest: Manifest, width: tuple[int, ...]) -> "RowCache":
+        """The cache at `directory` whose manifest is `manifest` and whose rows have shape `width`; IAAError
+        for damaged or resized files."""
+        try:
+            ids = json.loads((directory / IDS_FILE).read_text())
+            array = np.load(directory / cls.ARRAY, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise IAAError(f"{directory}: damaged {cls.KIND} ({exc}); {cls.HINT}") from None
+        if array.shape != (len(ids), *width):
+            raise IAAError(f"{directory}: damaged {cls.KIND} ({cls.ARRAY} has shape {array.shape}, expected "
+                           f"{(len(ids), *width)}); {cls.HINT}")
+        done, failed_rows = read_progress(directory, len(ids))
+        failed = {ids[row]: error for row, error in sorted(failed_rows.items())}
+        return cls(directory, manifest, ids, array, done, failed)
+
+    @property
+    def path(self) -> Path:
+        """The array file (`rows_for` indexes it)."""
+        return self.directory / self.ARRAY
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+    def valid_ids(self) -> list[str]:
+        """Ids whose rows were written (done and decoded), in row order."""
+        return [i for i, d in zip(self.ids, self.done) if d and i not in self.failed]
+
+    def rows_for(self, ids: Iterable[str]) -> np.ndarray:
+        """Rows of `ids` in the array (int64); IAAError naming an id the cache lacks, failed or not written yet."""
+        ids = list(ids)
+        rows = self.index.rows_for(ids)
+        for image_id, row in zip(ids, rows):
+            if image_id in self.failed:
+                raise IAAError(f"{self.directory}: image '{image_id}' has no row ({self.failed[image_id]})")
+            if not self.done[row]:
+                raise IAAError(f"{self.directory}: image '{image_id}' is not in the {self.KIND} yet; rerun the "
+                               "command that builds it to finish the cache")
+        return rows

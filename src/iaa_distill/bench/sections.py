@@ -65,11 +65,11 @@ def bench_decode(report: Report, photos: list[Path], workers: int, repeats: int)
 def _features_rate(dataset, teachers: list[str], workers: int, batch_size: int, device: str, repeats: int,
                    load_seconds: float, hflip: bool = False) -> float:
     """img/s of `extract_features` (the real path) over `dataset`, its teacher loading time taken out."""
-    from ..features import extract_features
+    from ..features import ExtractionSettings, extract_features
 
     seconds = median_fresh_run_seconds(lambda tmp: extract_features(
-        dataset, tmp / "cache", teachers, batch_size=batch_size, num_workers=workers, device=device, hflip=hflip,
-        progress=False), repeats)
+        dataset, tmp / "cache", ExtractionSettings(tuple(teachers), batch_size=batch_size, num_workers=workers,
+                                                   device=device, hflip=hflip, progress=False)), repeats)
     return len(dataset.records) / (seconds - load_seconds)
 
 

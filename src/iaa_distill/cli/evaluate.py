@@ -5,29 +5,22 @@ Writes OUT/metrics.json, per_image.csv, report.md, report.html (self-contained) 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .types import add_split_options, count, non_negative_int, positive_int
+from .types import add_split_options, count
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..evaluation.settings import EvaluationSettings
+    from .options import add_options
+
     parser.add_argument("--model", metavar="DIR", help="model folder: a student or a teacher head")
     parser.add_argument("positional_model", nargs="?", metavar="MODEL",
                         help="deprecated spelling of --model (iaa eval MODEL DATASET)")
     parser.add_argument("dataset", metavar="DATASET", help="FORMAT:PATH, e.g. ava:/data/AVA or csv:labels.csv")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
-                        help="dataset split to evaluate (default: %(default)s)")
     parser.add_argument("--out", required=True, help="output folder for metrics, per-image CSV, reports and plots")
     parser.add_argument("--features", metavar="CACHE", help="feature cache folder (teacher heads; ignored for students)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default: %(default)s)")
-    parser.add_argument("--workers", type=non_negative_int, default=2, help="image decoding workers (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
-    parser.add_argument("--min-category-images", type=positive_int, default=30,
-                        help="categories with fewer images are flagged, not reported (default: %(default)s)")
-    parser.add_argument("--threshold", type=float,
-                        help="binary accuracy threshold (default: 5 on the 1..10 scale, else the scale midpoint)")
+    add_options(parser, EvaluationSettings)
     add_split_options(parser)  # as used in training; only for models saved without the split.json of their run
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,15 +30,15 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import IAAError
     from ..evaluation import evaluate_model
     from ..evaluation.report import PLOTS, fmt, headline_rows
+    from ..evaluation.settings import EvaluationSettings
+    from .options import config_from_args
 
     if (args.model is None) == (args.positional_model is None):
         raise IAAError("name the model once: iaa eval --model DIR DATASET")
     model = args.model or args.positional_model
     dataset = open_dataset(args.dataset, val_fraction=args.val_fraction, seed=args.seed)
-    document = evaluate_model(
-        model, dataset, split=args.split, out=args.out, features=args.features, batch_size=args.batch_size,
-        num_workers=args.workers, device=args.device, min_category_images=args.min_category_images,
-        threshold=args.threshold, progress=not args.no_progress and sys.stderr.isatty())
+    document = evaluate_model(model, dataset, config_from_args(EvaluationSettings, args), out=args.out,
+                              features=args.features)
     rows = headline_rows(document["overall"])
     width = max(len(label) for label, _ in rows)
     print(f"{document['model']} on {document['dataset']} ({document['split']}): {count(document['n'], 'image')}")

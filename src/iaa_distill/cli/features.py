@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if not teachers:
         raise IAAError("--teachers: give at least one timm model name")
     settings = config_from_args(ExtractionSettings, args, teachers=teachers, weights=parse_weights(args.weights))
-    cache = extract_features(open_dataset(args.dataset), args.out, **settings.as_kwargs())
+    cache = extract_features(open_dataset(args.dataset), args.out, settings)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
     print(f"{cache.directory}: {len(cache.valid_ids())} of {len(cache.ids)} images, {cache.dim} features each "

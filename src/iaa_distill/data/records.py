@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -12,6 +12,14 @@ SPLITS = ("train", "val", "test")
 # A file of this name beside a ratings CSV marks its labels as synthetic (made by a formula, not by people);
 # models trained on them say so wherever they are used.
 SYNTHETIC_MARKER = "SYNTHETIC_LABELS.txt"
+
+
+def ids_hash(ids: Iterable[str]) -> str:
+    """The one hash of an image-id list (16 hex digits): dataset fingerprints, cache manifests and run folders."""
+    h = hashlib.sha256()
+    for image_id in ids:
+        h.update(image_id.encode() + b"\n")
+    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -99,9 +107,4 @@ class Dataset:
     def fingerprint(self) -> str:
         """A stable hash of the image ids as listed (not labels, not the folder): detects a cache made for other
         images. A dataset with dropped images keeps the fingerprint of its listed records."""
-        if self.listed_fingerprint:
-            return self.listed_fingerprint
-        h = hashlib.sha256()
-        for r in self.records:
-            h.update(r.image_id.encode() + b"\n")
-        return h.hexdigest()[:16]
+        return self.listed_fingerprint or ids_hash(r.image_id for r in self.records)

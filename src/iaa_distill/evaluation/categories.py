@@ -14,8 +14,8 @@ from typing import Any
 
 from .metrics import MetricWarning, plcc, srcc
 from .predictions import Predictions
+from .settings import DEFAULT_MIN_IMAGES
 
-DEFAULT_MIN_IMAGES = 30
 MIN_CI_IMAGES = 20  # fewer images: no confidence interval or p-value (a handful of images misleads)
 
 

@@ -11,9 +11,9 @@ from ..artifacts import model_name, read_config
 from ..data.records import Dataset, ImageRecord
 from ..errors import IAAError
 from ..data.splits import SPLIT_FILE, load_split
-from .categories import DEFAULT_MIN_IMAGES
 from .predictions import Predictions
 from .report import build_document, write_report
+from .settings import EvaluationSettings
 
 
 def _labelled(dataset: Dataset, split: str, model_dir: Path) -> list[ImageRecord]:
@@ -37,13 +37,13 @@ def _teacher_names(teachers: list | None) -> list[str]:
     return [str(t.get("name", t)) if isinstance(t, dict) else str(t) for t in teachers or []]
 
 
-def _score_student(model_dir: Path, records: list[ImageRecord], batch_size: int, num_workers: int, device: str,
-                   progress: bool) -> tuple[list[ImageRecord], np.ndarray, np.ndarray | None, dict[str, str]]:
+def _score_student(model_dir: Path, records: list[ImageRecord], settings: EvaluationSettings
+                   ) -> tuple[list[ImageRecord], np.ndarray, np.ndarray | None, dict[str, str]]:
     from ..scoring import Scorer
 
-    scorer = Scorer.from_pretrained(model_dir, device=device)
-    results = scorer.score_paths([str(r.path) for r in records], batch_size=batch_size, num_workers=num_workers,
-                                 progress=progress)
+    scorer = Scorer.from_pretrained(model_dir, device=settings.device)
+    results = scorer.score_paths([str(r.path) for r in records], batch_size=settings.batch_size,
+                                 num_workers=settings.num_workers, progress=settings.progress)
     kept, means, dists, excluded = [], [], [], {}
     for record, result in zip(records, results):
         if result.error or not math.isfinite(result.mean):
@@ -73,7 +73,7 @@ def _score_head(model_dir: Path, config: dict[str, Any], records: list[ImageReco
     kept = [r for r in records if r.image_id not in cache.failed]
     if not kept:
         return kept, np.zeros(0), None, excluded
-    mean, dist = predict_features(head, cache.rows_for([r.image_id for r in kept]))
+    mean, dist = predict_features(head, cache.features_for([r.image_id for r in kept]))
     return kept, np.asarray(mean, dtype=np.float64), None if dist is None else np.asarray(dist, np.float64), excluded
 
 
@@ -90,18 +90,13 @@ def _true_distributions(labels: list, num_levels: int | None, pred_dist: np.ndar
 def evaluate_model(
     model_dir: str | Path,
     dataset: Dataset | str,
-    split: str = "test",
+    settings: EvaluationSettings | None = None,
+    *,
     out: str | Path | None = None,
     features: str | Path | None = None,
-    batch_size: int = 64,
-    num_workers: int = 2,
-    device: str = "auto",
-    min_category_images: int = DEFAULT_MIN_IMAGES,
-    threshold: float | None = None,
-    progress: bool = False,
     name: str | None = None,
 ) -> dict[str, Any]:
-    """Predict every labelled image of `split` and compute the metrics; with `out`, write the full report.
+    """Predict every labelled image of `settings.split` and compute the metrics; with `out`, write the full report.
 
     `name` labels the model in reports (default: its folder's name, or the run folder's for `RUN/model`).
     `dataset` is a Dataset or a `FORMAT:PATH` spec; `features` (a feature cache folder) is used by teacher
@@ -109,6 +104,8 @@ def evaluate_model(
     (undecodable, or failed in the feature cache) are excluded and listed under "excluded".
     Returns the metrics.json document.
     """
+    settings = settings or EvaluationSettings()
+    split = settings.split
     model_dir = Path(model_dir).expanduser()
     config = read_config(model_dir)
     if isinstance(dataset, str):
@@ -118,8 +115,7 @@ def evaluate_model(
     records = _labelled(dataset, split, model_dir)
     kind = config.get("kind")
     if kind == "student":  # a student scores the images themselves; `features` is only for teacher heads
-        records, pred_mean, pred_dist, excluded = _score_student(model_dir, records, batch_size, num_workers,
-                                                                 device, progress)
+        records, pred_mean, pred_dist, excluded = _score_student(model_dir, records, settings)
         detail = {"backbone": config.get("backbone")}
     elif kind == "teacher_head":
         if features is None:
@@ -144,5 +140,5 @@ def evaluate_model(
         [r.categories for r in records], scale, dataset.num_levels, name or model_name(model_dir), dataset.name, split)
     extra = {"model_kind": kind, "model_path": str(model_dir.resolve()), **detail, "notes": notes}
     if out is None:
-        return build_document(predictions, threshold, min_category_images, excluded, extra)
-    return write_report(predictions, out, threshold, min_category_images, excluded, extra)
+        return build_document(predictions, settings.threshold, settings.min_category_images, excluded, extra)
+    return write_report(predictions, out, settings.threshold, settings.min_category_images, excluded, extra)

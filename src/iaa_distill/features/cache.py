@@ -1,22 +1,12 @@
-"""The on-disk feature cache: float16 rows in a memory-mapped array, written crash-safely, resumable.
-
-A cache is a folder:
-- `ids.json`: image ids in row order (the index image id -> row);
-- `features.npy`: an (N, D) float16 array, preallocated (sparse) and memory-mapped; rows never
-  extracted, or whose image failed to decode, stay zero;
-- `manifest.json`: teachers (weights hashes, preprocessing, per-level dims), dataset fingerprint,
-  package version; written atomically after the two files above, so its presence marks a usable cache;
-- `progress/rank<R>.log`: one JSON line per finished batch (`rows`, `failed` {row: error}), appended
-  and fsynced only after that batch's rows were written and synced. A torn last line (a kill during
-  the append) is ignored, so those rows are simply extracted again.
+"""The on-disk feature cache: float16 MLSP rows in the one row layout of `iaa_distill.storage` (`RowCache`:
+`ids.json`, `features.npy`, `manifest.json`, `progress/rank<R>.log`), written crash-safely and resumably by
+every torchrun rank. This module knows `FeatureCacheManifest`, the one place that says what a cache's content
+depends on (teachers with their weights hashes and per-level dims, preprocessing, the images).
 Killed at any moment and rerun, extraction continues from the logged batches and ends with the same
-bytes as an uninterrupted run. The mechanics (journal, row store, id index, typed manifest) are
-`iaa_distill.storage`'s; this module knows the layout and `FeatureCacheManifest`, the one place that
-says what a cache's content depends on.
+bytes as an uninterrupted run.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import atomic_write_text
 from ..data.records import Dataset
 from ..errors import IAAError
-from ..storage import IdIndex, Manifest, RowStore, create_array, read_journal
+from ..storage import IDS_FILE, MANIFEST_FILE, PROGRESS_DIR, Manifest, RowCache, create_rows, finish_rows
 
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = MANIFEST_FILE
 FEATURES_NAME = "features.npy"
-IDS_NAME = "ids.json"
-PROGRESS_DIR = "progress"
+IDS_NAME = IDS_FILE
 FORMAT = "iaa-distill feature cache"
 FORMAT_VERSION = 1
+OLD_IDS_HASH = "ids_sha256"  # the manifest key of caches hashed before `data.records.ids_hash`: resumed never
 
 
 @dataclass
@@ -49,7 +38,7 @@ class FeatureCacheManifest(Manifest):
     dim: int = 0
     hflip: bool = False
     preprocessing: dict[str, Any] = field(default_factory=dict)  # view, decoder actually used, precision
-    dataset: dict[str, Any] = field(default_factory=dict)  # name, fingerprint, split, num_images, ids_sha256
+    dataset: dict[str, Any] = field(default_factory=dict)  # name, fingerprint, split, num_images, ids_hash
     iaa_distill_version: str = ""
     created: str = ""
     complete: bool = False
@@ -69,77 +58,31 @@ class FeatureCacheManifest(Manifest):
         return [f"{what} {a} vs {b}" for what, a, b in pairs if a != b]
 
 
-def read_progress(directory: Path, num_rows: int) -> tuple[np.ndarray, dict[int, str]]:
-    """Rows logged as finished by any rank, and the failed rows with their errors (torn lines ignored)."""
-    done = np.zeros(num_rows, dtype=bool)
-    failed: dict[int, str] = {}
-    for log in sorted((directory / PROGRESS_DIR).glob("rank*.log")):
-        for entry in read_journal(log):
-            try:
-                rows = [int(r) for r in entry["rows"]]
-                errors = {int(r): str(e) for r, e in entry.get("failed", {}).items()}
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
-            if rows and (min(rows) < 0 or max(rows) >= num_rows):
-                continue
-            done[rows] = True
-            failed.update(errors)
-    return done, failed
+class FeatureCache(RowCache):
+    """A read-only view of a feature cache folder: `rows_for(ids)` are rows of `features`, `features_for(ids)`
+    their values."""
 
-
-class FeatureCache:
-    """A read-only view of a feature cache folder; see the module doc for the layout."""
-
-    def __init__(self, directory: Path, manifest: FeatureCacheManifest, ids: list[str], features: np.ndarray,
-                 done: np.ndarray, failed: dict[str, str]):
-        self.directory = directory
-        self.manifest = manifest
-        self.index = IdIndex(ids, f"{directory} (feature cache)",
-                             "extract features for these images with `iaa features` into another --out")
-        self.ids = self.index.ids
-        self.features = features
-        self.done = done
-        self.failed = failed
+    ARRAY, KIND = FEATURES_NAME, "feature cache"
+    HINT = "extract features for these images with `iaa features` into another --out"
 
     @classmethod
     def open(cls, directory: str | Path) -> "FeatureCache":
         directory = Path(directory).expanduser()
         manifest = read_manifest(directory)
-        try:
-            ids = json.loads((directory / IDS_NAME).read_text())
-            features = np.load(directory / FEATURES_NAME, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise IAAError(f"{directory}: damaged feature cache ({exc}); extract again into a new --out") from None
-        if features.shape != (len(ids), manifest.dim):
-            raise IAAError(f"{directory}: damaged feature cache ({FEATURES_NAME} has shape {features.shape}, "
-                           f"expected {(len(ids), manifest.dim)}); extract again into a new --out")
-        done, failed_rows = read_progress(directory, len(ids))
-        failed = {ids[row]: error for row, error in sorted(failed_rows.items())}
-        return cls(directory, manifest, ids, features, done, failed)
+        return cls.read_rows(directory, manifest, (manifest.dim,))
+
+    @property
+    def features(self) -> np.ndarray:
+        """The (N, dim) float16 memory map."""
+        return self.array
 
     @property
     def dim(self) -> int:
         return int(self.manifest.dim)
 
-    @property
-    def complete(self) -> bool:
-        return bool(self.done.all())
-
-    def valid_ids(self) -> list[str]:
-        """Ids whose features were extracted (done and decoded), in row order."""
-        return [i for i, d in zip(self.ids, self.done) if d and i not in self.failed]
-
-    def rows_for(self, ids: Iterable[str]) -> np.ndarray:
+    def features_for(self, ids: Iterable[str]) -> np.ndarray:
         """Features of `ids` as a float32 (len(ids), dim) array; IAAError names an id that has none."""
-        ids = list(ids)
-        rows = self.index.rows_for(ids)
-        for image_id, row in zip(ids, rows):
-            if image_id in self.failed:
-                raise IAAError(f"{self.directory}: image '{image_id}' has no features ({self.failed[image_id]})")
-            if not self.done[row]:
-                raise IAAError(f"{self.directory}: image '{image_id}' has not been extracted yet; "
-                               "rerun `iaa features` with the same --out to finish the cache")
-        return np.asarray(self.features[rows], dtype=np.float32)
+        return np.asarray(self.features[self.rows_for(ids)], dtype=np.float32)
 
     def check_matches(self, dataset: Dataset) -> None:
         """Refuse a cache that was made for other images than `dataset`'s."""
@@ -169,13 +112,7 @@ def create_cache(directory: Path, manifest: FeatureCacheManifest | dict[str, Any
     """Write the index and the preallocated zero array, then the manifest (its presence marks the cache usable)."""
     if isinstance(manifest, dict):
         manifest = FeatureCacheManifest.from_dict(manifest)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / PROGRESS_DIR).mkdir(exist_ok=True)
-    for log in (directory / PROGRESS_DIR).glob("rank*.log"):  # left by a creation that never finished
-        log.unlink()
-    atomic_write_text(directory / IDS_NAME, json.dumps(list(ids)) + "\n")
-    create_array(directory / FEATURES_NAME, (len(ids), manifest.dim), np.float16)
-    manifest.write(directory / MANIFEST_NAME)
+    create_rows(directory, manifest, ids, FEATURES_NAME, (len(ids), manifest.dim), np.float16)
 
 
 def prepare_cache(directory: Path, manifest: FeatureCacheManifest, ids: Sequence[str]) -> None:
@@ -189,7 +126,11 @@ def prepare_cache(directory: Path, manifest: FeatureCacheManifest, ids: Sequence
                            "choose an empty or new --out")
         create_cache(directory, manifest, ids)
         return
-    diffs = read_manifest(directory).differences(manifest)
+    existing = read_manifest(directory)
+    if OLD_IDS_HASH in existing.dataset:
+        raise IAAError(f"{directory}: feature cache written by an older iaa-distill (another image-id hash); rebuild "
+                       f"it: delete the folder and rerun `iaa features` (or `iaa fit`)")
+    diffs = existing.differences(manifest)
     if diffs:
         raise IAAError(f"{directory}: feature cache was made differently ({'; '.join(diffs)}, cache vs this run); "
                        "use another --out, or delete the cache to extract again")
@@ -198,25 +139,4 @@ def prepare_cache(directory: Path, manifest: FeatureCacheManifest, ids: Sequence
 
 def finalize_manifest(directory: Path) -> None:
     """Record completion and the undecodable images in the manifest once every row is done."""
-    manifest = read_manifest(directory)
-    ids = json.loads((directory / IDS_NAME).read_text())
-    done, failed = read_progress(directory, len(ids))
-    manifest.complete = bool(done.all())
-    manifest.failed = {ids[row]: error for row, error in sorted(failed.items())}
-    manifest.write(directory / MANIFEST_NAME)
-
-
-class RowWriter:
-    """Writes finished batches of one rank: rows into `features.npy` (synced), then a line in its progress log."""
-
-    def __init__(self, directory: Path, rank: int):
-        self._store = RowStore(directory / FEATURES_NAME, directory / PROGRESS_DIR / f"rank{rank}.log")
-
-    def write(self, rows: Sequence[int], features: np.ndarray, failed: dict[int, str]) -> None:
-        """rows[i] <- features[i] (float16); `failed` rows are logged as done with their error, left zero."""
-        self._store.write(rows, features)
-        self._store.commit({"rows": [int(r) for r in rows] + [int(r) for r in failed],
-                            "failed": {str(r): e for r, e in failed.items()}})
-
-    def close(self) -> None:
-        self._store.close()
+    finish_rows(directory, read_manifest(directory))

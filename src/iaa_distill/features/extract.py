@@ -18,22 +18,21 @@ exactly the batches an uninterrupted run would have.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .. import __version__
-from ..data.records import Dataset
+from ..data.records import Dataset, ids_hash
 from ..devices import process_group, resolve_device
 from ..errors import IAAError
 from ..inputs import iter_prepared, resolve_decoder
-from ..storage import IdIndex
-from ..teachers import DEFAULT_TEACHERS, TeacherSet, load_teachers
-from .cache import FeatureCache, FeatureCacheManifest, RowWriter, finalize_manifest, prepare_cache, read_progress
+from ..storage import IdIndex, RowWriter, pending_batches, read_progress
+from ..teachers import TeacherSet, load_teachers
+from .settings import ExtractionSettings
+from .cache import FEATURES_NAME, FeatureCache, FeatureCacheManifest, finalize_manifest, prepare_cache
 
 
 def _barrier_with_error(error: str | None, world: int) -> None:
@@ -69,51 +68,34 @@ def build_manifest(dataset: Dataset, split: str, ids: Sequence[str], teachers: T
             "fingerprint": dataset.fingerprint(),
             "split": split,
             "num_images": len(ids),
-            "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
+            "ids_hash": ids_hash(ids),
         },
         iaa_distill_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 
 
-def _pending_batches(rows: Sequence[int], done: np.ndarray, batch_size: int) -> list[list[int]]:
-    """Fixed groups of `batch_size` rows with their finished rows removed; empty groups dropped."""
-    groups = (rows[i:i + batch_size] for i in range(0, len(rows), batch_size))
-    return [pending for group in groups if (pending := [r for r in group if not done[r]])]
-
-
-def extract_features(
-    dataset: Dataset,
-    out: str | Path,
-    teachers: Sequence[str] = DEFAULT_TEACHERS,
-    *,
-    weights: dict[str, str] | None = None,
-    split: str = "all",
-    batch_size: int = 32,
-    num_workers: int = 2,
-    device: str = "auto",
-    decoder: str = "auto",
-    hflip: bool = False,
-    progress: bool = True,
-) -> FeatureCache:
-    """Extract the teachers' MLSP features of `dataset`'s `split` into the cache folder `out`.
+def extract_features(dataset: Dataset, out: str | Path, settings: ExtractionSettings | None = None) -> FeatureCache:
+    """Extract the teachers' MLSP features of `dataset`'s `settings.split` into the cache folder `out`.
 
     Creates the cache, or resumes it when it was made the same way (other teachers, preprocessing or
     images are refused with an IAAError). Undecodable images are listed in `FeatureCache.failed`.
-    decoder: "pil", "torchvision" (batched `decode_jpeg` on the device; nvJPEG on CUDA) or "auto".
+    `settings.decoder`: "pil", "torchvision" (batched `decode_jpeg` on the device; nvJPEG on CUDA) or "auto".
     """
-    if batch_size < 1:
-        raise IAAError(f"--batch-size must be at least 1, got {batch_size}")
+    s = settings or ExtractionSettings()
+    if s.batch_size < 1:
+        raise IAAError(f"--batch-size must be at least 1, got {s.batch_size}")
+    split = s.split
     records = dataset.split(split)
     if not records:
         raise IAAError(f"dataset '{dataset.name}' has no images in split '{split}'")
     ids = IdIndex([r.image_id for r in records], f"dataset '{dataset.name}'").ids  # refuses a repeated id
     out = Path(out).expanduser()
-    torch_device = resolve_device(device)
-    decoder = resolve_decoder(decoder, torch_device)
+    torch_device = resolve_device(s.device)
+    decoder = resolve_decoder(s.decoder, torch_device)
     with process_group(torch_device) as (rank, world):
-        teacher_set = load_teachers(teachers, weights, torch_device, hflip=hflip)
-        manifest = build_manifest(dataset, split, ids, teacher_set, hflip, torch_device, decoder)
+        teacher_set = load_teachers(s.teachers, s.weights or None, torch_device, hflip=s.hflip)
+        manifest = build_manifest(dataset, split, ids, teacher_set, s.hflip, torch_device, decoder)
         error = None
         if rank == 0:
             try:
@@ -122,11 +104,11 @@ def extract_features(
                 error = str(exc)
         _barrier_with_error(error, world)
         done, _ = read_progress(out, len(ids))
-        batches = _pending_batches(list(range(rank, len(ids), world)), done, batch_size)
-        writer = RowWriter(out, rank)
+        batches = pending_batches(list(range(rank, len(ids), world)), done, s.batch_size)
+        writer = RowWriter(out, FEATURES_NAME, rank)
         try:
-            _run(teacher_set, [str(r.path) for r in records], batches, writer, num_workers, torch_device, decoder,
-                 progress and rank == 0)
+            _run(teacher_set, [str(r.path) for r in records], batches, writer, s.num_workers, torch_device, decoder,
+                 s.progress and rank == 0)
         finally:
             writer.close()
         _barrier_with_error(None, world)

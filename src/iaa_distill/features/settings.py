@@ -9,8 +9,8 @@ which rows are computed: batches are fixed groups of rows in every run.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from ..inputs import DECODERS  # noqa: F401  (re-exported: the decoders `decoder` accepts)
 from ..settings import execution, setting
@@ -23,7 +23,7 @@ DEFAULT_TEACHERS: tuple[str, ...] = ("tf_efficientnet_lite0", "tf_efficientnet_l
 
 @dataclass
 class ExtractionSettings:
-    """Settings of `extract_features` (its keyword arguments, field for field)."""
+    """Settings of `extract_features` (a recipe's `features` section, `iaa features`'s options)."""
 
     teachers: tuple[str, ...] = setting(DEFAULT_TEACHERS, help="timm model names of the frozen teachers")
     weights: dict[str, str] = setting(default_factory=dict, help="local weights file per teacher (NAME -> PATH)")
@@ -38,7 +38,3 @@ class ExtractionSettings:
 
     def __post_init__(self) -> None:
         self.teachers = tuple(self.teachers)
-
-    def as_kwargs(self) -> dict[str, Any]:
-        """The settings as `extract_features` keyword arguments."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}

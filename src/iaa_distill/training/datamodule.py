@@ -1,4 +1,6 @@
 """Train/val batches for the student, read from pre-resized image caches (no JPEG decoding per epoch).
+`DatasetDataModule` prepares them from a dataset (`prepare_data` builds the caches, `setup` the tables);
+`StudentDataModule` turns the two tables into loaders.
 
 Train: the whole image was resized once to `train_resize` x `train_resize` (the train cache); each
 epoch takes a random `input_size` crop and a random horizontal flip of it, on uint8 — the same
@@ -15,20 +17,30 @@ Batches are dicts of uint8 `image` (B, 3, S, S), `label` (GT distribution or nor
 `mean` (GT mean on the scale) and, for distillation, the teacher's `feature` and `teacher` prediction rows.
 
 Unlabelled images (distillation only): the train split then holds its labelled rows first and the
-unlabelled ones after them (`num_labelled`), and `MixedBatches` appends `unlabeled_per_batch`
-unlabelled crops to every batch of labelled ones. The labelled part of every batch is exactly the
+unlabelled ones after them (`num_labelled`), and `MixedBatches` appends `unlabeled_ratio` x batch size
+unlabelled crops (rounded) to every batch of labelled ones. The labelled part of every batch is exactly the
 baseline's; batches carry a boolean `labelled` mask so the GT loss skips the unlabelled rows.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from ..data.table import SplitTable
+from ..data.records import Dataset, ImageRecord
+from ..data.table import SplitTable, split_table
+from ..data.unlabeled import UNLABELED_SPLIT
+from ..messages import get_logger
+from ..student import StudentConfig
+from ..targets import DistillationTargets
+from .image_cache import ImageCache, ensure_image_cache
 from .sampling import SeededEpochSampler
+from .student_config import StudentTrainConfig
+
+_log = get_logger(__name__)
 
 
 class CachedImages(torch.utils.data.Dataset):
@@ -99,16 +111,18 @@ class AugmentationSampler(SeededEpochSampler):
 
 
 class MixedBatches(torch.utils.data.Sampler):
-    """Batch sampler: each batch of `labelled` items plus `extra` unlabelled ones (indices offset by `offset`).
+    """Batch sampler: each batch of `batch_size` labelled items plus round(`unlabeled_ratio` x `batch_size`)
+    unlabelled ones (indices offset by `offset`).
 
     The unlabelled stream is drawn per epoch from (seed, epoch) alone, like the labelled one: one or more
     seeded passes over the unlabelled images, so a resumed run continues with the same batches.
     """
 
     def __init__(self, labelled: AugmentationSampler, unlabelled: AugmentationSampler, batch_size: int,
-                 extra: int, offset: int):
+                 unlabeled_ratio: float, offset: int):
         self.labelled, self.unlabelled = labelled, unlabelled
-        self.batch_size, self.extra, self.offset = batch_size, extra, offset
+        self.batch_size, self.offset = batch_size, offset
+        self.per_batch = round(unlabeled_ratio * batch_size)  # unlabelled items in every batch
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning before every epoch (also after a resume)."""
@@ -130,10 +144,10 @@ class MixedBatches(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
         labelled = list(self.labelled)
-        unlabelled = self._unlabelled_items(len(self) * self.extra)
+        unlabelled = self._unlabelled_items(len(self) * self.per_batch)
         for step in range(len(self)):
             yield (labelled[step * self.batch_size:(step + 1) * self.batch_size]
-                   + unlabelled[step * self.extra:(step + 1) * self.extra])
+                   + unlabelled[step * self.per_batch:(step + 1) * self.per_batch])
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -152,26 +166,28 @@ class ShardSampler(torch.utils.data.Sampler):
 
 
 class StudentDataModule(pl.LightningDataModule):
-    """Lightning data for stage 2. Use with `Trainer(use_distributed_sampler=False)`: sharding is built in."""
+    """Lightning data for stage 2 from its tables (`DatasetDataModule` prepares them from a dataset). Use with
+    `Trainer(use_distributed_sampler=False)`: sharding is built in."""
 
     def __init__(
         self,
-        train: SplitTable,
-        val: SplitTable,
+        train: SplitTable | None,
+        val: SplitTable | None,
         train_resize: int,
         input_size: int,
         batch_size: int,
         num_workers: int = 4,
         seed: int = 0,
         hflip: bool = True,
-        unlabeled_per_batch: int = 0,
+        unlabeled_ratio: float = 0.0,
     ):
-        """unlabeled_per_batch: unlabelled images added to every train batch (train.num_unlabeled > 0 only)."""
+        """unlabeled_ratio: unlabelled images added to every train batch per labelled one (when train has
+        unlabelled rows)."""
         super().__init__()
         self.train, self.val = train, val
         self.train_resize, self.input_size = train_resize, input_size
         self.batch_size, self.num_workers, self.seed, self.hflip = batch_size, num_workers, seed, hflip
-        self.unlabeled_per_batch = unlabeled_per_batch if train.num_unlabeled else 0
+        self.unlabeled_ratio = unlabeled_ratio
 
     def _loader(self, dataset: CachedImages, **sampling) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -183,13 +199,61 @@ class StudentDataModule(pl.LightningDataModule):
         n = len(self.train) - self.train.num_unlabeled
         sampler = AugmentationSampler(n, self.train_resize, self.input_size, self.seed, self.hflip)
         images = CachedImages(self.train, crop=self.input_size)
-        if not self.unlabeled_per_batch:
+        if not self.train.num_unlabeled or not round(self.unlabeled_ratio * self.batch_size):
             return self._loader(images, batch_size=self.batch_size, sampler=sampler, drop_last=True)
         unlabelled = AugmentationSampler(self.train.num_unlabeled, self.train_resize, self.input_size,
                                          self.seed + 1, self.hflip)
         return self._loader(images, batch_sampler=MixedBatches(sampler, unlabelled, self.batch_size,
-                                                               self.unlabeled_per_batch, offset=n))
+                                                               self.unlabeled_ratio, offset=n))
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         return self._loader(CachedImages(self.val), batch_size=self.batch_size, sampler=ShardSampler(len(self.val)),
                             drop_last=False)
+
+
+class DatasetDataModule(StudentDataModule):
+    """The student's data prepared from a dataset: `prepare_data` builds the pre-resized image caches (once for
+    every run over the same images), `setup` the train/val tables, undecodable images left out (`excluded`).
+
+    `splits`: labelled train, val and the unlabelled images to distil on; `targets`: the teacher's rows of a
+    distilled run (None for the baseline). Both are idempotent, so `train_student` calls them before the trainer
+    (it needs the counts and the tables) and Lightning's own calls do nothing more."""
+
+    def __init__(self, dataset: Dataset, splits: tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]],
+                 config: StudentTrainConfig, student_config: StudentConfig, targets: DistillationTargets | None,
+                 image_cache_dir: str | Path | None):
+        super().__init__(None, None, student_config.train_resize, student_config.input_size, config.batch_size,
+                         config.num_workers, config.seed, config.hflip, config.unlabeled_ratio)
+        self.dataset, self.splits, self.targets = dataset, splits, targets
+        self.student_config, self.image_cache_dir = student_config, image_cache_dir
+        self.caches: tuple[ImageCache, ImageCache] | None = None
+        self.counts: tuple[int, int, int] = (0, 0, 0)  # train, val, unlabelled images after `setup`
+        self.excluded: list[str] = []
+
+    def prepare_data(self) -> None:
+        if self.caches is not None:
+            return
+        dataset, (train, val, _) = self.dataset, self.splits
+        kw = dict(root=self.image_cache_dir, interpolation=self.student_config.interpolation,
+                  dataset_fingerprint=dataset.fingerprint(), num_workers=self.num_workers)
+        # train+val+every unlabelled image in dataset order: one cache for the student and the baseline, any val split
+        used = {r.image_id for r in train + val + dataset.split(UNLABELED_SPLIT)}
+        pool = [r for r in dataset.records if r.image_id in used]
+        self.caches = (ensure_image_cache(pool, self.train_resize, name=f"{dataset.name}-train", **kw),
+                       ensure_image_cache(val, self.input_size, name=f"{dataset.name}-val", **kw))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is not None:
+            return
+        self.prepare_data()
+        train_cache, val_cache = self.caches
+        train, val, unlabelled = ([r for r in records if r.image_id not in cache.failed]
+                                  for records, cache in zip(self.splits, (train_cache, val_cache, train_cache)))
+        self.excluded = sorted(set(train_cache.failed) | set(val_cache.failed))
+        if self.excluded:
+            _log.info(f"excluded {len(self.excluded)} undecodable image(s) from training (listed in the image "
+                      "caches' manifest.json)")
+        space = self.student_config.space
+        self.train = split_table(train, space, train_cache.rows_for, self.targets, unlabelled, source=train_cache.path)
+        self.val = split_table(val, space, val_cache.rows_for, self.targets, source=val_cache.path)
+        self.counts = (len(train), len(val), len(unlabelled))

@@ -18,7 +18,6 @@ nothing new.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -26,9 +25,9 @@ import torch
 from sklearn.linear_model import RidgeCV
 
 from ..errors import IAAError
-from ..losses import label_loss
 from ..score_space import ScoreSpace
 from ..teacher_head import TeacherHead, TeacherHeadConfig
+from .head_loop import fit_rows
 
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 6, 15))  # penalties on standardised features
 SMOOTHING = 0.01  # added to each level's share before the log, so that empty levels stay finite
@@ -108,29 +107,9 @@ def fit_ridge_head(features: np.ndarray, labels: np.ndarray, config: TeacherHead
 
 
 def fit_mlp_head(features: np.ndarray, labels: np.ndarray, config: TeacherHeadConfig, train) -> TeacherHead:
-    """The MLP trained in memory for `train.epochs` (AdamW, cosine decay, no early stopping): used within CV folds.
-
-    `train` is the run's `TeacherTrainConfig` (lr, weight decay, batch size, loss, seed).
-    """
-    torch.manual_seed(train.seed)
-    head = TeacherHead(config).train()
-    x, y = torch.from_numpy(np.asarray(features, np.float32)), torch.from_numpy(np.asarray(labels, np.float32))
-    optimizer = torch.optim.AdamW(head.parameters(), lr=train.lr, weight_decay=train.weight_decay, foreach=True)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(train.epochs, 1))
-    order = torch.Generator().manual_seed(train.seed)
-    for _ in range(train.epochs):
-        for batch in torch.randperm(len(x), generator=order).split(train.batch_size):
-            if len(batch) < 2:
-                continue  # BatchNorm cannot normalise one row
-            raw, _ = head(x[batch])
-            loss = label_loss(raw, y[batch], config.num_levels, train.loss, train.rank_weight)
-            if not math.isfinite(float(loss.detach())):
-                break
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        schedule.step()
-    return head.eval()
+    """The MLP trained on in-memory rows by the head's own loop (`head_loop.fit_rows`: `train.epochs` epochs, no
+    early stopping), as within CV folds. `train` is the run's `TeacherTrainConfig`."""
+    return fit_rows(features, labels, config, train)
 
 
 def fit_candidate(candidate: HeadCandidate, features: np.ndarray, labels: np.ndarray, base: TeacherHeadConfig,

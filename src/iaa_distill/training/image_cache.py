@@ -2,27 +2,21 @@
 
 Each image is read through the shared batched input path (`iaa_distill.inputs`: on the CPU the shared
 decoder with reduced-size JPEG decode in the workers, exactly `preprocessing.resize_whole`'s pixels; on a
-GPU batched nvJPEG decoding; equal-size images resized together) to a square `size` x `size` uint8 array,
-then stored in one
-memory-mapped `images.npy` (N x size x size x 3). A folder holds:
-
-- `images.npy`   the pixels (row i = `index.json` id i; rows of undecodable images stay black);
-- `index.json`   ids and paths in row order;
-- `manifest.json` size, interpolation, dataset fingerprint, ids hash, `complete`;
-- `progress.jsonl` a journal: after every committed chunk (pixels fsynced first) one line
-  {"done": rows, "failed": [[id, error], ...]}; an interrupted build resumes after the last line;
-- `failed.json`  id -> error of the undecodable images (written when complete).
+GPU batched nvJPEG decoding; equal-size images resized together) to a square `size` x `size` uint8 array.
+The folder is the one row layout of `iaa_distill.storage` (`RowCache`): `ids.json`, the memory-mapped
+`images.npy` (N x size x size x 3; rows of undecodable images stay black), `manifest.json`
+(`ImageCacheManifest`: size, interpolation, dataset fingerprint, ids hash, decoder; `complete` and the
+undecodable images once built) and the `progress/` journal, so an interrupted build resumes after its last
+committed batch.
 
 Training reads random crops straight from the memory map, so an epoch costs no JPEG decoding and
 memory use does not grow with the number of images. Several processes (DDP ranks) may ask for
-the same cache: a file lock lets one build it while the others wait. The journal, row writes and id
-index are `iaa_distill.storage`'s (`RowStore`, `IdIndex`); `ImageCacheManifest` is the typed manifest.
+the same cache: a file lock lets one build it while the others wait. A cache in the layout before this one
+(format 1) is rebuilt in place.
 """
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import os
 import sys
 import time
@@ -33,23 +27,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import atomic_write_text
-from ..data.records import ImageRecord
-from ..errors import IAAError
+from ..data.records import ImageRecord, ids_hash
 from ..devices import resolve_device
+from ..errors import IAAError
 from ..inputs import iter_prepared, resolve_decoder
 from ..messages import get_logger
-from ..storage import IdIndex, Manifest, RowStore, create_array, read_journal
+from ..storage import (MANIFEST_FILE, Manifest, RowCache, RowWriter, create_rows, finish_rows, pending_batches,
+                       read_progress)
 
 _log = get_logger(__name__)
 
 IMAGES = "images.npy"
-INDEX = "index.json"
-MANIFEST = "manifest.json"
-JOURNAL = "progress.jsonl"
-FAILED = "failed.json"
+MANIFEST = MANIFEST_FILE
 LOCK = ".lock"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: index.json, progress.jsonl and failed.json (rebuilt)
 
 
 def default_cache_root() -> Path:
@@ -58,16 +49,10 @@ def default_cache_root() -> Path:
     return Path(base).expanduser() / "images"
 
 
-def ids_hash(ids: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for image_id in ids:
-        h.update(image_id.encode() + b"\n")
-    return h.hexdigest()[:16]
-
-
 @dataclass
 class ImageCacheManifest(Manifest):
-    """`manifest.json`: what the pixels are made from (everything but `complete`) and whether they are all there."""
+    """`manifest.json`: what the pixels are made from (the identity), whether they are all there and which images
+    could not be decoded."""
 
     IDENTITY = ("format", "size", "interpolation", "shape", "dataset_fingerprint", "ids_hash", "decoder")
 
@@ -79,49 +64,29 @@ class ImageCacheManifest(Manifest):
     ids_hash: str = ""
     decoder: str = "pil"  # "torchvision" (nvJPEG) when built on a GPU: pixels differ by a few levels
     complete: bool = False
+    failed: dict[str, str] = field(default_factory=dict)  # image id -> why it could not be decoded
 
 
-@dataclass
-class ImageCache:
-    """A complete cache folder: `rows_for(ids)` locates images in `pixels` (opened read-only on demand)."""
+class ImageCache(RowCache):
+    """A complete cache folder: `rows_for(ids)` are rows of `pixels()` (opened read-only on demand)."""
 
-    root: Path
-    ids: list[str]
-    size: int
-    interpolation: str
-    failed: dict[str, str]
-    manifest: ImageCacheManifest
-
-    def __post_init__(self) -> None:
-        self.index = IdIndex(self.ids, f"{self.root} (image cache)", "delete the folder to build it again")
+    ARRAY, KIND, HINT = IMAGES, "image cache", "delete the folder to build it again"
 
     @classmethod
     def open(cls, directory: str | Path) -> "ImageCache":
-        root = Path(directory).expanduser()
-        try:
-            manifest = ImageCacheManifest.from_dict(json.loads((root / MANIFEST).read_text()))
-            index = json.loads((root / INDEX).read_text())
-            failed = json.loads((root / FAILED).read_text())
-        except (OSError, json.JSONDecodeError, TypeError) as exc:
-            raise IAAError(f"{root}: not a complete image cache ({exc})") from None
-        if not manifest.complete:
-            raise IAAError(f"{root}: image cache is incomplete (its build was interrupted; rerun to finish it)")
-        return cls(root, index["ids"], manifest.size, manifest.interpolation, failed, manifest)
+        directory = Path(directory).expanduser()
+        manifest = ImageCacheManifest.read(directory / MANIFEST, f"{directory}: not an image cache")
+        if manifest.format != FORMAT_VERSION or not manifest.complete:
+            raise IAAError(f"{directory}: image cache is incomplete or in an older layout; rerun to build it")
+        return cls.read_rows(directory, manifest, (manifest.size, manifest.size, 3))
 
     @property
-    def path(self) -> Path:
-        return self.root / IMAGES
+    def size(self) -> int:
+        return int(self.manifest.size)
 
     def pixels(self) -> np.ndarray:
         """The (N, size, size, 3) uint8 memory map."""
-        return np.load(self.path, mmap_mode="r")
-
-    def valid_ids(self) -> list[str]:
-        return [i for i in self.ids if i not in self.failed]
-
-    def rows_for(self, ids: Sequence[str]) -> np.ndarray:
-        """Rows of `ids` in `pixels`; IAAError naming an id the cache lacks."""
-        return self.index.rows_for(ids)
+        return self.array
 
 
 def ensure_image_cache(
@@ -133,7 +98,6 @@ def ensure_image_cache(
     dataset_fingerprint: str = "",
     num_workers: int = 4,
     batch_size: int = 32,
-    commit_every: int = 1024,
     device: str = "auto",
 ) -> ImageCache:
     """Open the cache of `records` at `size`, building or finishing it first when needed.
@@ -154,96 +118,51 @@ def ensure_image_cache(
             return ImageCache.open(folder)
         except IAAError:
             pass
-        _build(records, folder, size, interpolation, dataset_fingerprint, num_workers, batch_size, commit_every,
-               resolve_device(device))
+        torch_device = resolve_device(device)
+        manifest = ImageCacheManifest(size=size, interpolation=interpolation, shape=[len(ids), size, size, 3],
+                                      dataset_fingerprint=dataset_fingerprint, ids_hash=ids_hash(ids),
+                                      decoder=resolve_decoder("auto", torch_device))
+        _build(records, folder, manifest, num_workers, batch_size, torch_device)
         return ImageCache.open(folder)
 
 
-def _build(
-    records: Sequence[ImageRecord],
-    folder: Path,
-    size: int,
-    interpolation: str,
-    dataset_fingerprint: str,
-    num_workers: int,
-    batch_size: int,
-    commit_every: int,
-    device: torch.device,
-) -> None:
+def _resumable(folder: Path, manifest: ImageCacheManifest) -> bool:
+    """Whether `folder` holds an interrupted build of the same content (else it is started afresh)."""
+    try:
+        old = ImageCacheManifest.read(folder / MANIFEST, "")
+    except IAAError:
+        return False
+    return not old.differences(manifest) and (folder / IMAGES).is_file()
+
+
+def _build(records: Sequence[ImageRecord], folder: Path, manifest: ImageCacheManifest, num_workers: int,
+           batch_size: int, device: torch.device) -> None:
+    """Decode the rows not committed yet in fixed batches through the shared batched input path, each batch
+    committed (pixels, then journal) before the next; then record completion and the failures."""
+    from tqdm import tqdm
+
     ids = [r.image_id for r in records]
-    shape = (len(ids), size, size, 3)
-    manifest = ImageCacheManifest(size=size, interpolation=interpolation, shape=list(shape),
-                                  dataset_fingerprint=dataset_fingerprint, ids_hash=ids_hash(ids),
-                                  decoder=resolve_decoder("auto", device))
-    done, failed = _resume_point(folder, manifest)
-    if done == 0:
-        for stale in (JOURNAL, FAILED):
+    if not _resumable(folder, manifest):
+        for stale in ("index.json", "progress.jsonl", "failed.json"):  # format 1's files
             (folder / stale).unlink(missing_ok=True)
-        atomic_write_text(folder / INDEX, json.dumps({"ids": ids, "paths": [str(r.path) for r in records]}) + "\n")
-        create_array(folder / IMAGES, shape, np.uint8)
-        manifest.write(folder / MANIFEST)
+        create_rows(folder, manifest, ids, IMAGES, tuple(manifest.shape), np.uint8)
+    done, _ = read_progress(folder, len(ids))
+    batches = pending_batches(range(len(ids)), done, batch_size)
+    remaining = sum(map(len, batches))
+    _log.info(f"image cache: {'resuming' if done.any() else 'writing'} {remaining} of {len(ids)} images at "
+              f"{manifest.size}x{manifest.size} in {folder}")
     start = time.perf_counter()
-    remaining = len(ids) - done
-    _log.info(f"image cache: {'resuming' if done else 'writing'} {remaining} of {len(ids)} images at {size}x{size} in {folder}")
-    if remaining:
-        _fill(records, folder, (size, interpolation), done, failed, num_workers, batch_size, commit_every, device)
-    atomic_write_text(folder / FAILED, json.dumps(failed, indent=1) + "\n")
-    manifest.complete = True
-    manifest.write(folder / MANIFEST)
+    prepared = iter_prepared([str(r.path) for r in records], batches, [(manifest.size, manifest.interpolation)],
+                             device, decoder=manifest.decoder, num_workers=num_workers)
+    progress = tqdm(total=len(ids), initial=len(ids) - remaining, unit="img", desc="image cache", disable=None,
+                    file=sys.stderr)
+    with RowWriter(folder, IMAGES) as writer:
+        for batch in prepared:
+            writer.write(batch.rows, batch.images[0].permute(0, 2, 3, 1).cpu().numpy(), batch.errors)
+            progress.update(len(batch))
+    progress.close()
+    failed = finish_rows(folder, ImageCacheManifest.read(folder / MANIFEST, "")).failed
     rate = remaining / max(time.perf_counter() - start, 1e-9)
     _log.info(f"image cache: done ({rate:.0f} img/s), {len(failed)} undecodable image(s) excluded")
     for image_id, error in list(failed.items())[:5]:
         _log.info(f"  {image_id}: {error}")
-
-
-def _resume_point(folder: Path, manifest: ImageCacheManifest) -> tuple[int, dict[str, str]]:
-    """Rows already committed by an interrupted build of the same content (0 when starting afresh)."""
-    try:
-        old = ImageCacheManifest.from_dict(json.loads((folder / MANIFEST).read_text()))
-    except (OSError, json.JSONDecodeError, TypeError):
-        return 0, {}
-    if old.differences(manifest) or not (folder / IMAGES).is_file():
-        return 0, {}
-    done, failed = 0, {}
-    for entry in read_journal(folder / JOURNAL):
-        try:
-            done, failed = int(entry["done"]), {**failed, **dict(entry["failed"])}
-        except (KeyError, TypeError, ValueError):
-            continue
-    return done, failed
-
-
-def _fill(
-    records: Sequence[ImageRecord],
-    folder: Path,
-    output: tuple[int, str],
-    done: int,
-    failed: dict[str, str],
-    num_workers: int,
-    batch_size: int,
-    commit_every: int,
-    device: torch.device,
-) -> None:
-    """Decode rows done..N-1 in order through the shared batched input path, committing pixels then journal
-    every chunk."""
-    from tqdm import tqdm
-
-    paths = [str(r.path) for r in records]
-    batches = [range(start, min(start + batch_size, len(records))) for start in range(done, len(records), batch_size)]
-    prepared = iter_prepared(paths, batches, [output], device, decoder=resolve_decoder("auto", device),
-                             num_workers=num_workers)
-    with RowStore(folder / IMAGES, folder / JOURNAL) as store:
-        pending: list[list[str]] = []
-        row = done
-        progress = tqdm(total=len(records), initial=done, unit="img", desc="image cache", disable=None, file=sys.stderr)
-        for batch in prepared:
-            store.write(batch.rows, batch.images[0].permute(0, 2, 3, 1).cpu().numpy())
-            pending += [[records[r].image_id, error] for r, error in sorted(batch.errors.items())]
-            row += len(batch)
-            progress.update(len(batch))
-            if row - done >= commit_every or row == len(records):
-                store.commit({"done": row, "failed": pending})
-                failed.update(dict(pending))
-                pending, done = [], row
-        progress.close()
-

@@ -49,9 +49,9 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
-from ..data.records import Dataset, ImageRecord
+from ..data.records import Dataset, ImageRecord, ids_hash
 from ..data.splits import SPLIT_FILE
-from ..data.table import SplitTable, split_table
+from ..data.table import SplitTable
 from ..data.unlabeled import UNLABELED_SPLIT
 from ..artifacts import atomic_write_text
 from ..errors import IAAError
@@ -62,8 +62,7 @@ from ..messages import get_logger
 from ..settings import identity
 from ..student import Student, StudentConfig
 from ..targets import DistillationTargets
-from .datamodule import StudentDataModule
-from .image_cache import ensure_image_cache, ids_hash
+from .datamodule import DatasetDataModule, StudentDataModule
 from .spine import (BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
                     check_counts)
 from .student_config import StudentTrainConfig
@@ -284,36 +283,14 @@ def _unlabelled_records(dataset: Dataset, config: StudentTrainConfig,
     return usable
 
 
-def _datamodule(dataset: Dataset, config: StudentTrainConfig, student_config: StudentConfig,
-                splits: tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]],
-                targets: DistillationTargets | None,
-                image_cache_dir: str | Path | None) -> tuple[StudentDataModule, tuple[int, int, int], list[str]]:
-    """Image caches built (undecodable images excluded) -> the datamodule, (n_train, n_val, n_unlabelled),
-    excluded ids. `splits`: labelled train, val and the unlabelled images to distil on."""
-    train_records, val_records, unlabelled = splits
-    cache_kw = dict(root=image_cache_dir, interpolation=student_config.interpolation,
-                    dataset_fingerprint=dataset.fingerprint(), num_workers=config.num_workers)
-    # train+val+every unlabelled image in dataset order: one cache for the student and the baseline, any val split
-    used = {r.image_id for r in train_records + val_records + dataset.split(UNLABELED_SPLIT)}
-    pool = [r for r in dataset.records if r.image_id in used]
-    train_cache = ensure_image_cache(pool, student_config.train_resize, name=f"{dataset.name}-train", **cache_kw)
-    val_cache = ensure_image_cache(val_records, student_config.input_size, name=f"{dataset.name}-val", **cache_kw)
-    train_records, unlabelled = ([r for r in records if r.image_id not in train_cache.failed]
-                                 for records in (train_records, unlabelled))
-    val_records = [r for r in val_records if r.image_id not in val_cache.failed]
-    excluded = sorted(set(train_cache.failed) | set(val_cache.failed))
-    if excluded:
-        _log.info(f"excluded {len(excluded)} undecodable image(s) from training (listed in the image caches' "
-                  "failed.json)")
-    _check_counts(dataset.name, len(train_records), len(val_records), config)
-    distilled = targets if config.distilled else None
-    space = student_config.space
-    train = split_table(train_records, space, train_cache.rows_for, distilled, unlabelled, source=train_cache.path)
-    val = split_table(val_records, space, val_cache.rows_for, distilled, source=val_cache.path)
-    data = StudentDataModule(train, val, student_config.train_resize, student_config.input_size, config.batch_size,
-                             config.num_workers, config.seed, config.hflip,
-                             unlabeled_per_batch=round(config.unlabeled_ratio * config.batch_size))
-    return data, (len(train_records), len(val_records), len(unlabelled)), excluded
+def _student_config(config: StudentTrainConfig, dataset: Dataset, targets: DistillationTargets | None
+                    ) -> StudentConfig:
+    """The architecture of the run's student: its backbone, the dataset's labels, the teacher's feature width."""
+    sizes = {k: v for k, v in (("input_size", config.input_size), ("train_resize", config.train_resize)) if v}
+    return StudentConfig.for_backbone(
+        config.backbone, num_levels=dataset.num_levels, scale=tuple(dataset.scale), feature_dim=config.feature_dim,
+        pooling=config.pooling, distill_dim=targets.features.shape[1] if config.alpha and targets else 0,
+        synthetic_labels=dataset.synthetic_labels, **sizes)
 
 
 def _run_identity(dataset: Dataset, config: StudentTrainConfig, student_config: StudentConfig, baseline: bool,
@@ -356,17 +333,17 @@ def train_student(
     if config.distilled:
         targets.rows_for([r.image_id for r in labelled[0] + labelled[1]])
     splits = (*labelled, _unlabelled_records(dataset, config, targets))
-    sizes = {k: v for k, v in (("input_size", config.input_size), ("train_resize", config.train_resize)) if v}
-    student_config = StudentConfig.for_backbone(
-        config.backbone, num_levels=dataset.num_levels, scale=tuple(dataset.scale), feature_dim=config.feature_dim,
-        pooling=config.pooling, distill_dim=targets.features.shape[1] if config.alpha and targets else 0,
-        synthetic_labels=dataset.synthetic_labels, **sizes)
+    student_config = _student_config(config, dataset, targets)
     run = RunFolder(out, _run_identity(dataset, config, student_config, baseline, splits, targets_dir))
     finished = run.finished()
     if finished is not None:
         _log.info(f"{run.out}: already trained (best val SRCC {finished['best_val_srcc']:.4f}); nothing to do")
         return finished
-    data, counts, excluded = _datamodule(dataset, config, student_config, splits, targets, image_cache_dir)
+    data = DatasetDataModule(dataset, splits, config, student_config, targets if config.distilled else None,
+                             image_cache_dir)
+    data.setup("fit")  # image caches built, undecodable images left out: the counts the schedule needs
+    counts, excluded = data.counts, data.excluded
+    _check_counts(dataset.name, counts[0], counts[1], config)
     resume = run.start([r.image_id for r in splits[0]], [r.image_id for r in splits[1]])
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = StudentModule(asdict(student_config), asdict(config), resolve_schedule(config.finetune, counts[0]))

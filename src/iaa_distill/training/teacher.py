@@ -26,23 +26,21 @@ import numpy as np
 import torch
 
 from ..artifacts import atomic_write_text
-from ..data.records import Dataset
+from ..data.records import Dataset, ids_hash
 from ..data.table import SplitTable, split_table
 from ..errors import DatasetError, IAAError
 from ..evaluation.metrics import plcc, srcc
-from ..features.cache import FeatureCache, FeatureCacheManifest
+from ..features.cache import FeatureCache
 from ..loss_names import LabelLossName, check_name
-from ..losses import label_loss
 from ..messages import get_logger
 from ..score_space import ScoreSpace
 from ..settings import identity
 from ..targets import DistillationTargets
 from ..teacher_head import TeacherHead, TeacherHeadConfig, run_head
+from .head_loop import FeatureDataModule, TeacherHeadModule
 from .head_candidates import HeadCandidate, candidate_config, fit_ridge_head, parse_candidate
 from .head_selection import choose, cross_validate
-from .image_cache import ids_hash
-from .sampling import SeededEpochSampler
-from .spine import (CHECKPOINTS, BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
+from .spine import (CHECKPOINTS, BestBySRCC, RunFolder, RunStamp, best_epoch, build_trainer,
                     check_counts, lightning_device)
 from .teacher_config import TeacherTrainConfig
 
@@ -52,11 +50,6 @@ __all__ = ["TeacherTrainConfig", "train_teacher_head"]
 
 CV_MAX_IMAGES = 20_000  # above this the folds would hold every training feature in memory many times over
 SELECTION_FILE = "selection.json"  # the CV scores and the choice, kept so that a resumed run does not redo them
-
-
-def cache_fingerprint(manifest: FeatureCacheManifest) -> str:
-    """Hash of what decides a cache's content (`FeatureCacheManifest.IDENTITY`: teachers, preprocessing, images)."""
-    return manifest.fingerprint()
 
 
 def label_layout(dataset: Dataset) -> tuple[int | None, tuple[float, float]]:
@@ -72,128 +65,13 @@ def labelled_rows(dataset: Dataset, cache: FeatureCache, split: str) -> SplitTab
     """The table of the labelled images of `split` that have valid features in the cache (rows: cache rows)."""
     valid = set(cache.valid_ids())
     records = [r for r in dataset.split(split) if r.label is not None and r.image_id in valid]
-    return split_table(records, ScoreSpace(*label_layout(dataset)), cache.index.rows_for)
-
-
-class FeatureBatches(torch.utils.data.Dataset):
-    """Items are whole batches: a list of positions in `split` -> features, labels, means, ids."""
-
-    def __init__(self, features: np.ndarray, split: SplitTable):
-        self.features = features
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, positions: np.ndarray) -> dict[str, Any]:
-        positions = np.sort(positions)  # ascending cache rows read the memmap sequentially
-        s = self.split
-        return {
-            "features": torch.from_numpy(np.asarray(self.features[s.rows[positions]], dtype=np.float32)),
-            "label": torch.from_numpy(s.labels[positions]),
-            "mean": torch.from_numpy(s.means[positions]),
-            "ids": [s.ids[p] for p in positions],
-        }
-
-
-class EpochBatches(SeededEpochSampler):
-    """Batches of positions, shuffled from (seed, epoch) alone so that a resumed run sees the same order.
-
-    Training drops a last batch of one image (BatchNorm cannot normalise it).
-    """
-
-    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool):
-        super().__init__(seed)
-        self.size, self.batch_size, self.shuffle = size, batch_size, shuffle
-
-    def _batches(self) -> list[np.ndarray]:
-        order = self.permutation(self.size).numpy() if self.shuffle else np.arange(self.size)
-        batches = [order[i:i + self.batch_size] for i in range(0, self.size, self.batch_size)]
-        return [b for b in batches if len(b) > 1 or not self.shuffle]
-
-    def __iter__(self):
-        # A generator: the order is drawn at the first batch, after Lightning's `set_epoch` (on resume Lightning
-        # creates the iterator before setting the epoch).
-        yield from self._batches()
-
-    def __len__(self) -> int:
-        return len(self._batches())
-
-
-class FeatureDataModule(pl.LightningDataModule):
-    """Train/val batches read from the feature cache (in-process: a batch is one memmap read)."""
-
-    def __init__(self, features: np.ndarray, train: SplitTable, val: SplitTable, batch_size: int, seed: int):
-        super().__init__()
-        self.features, self.train, self.val = features, train, val
-        self.batch_size, self.seed = batch_size, seed
-
-    def _loader(self, split: SplitTable, shuffle: bool) -> torch.utils.data.DataLoader:
-        sampler = EpochBatches(len(split), self.batch_size, self.seed, shuffle)
-        # Its own generator: creating the iterator must not consume the global RNG that draws dropout masks.
-        return torch.utils.data.DataLoader(FeatureBatches(self.features, split), sampler=sampler, batch_size=None,
-                                           generator=torch.Generator().manual_seed(self.seed))
-
-    def train_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader(self.train, shuffle=True)
-
-    def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader(self.val, shuffle=False)
+    return split_table(records, ScoreSpace(*label_layout(dataset)), cache.rows_for)
 
 
 def correlations(pred: np.ndarray, true: np.ndarray) -> dict[str, float | None]:
     """SRCC and PLCC from `evaluation.metrics` (None where undefined, e.g. constant predictions)."""
     values = {"srcc": srcc(true, pred), "plcc": plcc(true, pred)}
     return {**{k: None if math.isnan(v) else v for k, v in values.items()}, "count": int(len(pred))}
-
-
-class TeacherHeadModule(pl.LightningModule):
-    """The head, its label loss and the validation correlations."""
-
-    def __init__(self, head_config: dict, train_config: dict):
-        super().__init__()
-        self.save_hyperparameters()
-        self.head = TeacherHead(TeacherHeadConfig.from_dict(head_config))
-        self.train_config = TeacherTrainConfig(**train_config)
-        self.space = self.head.config.space
-        self.val_correlations = ValidationCorrelations()
-
-    def _check_features(self, batch: dict[str, Any]) -> None:
-        finite = torch.isfinite(batch["features"]).all(dim=1)
-        if not bool(finite.all()):
-            image_id = batch["ids"][int((~finite).nonzero()[0])]
-            raise IAAError(f"cached features of image '{image_id}' are not finite (NaN/inf); the feature cache "
-                           "is damaged: extract features again into a new folder")
-
-    def _loss(self, raw: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return label_loss(raw, label, self.space.num_levels, self.train_config.loss, self.train_config.rank_weight)
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        # Dropout masks drawn from (seed, step) alone, like the batch order: a resumed run repeats them exactly.
-        torch.manual_seed(self.train_config.seed * 1_000_003 + self.global_step)
-        self._check_features(batch)
-        raw, _ = self.head(batch["features"])
-        loss = self._loss(raw, batch["label"])
-        if not bool(torch.isfinite(loss)):
-            raise IAAError(f"training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}; "
-                           f"stopped (the last good checkpoint is kept in {CHECKPOINTS}/); try a lower --lr")
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(raw))
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._check_features(batch)
-        raw, _ = self.head(batch["features"])
-        self.log("val_loss", self._loss(raw, batch["label"]), batch_size=len(raw))
-        self.val_correlations.update(self.space.mean(raw), batch["mean"])
-
-    def on_validation_epoch_end(self) -> None:
-        self.val_correlations.log(self)
-
-    def configure_optimizers(self):
-        cfg = self.train_config
-        optimizer = torch.optim.AdamW(self.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
 class _RowView:
@@ -224,7 +102,7 @@ def _head_config(dataset: Dataset, cache: FeatureCache, config: TeacherTrainConf
     return TeacherHeadConfig(
         input_dim=cache.dim, num_levels=num_levels, scale=scale, hidden=tuple(config.hidden),
         dropout=config.dropout, teachers=cache.manifest.get("teachers", []), hflip=bool(cache.manifest.get("hflip")),
-        cache_fingerprint=cache_fingerprint(cache.manifest), dataset_fingerprint=dataset.fingerprint(),
+        cache_fingerprint=cache.manifest.fingerprint(), dataset_fingerprint=dataset.fingerprint(),
         synthetic_labels=dataset.synthetic_labels,
     )
 
@@ -257,9 +135,7 @@ def _write_targets(out: Path, cache: FeatureCache, space: ScoreSpace) -> tuple[l
     """Targets of every valid image in the cache from the best head; returns the ids and raw outputs."""
     head = TeacherHead.from_pretrained(out).cpu().eval()
     valid = cache.valid_ids()
-    cache_row = {image_id: row for row, image_id in enumerate(cache.ids)}
-    rows = np.array([cache_row[i] for i in valid], dtype=np.int64)
-    raw, aesthetic = _checked_outputs(head, cache, valid, rows)
+    raw, aesthetic = _checked_outputs(head, cache, valid, cache.rows_for(valid))
     DistillationTargets(valid, aesthetic, space.target(raw), space.num_levels, space.scale,
                         dropped=dict(cache.failed)).save(out)
     return valid, raw

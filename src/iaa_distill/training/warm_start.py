@@ -23,9 +23,8 @@ computes exactly the ridge prediction. Nothing here is random.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +32,15 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import RidgeCV
 
+from ..errors import IAAError
 from ..evaluation.metrics import plcc, srcc
 from ..losses import emd_loss
 from ..score_space import ScoreSpace
+from ..storage import (MANIFEST_FILE, Manifest, RowCache, RowWriter, create_rows, finish_rows,
+                       pending_batches, read_progress)
 from ..student import Student
 from .head_candidates import RIDGE_ALPHAS, ridge_targets
+from .image_cache import ImageCache
 
 _EPS = 1e-6
 STD_FLOOR = 0.01  # of the median standard deviation of the pooled values
@@ -66,24 +69,60 @@ def cached_images(cache_path, rows: np.ndarray, size: int, batch_size: int = 32)
         yield images.contiguous(memory_format=torch.channels_last)
 
 
-@torch.no_grad()
+@dataclass
+class PooledManifest(Manifest):
+    """`manifest.json` of a pooled-feature cache: the backbone it was computed with and the image rows it covers."""
+
+    IDENTITY = ("backbone", "images", "dim")
+
+    backbone: str = ""  # `_backbone_key`: weights, pooling and input size
+    images: str = ""  # fingerprint of the image cache whose rows these are (`ImageCacheManifest`)
+    dim: int = 0
+    complete: bool = False
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class PooledCache(RowCache):
+    """The frozen backbone's raw pooled vector of every row of an image cache (float32, same rows)."""
+
+    ARRAY, KIND, HINT = "pooled.npy", "pooled-feature cache", "delete the folder to compute it again"
+
+
 def pooled_features(model: Student, data: WarmStartData) -> np.ndarray:
     """(N, D) raw pooled vectors of the frozen backbone for `data`'s rows (the standardisation buffers are not
-    applied). Computed once for every image of the cache and kept next to it (`pooled-KEY.npy`, KEY: the
-    backbone's weights, pooling and input size), so the baseline, the student and other seeds reuse them."""
-    cache_path = Path(data.cache_path)
-    saved = cache_path.with_name(f"pooled-{_backbone_key(model)}.npy")
-    if not saved.is_file():
-        was_training = model.training
-        model.eval()
-        rows = np.arange(len(np.load(cache_path, mmap_mode="r")))
-        pooled = torch.cat([model.raw_pooled(images).float()
-                            for images in cached_images(cache_path, rows, model.config.input_size)]).numpy()
-        model.train(was_training)
-        tmp = saved.with_name(f".{saved.name}.tmp.npy")
-        np.save(tmp, pooled)
-        os.replace(tmp, saved)
-    return np.load(saved, mmap_mode="r")[data.rows].astype(np.float64)
+    applied). Computed once for every image of the cache and kept beside it as a row cache (`pooled-KEY/`, KEY:
+    the backbone's weights, pooling and input size; resumable), so the baseline, the student and other seeds
+    reuse them."""
+    images = ImageCache.open(Path(data.cache_path).parent)
+    ids = images.ids
+    folder = images.directory / f"pooled-{_backbone_key(model)}"
+    manifest = PooledManifest(backbone=folder.name[len("pooled-"):], images=images.manifest.fingerprint(),
+                              dim=int(model.pooled_mean.numel()))
+    try:
+        existing = PooledManifest.read(folder / MANIFEST_FILE, "")
+    except IAAError:
+        existing = None
+    if existing is None or existing.differences(manifest) or not (folder / PooledCache.ARRAY).is_file():
+        create_rows(folder, manifest, ids, PooledCache.ARRAY, (len(ids), manifest.dim), np.float32)
+    elif existing.complete:
+        return np.asarray(PooledCache.read_rows(folder, existing, (manifest.dim,)).array[data.rows], np.float64)
+    _fill_pooled(model, Path(data.cache_path), folder, len(ids))
+    cache = PooledCache.read_rows(folder, finish_rows(folder, PooledManifest.read(folder / MANIFEST_FILE, "")),
+                                  (manifest.dim,))
+    return np.asarray(cache.array[data.rows], np.float64)
+
+
+@torch.no_grad()
+def _fill_pooled(model: Student, cache_path: Path, folder: Path, count: int, batch_size: int = 32) -> None:
+    """Every row of the image cache at `cache_path` not committed yet, in fixed batches (eval mode)."""
+    was_training = model.training
+    model.eval()
+    done, _ = read_progress(folder, count)
+    with RowWriter(folder, PooledCache.ARRAY) as writer:
+        for batch in pending_batches(range(count), done, batch_size):
+            pixels = next(cached_images(cache_path, np.asarray(batch), model.config.input_size, batch_size=len(batch)))
+            writer.write(batch, model.raw_pooled(pixels).float().numpy(), {})
+    model.train(was_training)
 
 
 def _backbone_key(model: Student) -> str:
