@@ -87,7 +87,7 @@ def _decide(args: argparse.Namespace, out) -> list:
     paths = _outside(inputs.paths, [out, args.copy_to, args.link_to, args.move_to])
     scorer = Scorer.from_pretrained(args.model, device=args.device)
     result = cull(paths, scorer, args.model, out, rules, thumb_size=args.thumb_size,
-                  batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress and sys.stderr.isatty(),
+                  batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
                   title=f"iaa cull: {model_name(args.model)}")
     if result.synthetic:
         _say(f"note: model {model_name(args.model)} was {SYNTHETIC_NOTE}")

@@ -23,6 +23,7 @@ from ..artifacts import model_name, read_config
 from ..devices import resolve_device
 from ..errors import DecodeError, IAAError
 from ..imaging import DEFAULT_MAX_PIXELS, decode_image
+from ..inputs import Visit
 from ..preprocessing import eval_transform
 from ..student import Student, StudentConfig
 from ..teacher_head import KIND as TEACHER_KIND, TeacherHeadConfig
@@ -260,12 +261,13 @@ class Scorer:
 
     def iter_paths(
         self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False,
-        embed: bool = False,
+        embed: bool = False, visit: Visit | None = None, stage: str = "scoring",
     ) -> Iterator[list[Result]]:
         """Score image files batch by batch through the shared batched input path; yields each batch's results
         in order (bad files give an error result, never an exception). JPEGs are decoded in batches on the GPU
         (nvJPEG) when the model runs there. Batch size 1 (latency mode) reads in the scorer's warm thread pool
-        instead of starting DataLoader workers per call."""
+        instead of starting DataLoader workers per call. `visit` does more with each decoded photo in the
+        workers (`inputs.Visit`: `iaa cull`'s thumbnails); `stage` names the progress bar."""
         from ..inputs import iter_prepared, resolve_decoder
         from ..progress import progress_bar
 
@@ -275,9 +277,11 @@ class Scorer:
         prepared = iter_prepared(names, batches, self._output_sizes(), self.device,
                                  decoder=resolve_decoder("auto", self.device), num_workers=num_workers,
                                  pool=self._pool if size == 1 else None,
-                                 max_pixels=self.max_pixels)
-        with progress_bar(len(names), "scoring", enabled=progress) as bar:
+                                 max_pixels=self.max_pixels, visit=visit)
+        with progress_bar(len(names), stage, enabled=progress) as bar:
             for batch, rows in zip(prepared, batches):
+                if visit is not None:
+                    visit.collect(list(batch.extras.values()))
                 order = list(rows)
                 scored = dict(zip(batch.rows, self._results([names[r] for r in batch.rows],
                                                             self._model_input(batch.images), embed))) if batch.rows else {}
