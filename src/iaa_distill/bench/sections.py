@@ -251,7 +251,7 @@ def bench_scoring(report: Report, photos: list[Path], workers: int, device: str,
         root = Path(tmp)
         default_dir = _student_dir(root, "tf_efficientnet_lite0", pretrained=True)
         onnx_path = export_onnx(default_dir, root / "student.onnx")
-        scorers = {"student torch": Scorer.from_pretrained(default_dir, device=device)}
+        scorers = {"student torch": Scorer.from_pretrained(default_dir, device=device, backend="torch")}
         if device == "cpu":
             scorers["student onnxruntime"] = Scorer.from_pretrained(default_dir, device=device, backend="onnx", onnx_path=onnx_path)
         few = photos[: min(len(photos), 32)]
@@ -270,7 +270,7 @@ def bench_scoring(report: Report, photos: list[Path], workers: int, device: str,
             report.ratio("ONNX Runtime vs PyTorch (best batch)", rates["student onnxruntime best"], rates["student torch best"])
         if nima:
             nima_dir = _student_dir(root, NIMA_BACKBONE, pretrained=False)  # random weights: timing only
-            nima_scorer = Scorer.from_pretrained(nima_dir, device=device)
+            nima_scorer = Scorer.from_pretrained(nima_dir, device=device, backend="torch")
             bs = max(batch_sizes)
             nima_scorer.score_paths(few, batch_size=bs, num_workers=workers)  # warm-up on a few photos
             rates["nima"] = report.add("scoring", f"NIMA architecture ({NIMA_BACKBONE}, 299 px, random weights), batch {bs}", images_per_second(

@@ -41,7 +41,7 @@ def _score_student(model_dir: Path, records: list[ImageRecord], batch_size: int,
                    progress: bool) -> tuple[list[ImageRecord], np.ndarray, np.ndarray | None, dict[str, str]]:
     from ..scoring import Scorer
 
-    scorer = Scorer.from_pretrained(model_dir, device=device)
+    scorer = Scorer.from_pretrained(model_dir, device=device, backend="torch")
     results = scorer.score_paths([str(r.path) for r in records], batch_size=batch_size, num_workers=num_workers,
                                  progress=progress)
     kept, means, dists, excluded = [], [], [], {}

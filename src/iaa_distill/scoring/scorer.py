@@ -103,7 +103,7 @@ class Scorer:
         cls,
         model_dir: str | Path | None,
         device: str = "auto",
-        backend: str = "torch",
+        backend: str = "auto",
         onnx_path: str | Path | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
@@ -113,7 +113,9 @@ class Scorer:
         output: the head, scored with its frozen teachers loaded offline), or a hub name `org/name` at `revision`
         (a branch, tag or commit; see `scoring.hub`: the local Hugging Face cache first, offline-safe).
 
-        backend='onnx' runs `onnx_path` (default: `model_dir/model.onnx`) with onnxruntime; its
+        backend='auto' (default): onnxruntime on the CPU, from `onnx_path` or else the model's cached export
+        (`scoring.onnx_cache`: made once, keyed by the weights' hash; PyTorch when it cannot be made), and
+        PyTorch on a GPU. backend='onnx' runs `onnx_path` (default: `model_dir/model.onnx`) with onnxruntime; its
         preprocessing comes from `model_dir`'s config, or from the ONNX metadata when `model_dir` is None.
         threads: CPU threads for inference (onnx: the session's intra-op threads; torch: process-wide
         `torch.set_num_threads`); None keeps the engine's default.
@@ -123,6 +125,8 @@ class Scorer:
         shown = str(model_dir) if model_dir is not None and is_hub_name(model_dir) else None
         model_dir = None if model_dir is None else resolve_model(model_dir, revision)
         torch_device = resolve_device(device)
+        if backend == "auto":
+            backend, onnx_path = _auto_engine(model_dir, torch_device, onnx_path)
         if threads and backend == "torch":
             torch.set_num_threads(threads)
         if backend == "torch":
@@ -131,7 +135,7 @@ class Scorer:
             model = load_scoring_model(model_dir)
             return cls(model.config, _TorchBackend(model, torch_device), max_pixels, shown or model_name(model_dir))
         if backend != "onnx":
-            raise IAAError(f"unknown backend '{backend}' (use torch or onnx)")
+            raise IAAError(f"unknown backend '{backend}' (use auto, torch or onnx)")
         if onnx_path is None:
             if model_dir is None:
                 raise IAAError("the onnx backend needs --onnx FILE or a model folder holding model.onnx")
@@ -309,6 +313,19 @@ class Scorer:
     ) -> list[Result]:
         """Score image files (bad files give an error result, never an exception)."""
         return [r for batch in self.iter_paths(paths, batch_size, num_workers, progress, embed) for r in batch]
+
+
+def _auto_engine(model_dir: Path | None, device: torch.device, onnx_path: str | Path | None) -> tuple[str, Path | None]:
+    """`backend='auto'`: ('onnx', file) on the CPU (the given file, else the model's cached export), else torch."""
+    from .onnx_cache import cached_onnx, resolve_backend
+
+    if resolve_backend("auto", device) == "torch":
+        return "torch", None
+    if onnx_path is not None or model_dir is None:
+        return "onnx", None if onnx_path is None else Path(onnx_path)
+    _read_config(model_dir)  # not a model folder: that error, before any export
+    cached = cached_onnx(model_dir)
+    return ("onnx", cached) if cached is not None else ("torch", None)
 
 
 def _is_file_like(item: Any) -> bool:
