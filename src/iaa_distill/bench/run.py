@@ -71,6 +71,9 @@ def run_bench(out: str | Path = "bench", photos: int = 96, sections: tuple[str, 
             print(f"  estimate   full AVA pipeline on {n} {device} device(s): {minutes:.1f} min ({estimate['detail'][n]})")
         print(f"             {estimate['scaling']}")
         report.ratio("full AVA on one device: goal 20 min / estimate", 20.0, estimate["minutes"][1], goal=1.0)
+    report.machine["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    print(f"  load average (1, 5, 15 min) at the start {report.machine['load_average']}, at the end "
+          f"{report.machine['load_average_at_end']}: on a shared machine compare the ratios, not the rates")
     write(report, out, estimate, time.perf_counter() - start)
     return report
 
@@ -100,7 +103,7 @@ def ava_estimate(rates: dict[str, dict], epochs: int, gpus: int = 8) -> dict | N
 
 
 def _goal(ratio: dict) -> str:
-    return "" if ratio["goal"] is None else f">= {ratio['goal']:g}: {ratio['verdict']}"
+    return ratio["verdict"] if ratio["goal"] is None else f">= {ratio['goal']:g}: {ratio['verdict']}"
 
 
 def write(report: Report, out: Path, estimate: dict | None, seconds: float) -> None:

@@ -59,16 +59,12 @@ def cache_folders(model_dir: str | Path) -> list[Path]:
     return ([] if in_hub else [Path(model_dir) / CACHE_FOLDER]) + [user_cache_dir()]
 
 
-def cached_onnx(model_dir: str | Path, suffix: str = "") -> Path | None:
-    """The model's cached export, made now when there is none; None (logged) when it cannot be made or used.
-
-    suffix: a variant of the export (int8 files are `model-KEY-int8.onnx`, made by `iaa export onnx --int8`)."""
-    name = f"model-{weights_key(model_dir)}{suffix}.onnx"
+def cached_onnx(model_dir: str | Path) -> Path | None:
+    """The model's cached export, made now when there is none; None (logged) when it cannot be made or used."""
+    name = f"model-{weights_key(model_dir)}.onnx"
     for folder in cache_folders(model_dir):
         if (folder / name).is_file():
             return folder / name
-    if suffix:
-        return None
     for folder in cache_folders(model_dir):
         if _writable(folder):
             return _export_checked(model_dir, folder / name)

@@ -23,7 +23,7 @@ from ..artifacts import model_name, read_config
 from ..devices import resolve_device
 from ..errors import DecodeError, IAAError
 from ..imaging import DEFAULT_MAX_PIXELS, decode_image
-from ..inputs import Visit
+from ..inputs import Prepared, Visit
 from ..preprocessing import eval_transform
 from ..student import Student, StudentConfig
 from ..teacher_head import KIND as TEACHER_KIND, TeacherHeadConfig
@@ -272,26 +272,32 @@ class Scorer:
         (nvJPEG) when the model runs there. Batch size 1 (latency mode) reads in the scorer's warm thread pool
         instead of starting DataLoader workers per call. `visit` does more with each decoded photo in the
         workers (`inputs.Visit`: `iaa cull`'s thumbnails); `stage` names the progress bar."""
-        from ..inputs import iter_prepared, resolve_decoder
         from ..progress import progress_bar
 
         names = [str(p) for p in paths]
-        size = max(1, batch_size)
-        batches = [range(start, min(start + size, len(names))) for start in range(0, len(names), size)]
-        prepared = iter_prepared(names, batches, self._output_sizes(), self.device,
-                                 decoder=resolve_decoder("auto", self.device), num_workers=num_workers,
-                                 pool=self._pool if size == 1 else None,
-                                 max_pixels=self.max_pixels, visit=visit)
         with progress_bar(len(names), stage, enabled=progress) as bar:
-            for batch, rows in zip(prepared, batches):
-                if visit is not None:
-                    visit.collect(list(batch.extras.values()))
-                order = list(rows)
+            for rows, batch in self.iter_inputs(names, batch_size, num_workers, visit):
                 scored = dict(zip(batch.rows, self._results([names[r] for r in batch.rows],
-                                                            self._model_input(batch.images), embed))) if batch.rows else {}
+                                                            self.model_input(batch.images), embed))) if batch.rows else {}
                 scored.update({r: Result.failure(names[r], e) for r, e in batch.errors.items()})
-                bar.update(len(order))
-                yield [scored[r] for r in order]
+                bar.update(len(rows))
+                yield [scored[r] for r in rows]
+
+    def iter_inputs(self, paths: Sequence[str], batch_size: int = 32, num_workers: int = 2,
+                    visit: Visit | None = None) -> Iterator[tuple[list[int], Prepared]]:
+        """The model's inputs for image files, batch by batch: (the batch's rows of `paths`, its `Prepared`
+        batch, which `model_input` turns into the model's input). See `iter_paths`."""
+        from ..inputs import iter_prepared, resolve_decoder
+
+        size = max(1, batch_size)
+        batches = [list(range(start, min(start + size, len(paths)))) for start in range(0, len(paths), size)]
+        prepared = iter_prepared([str(p) for p in paths], batches, self._output_sizes(), self.device,
+                                 decoder=resolve_decoder("auto", self.device), num_workers=num_workers,
+                                 pool=self._pool if size == 1 else None, max_pixels=self.max_pixels, visit=visit)
+        for batch, rows in zip(prepared, batches):
+            if visit is not None:
+                visit.collect(list(batch.extras.values()))
+            yield rows, batch
 
     def _output_sizes(self) -> list[tuple[int, str]]:
         """(size, interpolation) of every image the model takes: one for a student, one per teacher."""
@@ -300,7 +306,7 @@ class Scorer:
             return list(zip(packed.sizes, packed.interpolations))
         return [(self.config.input_size, self.config.interpolation)]
 
-    def _model_input(self, images: list[torch.Tensor]) -> torch.Tensor:
+    def model_input(self, images: list[torch.Tensor]) -> torch.Tensor:
         """uint8 batches from the input path -> the model's input in [0, 1] (a teacher's inputs packed into rows)."""
         scaled = [image.float().div_(255.0) for image in images]
         if isinstance(self.config, TeacherScoringConfig):
