@@ -23,17 +23,16 @@ from .stages import binding_stage, read_rate
 from .timing import Report, images_per_second
 
 CAMERA_SIZE = (4000, 3000)  # 12 MP
-CULL_PHOTOS, QUICK_CULL_PHOTOS = 200, 6
+QUICK_CULL_PHOTOS = 6
 GOAL_SECONDS_PER_1000 = 20.0
 
 
-def bench_culling(report: Report, folder: Path, workers: int, device: str, quick: bool = False,
+def bench_culling(report: Report, folder: Path, workers: int, device: str, count: int = 200,
                   batch_size: int = 32) -> dict[str, float]:
-    """Time one cull of generated camera-size photos and the two stages that bound it."""
+    """Time one cull of `count` generated camera-size photos and the two stages that bound it."""
     from ..culling import cull
     from ..scoring import Scorer
 
-    count = QUICK_CULL_PHOTOS if quick else CULL_PHOTOS
     photos = [str(p) for p in write_benchmark_photos(folder / "camera", count, *CAMERA_SIZE, quality=90)]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = _student_dir(Path(tmp), "tf_efficientnet_lite0", pretrained=True)
