@@ -27,11 +27,12 @@ QUICK_CULL_PHOTOS = 6
 GOAL_SECONDS_PER_1000 = 20.0
 
 
-def bench_culling(report: Report, folder: Path, workers: int, device: str, count: int = 200,
-                  batch_size: int = 32) -> dict[str, float]:
+def bench_culling(report: Report, folder: Path, workers: int, device: str, count: int = 200) -> dict[str, float]:
     """Time one cull of `count` generated camera-size photos and the two stages that bound it."""
     from ..culling import cull
     from ..scoring import Scorer
+
+    batch_size = max(1, min(32, count // (2 * max(1, workers))))  # every worker gets batches to decode
 
     photos = [str(p) for p in write_benchmark_photos(folder / "camera", count, *CAMERA_SIZE, quality=90)]
     with tempfile.TemporaryDirectory() as tmp:
