@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     int8.add_argument("--calibration-images", type=positive_int, default=300, help="photos sampled for calibration (default: 300)")
     int8.add_argument("--check", metavar="DATASET", help="labelled dataset on which the drift against fp32 is measured")
     int8.add_argument("--check-split", default="val", choices=("train", "val", "test"), help="its split (default: val)")
+    int8.add_argument("--fp32-early", type=fraction, default=0.3,
+                      help="share of the convolutions, from the input on, kept in fp32 (default: 0.3)")
     int8.add_argument("--max-srcc-drop", type=fraction, default=0.01,
                       help="refuse the int8 model when it loses more SRCC than this (default: 0.01)")
 
@@ -66,6 +68,7 @@ def _int8(args: argparse.Namespace) -> int:
     if args.check:
         paths, labels = labelled_split(args.check, args.check_split)
         check = (paths, labels, f"the {args.check_split} split of {args.check}")
-    drift = quantize_onnx(args.model, out, photos, check=check, max_srcc_drop=args.max_srcc_drop)
+    drift = quantize_onnx(args.model, out, photos, check=check, max_srcc_drop=args.max_srcc_drop,
+                          fp32_early=args.fp32_early)
     print(f"int8 -> {out} (calibrated on {len(photos)} photos; {drift.summary()})")
     return 0

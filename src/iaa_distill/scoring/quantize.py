@@ -5,6 +5,11 @@ Calibration photos are a folder of the user's photos or a dataset's training ima
 the Scorer's own preprocessing. The drift against the fp32 export is measured on a labelled split when one is
 given (SRCC of both against the labels, and the mean absolute score difference); without labels, on the
 calibration photos, where the SRCC lost is 1 - SRCC(int8, fp32). Past `max_srcc_drop` nothing is saved.
+
+What stays fp32: the first `fp32_early` of the convolutions (in graph order, with everything before them), the
+MLSP pooling taps and everything after the last convolution (the head). The head reads every block's pooled
+output, standardised, so it sees the early blocks' quantisation noise where a classifier would not: on the
+demo's student, quantising every convolution lost 0.16 test SRCC, keeping the first 30 % in fp32 0.02.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from .scorer import Scorer
 
 DEFAULT_MAX_SRCC_DROP = 0.01
 CALIBRATION_IMAGES = 300
+DEFAULT_FP32_EARLY = 0.3  # share of the convolutions, from the input on, kept in fp32
+POOLING_OPS = ("ReduceMean", "GlobalAveragePool", "Cast")  # the MLSP taps
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ class _Calibration:
 
 def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[str], *,
                   check: tuple[list[str], np.ndarray, str] | None = None, max_srcc_drop: float = DEFAULT_MAX_SRCC_DROP,
-                  batch_size: int = 16, workers: int = 2) -> Drift:
+                  fp32_early: float = DEFAULT_FP32_EARLY, batch_size: int = 16, workers: int = 2) -> Drift:
     """Write the int8 model of `model_dir` to `out` (temp file + rename) and return its drift; IAAError, and
     nothing written, past `max_srcc_drop`. check: (paths, label means, description) of a labelled split."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -99,7 +106,7 @@ def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[
         reader = _Calibration(fp32_scorer, fp32_scorer.backend.input_name, calibration, batch_size, workers)
         quantize_static(str(prepared), str(int8), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=fp32_nodes(prepared, fp32_early))
         int8_scorer = Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=int8)
         photos, labels, where = check if check is not None else (list(calibration), None, "the calibration photos")
         drift = measure_drift(fp32_scorer, int8_scorer, photos, labels, where, batch_size, workers)
@@ -108,6 +115,18 @@ def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[
                            "(--max-srcc-drop); try other calibration photos, or keep the fp32 model")
         os.replace(int8, out)
     return drift
+
+
+def fp32_nodes(model: Path, early: float) -> list[str]:
+    """The nodes kept in fp32: up to the first `early` share of the convolutions, the pooling taps, the head."""
+    import onnx
+
+    nodes = list(onnx.load(str(model)).graph.node)
+    convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
+    if not convs:
+        return []
+    first_int8 = convs[min(len(convs) - 1, int(np.ceil(early * len(convs))))] if early > 0 else 0
+    return [n.name for i, n in enumerate(nodes) if i < first_int8 or i > convs[-1] or n.op_type in POOLING_OPS]
 
 
 def measure_drift(fp32: Scorer, int8: Scorer, photos: Sequence[str], labels: np.ndarray | None, where: str,
