@@ -34,7 +34,8 @@ def test_bench_culling_section_times_each_stage(tmp_path):
     shares = {r["name"]: r["value"] for r in document["results"] if r["unit"] == "%"}
     assert set(shares) == {f"share of {s}" for s in ("scoring", "thumbnails", "decisions", "gallery")}
     assert 90 < sum(shares.values()) <= 100.5
-    assert document["ratios"][0]["name"].startswith("thumbnail speed vs scoring speed")
+    assert document["ratios"][0]["name"].startswith("culling: goal 20 s per 1,000 photos")
+    assert any(r["name"].startswith("iaa cull, batch 3: end to end vs its binding stage") for r in document["ratios"])  # 6 photos
     assert next((out / "camera").glob("*.jpg")).stat().st_size > 1_000_000  # camera-size JPEGs
 
 
@@ -103,3 +104,15 @@ def test_help_imports_no_heavy_library():
                 % argv)
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert run.stdout.strip().splitlines()[-1] == "[]", argv
+
+
+def test_a_path_faster_than_its_slowest_stage_is_a_measurement_error_not_a_result():
+    from iaa_distill.bench.stages import binding_stage
+    from iaa_distill.bench.timing import Report
+
+    report = Report({})
+    binding_stage(report, "scoring", {"read": 50.0, "compute": 20.0}, 43.0, 0.8)  # batch 8 end to end vs batch 32 stages
+    binding_stage(report, "scoring", {"read": 50.0, "compute": 20.0}, 18.0, 0.8)
+    impossible, honest = report.ratios
+    assert impossible["value"] == pytest.approx(2.15) and "MEASUREMENT ERROR" in impossible["verdict"]
+    assert impossible["goal"] is None and honest["verdict"] == "met"

@@ -21,9 +21,10 @@ from iaa_distill.culling import actions
 from iaa_distill.culling.bursts import group_bursts
 from iaa_distill.culling.decisions import read_decisions, write_decisions
 from iaa_distill.culling.rules import CullRules, Decision, decide, keep_count, star_ratings
-from iaa_distill.culling.survey import PhotoFacts, capture_time, survey
+from iaa_distill.culling.survey import PhotoFacts, survey
 from iaa_distill.culling.xmp import merge_rating, sidecar_path, write_rating
 from iaa_distill.errors import IAAError
+from iaa_distill.imaging import decode_photo
 from tests.camera_files import write_dng, write_heic
 from tests.conftest import save_tiny_student, write_jpegs
 
@@ -82,6 +83,10 @@ def _jpeg_taken(path: Path, image: np.ndarray, stamp: str, subsec: str = "") -> 
     exif.get_ifd(0x8769).update({36867: stamp, **({37521: subsec} if subsec else {})})
     Image.fromarray(image).save(path, quality=90, exif=exif)
     return path
+
+
+def capture_time(path: str) -> float | None:
+    return decode_photo(path).taken
 
 
 def test_capture_time_reads_exif_with_subseconds(tmp_path, sample_photos):
@@ -348,3 +353,20 @@ def test_synthetic_model_is_marked_and_another_model_refuses_the_folder(shoot, t
     other = save_tiny_student(tmp_path / "other", seed=1, num_levels=None)
     assert cull(shoot, "--model", other, "--out", out) == 1
     assert "its scores were made by" in capsys.readouterr().err
+
+
+def test_cull_opens_each_photo_once_for_score_thumbnail_hash_and_capture_time(tmp_path, sample_photos, monkeypatch):
+    from collections import Counter
+
+    from iaa_distill.culling import cull as run_cull
+    from iaa_distill.scoring import Scorer
+
+    paths = [str(p) for p in write_jpegs(tmp_path / "shoot", sample_photos, 3, size=200)]
+    model_dir = save_tiny_student(tmp_path / "model")
+    opened: Counter[str] = Counter()
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.update([str(fp)]) or real_open(fp, *a, **k))
+    result = run_cull(paths, Scorer.from_pretrained(model_dir, backend="torch"), model_dir, tmp_path / "cull", workers=0)
+    assert opened == Counter(paths)  # one decode per photo: score, thumbnail, hash and capture time from it
+    assert all(f.thumb and f.phash and (tmp_path / "cull" / "thumbs" / f.thumb).exists() for f in result.facts.values())
+    assert all(d.flag != "error" for d in result.decisions)

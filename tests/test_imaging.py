@@ -306,3 +306,17 @@ if __name__ == "__main__":
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split("\n")[:2] == ["[False, False]", "[True]"], run.stdout
+
+
+def test_a_large_png_is_reduced_before_rotation_and_keeps_its_orientation(tmp_path, photo):
+    from PIL import ImageOps
+
+    big = Image.fromarray(photo).resize((1200, 800))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: shown upright as 800 x 1200
+    big.save(tmp_path / "big.png", exif=exif)
+    image = decode_image(tmp_path / "big.png", min_side=100)
+    assert image.size == (200, 300)  # shrunk by 4: short side 200 >= 2 x min_side, never a full-size RGB copy
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "big.png")).reduce(4), dtype=np.int16)
+    assert np.abs(np.asarray(image, dtype=np.int16) - expected).max() <= 1
+    assert decode_image(tmp_path / "big.png").size == (800, 1200)  # without min_side: the whole image

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def scorer(model_dir) -> Scorer:
-    return Scorer.from_pretrained(model_dir, device="cpu")
+    return Scorer.from_pretrained(model_dir, device="cpu", backend="torch")
 
 
 def test_every_input_type_gives_the_same_score(scorer, photos):

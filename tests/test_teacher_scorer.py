@@ -58,7 +58,7 @@ def _cache_scores(folder: Path, cache: FeatureCache, paths: list[Path]) -> np.nd
 
 def test_scores_from_images_equal_the_head_on_cached_features(setup):
     paths, cache, folder = setup
-    scorer = Scorer.from_pretrained(folder, device="cpu")
+    scorer = Scorer.from_pretrained(folder, device="cpu", backend="torch")
     assert scorer.config.backbone == "+".join(TEACHERS) and scorer.output_shape == (3 * (224**2 + 240**2),)
     results = scorer.score_paths(paths, batch_size=2, num_workers=0)
     assert all(r.ok for r in results)
@@ -74,7 +74,7 @@ def test_threads_sharing_one_scorer_get_the_sequential_scores(setup):
     from concurrent.futures import ThreadPoolExecutor
 
     paths, _, folder = setup
-    scorer = Scorer.from_pretrained(folder, device="cpu")
+    scorer = Scorer.from_pretrained(folder, device="cpu", backend="torch")
     sequential = [scorer.score(str(p)).mean for p in paths]
     with ThreadPoolExecutor(4) as pool:
         threaded = list(pool.map(lambda p: scorer.score(str(p)).mean, paths))
@@ -87,7 +87,7 @@ def test_hflip_cache_is_scored_with_mirror_averaging(tmp_path, setup):
     folder = _teacher_folder(cache, tmp_path / "teacher", num_levels=None, seed=1)
     model = TeacherScorerModel.from_pretrained(folder)
     assert all(t.hflip for t in model.teachers.teachers)
-    results = Scorer.from_pretrained(folder, device="cpu").score_paths(paths, batch_size=4, num_workers=0)
+    results = Scorer.from_pretrained(folder, device="cpu", backend="torch").score_paths(paths, batch_size=4, num_workers=0)
     np.testing.assert_allclose([r.mean for r in results], _cache_scores(folder, cache, paths), atol=2e-3)
 
 
@@ -120,7 +120,7 @@ def test_onnx_export_equals_torch_and_scores_alone(tmp_path, setup, capsys):
 
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert [t["input_size"] for t in json.loads(props["teacher_inputs"])] == [224, 240]
-    reference = Scorer.from_pretrained(folder, device="cpu").score_paths(paths, batch_size=2, num_workers=0)
+    reference = Scorer.from_pretrained(folder, device="cpu", backend="torch").score_paths(paths, batch_size=2, num_workers=0)
     alone = Scorer.from_pretrained(None, device="cpu", backend="onnx", onnx_path=out)  # the file and nothing else
     exported = alone.score_paths(paths, batch_size=3, num_workers=0)
     np.testing.assert_allclose([r.mean for r in exported], [r.mean for r in reference], atol=1e-4)

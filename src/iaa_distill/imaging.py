@@ -14,12 +14,14 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .errors import DecodeError
 
@@ -41,7 +43,22 @@ pillow_heif.register_heif_opener()
 # worker) inherits this value, and with it the risk of deadlock that rawpy warns about in forked processes.
 _LIBRAW_THREADS_PID: int | None = None
 
+EXIF_IFD, DATETIME_ORIGINAL, SUBSEC_ORIGINAL, EXIF_ORIENTATION = 0x8769, 36867, 37521, 0x0112
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose)
+EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                  5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                  8: Image.Transpose.ROTATE_90}
+REDUCIBLE_MODES = ("RGB", "L", "CMYK", "I", "F")  # modes Image.reduce takes whose average is right (no alpha)
+
 ImageSource = str | Path | bytes | BinaryIO
+
+
+@dataclass
+class Photo:
+    """A decoded photo and what the same open of the file told about it."""
+
+    image: Image.Image  # upright RGB uint8
+    taken: float | None  # capture time (EXIF DateTimeOriginal + SubsecTimeOriginal, or LibRaw's), epoch seconds
 
 
 def decode_image(
@@ -54,9 +71,21 @@ def decode_image(
     """Decode `source` (path, bytes or binary file) into an upright RGB uint8 image.
 
     min_side: the caller needs at least this many pixels on the short side; JPEGs larger than
-    that are decoded at a reduced size (1/2, 1/4 or 1/8) that still satisfies it.
+    that are decoded at a reduced size (1/2, 1/4 or 1/8) that still satisfies it, and other
+    images far larger than that are shrunk by an integer factor before any conversion (memory).
     max_pixels: images with more pixels are refused (decompression-bomb guard).
     """
+    return decode_photo(source, min_side=min_side, max_pixels=max_pixels, name=name).image
+
+
+def decode_photo(
+    source: ImageSource,
+    *,
+    min_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> Photo:
+    """`decode_image`, with the capture time read from the same open of the file."""
     label = name or (str(source) if isinstance(source, (str, Path)) else "<upload>")
     let_pil_open_up_to(max_pixels)
     fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
@@ -65,7 +94,24 @@ def decode_image(
     return _decode_raster(fp, label, min_side, max_pixels)
 
 
-def _decode_raster(fp: str | Path | BinaryIO, label: str, min_side: int | None, max_pixels: int) -> Image.Image:
+def exif_capture_time(exif: Image.Exif) -> float | None:
+    """EXIF DateTimeOriginal (+ SubsecTimeOriginal) as seconds since the epoch; None when absent or malformed."""
+    sub_ifd = exif.get_ifd(EXIF_IFD)
+    stamp, subsec = sub_ifd.get(DATETIME_ORIGINAL), str(sub_ifd.get(SUBSEC_ORIGINAL, "")).strip()
+    try:
+        taken = datetime.strptime(str(stamp).strip("\x00 "), "%Y:%m:%d %H:%M:%S").timestamp()
+    except ValueError:
+        return None
+    return taken + (float(f"0.{subsec}") if subsec.isdigit() else 0.0)
+
+
+def raw_capture_time(raw) -> float | None:
+    """LibRaw's capture time (whole seconds) of an open rawpy file; None when it has none."""
+    taken = raw.other.timestamp
+    return taken.timestamp() if taken.year > 1970 else None  # LibRaw gives the epoch when there is none
+
+
+def _decode_raster(fp: str | Path | BinaryIO, label: str, min_side: int | None, max_pixels: int) -> Photo:
     """Decode a file PIL opens (one of RASTER_FORMATS)."""
     try:
         with warnings.catch_warnings():
@@ -76,9 +122,10 @@ def _decode_raster(fp: str | Path | BinaryIO, label: str, min_side: int | None, 
                     raise DecodeError(too_many_pixels(label, max_pixels, f"{width}x{height} = {width * height:,} pixels"))
                 if min_side and img.format == "JPEG":
                     img.draft("RGB", _draft_request(img, min_side))
+                exif = img.getexif()
                 img.seek(0)
                 img.load()
-                return _to_rgb(ImageOps.exif_transpose(img))
+                return Photo(_upright_rgb(img, exif, min_side), _safe_capture_time(exif))
     except DecodeError:
         raise
     except FileNotFoundError:
@@ -93,7 +140,25 @@ def _decode_raster(fp: str | Path | BinaryIO, label: str, min_side: int | None, 
         raise DecodeError(f"{label}: could not decode image ({exc})") from None
 
 
-def _decode_raw(fp: str | Path | BinaryIO, label: str, min_side: int | None, max_pixels: int) -> Image.Image:
+def _upright_rgb(img: Image.Image, exif: Image.Exif, min_side: int | None) -> Image.Image:
+    """A loaded image as upright RGB, never holding two full-size copies: a non-JPEG (JPEGs shrink at decode
+    time) far larger than `min_side` is first reduced by the largest integer factor (a box filter) that keeps its
+    short side at least 2 x `min_side`, so a 7700 x 7700 PNG needed at 224 px is rotated and converted at 452 px."""
+    factor = min(img.size) // (2 * min_side) if min_side and img.format != "JPEG" else 0
+    out = img.reduce(factor) if factor >= 2 and img.mode in REDUCIBLE_MODES else img
+    method = EXIF_TRANSPOSE.get(exif.get(EXIF_ORIENTATION, 1))
+    out = _to_rgb(out.transpose(method) if method is not None else out)
+    return out.copy() if out is img else out  # the opened image is closed when its file is
+
+
+def _safe_capture_time(exif: Image.Exif) -> float | None:
+    try:
+        return exif_capture_time(exif)
+    except (OSError, ValueError, TypeError, SyntaxError):  # a damaged EXIF block costs the time, not the photo
+        return None
+
+
+def _decode_raw(fp: str | Path | BinaryIO, label: str, min_side: int | None, max_pixels: int) -> Photo:
     """A camera RAW through LibRaw: its embedded preview when large enough, else demosaiced."""
     import rawpy
 
@@ -103,13 +168,14 @@ def _decode_raw(fp: str | Path | BinaryIO, label: str, min_side: int | None, max
             if width * height > max_pixels:
                 raise DecodeError(too_many_pixels(label, max_pixels, f"{width}x{height} RAW = {width * height:,} pixels"))
             needed = min(min_side or RAW_PREVIEW_MIN_SIDE, width, height)
+            taken = raw_capture_time(raw)
             preview = _raw_preview(raw, label, needed, max_pixels)
             if preview is not None:
-                return preview
+                return Photo(preview, taken)
             half = bool(min_side) and min(width, height) // 2 >= min_side
             global _LIBRAW_THREADS_PID
             _LIBRAW_THREADS_PID = _LIBRAW_THREADS_PID or os.getpid()
-            return Image.fromarray(raw.postprocess(half_size=half, use_camera_wb=True, output_bps=8))
+            return Photo(Image.fromarray(raw.postprocess(half_size=half, use_camera_wb=True, output_bps=8)), taken)
     except DecodeError:
         raise
     except FileNotFoundError:
@@ -137,7 +203,7 @@ def _raw_preview(raw, label: str, needed: int, max_pixels: int) -> Image.Image |
     except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
         return None
     if thumb.format == rawpy.ThumbFormat.JPEG:
-        image = _decode_raster(io.BytesIO(thumb.data), label, needed, max_pixels)
+        image = _decode_raster(io.BytesIO(thumb.data), label, needed, max_pixels).image
     else:
         image = _to_rgb(Image.fromarray(thumb.data))
     if min(image.size) < needed:

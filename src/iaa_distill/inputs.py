@@ -26,19 +26,34 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from itertools import groupby
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .errors import DecodeError, IAAError
-from .imaging import DEFAULT_MAX_PIXELS, decode_image
+from .imaging import DEFAULT_MAX_PIXELS, Photo, decode_image, decode_photo
 from .preprocessing import resize_whole_batch
 
 JPEG_MAGIC = b"\xff\xd8"
 JPEG_END = b"\xff\xd9"
 OutputSize = tuple[int, str]  # (size, interpolation): one square output of every image
 DECODERS: tuple[str, ...] = ("auto", "pil", "torchvision")
+
+
+class Visit(Protocol):
+    """Work done in the workers on each photo they decode, from that same decode (`iaa cull`: thumbnail, hash,
+    capture time). `min_side` raises the decode size to what the visit needs; `__call__(path, decode)` runs
+    `decode()` itself (so it can look at the file first) and returns the photo and a picklable value, which
+    the caller gets back in `Prepared.extras`; `Scorer.iter_paths` hands each batch's values to `collect` in
+    the main process."""
+
+    min_side: int
+
+    def __call__(self, path: str, decode: Callable[[], Photo]) -> tuple[Photo, Any]: ...
+
+    def collect(self, values: list[Any]) -> None: ...
 
 
 def resolve_decoder(decoder: str, device: torch.device) -> str:
@@ -61,11 +76,12 @@ class RawBatch:
     jpeg_sizes: torch.Tensor  # int64 (m,)
     jpegs: torch.Tensor  # uint8: the JPEG files back to back
     errors: list[tuple[int, str]] = field(default_factory=list)
+    extras: list[tuple[int, Any]] = field(default_factory=list)  # what a `Visit` returned, by row
 
     def pin_memory(self) -> "RawBatch":
         """Page-locked copies of the buffers (the DataLoader calls this when `pin_memory=True`)."""
-        return RawBatch(**{f.name: getattr(self, f.name).pin_memory() if f.name != "errors" else self.errors
-                           for f in fields(self)})
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return RawBatch(**{k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in values.items()})
 
 
 @dataclass
@@ -76,6 +92,7 @@ class Prepared:
     rows: list[int]
     images: list[torch.Tensor]
     errors: dict[int, str]
+    extras: dict[int, Any] = field(default_factory=dict)  # what a `Visit` returned, by row
 
     def __len__(self) -> int:
         return len(self.rows) + len(self.errors)
@@ -110,12 +127,13 @@ class BatchReader(torch.utils.data.Dataset):
     """Item k = `RawBatch` of the rows `batches[k]` of `paths`; a bad file becomes an error, never an exception."""
 
     def __init__(self, paths: Sequence[str], batches: Sequence[Sequence[int]], min_side: int,
-                 encoded: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS):
+                 encoded: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, visit: Visit | None = None):
         self.paths = [str(p) for p in paths]
         self.batches = [list(b) for b in batches]
-        self.min_side = min_side
-        self.encoded = encoded
+        self.min_side = max(min_side, visit.min_side) if visit is not None else min_side
+        self.encoded = encoded and visit is None  # a visit needs the decoded pixels
         self.max_pixels = max_pixels
+        self.visit = visit
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -124,28 +142,37 @@ class BatchReader(torch.utils.data.Dataset):
         decoded: list[tuple[int, np.ndarray]] = []
         jpegs: list[tuple[int, bytes]] = []
         errors: list[tuple[int, str]] = []
+        extras: list[tuple[int, Any]] = []
         for row in self.batches[index]:
             try:
                 item = self.read(row)
             except DecodeError as exc:
                 errors.append((row, str(exc)))
                 continue
+            if isinstance(item, tuple):
+                item, extra = item
+                extras.append((row, extra))
             (jpegs if isinstance(item, bytes) else decoded).append((row, item))
-        return pack(decoded, jpegs, errors)
+        return pack(decoded, jpegs, errors, extras)
 
-    def read(self, row: int) -> bytes | np.ndarray:
-        """JPEG bytes for the device decoder (encoded mode, plain JPEGs), else the decoded HWC uint8 image."""
+    def read(self, row: int) -> bytes | np.ndarray | tuple[np.ndarray, Any]:
+        """JPEG bytes for the device decoder (encoded mode, plain JPEGs), else the decoded HWC uint8 image
+        (with what the visit made of it, when there is one)."""
         path = self.paths[row]
         source: str | bytes = path
         if self.encoded:
             source = _read_bytes(path)
             if plain_jpeg(source, self.max_pixels):
                 return source
-        return np.asarray(decode_image(source, min_side=self.min_side, max_pixels=self.max_pixels, name=path))
+        decode = partial(decode_photo, source, min_side=self.min_side, max_pixels=self.max_pixels, name=path)
+        if self.visit is None:
+            return np.asarray(decode().image)
+        photo, extra = self.visit(path, decode)
+        return np.asarray(photo.image), extra
 
 
 def pack(decoded: list[tuple[int, np.ndarray]], jpegs: list[tuple[int, bytes]],
-         errors: list[tuple[int, str]]) -> RawBatch:
+         errors: list[tuple[int, str]], extras: list[tuple[int, Any]] | None = None) -> RawBatch:
     """Join decoded images (sorted by size) and JPEG bytes into one `RawBatch`."""
     decoded = sorted(decoded, key=lambda item: item[1].shape[:2])
     pixels = np.concatenate([a.reshape(-1) for _, a in decoded]) if decoded else np.zeros(0, np.uint8)
@@ -158,6 +185,7 @@ def pack(decoded: list[tuple[int, np.ndarray]], jpegs: list[tuple[int, bytes]],
         jpeg_sizes=torch.tensor([len(b) for _, b in jpegs], dtype=torch.int64),
         jpegs=torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8),
         errors=errors,
+        extras=extras or [],
     )
 
 
@@ -221,7 +249,7 @@ def prepare(raw: RawBatch, device: torch.device, sizes: Sequence[OutputSize], pa
         resized = [resize_whole_batch(group, size, interpolation) for _, group in groups]
         empty = torch.zeros(0, 3, size, size, dtype=torch.uint8, device=device)
         images.append(torch.cat(resized) if resized else empty)
-    return Prepared(rows, images, errors)
+    return Prepared(rows, images, errors, dict(raw.extras))
 
 
 _DONE = object()
@@ -300,14 +328,16 @@ def in_threads(reader: BatchReader, pool: Executor, lookahead: int = 4) -> Itera
 
 def iter_prepared(paths: Sequence[str], batches: Sequence[Sequence[int]], sizes: Sequence[OutputSize],
                   device: torch.device, *, decoder: str = "pil", num_workers: int = 2, pool: Executor | None = None,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Prepared]:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, visit: Visit | None = None) -> Iterator[Prepared]:
     """The batches of `paths` resized to every size in `sizes` on `device`, read ahead of the caller.
 
     decoder: "pil" (shared decoder in the workers) or "torchvision" (batched JPEG decode on the device).
     Workers: `num_workers` DataLoader processes, or the threads of `pool` when given (latency mode).
+    visit: more work on each decoded photo in the workers (its results in `Prepared.extras`).
     """
     min_side = max(size for size, _ in sizes)
-    reader = BatchReader(paths, batches, min_side, encoded=decoder == "torchvision", max_pixels=max_pixels)
+    reader = BatchReader(paths, batches, min_side, encoded=decoder == "torchvision", max_pixels=max_pixels,
+                         visit=visit)
     if pool is not None:
         source: Iterable[RawBatch] = in_threads(reader, pool)
     else:

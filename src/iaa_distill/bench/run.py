@@ -10,7 +10,7 @@ import torch
 
 from ..artifacts import atomic_write_text
 from ..teachers import DEFAULT_TEACHERS
-from .culling import bench_culling
+from .culling import QUICK_CULL_PHOTOS, bench_culling
 from .photos import write_benchmark_photos
 from .startup import bench_cli
 from .sections import bench_decode, bench_image_cache, bench_scoring, bench_teachers, bench_training, machine_info
@@ -24,7 +24,8 @@ AVA_IMAGES, AVA_TRAIN, AVA_TEST = 255_500, 235_500, 19_930
 
 
 def run_bench(out: str | Path = "bench", photos: int = 96, sections: tuple[str, ...] = SECTIONS, device: str = "auto",
-              workers: int | None = None, repeats: int = 3, quick: bool = False, ava_epochs: int = 15) -> Report:
+              workers: int | None = None, repeats: int = 3, quick: bool = False, ava_epochs: int = 15,
+              cull_photos: int = 200) -> Report:
     """Measure on this machine; `quick` shrinks every section (a smoke run, not for reporting)."""
     import os
 
@@ -64,13 +65,16 @@ def run_bench(out: str | Path = "bench", photos: int = 96, sections: tuple[str, 
         rates["scoring"] = bench_scoring(report, paths, workers, device, sizes)
         rates["teacher_scoring"] = bench_teacher_scoring(report, paths, workers, device, sizes, rates["scoring"])
     if "culling" in sections:
-        rates["culling"] = bench_culling(report, out, workers, device, quick)
+        rates["culling"] = bench_culling(report, out, workers, device, QUICK_CULL_PHOTOS if quick else cull_photos)
     estimate = ava_estimate(rates, ava_epochs, gpus=max(8, torch.cuda.device_count()))
     if estimate:
         for n, minutes in estimate["minutes"].items():
             print(f"  estimate   full AVA pipeline on {n} {device} device(s): {minutes:.1f} min ({estimate['detail'][n]})")
         print(f"             {estimate['scaling']}")
         report.ratio("full AVA on one device: goal 20 min / estimate", 20.0, estimate["minutes"][1], goal=1.0)
+    report.machine["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    print(f"  load average (1, 5, 15 min) at the start {report.machine['load_average']}, at the end "
+          f"{report.machine['load_average_at_end']}: on a shared machine compare the ratios, not the rates")
     write(report, out, estimate, time.perf_counter() - start)
     return report
 
@@ -100,7 +104,7 @@ def ava_estimate(rates: dict[str, dict], epochs: int, gpus: int = 8) -> dict | N
 
 
 def _goal(ratio: dict) -> str:
-    return "" if ratio["goal"] is None else f">= {ratio['goal']:g}: {ratio['verdict']}"
+    return ratio["verdict"] if ratio["goal"] is None else f">= {ratio['goal']:g}: {ratio['verdict']}"
 
 
 def write(report: Report, out: Path, estimate: dict | None, seconds: float) -> None:

@@ -241,8 +241,10 @@ def _student_dir(root: Path, backbone: str, pretrained: bool) -> Path:
 
 
 def bench_scoring(report: Report, photos: list[Path], workers: int, device: str, batch_sizes: tuple[int, ...],
-                  nima: bool = True) -> dict[str, float]:
-    """`iaa score` end to end from JPEG files: default student (torch, ONNX) vs the NIMA architecture."""
+                  nima: bool = True, int8: bool = True) -> dict[str, float]:
+    """`iaa score` end to end from JPEG files: default student (torch; on the CPU ONNX Runtime fp32, what
+    `--backend auto` runs, and int8 calibrated on these photos) vs the NIMA architecture; each engine's stages
+    at its best batch size."""
     from ..scoring import Scorer
     from ..scoring.onnx_export import export_onnx
 
@@ -250,55 +252,84 @@ def bench_scoring(report: Report, photos: list[Path], workers: int, device: str,
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         default_dir = _student_dir(root, "tf_efficientnet_lite0", pretrained=True)
-        onnx_path = export_onnx(default_dir, root / "student.onnx")
-        scorers = {"student torch": Scorer.from_pretrained(default_dir, device=device)}
+        scorers = {"student torch": Scorer.from_pretrained(default_dir, device=device, backend="torch")}
         if device == "cpu":
+            onnx_path = export_onnx(default_dir, root / "student.onnx")
             scorers["student onnxruntime"] = Scorer.from_pretrained(default_dir, device=device, backend="onnx", onnx_path=onnx_path)
-        few = photos[: min(len(photos), 32)]
+            if int8:
+                scorers["student onnxruntime int8"] = _int8_scorer(report, default_dir, photos, root, workers)
         for name, scorer in scorers.items():
-            scorer.score_paths(few, batch_size=max(batch_sizes), num_workers=workers)  # warm-up on a few photos
-            rates[f"{name} batch 1"] = report.add("scoring", f"{name}, batch 1 (latency mode), {workers} workers", images_per_second(
-                lambda s=scorer: len(s.score_paths(few, batch_size=1, num_workers=workers)), repeats=2))
-            best = 0.0
-            for bs in batch_sizes:
-                rate = report.add("scoring", f"{name}, batch {bs}", images_per_second(
-                    lambda s=scorer, b=bs: len(s.score_paths(photos, batch_size=b, num_workers=workers)), repeats=2, warmup=0))
-                best = max(best, rate)
-            rates[f"{name} best"] = best
-        _scoring_stages(report, scorers["student torch"], photos, workers, max(batch_sizes), rates["student torch best"])
+            rates.update(_engine_rates(report, name, scorer, photos, workers, batch_sizes))
         if "student onnxruntime best" in rates:
             report.ratio("ONNX Runtime vs PyTorch (best batch)", rates["student onnxruntime best"], rates["student torch best"])
+        if "student onnxruntime int8 best" in rates:
+            report.ratio("int8 vs fp32 ONNX Runtime (best batch)", rates["student onnxruntime int8 best"],
+                         rates["student onnxruntime best"])
         if nima:
             nima_dir = _student_dir(root, NIMA_BACKBONE, pretrained=False)  # random weights: timing only
-            nima_scorer = Scorer.from_pretrained(nima_dir, device=device)
+            nima_scorer = Scorer.from_pretrained(nima_dir, device=device, backend="torch")
             bs = max(batch_sizes)
-            nima_scorer.score_paths(few, batch_size=bs, num_workers=workers)  # warm-up on a few photos
+            nima_scorer.score_paths(photos[:32], batch_size=bs, num_workers=workers)  # warm-up on a few photos
             rates["nima"] = report.add("scoring", f"NIMA architecture ({NIMA_BACKBONE}, 299 px, random weights), batch {bs}", images_per_second(
                 lambda: len(nima_scorer.score_paths(photos, batch_size=bs, num_workers=workers)), repeats=2, warmup=0))
-            fastest = max(rates.get("student onnxruntime best", 0.0), rates["student torch best"])
-            report.ratio("iaa score (default student) vs NIMA architecture, end to end", fastest, rates["nima"], goal=10.0)
+            default = "student onnxruntime best" if device == "cpu" else "student torch best"  # --backend auto
+            report.ratio("iaa score (default student, --backend auto) vs NIMA architecture, end to end", rates[default],
+                         rates["nima"], goal=10.0)
+            if "student onnxruntime int8 best" in rates:
+                report.ratio("iaa score, int8 student vs NIMA architecture, end to end",
+                             rates["student onnxruntime int8 best"], rates["nima"], goal=30.0)
     return rates
 
 
-def _scoring_stages(report: Report, scorer, photos: list[Path], workers: int, batch_size: int, best: float) -> None:
-    """Stages of `iaa score` with the PyTorch student: read/decode, resize, compute; ratio of the best batch."""
+def _int8_scorer(report: Report, model_dir: Path, photos: list[Path], root: Path, workers: int):
+    """The int8 model of `model_dir` calibrated on `photos`; its drift against fp32 on them is reported."""
+    from ..scoring import Scorer
+    from ..scoring.quantize import quantize_onnx
+
+    drift = quantize_onnx(model_dir, root / "student-int8.onnx", [str(p) for p in photos], max_srcc_drop=1.0,
+                          workers=workers)
+    report.add("scoring", "int8 drift: SRCC lost against fp32's ranking (bench photos, no labels)", drift.srcc_drop, "")
+    report.add("scoring", "int8 drift: mean |score difference| vs fp32", drift.mean_abs_difference, "")
+    return Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=root / "student-int8.onnx")
+
+
+def _engine_rates(report: Report, name: str, scorer, photos: list[Path], workers: int,
+                  batch_sizes: tuple[int, ...]) -> dict[str, float]:
+    """Batch 1 and each batch size end to end; then the stages at the best batch size, against its rate."""
+    few = photos[: min(len(photos), 32)]
+    scorer.score_paths(few, batch_size=max(batch_sizes), num_workers=workers)  # warm-up on a few photos
+    rates = {f"{name} batch 1": report.add("scoring", f"{name}, batch 1 (latency mode), {workers} workers", images_per_second(
+        lambda: len(scorer.score_paths(few, batch_size=1, num_workers=workers)), repeats=2))}
+    by_batch = {bs: report.add("scoring", f"{name}, batch {bs}", images_per_second(
+        lambda b=bs: len(scorer.score_paths(photos, batch_size=b, num_workers=workers)), repeats=2, warmup=0))
+        for bs in batch_sizes}
+    best = max(by_batch, key=by_batch.get)
+    rates[f"{name} best"] = by_batch[best]
+    _scoring_stages(report, name, scorer, photos, workers, best, by_batch[best])
+    return rates
+
+
+def _scoring_stages(report: Report, name: str, scorer, photos: list[Path], workers: int, batch_size: int,
+                    end_to_end: float) -> None:
+    """Stages of `iaa score` with this engine at `batch_size`: read/decode, resize, compute; the end-to-end
+    rate at that batch size against the binding one (goal 0.8)."""
     from ..inputs import resolve_decoder
 
     size = scorer.config.input_size
     stages = input_stages(report, "scoring", photos, [(size, scorer.config.interpolation)], scorer.device,
                           resolve_decoder("auto", scorer.device), workers, batch_size, 1)
     batch = torch.rand(batch_size, 3, size, size)
-    stages["compute"] = report.add("scoring", f"stage compute: student torch, batch {batch_size}", images_per_second(
+    stages["compute"] = report.add("scoring", f"stage compute: {name}, batch {batch_size}", images_per_second(
         lambda: len(scorer.predict_batch(batch)[0]), repeats=2))
-    report.ratio("iaa score (torch, best batch) vs min(decode limit, compute)", best, min(stages.values()), goal=0.8)
-    binding_stage(report, "scoring", stages, best, None)
+    binding_stage(report, f"iaa score, {name}, batch {batch_size}", stages, end_to_end, 0.8)
 
 
 def machine_info(device: str) -> dict:
     import platform
 
     info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "device": device, "torch_threads": torch.get_num_threads()}
+            "torch": torch.__version__, "device": device, "torch_threads": torch.get_num_threads(),
+            "load_average": [round(v, 2) for v in os.getloadavg()]}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -82,9 +82,13 @@ def input_stages(report: Report, section: str, photos: Sequence[Path], sizes: Se
 
 def binding_stage(report: Report, section: str, stages: dict[str, float], end_to_end: float,
                   goal: float | None) -> str:
-    """Print and record the slowest stage and the end-to-end rate as a ratio to it."""
+    """Print and record the slowest stage and the end-to-end rate as a ratio to it. Every stage must have been
+    measured at the end-to-end figure's batch size: a path cannot beat its slowest stage, so a ratio above 1 is
+    recorded as a measurement error (noise, or stages timed unlike the path), not as a result."""
     name = min(stages, key=stages.get)
     text = ", ".join(f"{k} {v:.0f}" for k, v in stages.items())
-    report.ratio(f"{section}: end to end vs its binding stage ({name})", end_to_end, stages[name], goal=goal,
-                 note=f"[stages img/s: {text}]")
+    impossible = end_to_end > stages[name]
+    report.ratio(f"{section}: end to end vs its binding stage ({name})", end_to_end, stages[name],
+                 goal=None if impossible else goal, note=f"[stages img/s: {text}]",
+                 verdict="MEASUREMENT ERROR (above 1: the stages and the path were not timed alike)" if impossible else None)
     return name

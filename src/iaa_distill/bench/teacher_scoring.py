@@ -41,7 +41,7 @@ def bench_teacher_scoring(report: Report, photos: list[Path], workers: int, devi
     rates: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = _teacher_dir(Path(tmp), list(DEFAULT_TEACHERS))
-        scorers = {"torch": Scorer.from_pretrained(folder, device=device)}
+        scorers = {"torch": Scorer.from_pretrained(folder, device=device, backend="torch")}
         if onnx and device == "cpu":
             onnx_path = export_onnx(folder, Path(tmp) / "teacher.onnx")
             scorers["onnxruntime"] = Scorer.from_pretrained(folder, device=device, backend="onnx", onnx_path=onnx_path)

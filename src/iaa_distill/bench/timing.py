@@ -31,11 +31,13 @@ class Report:
         print(f"  {section:<10} {name:<58} {value:>10.1f} {unit} {note}", flush=True)
         return value
 
-    def ratio(self, name: str, numerator: float, denominator: float, goal: float | None = None, note: str = "") -> float:
+    def ratio(self, name: str, numerator: float, denominator: float, goal: float | None = None, note: str = "",
+              verdict: str | None = None) -> float:
+        """Record numerator / denominator; `verdict` overrides the goal's met / NOT met (a measurement error)."""
         value = numerator / denominator if denominator else float("nan")
-        verdict = "" if goal is None else ("met" if value >= goal else "NOT met")
+        verdict = verdict or ("" if goal is None else ("met" if value >= goal else "NOT met"))
         self.ratios.append({"name": name, "value": value, "goal": goal, "verdict": verdict, "note": note})
-        goal_text = "" if goal is None else f" (goal >= {goal:g}: {verdict})"
+        goal_text = f" ({verdict})" if goal is None and verdict else ("" if goal is None else f" (goal >= {goal:g}: {verdict})")
         print(f"  ratio      {name:<58} {value:>10.2f}x{goal_text} {note}", flush=True)
         return value
 

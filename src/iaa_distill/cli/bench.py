@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=non_negative_int, help="DataLoader workers (default: CPU count, at most 16)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per figure; the median is reported (default: 3)")
     parser.add_argument("--ava-epochs", type=positive_int, default=15, help="student epochs assumed in the AVA estimate (default: 15)")
+    parser.add_argument("--cull-photos", type=positive_int, default=200,
+                        help="generated 12 MP camera photos of the culling section (default: 200)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run of every section (figures not for reporting)")
 
 
@@ -29,5 +31,6 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise IAAError(f"unknown bench sections {unknown} (known: {', '.join(SECTIONS)})")
-    run_bench(args.out, args.photos, sections, args.device, args.workers, args.repeats, args.quick, args.ava_epochs)
+    run_bench(args.out, args.photos, sections, args.device, args.workers, args.repeats, args.quick, args.ava_epochs,
+              cull_photos=args.cull_photos)
     return 0

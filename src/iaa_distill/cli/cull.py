@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--thumb-size", type=thumb_size, default=400,
                            help="longest side of gallery thumbnails in pixels, at least 32 (default: 400)")
     add_batch_options(run_group)
-    add_engine_options(run_group, backend=False)
+    add_engine_options(run_group)
     run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -85,9 +85,9 @@ def _decide(args: argparse.Namespace, out) -> list:
     for line in inputs.skipped:
         _say(f"  {line}")
     paths = _outside(inputs.paths, [out, args.copy_to, args.link_to, args.move_to])
-    scorer = Scorer.from_pretrained(args.model, device=args.device)
+    scorer = Scorer.from_pretrained(args.model, device=args.device, backend=args.backend, onnx_path=args.onnx)
     result = cull(paths, scorer, args.model, out, rules, thumb_size=args.thumb_size,
-                  batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress and sys.stderr.isatty(),
+                  batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
                   title=f"iaa cull: {model_name(args.model)}")
     if result.synthetic:
         _say(f"note: model {model_name(args.model)} was {SYNTHETIC_NOTE}")

@@ -53,8 +53,11 @@ def add_engine_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
     """--device, and --backend/--onnx where the command can run an exported model."""
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     if backend:
-        parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference engine (default: torch)")
-        parser.add_argument("--onnx", metavar="FILE", help="ONNX file for --backend onnx (default: DIR/model.onnx)")
+        parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                            help="inference engine; auto: ONNX Runtime on the CPU (the model's export, made once and "
+                                 "cached beside it), PyTorch on a GPU (default: auto)")
+        parser.add_argument("--onnx", metavar="FILE", help="ONNX file for --backend onnx or auto (default: DIR/model.onnx "
+                                                           "for onnx, the cached export for auto)")
 
 
 def count(n: int, noun: str) -> str:

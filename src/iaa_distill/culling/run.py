@@ -1,5 +1,5 @@
-"""One cull: score (cached), survey (thumbnails, hashes, capture times), group bursts, decide, write
-the decisions CSV and the gallery, then XMP sidecars and file actions when asked.
+"""One cull: score (cached) and survey (thumbnails, hashes, capture times) from one decode per photo, group
+bursts, decide, write the decisions CSV and the gallery, then XMP sidecars and file actions when asked.
 
 The output folder holds `scores.csv` (resumable, from `score_to_file`), `thumbs/`, `decisions.csv`,
 `gallery.html` and `model.json` (which model made the scores: another model refuses the folder).
@@ -24,7 +24,7 @@ from .actions import lead_photos
 from .bursts import group_bursts
 from .decisions import write_decisions
 from .rules import CullRules, Decision, decide
-from .survey import PhotoFacts, changed_photos, survey
+from .survey import PhotoFacts, Surveyor, changed_photos, survey
 
 SIDECARS = (".xmp",)  # files beside photos that are expected, not skipped photos
 
@@ -65,11 +65,13 @@ def cull(paths: Sequence[str], scorer, model_dir: str | Path, out: str | Path, r
     paths = lead_photos(paths)
     forget_scores(out / "scores.csv", changed_photos(out / "thumbs", paths), bool(scorer.config.num_levels))
     clock = time.perf_counter()
+    surveyor = Surveyor(out / "thumbs", thumb_size)  # thumbnails from the scoring decode: one decode per photo
+    (out / "thumbs").mkdir(exist_ok=True)
     rows = score_to_file(scorer, paths, out / "scores.csv", batch_size=batch_size, num_workers=workers,
-                         resume=True, progress=progress)
+                         resume=True, progress=progress, visit=surveyor, stage="scoring + thumbnails")
     seconds = {"scoring": time.perf_counter() - clock}
-    clock = time.perf_counter()
-    facts = survey(paths, out / "thumbs", thumb_size, workers)
+    clock = time.perf_counter()  # the photos whose scores were kept, or whose decode failed, are surveyed alone
+    facts = survey(paths, out / "thumbs", thumb_size, workers, progress, known=surveyor.facts)
     seconds["thumbnails"] = time.perf_counter() - clock
     clock = time.perf_counter()
     by_path = {r.path: r for r in rows or []}

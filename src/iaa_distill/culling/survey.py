@@ -9,21 +9,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import imagehash
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..artifacts import atomic_write_text
 from ..errors import DecodeError
-from ..imaging import RASTER_FORMATS, decode_image, is_raw_file
+from ..imaging import Photo, decode_photo
+from ..progress import progress_bar
 
 INDEX, INDEX_EVERY = "index.json", 100  # the index is saved every INDEX_EVERY photos
-EXIF_IFD, DATETIME_ORIGINAL, SUBSEC_ORIGINAL = 0x8769, 36867, 37521
 
 
 @dataclass(frozen=True)
@@ -38,36 +38,6 @@ class PhotoFacts:
     error: str = ""
 
 
-def capture_time(path: str) -> float | None:
-    """EXIF DateTimeOriginal (+ SubsecTimeOriginal) as seconds since the epoch; None when absent or unreadable.
-
-    RAW files: LibRaw's capture time (whole seconds)."""
-    if is_raw_file(Path(path)):
-        return _raw_capture_time(path)
-    try:
-        with Image.open(path, formats=RASTER_FORMATS) as img:
-            exif = img.getexif().get_ifd(EXIF_IFD)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
-        return None
-    stamp, subsec = exif.get(DATETIME_ORIGINAL), str(exif.get(SUBSEC_ORIGINAL, "")).strip()
-    try:
-        taken = datetime.strptime(str(stamp).strip("\x00 "), "%Y:%m:%d %H:%M:%S").timestamp()
-    except ValueError:
-        return None
-    return taken + (float(f"0.{subsec}") if subsec.isdigit() else 0.0)
-
-
-def _raw_capture_time(path: str) -> float | None:
-    import rawpy
-
-    try:
-        with rawpy.imread(path) as raw:
-            taken = raw.other.timestamp
-    except (rawpy.LibRawError, OSError, ValueError):
-        return None
-    return taken.timestamp() if taken.year > 1970 else None  # LibRaw gives the epoch when there is none
-
-
 def _signature(path: str) -> str:
     stat = os.stat(path)
     return f"{stat.st_size}:{stat.st_mtime_ns}"
@@ -78,36 +48,65 @@ def thumbnail_name(path: str) -> str:
 
 
 def survey_photo(path: str, folder: Path, size: int) -> PhotoFacts:
-    """Decode `path` at reduced size once: write its thumbnail (longest side `size`) and hash it."""
+    """Decode `path` at reduced size once: its thumbnail (longest side `size`), hash and capture time."""
     try:
-        signature = _signature(path)
-        image = decode_image(path, min_side=size * 3 // 4)
+        return Surveyor(folder, size)(path, partial(decode_photo, path, min_side=thumb_min_side(size)))[1]
     except (DecodeError, OSError) as exc:
         return PhotoFacts(path, "", "", None, "", str(exc))
-    image.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    name = thumbnail_name(path)
-    tmp = folder / f".{name}.tmp"
-    image.save(tmp, format="JPEG", quality=82)
-    os.replace(tmp, folder / name)
-    return PhotoFacts(path, name, str(imagehash.phash(image)), capture_time(path), signature)
 
 
-def survey(paths: Sequence[str], folder: str | Path, size: int = 400, workers: int = 2) -> dict[str, PhotoFacts]:
-    """Facts for every path (threads: PIL decodes outside the GIL); cached photos are not decoded again."""
+def thumb_min_side(size: int) -> int:
+    """The short side a decode needs for a thumbnail of longest side `size` (4:3 photos)."""
+    return size * 3 // 4
+
+
+class Surveyor:
+    """A photo's facts from a decode made for something else too (`inputs.Visit`: the scorer's workers decode
+    each photo once, for its score and its facts). The main process collects the facts into `facts`."""
+
+    def __init__(self, folder: Path, size: int):
+        self.folder, self.size, self.min_side = folder, size, thumb_min_side(size)
+        self.facts: dict[str, PhotoFacts] = {}
+
+    def __call__(self, path: str, decode: Callable[[], Photo]) -> tuple[Photo, PhotoFacts]:
+        """Decode (the file's signature taken first, so an edit during the decode is seen next time) and write
+        the thumbnail. A file that cannot be decoded raises DecodeError, as the decode alone would."""
+        try:
+            signature = _signature(path)
+        except OSError:
+            signature = ""  # gone: the decode names the problem
+        photo = decode()
+        image = photo.image.copy()
+        image.thumbnail((self.size, self.size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        name = thumbnail_name(path)
+        tmp = self.folder / f".{name}.tmp"
+        image.save(tmp, format="JPEG", quality=82)
+        os.replace(tmp, self.folder / name)
+        return photo, PhotoFacts(path, name, str(imagehash.phash(image)), photo.taken, signature)
+
+    def collect(self, values: list[PhotoFacts]) -> None:
+        self.facts.update((f.path, f) for f in values)
+
+
+def survey(paths: Sequence[str], folder: str | Path, size: int = 400, workers: int = 2, progress: bool = False,
+           known: dict[str, PhotoFacts] | None = None) -> dict[str, PhotoFacts]:
+    """Facts for every path (threads: PIL decodes outside the GIL); cached photos (and `known` ones, made by
+    a `Surveyor` during scoring) are not decoded again."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    cached = _read_index(folder)
+    cached = {**_read_index(folder), **(known or {})}
     facts: dict[str, PhotoFacts] = {}
     todo = []
     for path in paths:
-        known = cached.get(path)
-        if known and not known.error and (folder / known.thumb).exists() and _same_file(path, known.signature):
-            facts[path] = known
+        fact = cached.get(path)
+        if fact and not fact.error and (folder / fact.thumb).exists() and _same_file(path, fact.signature):
+            facts[path] = fact
         else:
             todo.append(path)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    with ThreadPoolExecutor(max(1, workers)) as pool, progress_bar(len(todo), "thumbnails", progress and bool(todo)) as bar:
         for done, result in enumerate(pool.map(lambda p: survey_photo(p, folder, size), todo), 1):
             facts[result.path] = result
+            bar.update()
             if done % INDEX_EVERY == 0:  # an interrupted run keeps what it made
                 _write_index(folder, cached, facts)
     _write_index(folder, cached, facts)

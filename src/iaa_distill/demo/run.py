@@ -76,7 +76,7 @@ def _run(out: Path, quick: bool, seed: int, log) -> dict[str, Any]:
     t0 = time.perf_counter()
     model_dir = Path(result["folders"]["student"]) / "model"
     held_out = [str(r.path) for r in result["dataset"].split("test")]
-    scorer = Scorer.from_pretrained(model_dir, device="cpu")
+    scorer = Scorer.from_pretrained(model_dir, device="cpu", backend="torch")
     scores = score_to_file(scorer, held_out, out / "scores.csv", batch_size=32, num_workers=2, sort=True)
     gallery = write_gallery(scores, out / "gallery.html", scale=scorer.config.scale, synthetic=labels_are_synthetic(scorer.config))
     timings = {"dataset": dataset_time, **result["timings"], "score": time.perf_counter() - t0}

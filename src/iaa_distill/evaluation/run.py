@@ -41,7 +41,7 @@ def _score_student(model_dir: Path, records: list[ImageRecord], settings: Evalua
                    ) -> tuple[list[ImageRecord], np.ndarray, np.ndarray | None, dict[str, str]]:
     from ..scoring import Scorer
 
-    scorer = Scorer.from_pretrained(model_dir, device=settings.device)
+    scorer = Scorer.from_pretrained(model_dir, device=settings.device, backend="torch")
     results = scorer.score_paths([str(r.path) for r in records], batch_size=settings.batch_size,
                                  num_workers=settings.num_workers, progress=settings.progress)
     kept, means, dists, excluded = [], [], [], {}

@@ -21,6 +21,7 @@ from typing import TextIO
 from ..artifacts import atomic_write_text
 from ..devices import process_group
 from ..errors import IAAError
+from ..inputs import Visit
 from ..storage import Journal, read_journal
 from .outputs import ResultWriter, format_output, infer_format, read_output
 from .result import Result
@@ -66,11 +67,14 @@ def score_to_file(
     sort: bool = False,
     progress: bool = False,
     embed: bool = False,
+    visit: Visit | None = None,
+    stage: str = "scoring",
 ) -> list[Result] | None:
     """Score `paths` into `out`. Returns the rows written (rank 0), None on other torchrun ranks.
 
     embed=True keeps each row's embedding in the returned rows (and the journal); rows kept from an old
-    output, which holds no embeddings, are scored again."""
+    output, which holds no embeddings, are scored again. `visit` and `stage`: see `Scorer.iter_paths` (only the
+    photos scored now are visited)."""
     out = Path(out)
     fmt = infer_format(out, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +95,8 @@ def score_to_file(
 
         todo = [p for p in paths[rank::world] if p not in done or (embed and done[p].ok and done[p].embedding is None)]
         with Journal(out.with_name(out.name + (f".rank{rank}" if world > 1 else ".partial"))) as journal:
-            for batch in scorer.iter_paths(todo, batch_size, num_workers, progress=progress and rank == 0, embed=embed):
+            for batch in scorer.iter_paths(todo, batch_size, num_workers, progress=progress and rank == 0, embed=embed,
+                                           visit=visit, stage=stage):
                 journal.append(*(r.to_dict() for r in batch))
         _barrier(world)
     if rank != 0:

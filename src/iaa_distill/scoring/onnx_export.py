@@ -12,6 +12,7 @@ metadata_props, so the .onnx file alone is enough to score with onnxruntime.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -47,24 +48,27 @@ def export_onnx(model: Student | TeacherScorerModel | str | Path, out: str | Pat
     outputs = ["mean"] + (["distribution"] if config.num_levels else []) + [EMBEDDING_OUTPUT]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # concurrent exports never share one
     _, shape = input_pipeline(config)
     example = torch.rand(2, *shape)
     input_name = "packed_images" if isinstance(model, TeacherScorerModel) else "images"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            predictor,
-            (example,),
-            str(tmp),
-            dynamo=False,
-            opset_version=opset,
-            input_names=[input_name],
-            output_names=outputs,
-            dynamic_axes={name: {0: "batch"} for name in [input_name, *outputs]},
-        )
-    _add_metadata(tmp, config)
-    os.replace(tmp, out)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                predictor,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[input_name],
+                output_names=outputs,
+                dynamic_axes={name: {0: "batch"} for name in [input_name, *outputs]},
+            )
+            _add_metadata(tmp, config)
+            os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -83,7 +87,7 @@ def _add_metadata(path: Path, config: ScoringConfig) -> None:
 
 def verify_onnx(model_dir: str | Path, onnx_path: str | Path, batch: int = 3, seed: int = 0) -> float:
     """Max absolute difference of mean scores between PyTorch and onnxruntime on a random batch."""
-    torch_scorer = Scorer.from_pretrained(model_dir, device="cpu")
+    torch_scorer = Scorer.from_pretrained(model_dir, device="cpu", backend="torch")
     onnx_scorer = Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=onnx_path)
     images = torch.rand(batch, *torch_scorer.output_shape, generator=torch.Generator().manual_seed(seed))
     a, _ = torch_scorer.predict_batch(images)

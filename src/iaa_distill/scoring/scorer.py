@@ -23,6 +23,7 @@ from ..artifacts import model_name, read_config
 from ..devices import resolve_device
 from ..errors import DecodeError, IAAError
 from ..imaging import DEFAULT_MAX_PIXELS, decode_image
+from ..inputs import Prepared, Visit
 from ..preprocessing import eval_transform
 from ..student import Student, StudentConfig
 from ..teacher_head import KIND as TEACHER_KIND, TeacherHeadConfig
@@ -102,7 +103,7 @@ class Scorer:
         cls,
         model_dir: str | Path | None,
         device: str = "auto",
-        backend: str = "torch",
+        backend: str = "auto",
         onnx_path: str | Path | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
@@ -112,7 +113,9 @@ class Scorer:
         output: the head, scored with its frozen teachers loaded offline), or a hub name `org/name` at `revision`
         (a branch, tag or commit; see `scoring.hub`: the local Hugging Face cache first, offline-safe).
 
-        backend='onnx' runs `onnx_path` (default: `model_dir/model.onnx`) with onnxruntime; its
+        backend='auto' (default): onnxruntime on the CPU, from `onnx_path` or else the model's cached export
+        (`scoring.onnx_cache`: made once, keyed by the weights' hash; PyTorch when it cannot be made), and
+        PyTorch on a GPU. backend='onnx' runs `onnx_path` (default: `model_dir/model.onnx`) with onnxruntime; its
         preprocessing comes from `model_dir`'s config, or from the ONNX metadata when `model_dir` is None.
         threads: CPU threads for inference (onnx: the session's intra-op threads; torch: process-wide
         `torch.set_num_threads`); None keeps the engine's default.
@@ -122,6 +125,8 @@ class Scorer:
         shown = str(model_dir) if model_dir is not None and is_hub_name(model_dir) else None
         model_dir = None if model_dir is None else resolve_model(model_dir, revision)
         torch_device = resolve_device(device)
+        if backend == "auto":
+            backend, onnx_path = _auto_engine(model_dir, torch_device, onnx_path)
         if threads and backend == "torch":
             torch.set_num_threads(threads)
         if backend == "torch":
@@ -130,7 +135,7 @@ class Scorer:
             model = load_scoring_model(model_dir)
             return cls(model.config, _TorchBackend(model, torch_device), max_pixels, shown or model_name(model_dir))
         if backend != "onnx":
-            raise IAAError(f"unknown backend '{backend}' (use torch or onnx)")
+            raise IAAError(f"unknown backend '{backend}' (use auto, torch or onnx)")
         if onnx_path is None:
             if model_dir is None:
                 raise IAAError("the onnx backend needs --onnx FILE or a model folder holding model.onnx")
@@ -260,30 +265,39 @@ class Scorer:
 
     def iter_paths(
         self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False,
-        embed: bool = False,
+        embed: bool = False, visit: Visit | None = None, stage: str = "scoring",
     ) -> Iterator[list[Result]]:
         """Score image files batch by batch through the shared batched input path; yields each batch's results
         in order (bad files give an error result, never an exception). JPEGs are decoded in batches on the GPU
         (nvJPEG) when the model runs there. Batch size 1 (latency mode) reads in the scorer's warm thread pool
-        instead of starting DataLoader workers per call."""
-        from ..inputs import iter_prepared, resolve_decoder
+        instead of starting DataLoader workers per call. `visit` does more with each decoded photo in the
+        workers (`inputs.Visit`: `iaa cull`'s thumbnails); `stage` names the progress bar."""
         from ..progress import progress_bar
 
         names = [str(p) for p in paths]
-        size = max(1, batch_size)
-        batches = [range(start, min(start + size, len(names))) for start in range(0, len(names), size)]
-        prepared = iter_prepared(names, batches, self._output_sizes(), self.device,
-                                 decoder=resolve_decoder("auto", self.device), num_workers=num_workers,
-                                 pool=self._pool if size == 1 else None,
-                                 max_pixels=self.max_pixels)
-        with progress_bar(len(names), "scoring", enabled=progress) as bar:
-            for batch, rows in zip(prepared, batches):
-                order = list(rows)
+        with progress_bar(len(names), stage, enabled=progress) as bar:
+            for rows, batch in self.iter_inputs(names, batch_size, num_workers, visit):
                 scored = dict(zip(batch.rows, self._results([names[r] for r in batch.rows],
-                                                            self._model_input(batch.images), embed))) if batch.rows else {}
+                                                            self.model_input(batch.images), embed))) if batch.rows else {}
                 scored.update({r: Result.failure(names[r], e) for r, e in batch.errors.items()})
-                bar.update(len(order))
-                yield [scored[r] for r in order]
+                bar.update(len(rows))
+                yield [scored[r] for r in rows]
+
+    def iter_inputs(self, paths: Sequence[str], batch_size: int = 32, num_workers: int = 2,
+                    visit: Visit | None = None) -> Iterator[tuple[list[int], Prepared]]:
+        """The model's inputs for image files, batch by batch: (the batch's rows of `paths`, its `Prepared`
+        batch, which `model_input` turns into the model's input). See `iter_paths`."""
+        from ..inputs import iter_prepared, resolve_decoder
+
+        size = max(1, batch_size)
+        batches = [list(range(start, min(start + size, len(paths)))) for start in range(0, len(paths), size)]
+        prepared = iter_prepared([str(p) for p in paths], batches, self._output_sizes(), self.device,
+                                 decoder=resolve_decoder("auto", self.device), num_workers=num_workers,
+                                 pool=self._pool if size == 1 else None, max_pixels=self.max_pixels, visit=visit)
+        for batch, rows in zip(prepared, batches):
+            if visit is not None:
+                visit.collect(list(batch.extras.values()))
+            yield rows, batch
 
     def _output_sizes(self) -> list[tuple[int, str]]:
         """(size, interpolation) of every image the model takes: one for a student, one per teacher."""
@@ -292,7 +306,7 @@ class Scorer:
             return list(zip(packed.sizes, packed.interpolations))
         return [(self.config.input_size, self.config.interpolation)]
 
-    def _model_input(self, images: list[torch.Tensor]) -> torch.Tensor:
+    def model_input(self, images: list[torch.Tensor]) -> torch.Tensor:
         """uint8 batches from the input path -> the model's input in [0, 1] (a teacher's inputs packed into rows)."""
         scaled = [image.float().div_(255.0) for image in images]
         if isinstance(self.config, TeacherScoringConfig):
@@ -305,6 +319,19 @@ class Scorer:
     ) -> list[Result]:
         """Score image files (bad files give an error result, never an exception)."""
         return [r for batch in self.iter_paths(paths, batch_size, num_workers, progress, embed) for r in batch]
+
+
+def _auto_engine(model_dir: Path | None, device: torch.device, onnx_path: str | Path | None) -> tuple[str, Path | None]:
+    """`backend='auto'`: ('onnx', file) on the CPU (the given file, else the model's cached export), else torch."""
+    from .onnx_cache import cached_onnx, resolve_backend
+
+    if resolve_backend("auto", device) == "torch":
+        return "torch", None
+    if onnx_path is not None or model_dir is None:
+        return "onnx", None if onnx_path is None else Path(onnx_path)
+    _read_config(model_dir)  # not a model folder: that error, before any export
+    cached = cached_onnx(model_dir)
+    return ("onnx", cached) if cached is not None else ("torch", None)
 
 
 def _is_file_like(item: Any) -> bool:

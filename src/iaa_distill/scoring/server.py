@@ -103,7 +103,7 @@ def create_app(
     max_concurrency: int = 2,
     max_files: int = 32,
     device: str = "auto",
-    backend: str = "torch",
+    backend: str = "auto",
     onnx_path: str | Path | None = None,
     max_uploads: int | None = None,
     read_timeout: float = READ_TIMEOUT_S,
