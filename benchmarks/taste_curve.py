@@ -33,7 +33,7 @@ from iaa_distill.evaluation.predictions import Predictions
 from iaa_distill.evaluation.report import PER_IMAGE_NAME
 from iaa_distill.taste.personal import fit_taste, taste_recipe
 
-MODELS = ("student", "student, no unrated", "baseline", "teacher", "linear probe")
+MODELS = ("student", "student, no unrated", "baseline", "backbone probe", "teacher", "linear probe")
 
 
 def library(folder: Path, pool_per_photo: int, unseen_per_photo: int) -> tuple[list[Path], list[Path]]:
@@ -87,7 +87,10 @@ def point(lib: Path, pool: list[Path], out: Path, count: int, seed: int, sets: l
     found = {"ratings": count, "seed": seed, "seconds": time.perf_counter() - start,
              "student": hidden_srcc(eval_dirs["student"]), "baseline": hidden_srcc(eval_dirs["baseline"]),
              "teacher": hidden_srcc(eval_dirs["teacher"]),
-             "linear probe": probe_srcc(result["dataset"], Path(result["folders"]["features"]), seed)}
+             "linear probe": probe_srcc(result["dataset"], Path(result["folders"]["features"]), seed),
+             "timings": {k: round(v, 1) for k, v in result["timings"].items()}}
+    if "probe" in eval_dirs:  # the baseline's warm start: the closed-form probe on the student's frozen backbone
+        found["backbone probe"] = hidden_srcc(eval_dirs["probe"])
     if without:
         plain = fit_taste(taste_recipe(spec, out, seed, [*sets, "student.unlabeled_ratio=0", "baseline=false"]),
                           progress=False, log=lambda line: None)

@@ -37,6 +37,14 @@ def test_pairwise_accuracy_counts_only_differently_rated_pairs():
     assert found["srcc"]["ci_low"] <= found["srcc"]["value"] <= found["srcc"]["ci_high"]
 
 
+def test_within_folder_agreement_counts_only_pairs_of_one_shoot():
+    true, pred = np.array([1, 2, 4, 5]), np.array([2.0, 1.0, 9.0, 8.0])  # each shoot's order reversed, the shoots' kept
+    found = agreement(true, pred, n_boot=20, folders=["a", "a", "b", "b"])
+    assert found["pairwise_accuracy"]["value"] == pytest.approx(4 / 6)
+    assert found["within_folder"] == {"pairwise_accuracy": 0.0, "pairs": 2}
+    assert "within_folder" not in agreement(true, pred, n_boot=20, folders=["a"] * 4)
+
+
 def test_too_few_ratings_is_refused_with_one_line(tmp_path, sample_photos, capsys):
     paths = write_jpegs(tmp_path / "lib", sample_photos, 12, size=48)
     for i, path in enumerate(paths[:5]):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..artifacts import atomic_write_text
@@ -81,7 +81,8 @@ def held_out_agreement(eval_dirs: dict[str, str]) -> dict[str, dict[str, Any]]:
     found = {}
     for name, folder in eval_dirs.items():
         predictions = Predictions.from_csv(Path(folder) / PER_IMAGE_NAME)
-        found[name] = agreement(predictions.true_mean, predictions.pred_mean)
+        folders = [str(PurePosixPath(i).parent) for i in predictions.ids]  # ids are paths relative to PHOTOS
+        found[name] = agreement(predictions.true_mean, predictions.pred_mean, folders=folders)
     return found
 
 
@@ -91,9 +92,15 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     for name, found in result["agreement"].items():
         s, p = found["srcc"], found["pairwise_accuracy"]
         lines.append(f"  {name:<9} SRCC {s['value']:.3f} ({s['ci_low']:.3f}..{s['ci_high']:.3f})  pairs ordered as "
-                     f"you did {p['value']:.1%} ({p['ci_low']:.1%}..{p['ci_high']:.1%}) of {found['pairs']}")
+                     f"you did {p['value']:.1%} ({p['ci_low']:.1%}..{p['ci_high']:.1%}) of {found['pairs']}"
+                     + _within_folder(found))
     model = result["model"]
     lines += [f"Your model: {model}", f"  iaa cull PHOTOS --model {model}", f"  iaa score PHOTOS --model {model}",
               f"Accuracy mode (every teacher per photo: slower, often closer to you, see its agreement above): "
               f"--model {result['folders']['teacher']}"]
     return lines
+
+
+def _within_folder(found: dict[str, Any]) -> str:
+    within = found.get("within_folder")
+    return f"; within a folder {within['pairwise_accuracy']:.1%} of {within['pairs']}" if within else ""
