@@ -82,7 +82,7 @@ def point(lib: Path, pool: list[Path], out: Path, count: int, seed: int, sets: l
     rate_with_exiftool([pool[i] for i in sorted(chosen)], seed=seed)
     spec = f"xmp:{lib}?holdout=unseen"
     start = time.perf_counter()
-    result = fit_taste(taste_recipe(spec, out, seed, sets), progress=False, log=lambda line: None)
+    result = fit_taste(taste_recipe(spec, out, seed, sets, compare=True), progress=False, log=lambda line: None)
     eval_dirs = {k: Path(v) for k, v in result["folders"]["eval"].items()}
     found = {"ratings": count, "seed": seed, "seconds": time.perf_counter() - start,
              "student": hidden_srcc(eval_dirs["student"]), "baseline": hidden_srcc(eval_dirs["baseline"]),

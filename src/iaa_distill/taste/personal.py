@@ -3,7 +3,7 @@
 The ratings (`xmp:PHOTOS`, or any rated dataset spec such as `decisions:FILE`) become a recipe,
 OUT/recipe.yaml, run by `run_recipe`: teacher features of every photo (rated and unrated), the teacher
 head chosen by cross-validation on the rated train photos, the student distilled on rated and unrated
-photos, the label-only baseline, evaluation on the held-out ratings. Agreement with those ratings (SRCC
+photos (with `compare`, the label-only baseline too), evaluation on the held-out ratings. Agreement with those ratings (SRCC
 and pairwise accuracy with bootstrap CIs) goes to OUT/agreement.json. The model is OUT/student/model, used
 by `iaa cull --model` and `iaa score --model` as it is. A rerun with more ratings keeps the feature cache
 (features depend on the images only) and reruns what the new labels change.
@@ -34,10 +34,11 @@ def ratings_spec(photos: str) -> str:
     return photos if sep and fmt.isalpha() and len(fmt) > 1 and not Path(photos).exists() else f"xmp:{photos}"
 
 
-def taste_recipe(photos: str, out: Path, seed: int = 0, sets: Sequence[str] = ()) -> Recipe:
+def taste_recipe(photos: str, out: Path, seed: int = 0, sets: Sequence[str] = (), compare: bool = False) -> Recipe:
     """The recipe of a personal model, written to OUT/recipe.yaml (`iaa fit --config` reruns it) and loaded
-    back with `sets` (`SECTION.KEY=VALUE`) applied."""
-    recipe = Recipe(dataset=ratings_spec(photos), out=out, val_fraction=VAL_FRACTION, seed=seed,
+    back with `sets` (`SECTION.KEY=VALUE`) applied. compare: also the label-only baseline (and its
+    frozen-feature probe), a comparison your model does not need, at about the cost of a second student."""
+    recipe = Recipe(dataset=ratings_spec(photos), out=out, val_fraction=VAL_FRACTION, seed=seed, baseline=compare,
                     features={"teachers": list(DEFAULT_TEACHERS), "batch_size": 16, "num_workers": 2},
                     teacher=dict(TEACHER), student=dict(STUDENT),
                     evaluation={"split": "test", "batch_size": 32, "num_workers": 2, "min_category_images": 5})
