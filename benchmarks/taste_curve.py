@@ -112,13 +112,18 @@ def table(rows: list[dict]) -> str:
              "|---" * (len(models) + 3) + "|"]
     for count in sorted({r["ratings"] for r in rows}):
         here = [r for r in rows if r["ratings"] == count]
-        cells = []
-        for m in models:
-            mean, half = interval([r[m] for r in here if m in r])
-            cells.append(f"{mean:.3f} ± {half:.3f}")
-        mean, half = interval([r["student"] - r["baseline"] for r in here])
-        lines.append(f"| {count} | {len(here)} | " + " | ".join(cells) + f" | {mean:+.3f} ± {half:.3f} |")
+        cells = [cell([r[m] for r in here if m in r]) for m in models]
+        lines.append(f"| {count} | {len(here)} | " + " | ".join(cells)
+                     + f" | {cell([r['student'] - r['baseline'] for r in here], '+.3f')} |")
     return "\n".join(lines)
+
+
+def cell(values: list[float], fmt: str = ".3f") -> str:
+    """Mean ± 95 % CI over seeds; the value alone for one seed (no interval), '–' for none."""
+    if not values:
+        return "–"
+    mean, half = interval(values)
+    return f"{mean:{fmt}} ± {half:.3f}" if len(values) > 1 else f"{mean:{fmt}} (1 seed)"
 
 
 def main(argv: list[str] | None = None) -> int:
