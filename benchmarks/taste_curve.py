@@ -33,7 +33,7 @@ from iaa_distill.evaluation.predictions import Predictions
 from iaa_distill.evaluation.report import PER_IMAGE_NAME
 from iaa_distill.taste.personal import fit_taste, taste_recipe
 
-MODELS = ("student", "student, no unrated", "baseline", "teacher", "linear probe")
+MODELS = ("student", "student, no unrated", "baseline", "backbone probe", "teacher", "linear probe")
 
 
 def library(folder: Path, pool_per_photo: int, unseen_per_photo: int) -> tuple[list[Path], list[Path]]:
@@ -82,12 +82,15 @@ def point(lib: Path, pool: list[Path], out: Path, count: int, seed: int, sets: l
     rate_with_exiftool([pool[i] for i in sorted(chosen)], seed=seed)
     spec = f"xmp:{lib}?holdout=unseen"
     start = time.perf_counter()
-    result = fit_taste(taste_recipe(spec, out, seed, sets), progress=False, log=lambda line: None)
+    result = fit_taste(taste_recipe(spec, out, seed, sets, compare=True), progress=False, log=lambda line: None)
     eval_dirs = {k: Path(v) for k, v in result["folders"]["eval"].items()}
     found = {"ratings": count, "seed": seed, "seconds": time.perf_counter() - start,
              "student": hidden_srcc(eval_dirs["student"]), "baseline": hidden_srcc(eval_dirs["baseline"]),
              "teacher": hidden_srcc(eval_dirs["teacher"]),
-             "linear probe": probe_srcc(result["dataset"], Path(result["folders"]["features"]), seed)}
+             "linear probe": probe_srcc(result["dataset"], Path(result["folders"]["features"]), seed),
+             "timings": {k: round(v, 1) for k, v in result["timings"].items()}}
+    if "probe" in eval_dirs:  # the baseline's warm start: the closed-form probe on the student's frozen backbone
+        found["backbone probe"] = hidden_srcc(eval_dirs["probe"])
     if without:
         plain = fit_taste(taste_recipe(spec, out, seed, [*sets, "student.unlabeled_ratio=0", "baseline=false"]),
                           progress=False, log=lambda line: None)
@@ -109,13 +112,18 @@ def table(rows: list[dict]) -> str:
              "|---" * (len(models) + 3) + "|"]
     for count in sorted({r["ratings"] for r in rows}):
         here = [r for r in rows if r["ratings"] == count]
-        cells = []
-        for m in models:
-            mean, half = interval([r[m] for r in here if m in r])
-            cells.append(f"{mean:.3f} ± {half:.3f}")
-        mean, half = interval([r["student"] - r["baseline"] for r in here])
-        lines.append(f"| {count} | {len(here)} | " + " | ".join(cells) + f" | {mean:+.3f} ± {half:.3f} |")
+        cells = [cell([r[m] for r in here if m in r]) for m in models]
+        lines.append(f"| {count} | {len(here)} | " + " | ".join(cells)
+                     + f" | {cell([r['student'] - r['baseline'] for r in here], '+.3f')} |")
     return "\n".join(lines)
+
+
+def cell(values: list[float], fmt: str = ".3f") -> str:
+    """Mean ± 95 % CI over seeds; the value alone for one seed (no interval), '–' for none."""
+    if not values:
+        return "–"
+    mean, half = interval(values)
+    return f"{mean:{fmt}} ± {half:.3f}" if len(values) > 1 else f"{mean:{fmt}} (1 seed)"
 
 
 def main(argv: list[str] | None = None) -> int:

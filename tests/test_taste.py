@@ -37,6 +37,22 @@ def test_pairwise_accuracy_counts_only_differently_rated_pairs():
     assert found["srcc"]["ci_low"] <= found["srcc"]["value"] <= found["srcc"]["ci_high"]
 
 
+def test_within_folder_agreement_counts_only_pairs_of_one_shoot():
+    true, pred = np.array([1, 2, 4, 5]), np.array([2.0, 1.0, 9.0, 8.0])  # each shoot's order reversed, the shoots' kept
+    found = agreement(true, pred, n_boot=20, folders=["a", "a", "b", "b"])
+    assert found["pairwise_accuracy"]["value"] == pytest.approx(4 / 6)
+    assert found["within_folder"] == {"pairwise_accuracy": 0.0, "pairs": 2}
+    assert "within_folder" not in agreement(true, pred, n_boot=20, folders=["a"] * 4)
+
+
+def test_the_label_only_baseline_is_trained_only_when_asked_for(tmp_path):
+    from iaa_distill.recipe import student_runs
+    from iaa_distill.taste.personal import taste_recipe
+
+    assert list(student_runs(taste_recipe(str(tmp_path), tmp_path / "a"))) == ["student"]
+    assert list(student_runs(taste_recipe(str(tmp_path), tmp_path / "b", compare=True))) == ["student", "baseline"]
+
+
 def test_too_few_ratings_is_refused_with_one_line(tmp_path, sample_photos, capsys):
     paths = write_jpegs(tmp_path / "lib", sample_photos, 12, size=48)
     for i, path in enumerate(paths[:5]):
@@ -52,7 +68,8 @@ def test_taste_trains_reports_agreement_and_reuses_the_features(tmp_path, sample
     for i, path in enumerate(paths[:30]):
         write_rating(path, -1 if i % 6 == 0 else 1 + i % 5, "ext")
     weights = write_tiny_weights(tmp_path)
-    args = ["taste", str(tmp_path / "lib"), "--out", str(tmp_path / "me"), "--no-progress", *tiny_settings(weights)]
+    args = ["taste", str(tmp_path / "lib"), "--out", str(tmp_path / "me"), "--no-progress", "--compare",
+            *tiny_settings(weights)]
     assert main(args) == 0
     text = capsys.readouterr().out
     model = tmp_path / "me" / "student" / "model"

@@ -21,13 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"refuse below N rated photos (default {MIN_RATINGS})")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="sets",
                         help="override one recipe setting, e.g. --set student.epochs=8 (repeatable)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also train the label-only baseline and its frozen-feature probe and report their "
+                             "agreement (a comparison, not needed for your model; about a third more time)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..taste.personal import fit_taste, summary_lines, taste_recipe
 
-    recipe = taste_recipe(args.photos, args.out.expanduser(), args.seed, args.sets)
+    recipe = taste_recipe(args.photos, args.out.expanduser(), args.seed, args.sets, args.compare)
     result = fit_taste(recipe, progress=not args.no_progress, min_ratings=args.min_ratings)
     print("\n" + "\n".join(summary_lines(result)))
     return 0

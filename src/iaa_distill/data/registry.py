@@ -1,8 +1,8 @@
 """Open a dataset named on the command line as `FORMAT:PATH[?option=value&...]`.
 
-Formats: ava, tad66k, aadb, koniq, csv, folder, xmp, decisions (e.g. `ava:/data/AVA`, `csv:/data/mine/labels.csv`,
+Formats: ava, tad66k, aadb, koniq, csv, folder, xmp, decisions, darktable (e.g. `ava:/data/AVA`, `csv:/data/mine/labels.csv`,
 `folder:~/Photos`, `xmp:~/Photos` for the stars in XMP sidecars and embedded XMP, `decisions:decisions.csv` for
-the ratings exported from the culling gallery). `~` is expanded. Options after `?` go to the reader as keyword arguments:
+the ratings exported from the culling gallery, `darktable:library.db` for darktable's catalogue). `~` is expanded. Options after `?` go to the reader as keyword arguments:
 `csv:labels.csv?scale=1,10`, `csv:...?test_fraction=0.1`, `koniq:...?test_fraction=0.2`,
 `tad66k:...?images=/data/tad66k_images`. A path that exists as written (even with a '?') is
 taken as is.
@@ -18,6 +18,7 @@ from ..errors import DatasetError
 from .aadb import read_aadb
 from .ava import read_ava
 from .csv_labels import read_csv
+from .darktable import read_darktable_ratings
 from .decisions import read_decisions_ratings
 from .folder import read_folder
 from .koniq import read_koniq
@@ -35,6 +36,7 @@ READERS: dict[str, Callable[..., Dataset]] = {
     "folder": read_folder,
     "xmp": read_xmp_ratings,
     "decisions": read_decisions_ratings,
+    "darktable": read_darktable_ratings,
 }
 NUMERIC_OPTIONS = {"test_fraction"}
 

@@ -3,7 +3,7 @@
 The ratings (`xmp:PHOTOS`, or any rated dataset spec such as `decisions:FILE`) become a recipe,
 OUT/recipe.yaml, run by `run_recipe`: teacher features of every photo (rated and unrated), the teacher
 head chosen by cross-validation on the rated train photos, the student distilled on rated and unrated
-photos, the label-only baseline, evaluation on the held-out ratings. Agreement with those ratings (SRCC
+photos (with `compare`, the label-only baseline too), evaluation on the held-out ratings. Agreement with those ratings (SRCC
 and pairwise accuracy with bootstrap CIs) goes to OUT/agreement.json. The model is OUT/student/model, used
 by `iaa cull --model` and `iaa score --model` as it is. A rerun with more ratings keeps the feature cache
 (features depend on the images only) and reruns what the new labels change.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..artifacts import atomic_write_text
@@ -34,10 +34,11 @@ def ratings_spec(photos: str) -> str:
     return photos if sep and fmt.isalpha() and len(fmt) > 1 and not Path(photos).exists() else f"xmp:{photos}"
 
 
-def taste_recipe(photos: str, out: Path, seed: int = 0, sets: Sequence[str] = ()) -> Recipe:
+def taste_recipe(photos: str, out: Path, seed: int = 0, sets: Sequence[str] = (), compare: bool = False) -> Recipe:
     """The recipe of a personal model, written to OUT/recipe.yaml (`iaa fit --config` reruns it) and loaded
-    back with `sets` (`SECTION.KEY=VALUE`) applied."""
-    recipe = Recipe(dataset=ratings_spec(photos), out=out, val_fraction=VAL_FRACTION, seed=seed,
+    back with `sets` (`SECTION.KEY=VALUE`) applied. compare: also the label-only baseline (and its
+    frozen-feature probe), a comparison your model does not need, at about the cost of a second student."""
+    recipe = Recipe(dataset=ratings_spec(photos), out=out, val_fraction=VAL_FRACTION, seed=seed, baseline=compare,
                     features={"teachers": list(DEFAULT_TEACHERS), "batch_size": 16, "num_workers": 2},
                     teacher=dict(TEACHER), student=dict(STUDENT),
                     evaluation={"split": "test", "batch_size": 32, "num_workers": 2, "min_category_images": 5})
@@ -81,7 +82,8 @@ def held_out_agreement(eval_dirs: dict[str, str]) -> dict[str, dict[str, Any]]:
     found = {}
     for name, folder in eval_dirs.items():
         predictions = Predictions.from_csv(Path(folder) / PER_IMAGE_NAME)
-        found[name] = agreement(predictions.true_mean, predictions.pred_mean)
+        folders = [str(PurePosixPath(i).parent) for i in predictions.ids]  # ids are paths relative to PHOTOS
+        found[name] = agreement(predictions.true_mean, predictions.pred_mean, folders=folders)
     return found
 
 
@@ -91,9 +93,15 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     for name, found in result["agreement"].items():
         s, p = found["srcc"], found["pairwise_accuracy"]
         lines.append(f"  {name:<9} SRCC {s['value']:.3f} ({s['ci_low']:.3f}..{s['ci_high']:.3f})  pairs ordered as "
-                     f"you did {p['value']:.1%} ({p['ci_low']:.1%}..{p['ci_high']:.1%}) of {found['pairs']}")
+                     f"you did {p['value']:.1%} ({p['ci_low']:.1%}..{p['ci_high']:.1%}) of {found['pairs']}"
+                     + _within_folder(found))
     model = result["model"]
     lines += [f"Your model: {model}", f"  iaa cull PHOTOS --model {model}", f"  iaa score PHOTOS --model {model}",
               f"Accuracy mode (every teacher per photo: slower, often closer to you, see its agreement above): "
               f"--model {result['folders']['teacher']}"]
     return lines
+
+
+def _within_folder(found: dict[str, Any]) -> str:
+    within = found.get("within_folder")
+    return f"; within a folder {within['pairwise_accuracy']:.1%} of {within['pairs']}" if within else ""
