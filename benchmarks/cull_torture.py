@@ -77,9 +77,21 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """relative path -> sha256 of every file (hidden partial files included, so they are seen)."""
-    return {p.relative_to(folder).as_posix(): sha(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+def snapshot(folder: Path, known: dict | None = None) -> dict[str, str]:
+    """relative path -> sha256 of every file (hidden partial files included, so they are seen). With `known`,
+    a file whose device, inode, size and modification time were hashed before is not read again (a rename
+    keeps them; a copy or a partial file is a new inode, a write changes the time)."""
+    found = {}
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        info = p.stat()
+        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        if known is None:
+            found[p.relative_to(folder).as_posix()] = sha(p)
+        else:
+            found[p.relative_to(folder).as_posix()] = known[key] if key in known else known.setdefault(key, sha(p))
+    return found
 
 
 def cull(args: list[str], kill_after: float | None, armed_by: Path | str | None = None) -> tuple[int | None, float, float]:
@@ -123,9 +135,9 @@ def carried(target: Path) -> int:
     return sum(1 for p in target.rglob("*") if p.is_file() and PARTIAL not in p.name) if target.exists() else 0
 
 
-def whole_somewhere(before: dict[str, str], shoot: Path, target: Path) -> list[str]:
+def whole_somewhere(before: dict[str, str], shoot: Path, target: Path, known: dict) -> list[str]:
     """Files of the shoot that are whole neither at their place nor anywhere in the target."""
-    there = Counter(snapshot(shoot).values()) + Counter(snapshot(target).values()) if target.exists() else Counter(snapshot(shoot).values())
+    there = Counter(snapshot(shoot, known).values()) + Counter(snapshot(target, known).values() if target.exists() else [])
     return [name for name, digest in before.items() if not there[digest]]
 
 
@@ -150,7 +162,7 @@ def names(*folders: Path) -> list[str]:
 
 
 def torture(action: str, place: Path, root: Path, model: Path, kills: int, reference: dict[str, str],
-            rng: random.Random, stop_at: float, first_every: int) -> dict:
+            rng: random.Random, stop_at: float, first_every: int, within: float) -> dict:
     """Rounds of kill-and-rerun on a fresh copy of the shoot, each until a run ends by itself, until `kills`
     kills; the invariants are checked after every kill and after every round.
 
@@ -159,8 +171,10 @@ def torture(action: str, place: Path, root: Path, model: Path, kills: int, refer
     of its actions once its plan exists. The other rounds start from that frozen plan (the state a first run
     leaves when killed just after writing it), so no run of theirs decides or scores. A run is killed at a random
     moment of the actions it has left (the case's action time times the share of the picks' files not yet in
-    the target, plus a fifth), counted from when it starts them: its plan written, or its message that it
-    finishes a frozen plan."""
+    the target, plus a fifth, and at most `within` s), counted from when it starts them: its plan written, or
+    its message that it finishes a frozen plan. So a round's kills fall at random points all along its actions.
+    After each kill the check that every file is whole somewhere hashes only new or changed files (by inode,
+    size and time); the checks after each round hash every file."""
     figures = {"case": f"{action} -> {place.name}", "kills": 0, "mid_action": 0, "runs": 0, "rounds": 0,
                "first_runs_killed": 0, "seconds": 0.0, "lost": 0}
     checks: dict[str, bool] = {}
@@ -171,7 +185,7 @@ def torture(action: str, place: Path, root: Path, model: Path, kills: int, refer
         shoot, out = fresh_case(root, name, None if from_scratch else frozen)
         target = place / name
         shutil.rmtree(target, ignore_errors=True)
-        before = snapshot(shoot)
+        before, known = snapshot(shoot), {}
         args = [str(shoot), "--model", str(model), "--out", str(out), "--keep-top", "50%", f"--{action}-to", str(target),
                 "--apply"]
         started = time.perf_counter()
@@ -179,7 +193,7 @@ def torture(action: str, place: Path, root: Path, model: Path, kills: int, refer
             planned = (out / "plan.json").exists()  # a first run decides, then writes the plan: kill it after that
             share = carried(target) / len(reference)
             delay = None if calibrating or figures["kills"] >= kills or time.time() > stop_at else \
-                rng.uniform(0.0, acting * (1.2 - share))  # within the actions this run has left
+                rng.uniform(0.0, min(acting * (1.2 - share), within))  # within the actions this run has left
             files = names(shoot, target)
             code, seconds, armed = cull(args, delay, FINISHING if planned else out / "plan.json")
             if calibrating or code is not None and planned and not share:  # it did every action of the plan
@@ -193,7 +207,7 @@ def torture(action: str, place: Path, root: Path, model: Path, kills: int, refer
             figures["kills"] += 1
             figures["first_runs_killed"] += not planned
             figures["mid_action"] += names(shoot, target) != files  # it had moved or copied something
-            figures["lost"] += len(whole_somewhere(before, shoot, target))
+            figures["lost"] += len(whole_somewhere(before, shoot, target, known))
         figures["seconds"] += time.perf_counter() - started
         figures["rounds"] += 1
         for check, ok in invariants(action, before, snapshot(shoot), snapshot(target), reference).items():
@@ -238,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-every", type=int, default=8, metavar="N",
                         help="every N-th round starts without a plan, its first run deciding and being killed after "
                         "freezing its plan; the others start from that frozen plan (default: 8)")
+    parser.add_argument("--within", type=float, default=3.0, metavar="S",
+                        help="a run is killed at most S seconds into its actions (default: 3)")
     parser.add_argument("--max-minutes", type=float, default=float("inf"),
                         help="share of time for the cases: a case starts no new round after its share (the figures "
                         "then say how many kills were made)")
@@ -261,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         for number, (action, place) in enumerate(cases):
             kills = args.kills // len(cases) + (number < args.kills % len(cases))
             results.append(torture(action, place, root, model, kills, reference, rng,
-                                   begin + (number + 1) * 60 * args.max_minutes / len(cases), args.first_every))
+                                   begin + (number + 1) * 60 * args.max_minutes / len(cases), args.first_every, args.within))
             report(results[-1])
         print(f"{args.photos} photos ({(args.photos + 1) // 2} RAW+JPEG pairs, sidecars of both styles); scoring once "
               f"{scoring:.1f} s, an uninterrupted --copy-to --apply {longest:.1f} s ({longest - deciding:.1f} s of it after the plan), its rerun {rerun:.1f} s; {sum(r['kills'] for r in results)} "
