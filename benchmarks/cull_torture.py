@@ -232,6 +232,69 @@ def invariants(action: str, before: dict[str, str], shoot: dict[str, str], targe
     return checks
 
 
+def embedded_torture(root: Path, photos: int, kills: int, rng: random.Random) -> dict:
+    """kill -9 during `iaa cull --xmp --xmp-into embedded --move-to` (ratings written into the JPEGs' embedded
+    XMP through exiftool, the RAW twins' into sidecars, then the picks moved) and during its `--undo`, on a
+    shoot of `photos`, rounds until `kills` kills, each run killed at a random moment of an uninterrupted
+    run's length (from its message that it finishes the frozen plan; an undo from its start). After every kill each file of the shoot is whole somewhere,
+    as its old bytes or as an uninterrupted run wrote it (never partial); after each apply the shoot and the
+    picks equal the uninterrupted run's; after each undo the shoot is byte-identical to before, the picks gone."""
+    make_shoot(root / "embed-reference-shoot", photos, raw_bytes=4096, seed=1)
+    rows = [f"{p},{'pick' if i % 2 else 'reject'},{1 + i % 5}"
+            for i, p in enumerate(sorted((root / "embed-reference-shoot").glob("*.JPG")))]
+    (root / "embed-decisions.csv").write_text("path,flag,rating\n" + "\n".join(rows) + "\n")
+    shoot, out, target = root / "embed-shoot", root / "embed-cull", root / "embed-picks"
+    figures = {"case": "embedded XMP + move, and undo", "kills": 0, "mid_action": 0, "runs": 0, "rounds": 0,
+               "seconds": 0.0, "lost": 0}
+    checks: dict[str, bool] = {}
+    frozen, new, reference, acting = None, {}, {}, {"apply": 1.0, "undo": 1.0}  # the first round runs whole
+    while figures["kills"] < kills or figures["rounds"] < 2:
+        for folder in (shoot, out, target):
+            shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(root / "embed-reference-shoot", shoot)
+        if frozen:
+            out.mkdir()
+            shutil.copy2(frozen, out / "plan.json")
+        before, started, known = snapshot(shoot), time.perf_counter(), {}
+        listed = (root / "embed-decisions.csv").read_text().replace(str(root / "embed-reference-shoot"), str(shoot))
+        (root / "embed-decisions-case.csv").write_text(listed)
+        apply = [str(shoot), "--decisions", str(root / "embed-decisions-case.csv"), "--out", str(out), "--xmp",
+                 "--xmp-into", "embedded", "--move-to", str(target), "--apply"]
+        for phase, args in (("apply", apply), ("undo", ["--undo", str(out)])):
+            while True:
+                state = {**snapshot(shoot, known), **{f"picks/{n}": d for n, d in snapshot(target, known).items()}}
+                killing = figures["rounds"] > 0 and figures["kills"] < kills
+                code, seconds, armed = cull(args, rng.uniform(0.0, acting[phase]) if killing else None,
+                                            None if phase == "undo" else FINISHING if frozen else out / "plan.json")
+                figures["runs"] += 1
+                if code is not None:
+                    acting[phase] = max(acting[phase], seconds - armed) if killing else seconds - armed
+                    break
+                figures["kills"] += 1
+                found = {**{f"shoot/{n}": d for n, d in snapshot(shoot).items()},
+                         **{f"picks/{n}": d for n, d in snapshot(target).items()}}
+                figures["mid_action"] += state != {n.removeprefix("shoot/"): d for n, d in found.items()}  # it wrote
+                whole = Counter(found.values())
+                figures["lost"] += sum(not (whole[d] or whole[new.get(n, d)]) for n, d in before.items())
+                allowed = set(before.values()) | set(reference.values())  # old, or as the uninterrupted run left it
+                figures["lost"] += sum(PARTIAL not in n and d not in allowed for n, d in found.items())
+            after = {**{f"shoot/{n}": d for n, d in snapshot(shoot).items()}, **{f"picks/{n}": d for n, d in snapshot(target).items()}}
+            if frozen is None and phase == "apply":  # the uninterrupted run: what every later apply must give
+                reference, frozen = after, root / "embed-plan.json"
+                shutil.copy2(out / "plan.json", frozen)
+                new = {n: after.get(f"shoot/{n}") or after.get(f"picks/{n}") or d for n, d in before.items()}
+            ok = after == reference if phase == "apply" else snapshot(shoot) == before and not snapshot(target)
+            check = "apply equals an uninterrupted run" if phase == "apply" else "undo restores the shoot byte for byte"
+            checks[check] = checks.get(check, True) and ok
+        figures["seconds"] += time.perf_counter() - started
+        figures["rounds"] += 1
+        print(f"  {figures['case']}: round {figures['rounds']}, {figures['kills']} kills so far "
+              f"({figures['mid_action']} mid-action; an apply's actions {acting['apply']:.1f} s, an undo "
+              f"{acting['undo']:.1f} s), {'all invariants hold' if all(checks.values()) else 'FAILED'}", flush=True)
+    checks["every file old or new, whole, after every kill"] = not figures["lost"]
+    return {**figures, "first_runs_killed": 0, "checks": checks}
+
+
 def other_disk(root: Path) -> Path | None:
     """A fresh tmpfs under `root` (root only), else None."""
     disk = root / "other-disk"
@@ -254,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
                         "freezing its plan; the others start from that frozen plan (default: 8)")
     parser.add_argument("--within", type=float, default=3.0, metavar="S",
                         help="a run is killed at most S seconds into its actions (default: 3)")
+    parser.add_argument("--embedded-kills", type=int, default=0, metavar="K",
+                        help="also kill -9 `--xmp --xmp-into embedded --move-to` and its --undo K times (default: 0)")
+    parser.add_argument("--embedded-photos", type=int, default=24, metavar="N",
+                        help="photos in the embedded case's shoot (exiftool rewrites each JPEG; default: 24)")
     parser.add_argument("--max-minutes", type=float, default=float("inf"),
                         help="share of time for the cases: a case starts no new round after its share (the figures "
                         "then say how many kills were made)")
@@ -278,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             kills = args.kills // len(cases) + (number < args.kills % len(cases))
             results.append(torture(action, place, root, model, kills, reference, rng,
                                    begin + (number + 1) * 60 * args.max_minutes / len(cases), args.first_every, args.within))
+            report(results[-1])
+        if args.embedded_kills:
+            results.append(embedded_torture(root, args.embedded_photos, args.embedded_kills, rng))
             report(results[-1])
         print(f"{args.photos} photos ({(args.photos + 1) // 2} RAW+JPEG pairs, sidecars of both styles); scoring once "
               f"{scoring:.1f} s, an uninterrupted --copy-to --apply {longest:.1f} s ({longest - deciding:.1f} s of it after the plan), its rerun {rerun:.1f} s; {sum(r['kills'] for r in results)} "
