@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from iaa_distill.data.xmp_ratings import embedded_packet, packet_rating
-from tests.test_cull_safety import cull, decisions, photo, tree
+from tests.test_cull_safety import cull, decisions, photo, small_tmpfs, tree
 
 pytestmark = [pytest.mark.usefixtures("single_thread"),
               pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")]
@@ -86,13 +86,8 @@ def test_ratings_policy_applies_to_embedded_ratings(shoot, tmp_path, capsys):
 
 
 def test_a_full_disk_during_an_embedded_write_leaves_the_photo_whole(tmp_path, capsys):
-    """A real tmpfs (needs root and mount; skipped otherwise) with less free space than the photo."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)],
-                                           capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    """A real tmpfs with less free space than the photo."""
+    with small_tmpfs(tmp_path / "disk", "400k") as disk:
         big = photo(disk / "shoot" / "BIG.jpg", 3, size=300)  # ~150 KB
         free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
         (disk / "filler").write_bytes(b"\0" * (free - 50_000))
@@ -106,5 +101,3 @@ def test_a_full_disk_during_an_embedded_write_leaves_the_photo_whole(tmp_path, c
         assert cull(disk / "shoot", "--decisions", listed, *EMBED, "--apply") == 0  # space again: resume
         assert embedded(big) == (4, True)
         assert np.array_equal(np.asarray(Image.open(big)), np.asarray(Image.open(io.BytesIO(before)))), "same pixels"
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
