@@ -3,7 +3,8 @@
 Rules: --keep-top (picks), --min-score and --reject-bottom (rejects), and per burst --burst-keep (bursts
 and near-duplicates grouped by capture time and perceptual hash). --out DIR keeps scores.csv (changing a
 rule does not rescore), decisions.csv, gallery.html (cull by keyboard, export decisions) and thumbs/.
---xmp writes stars (1-5) and rejects (-1) into XMP sidecars, keeping the photographer's own ratings
+--xmp writes stars (1-5) and rejects (-1) into XMP sidecars (--xmp-into embedded|both: into the XMP
+embedded in JPEG, TIFF and DNG files, where Lightroom reads it), keeping the photographer's own ratings
 unless --ratings says otherwise; --copy-to, --link-to or --move-to carry the picks with their twins and
 sidecars. Nothing outside --out changes without --apply (a dry run lists what would happen); the first
 --apply freezes its plan in --out, a rerun finishes it, --undo OUT takes it all back. --decisions FILE
