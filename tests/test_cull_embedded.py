@@ -101,3 +101,27 @@ def test_a_full_disk_during_an_embedded_write_leaves_the_photo_whole(tmp_path, c
         assert cull(disk / "shoot", "--decisions", listed, *EMBED, "--apply") == 0  # space again: resume
         assert embedded(big) == (4, True)
         assert np.array_equal(np.asarray(Image.open(big)), np.asarray(Image.open(io.BytesIO(before)))), "same pixels"
+
+
+def test_an_undo_killed_at_its_end_is_finished_by_its_rerun_and_leaves_no_spent_journal(shoot, tmp_path, monkeypatch):
+    from iaa_distill.culling import plan
+
+    listed = decisions(tmp_path / "d.csv", [(shoot / "IMG_0.jpg", "pick", 3)])
+    before = tree(shoot)
+    assert cull(shoot, "--decisions", listed, *EMBED, "--apply") == 0
+    real, calls = os.replace, []
+
+    def killed_after_the_first(src, dst):  # SIGKILL after undo retired one of its two records
+        calls.append(src)
+        if len(calls) > 1:
+            raise SystemExit(137)
+        return real(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(plan.os, "replace", killed_after_the_first)
+        with pytest.raises(SystemExit):
+            cull("--undo", listed.with_suffix(".cull"))
+    assert tree(shoot) == before
+    assert cull("--undo", listed.with_suffix(".cull")) == 0 and cull("--undo", listed.with_suffix(".cull")) == 0
+    assert cull(shoot, "--decisions", listed, *EMBED, "--apply") == 0
+    assert embedded(shoot / "IMG_0.jpg") == (3, True), "the next cull on that folder writes its rating again"

@@ -208,6 +208,9 @@ def _as_written(units: Sequence[actions.Unit], journal: Journal) -> list[actions
 def undo(out: Path, say: Callable[[str], None] = lambda line: None) -> list[str]:
     """Undo the plan in `out`: photos back, copies and links removed, sidecars restored; one line per problem."""
     plan = load_plan(out)
+    if plan is None and list(out.glob("plan.undone-*.json")):
+        say(f"{out}: its cull was undone already; nothing left to undo")  # a rerun of an undo killed at its end
+        return []
     if plan is None:
         raise IAAError(f"{out}: no applied cull to undo (no {PLAN})")
     problems, journal = [], Journal(out / JOURNAL)
@@ -219,10 +222,10 @@ def undo(out: Path, say: Callable[[str], None] = lambda line: None) -> list[str]
                 problems.append(str(exc))
     problems += journal.restore()
     if not problems:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        os.replace(out / PLAN, out / f"plan.undone-{stamp}.json")
-        if (out / JOURNAL).exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S")  # the journal first: a kill between leaves a plan to undo again,
+        if (out / JOURNAL).exists():  # never a spent journal that a new cull on this folder would take as its own
             os.replace(out / JOURNAL, out / f"journal.undone-{stamp}")
+        os.replace(out / PLAN, out / f"plan.undone-{stamp}.json")
     return problems
 
 
