@@ -236,7 +236,8 @@ def embedded_torture(root: Path, photos: int, kills: int, rng: random.Random) ->
     """kill -9 during `iaa cull --xmp --xmp-into embedded --move-to` (ratings written into the JPEGs' embedded
     XMP through exiftool, the RAW twins' into sidecars, then the picks moved) and during its `--undo`, on a
     shoot of `photos`, rounds until `kills` kills, each run killed at a random moment of an uninterrupted
-    run's length (from its message that it finishes the frozen plan; an undo from its start). After every kill each file of the shoot is whole somewhere,
+    run's length (from its message that it finishes the frozen plan; an undo from its start, once a round).
+    After every kill each file of the shoot is whole somewhere,
     as its old bytes or as an uninterrupted run wrote it (never partial); after each apply the shoot and the
     picks equal the uninterrupted run's; after each undo the shoot is byte-identical to before, the picks gone."""
     make_shoot(root / "embed-reference-shoot", photos, raw_bytes=4096, seed=1)
@@ -260,10 +261,11 @@ def embedded_torture(root: Path, photos: int, kills: int, rng: random.Random) ->
         (root / "embed-decisions-case.csv").write_text(listed)
         apply = [str(shoot), "--decisions", str(root / "embed-decisions-case.csv"), "--out", str(out), "--xmp",
                  "--xmp-into", "embedded", "--move-to", str(target), "--apply"]
+        undo_killed = False  # an undo is killed once a round: it is short, and reruns would die in their start-up
         for phase, args in (("apply", apply), ("undo", ["--undo", str(out)])):
             while True:
                 state = {**snapshot(shoot, known), **{f"picks/{n}": d for n, d in snapshot(target, known).items()}}
-                killing = figures["rounds"] > 0 and figures["kills"] < kills
+                killing = figures["rounds"] > 0 and figures["kills"] < kills and (phase == "apply" or not undo_killed)
                 code, seconds, armed = cull(args, rng.uniform(0.0, acting[phase]) if killing else None,
                                             None if phase == "undo" else FINISHING if frozen else out / "plan.json")
                 figures["runs"] += 1
@@ -271,6 +273,7 @@ def embedded_torture(root: Path, photos: int, kills: int, rng: random.Random) ->
                     acting[phase] = max(acting[phase], seconds - armed) if killing else seconds - armed
                     break
                 figures["kills"] += 1
+                undo_killed = undo_killed or phase == "undo"
                 found = {**{f"shoot/{n}": d for n, d in snapshot(shoot).items()},
                          **{f"picks/{n}": d for n, d in snapshot(target).items()}}
                 figures["mid_action"] += state != {n.removeprefix("shoot/"): d for n, d in found.items()}  # it wrote
