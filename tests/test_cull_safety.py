@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -112,22 +113,28 @@ def test_full_disk_is_one_clear_error_no_partial_file_and_a_clean_resume(shoot, 
     assert digests(tmp_path / "picks") == before and not list(shoot.iterdir())
 
 
-def test_real_full_tmpfs(shoot, tmp_path, capsys):
-    """The same on a real 200 KB tmpfs (needs root and mount; skipped otherwise)."""
-    disk = tmp_path / "disk"
+@contextmanager
+def small_tmpfs(disk: Path, size: str):
+    """A real tmpfs of `size` mounted on `disk` while in the block (needs root and mount; skips the test otherwise)."""
     disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)],
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
                                            capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_real_full_tmpfs(shoot, tmp_path, capsys):
+    """The same on a real 200 KB tmpfs."""
+    with small_tmpfs(tmp_path / "disk", "200k") as disk:
         big = [photo(shoot / f"BIG_{i}.jpg", 10 + i, size=300) for i in range(4)]  # ~150 KB each
         listed = decisions(tmp_path / "d.csv", [(p, "pick") for p in big])
         assert cull("--decisions", listed, "--copy-to", disk / "picks", "--apply") == 1
         assert "the disk is full" in capsys.readouterr().err
         left = tree(disk)
         assert all(data == (shoot / Path(name).name).read_bytes() for name, data in left.items()), "no partial file"
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_a_broken_file_from_a_killed_run_is_not_called_done(shoot, tmp_path, capsys):

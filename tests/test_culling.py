@@ -239,8 +239,10 @@ def test_link_falls_back_to_a_symlink_across_devices(tmp_path, monkeypatch):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", cross_device)
-    outcome = actions.apply(actions.plan([str(tmp_path / "a.jpg")], "link", tmp_path / "out"))
+    said = []
+    outcome = actions.apply(actions.plan([str(tmp_path / "a.jpg")], "link", tmp_path / "out"), said.append)
     assert (tmp_path / "out" / "a.jpg").is_symlink() and outcome.done == 1 and not outcome.failed
+    assert len(said) == 1 and "a symbolic link" in said[0] and "a.jpg" in said[0], "the user is told"
 
 
 # -- iaa cull end to end -------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def test_embedded_rating_keeps_pixels_reads_back_and_undoes_byte_identical(tmp_p
     journal = Journal(tmp_path / "journal")
     write_embedded_rating(photo, 4, journal)
     assert photo.read_bytes() != before and np.array_equal(pixels(photo), decoded)
-    assert packet_rating(embedded_packet(photo), photo, []) == (4, False)
+    assert packet_rating(embedded_packet(photo), photo, []) == (4, True)  # marked as written by iaa cull (iaa:Rating)
     assert not list(tmp_path.glob(".*"))  # no temporary file or folder left
     assert Journal(tmp_path / "journal").restore() == []
     assert photo.read_bytes() == before

@@ -3,7 +3,8 @@
 Rules: --keep-top (picks), --min-score and --reject-bottom (rejects), and per burst --burst-keep (bursts
 and near-duplicates grouped by capture time and perceptual hash). --out DIR keeps scores.csv (changing a
 rule does not rescore), decisions.csv, gallery.html (cull by keyboard, export decisions) and thumbs/.
---xmp writes stars (1-5) and rejects (-1) into XMP sidecars, keeping the photographer's own ratings
+--xmp writes stars (1-5) and rejects (-1) into XMP sidecars (--xmp-into embedded|both: into the XMP
+embedded in JPEG, TIFF and DNG files, where Lightroom reads it), keeping the photographer's own ratings
 unless --ratings says otherwise; --copy-to, --link-to or --move-to carry the picks with their twins and
 sidecars. Nothing outside --out changes without --apply (a dry run lists what would happen); the first
 --apply freezes its plan in --out, a rerun finishes it, --undo OUT takes it all back. --decisions FILE
@@ -32,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     side.add_argument("--xmp", action="store_true", help="write stars and rejects as xmp:Rating into sidecars beside the photos")
     side.add_argument("--xmp-name", choices=("stem", "ext"), default="stem",
                       help="sidecar name: photo.xmp (stem: Lightroom, Capture One) or photo.ext.xmp (ext: darktable, digiKam)")
+    side.add_argument("--xmp-into", choices=("sidecar", "embedded", "both"), default="sidecar",
+                      help="with --xmp: write into sidecars (default), into the XMP embedded in JPEG, TIFF and DNG "
+                      "files (what Lightroom reads for them; needs exiftool; other RAWs still get a sidecar), or both")
     action = side.add_mutually_exclusive_group()
     action.add_argument("--copy-to", metavar="DIR", help="copy the picks into DIR")
     action.add_argument("--link-to", metavar="DIR", help="hard-link the picks into DIR (symbolic links across devices)")
@@ -123,7 +127,11 @@ def _plan_command(args: argparse.Namespace) -> dict:
 
     kind, folder = next(((k, f) for k, f in (("copy", args.copy_to), ("link", args.link_to), ("move", args.move_to)) if f),
                         (None, None))
-    return command(kind, folder, args.xmp_name if args.xmp else None, args.ratings)
+    if args.xmp_into != "sidecar" and not args.xmp:
+        from ..errors import IAAError
+
+        raise IAAError(f"--xmp-into {args.xmp_into} says where --xmp writes ratings; add --xmp")
+    return command(kind, folder, args.xmp_name if args.xmp else None, args.ratings, args.xmp_into)
 
 
 def _dry_run(plan, say=_say) -> None:
@@ -133,7 +141,7 @@ def _dry_run(plan, say=_say) -> None:
         name = "photo.xmp" if cmd["xmp"] == "stem" else "photo.ext.xmp"
         kept = f"; {plan.kept} keep the photographer's own rating" if plan.kept else ""
         replaced = f"; {plan.replaced} of them change the photographer's own rating" if plan.replaced else ""
-        say(f"would write xmp:Rating into {len(plan.ratings)} sidecars ({name}, --ratings {cmd['ratings']}){replaced}{kept}")
+        say(f"would write xmp:Rating into {_where(plan.ratings)} ({name}, --ratings {cmd['ratings']}){replaced}{kept}")
     if cmd["action"]:
         for unit in plan.units[:20]:
             say(f"  {cmd['action']} {unit.photo} -> {unit.steps[0].target}" + (f" (+{len(unit.steps) - 1} files)" if len(unit.steps) > 1 else ""))
@@ -144,6 +152,11 @@ def _dry_run(plan, say=_say) -> None:
                 say(f"  {unit.note}")
         say(f"would {cmd['action']} {len(plan.units)} picks into {cmd['folder']}")
     say("add --apply to do it (a rerun of an applied cull finishes it; whole files are not carried twice)")
+
+
+def _where(ratings) -> str:
+    embedded = sum(r.embedded for r in ratings)
+    return f"{len(ratings) - embedded} sidecars" + (f" and the XMP embedded in {embedded} photos" if embedded else "")
 
 
 def _apply(plan, out, fresh: bool) -> int:
@@ -161,7 +174,7 @@ def _apply(plan, out, fresh: bool) -> int:
     cmd, outcome = plan.command, report.outcome
     if cmd["xmp"]:
         kept = f", {plan.kept} kept the photographer's own rating" if plan.kept else ""
-        _say(f"xmp:Rating written into {report.written} sidecars ({report.already_written} already done{kept})")
+        _say(f"xmp:Rating written into {report.written} of {_where(plan.ratings)} ({report.already_written} already done{kept})")
     if cmd["action"]:
         _say(f"{cmd['action']}: {outcome.done} picks done now ({outcome.files} files), {outcome.already} already in "
              f"place, {len(outcome.failed)} failed, of {len(plan.units)} in {cmd['folder']}")
@@ -208,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _describe(cmd: dict) -> str:
     parts = [f"--{cmd['action']}-to {cmd['folder']}"] if cmd["action"] else []
-    return " ".join(parts + ([f"--xmp --xmp-name {cmd['xmp']} --ratings {cmd['ratings']}"] if cmd["xmp"] else [])) or "no actions"
+    into = f" --xmp-into {cmd['into']}" if cmd.get("into") else ""
+    return " ".join(parts + ([f"--xmp --xmp-name {cmd['xmp']}{into} --ratings {cmd['ratings']}"] if cmd["xmp"] else [])) or "no actions"
 
 
 def _default_out(args: argparse.Namespace):

@@ -148,6 +148,11 @@ def apply(units: Sequence[Unit], say: Callable[[str], None] = lambda line: None)
             outcome.failed.append(str(exc))
             say(f"  failed: {exc}")
             continue
+        linked = [s.target for s, r in zip(unit.steps, results) if r == "symlink"]
+        for target in linked:
+            say(f"  {target}: a symbolic link to its photo (no hard link is possible there, e.g. on another disk); "
+                "it breaks if the photo moves")
+        results = ["done" if r == "symlink" else r for r in results]
         outcome.files += results.count("done")
         if "done" in results:
             outcome.done += 1

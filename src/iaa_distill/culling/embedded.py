@@ -1,16 +1,20 @@
-"""Ratings written into the XMP *embedded* in a JPEG, TIFF or DNG, where Lightroom Classic reads them.
+"""Ratings written into the XMP *embedded* in a JPEG, TIFF or DNG, where Lightroom Classic reads them
+(`iaa cull --xmp --xmp-into embedded|both`).
 
-Opt-in and through exiftool (an optional external tool: a clear error when it is missing). exiftool
-writes a new copy beside a temporary folder; the decoded pixels of the copy are checked identical to the
-original's before anything changes; the photo is then replaced through the cull's `Journal` (old bytes
-saved first, temporary file + rename), so a kill leaves the old or the new file and `Journal.restore`
-(`iaa cull --undo`) brings the old bytes back byte for byte. Not yet an option of `iaa cull`.
+Through exiftool (an optional external tool: a clear error when it is missing), which writes the new file to
+a pipe: nothing is left behind by a kill. Only `xmp:Rating` changes, with this tool's marks (`iaa:Rating`,
+`iaa:Stars`, defined for exiftool in `iaa.exiftool_config`) so a later cull knows its own rating. The decoded
+pixels of the new bytes (a DNG's sensor data too) must equal the original's before anything changes; the photo
+is then replaced through the cull's `Journal` (old bytes saved first, new size and sha256 noted, temporary
+file + rename), so a kill leaves the old or the new file, a rerun recognises its own write, and
+`Journal.restore` (`iaa cull --undo`) brings the old bytes back byte for byte.
 """
 from __future__ import annotations
 
+import io
+import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,11 @@ from ..errors import IAAError
 from .journal import Journal
 
 EMBEDDED_FORMATS = (".jpg", ".jpeg", ".tif", ".tiff", ".dng")
+CONFIG = Path(__file__).with_name("iaa.exiftool_config")
+
+
+def can_embed(photo: Path) -> bool:
+    return photo.suffix.lower() in EMBEDDED_FORMATS
 
 
 def exiftool() -> str:
@@ -29,29 +38,46 @@ def exiftool() -> str:
     return found
 
 
-def rated_photo_bytes(photo: Path, rating: int) -> bytes:
+def embedded_text(photo: Path) -> str | None:
+    """The XMP packet embedded in `photo`, as text (None when it has none)."""
+    from ..data.xmp_ratings import embedded_packet  # the reader of `xmp:` datasets: one reader of embedded XMP
+
+    data = embedded_packet(photo)
+    return data.strip(b"\x00").decode("utf-8", errors="replace") if data else None
+
+
+def rated_photo_bytes(photo: Path, rating: int, stars: int | None = None) -> bytes:
     """The bytes of `photo` with xmp:Rating set to `rating` in its embedded XMP, decoded pixels unchanged."""
-    if photo.suffix.lower() not in EMBEDDED_FORMATS:
+    if not can_embed(photo):
         raise IAAError(f"{photo}: ratings are embedded only in {', '.join(EMBEDDED_FORMATS)}; use a sidecar")
-    with tempfile.TemporaryDirectory(dir=photo.parent, prefix=".iaa-embed-") as folder:
-        copy = Path(folder) / photo.name
-        done = subprocess.run([exiftool(), "-q", "-q", f"-XMP-xmp:Rating={rating}", "-o", str(copy), str(photo)],
-                              capture_output=True, text=True)
-        if done.returncode != 0 or not copy.is_file():
-            reason = (done.stderr.strip().splitlines() or ["no output"])[0]
-            raise IAAError(f"{photo}: exiftool could not write the rating ({reason}); the photo is unchanged")
-        if not np.array_equal(_pixels(photo), _pixels(copy)):
-            raise IAAError(f"{photo}: writing the rating would change the decoded pixels; the photo is unchanged")
-        return copy.read_bytes()
+    marks = [f"-XMP-xmp:Rating={rating}", f"-XMP-iaa:Rating={rating}"] + ([f"-XMP-iaa:Stars={stars}"] if stars else [])
+    done = subprocess.run([exiftool(), "-config", str(CONFIG), "-q", "-q", *marks, "-o", "-", str(photo)],
+                          capture_output=True)
+    if done.returncode != 0 or not done.stdout:
+        reason = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[0]
+        raise IAAError(f"{photo}: exiftool could not write the rating ({reason}); the photo is unchanged")
+    if not np.array_equal(_pixels(photo.read_bytes(), photo), _pixels(done.stdout, photo)):
+        raise IAAError(f"{photo}: writing the rating would change the decoded pixels; the photo is unchanged")
+    return done.stdout
 
 
-def write_embedded_rating(photo: Path, rating: int, journal: Journal) -> None:
+def write_embedded_rating(photo: Path, rating: int, journal: Journal, stars: int | None = None) -> None:
     """Set the rating embedded in `photo`, journalled (old bytes first) and atomic (temp file + rename)."""
-    new = rated_photo_bytes(photo, rating)
-    journal.write(photo, photo.read_bytes(), new)
+    if os.stat(photo).st_nlink > 1:
+        raise IAAError(f"{photo}: has {os.stat(photo).st_nlink} hard links, which a new file would split; "
+                       "its rating was not embedded (use a sidecar)")
+    old = photo.read_bytes()
+    journal.write(photo, old, rated_photo_bytes(photo, rating, stars), photo=True)
 
 
-def _pixels(path: Path) -> np.ndarray:
-    from ..imaging import decode_image
+def _pixels(data: bytes, photo: Path) -> np.ndarray:
+    """The decoded pixels: a DNG's sensor data and its decoded image, others' decoded image."""
+    from ..imaging import decode_image, is_raw_file
 
-    return np.asarray(decode_image(path))
+    decoded = np.asarray(decode_image(data, name=str(photo)))
+    if not is_raw_file(photo):
+        return decoded
+    import rawpy
+
+    with rawpy.imread(io.BytesIO(data)) as raw:
+        return np.concatenate([decoded.ravel(), raw.raw_image_visible.ravel().view(np.uint8)])

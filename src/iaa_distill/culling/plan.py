@@ -9,42 +9,46 @@ retires the plan.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..errors import IAAError
 from . import actions
-from .journal import Journal
+from .embedded import can_embed, embedded_text, write_embedded_rating
+from .journal import Journal, signature
 from .rules import ERROR, PICK, Decision
 from .transfer import Step, StepFailed, carry_out
-from .xmp import RatingsPolicy, SidecarNaming, decode, existing_rating, rated_packet, read_sidecar, sidecar_path, wanted
+from .xmp import RatingsPolicy, SidecarNaming, XmpPlace, decode, existing_rating, rated_packet, read_sidecar, sidecar_path, wanted
 
 PLAN, JOURNAL = "plan.json", "journal"
 
 
 @dataclass(frozen=True)
 class Rating:
-    """One sidecar change: this rating (and the stars behind it) into this sidecar."""
+    """One rating change: this rating (and the stars behind it) into this sidecar, or into the XMP embedded
+    in this file of the photo's unit (`embedded`)."""
 
     photo: str
     sidecar: str
     rating: int
     stars: int
+    embedded: bool = False
 
 
 @dataclass
 class Plan:
     command: dict  # action, folder, xmp naming, ratings policy: what a rerun must repeat to finish this plan
     decisions: list[Decision]
-    signatures: dict[str, str]  # photo -> "size:mtime_ns" when the plan was made
+    signatures: dict[str, str]  # photo (and each file rated in its embedded XMP) -> "size:mtime_ns" then
     ratings: list[Rating] = field(default_factory=list)
     units: list[actions.Unit] = field(default_factory=list)
-    kept: int = 0  # sidecars whose own rating the policy keeps
-    replaced: int = 0  # sidecars whose own rating the policy replaces
+    kept: int = 0  # sidecars (and embedded packets) whose own rating the policy keeps
+    replaced: int = 0  # sidecars (and embedded packets) whose own rating the policy replaces
 
     def to_json(self) -> str:
         units = [{"photo": str(u.photo), "note": u.note, "steps": [_step_json(s) for s in u.steps]} for u in self.units]
@@ -68,14 +72,12 @@ def _step(data: dict) -> Step:
     return Step(data["action"], Path(data["source"]), Path(data["target"]), data["size"], data["sha256"], data["link"])
 
 
-def signature(path: str) -> str:
-    info = os.stat(path)
-    return f"{info.st_size}:{info.st_mtime_ns}"
-
-
-def command(action: str | None, folder: str | None, naming: SidecarNaming | None, policy: RatingsPolicy) -> dict:
-    return {"action": action, "folder": str(Path(folder).absolute()) if folder else None, "xmp": naming,
-            "ratings": policy if naming else None}
+def command(action: str | None, folder: str | None, naming: SidecarNaming | None, policy: RatingsPolicy,
+            into: XmpPlace = "sidecar") -> dict:
+    """What defines a plan; `into` is named only when it is not the sidecar (plans made before it still match)."""
+    cmd = {"action": action, "folder": str(Path(folder).absolute()) if folder else None, "xmp": naming,
+           "ratings": policy if naming else None}
+    return {**cmd, "into": into} if naming and into != "sidecar" else cmd
 
 
 def make_plan(decisions: Sequence[Decision], cmd: dict, hashes: bool = False) -> Plan:
@@ -86,11 +88,13 @@ def make_plan(decisions: Sequence[Decision], cmd: dict, hashes: bool = False) ->
         for d in decided:
             if not d.xmp_rating:
                 continue  # unrated (a pick list): the sidecar stays as it is
-            for sidecar in _sidecars(Path(d.path), cmd["xmp"]):
-                text = decode(read_sidecar(sidecar), sidecar)
-                if wanted(text, cmd["ratings"], sidecar):
-                    plan.ratings.append(Rating(d.path, str(sidecar), d.xmp_rating, d.rating))
-                    rating, ours = existing_rating(text, sidecar)
+            for target, embedded in _rating_targets(Path(d.path), cmd["xmp"], cmd.get("into", "sidecar")):
+                text = embedded_text(target) if embedded else decode(read_sidecar(target), target)
+                if wanted(text, cmd["ratings"], target):
+                    plan.ratings.append(Rating(d.path, str(target), d.xmp_rating, d.rating, embedded))
+                    if embedded:
+                        plan.signatures[str(target)] = signature(target)
+                    rating, ours = existing_rating(text, target)
                     plan.replaced += rating is not None and not ours and rating != d.xmp_rating
                 else:
                     plan.kept += 1
@@ -103,12 +107,18 @@ def make_plan(decisions: Sequence[Decision], cmd: dict, hashes: bool = False) ->
     return plan
 
 
-def _sidecars(photo: Path, naming: SidecarNaming) -> list[Path]:
-    """The sidecars that carry a unit's rating: one `IMG_1.xmp`, or `IMG_1.CR3.xmp` + `IMG_1.JPG.xmp` for each twin."""
-    if naming == "stem":
-        return [sidecar_path(photo, "stem")]
+def _rating_targets(photo: Path, naming: SidecarNaming, into: XmpPlace) -> list[tuple[Path, bool]]:
+    """Where a unit's rating goes, (file, embedded?): sidecars (one `IMG_1.xmp`, or `IMG_1.CR3.xmp` +
+    `IMG_1.JPG.xmp` for each twin) and/or the XMP embedded in each twin that can hold it (JPEG, TIFF, DNG).
+    With `into` "embedded", twins that cannot (other RAWs, PNG, HEIC...) still get their sidecar."""
     twins = [p for p in actions.companions(photo) if p.suffix.lower() != actions.SIDECAR]
-    return [sidecar_path(p, "ext") for p in twins]
+    inside = [Path(os.path.abspath(p)) for p in twins if can_embed(p)] if into != "sidecar" else []
+    bare = [p for p in twins if Path(os.path.abspath(p)) not in inside] if into == "embedded" else twins
+    if naming == "stem":
+        sidecars = [sidecar_path(photo, "stem")] if bare else []
+    else:
+        sidecars = [sidecar_path(p, "ext") for p in bare]
+    return [(s, False) for s in sidecars] + [(p, True) for p in inside]
 
 
 def load_plan(out: Path) -> Plan | None:
@@ -142,47 +152,80 @@ class Report:
 
 
 def execute(plan: Plan, out: Path, say: Callable[[str], None] = lambda line: None) -> Report:
-    """Carry out `plan` (or the part of it a killed run left): sidecars first, then the file actions."""
+    """Carry out `plan` (or the part of it a killed run left): ratings first, then the file actions. A file
+    changed since the plan (other than by this cull's own journalled write) holds back its whole unit."""
     report, journal = Report(), Journal(out / JOURNAL)
-    changed = {p for p, sig in plan.signatures.items() if os.path.exists(p) and signature(p) != sig}
-    for photo in sorted(changed)[:10]:
+    changed = sorted(p for p, sig in plan.signatures.items()
+                     if os.path.exists(p) and signature(p) != sig and not journal.holds(Path(os.path.abspath(p))))
+    for photo in changed[:10]:
         say(f"  refused: {photo} changed since the plan was made (size or modification time); not acted upon")
-    report.refused += [f"{p}: changed since the plan was made" for p in sorted(changed)]
+    report.refused += [f"{p}: changed since the plan was made" for p in changed]
+    held = {actions.unit_key(p) for p in changed}
     for rating in plan.ratings:
-        sidecar = Path(rating.sidecar)
-        if str(sidecar) in journal.done:
+        target = Path(rating.sidecar)
+        if str(target) in journal.done:
             report.already_written += 1
-        elif not any(unit_key_matches(sidecar, p) for p in changed):
-            old = read_sidecar(sidecar)
-            journal.write(sidecar, old, rated_packet(old, rating.rating, sidecar, rating.stars))
+        elif actions.unit_key(rating.photo) not in held:
+            try:
+                _write_rating(rating, journal)
+            except (IAAError, OSError) as exc:  # one file that cannot be rated: the others still are
+                line = str(exc) if isinstance(exc, IAAError) else \
+                    f"{target}: could not write the rating ({exc.strerror or exc}); it is unchanged"
+                say(f"  failed: {line}")
+                report.refused.append(line)
+                if getattr(exc, "errno", None) == errno.ENOSPC:
+                    say(f"  stopped writing ratings: the disk of {target.parent} is full; free some space and "
+                        "run the same command again")
+                    break
+                continue
             report.written += 1
-    units = [u for u in plan.units if str(u.photo) not in changed]
+    units = [u for u in _as_written(plan.units, journal) if actions.unit_key(u.photo) not in held]
     report.outcome = actions.apply(units, say)
     return report
 
 
-def unit_key_matches(sidecar: Path, photo: str) -> bool:
-    return actions.unit_key(photo) == (str(sidecar.parent), actions.name_stem(sidecar.name))
+def _write_rating(rating: Rating, journal: Journal) -> None:
+    target = Path(rating.sidecar)
+    if not rating.embedded:
+        old = read_sidecar(target)
+        journal.write(target, old, rated_packet(old, rating.rating, target, rating.stars))
+    elif journal.holds(target):
+        journal.finish(target)  # killed after its rename, before its "done" line
+    else:
+        write_embedded_rating(target, rating.rating, journal, rating.stars)
+
+
+def _as_written(units: Sequence[actions.Unit], journal: Journal) -> list[actions.Unit]:
+    """`units` with the size and hash of each file rated in its embedded XMP as this cull wrote it."""
+    def step(s: Step) -> Step:
+        key = str(s.source)
+        new = journal.new.get(key) if key in journal.photos and key in journal.done else None
+        return replace(s, size=new["size"], sha256=s.sha256 and new["sha256"]) if new else s
+
+    return [replace(u, steps=tuple(step(s) for s in u.steps)) for u in units]
 
 
 def undo(out: Path, say: Callable[[str], None] = lambda line: None) -> list[str]:
     """Undo the plan in `out`: photos back, copies and links removed, sidecars restored; one line per problem."""
     plan = load_plan(out)
+    if plan is None and list(out.glob("plan.undone-*.json")):
+        say(f"{out}: its cull was undone already; nothing left to undo")  # a rerun of an undo killed at its end
+        return []
     if plan is None:
         raise IAAError(f"{out}: no applied cull to undo (no {PLAN})")
-    problems = []
-    for unit in reversed(plan.units):
+    problems, journal = [], Journal(out / JOURNAL)
+    for unit in reversed(_as_written(plan.units, journal)):
         for step in reversed(unit.steps):
             try:
                 _take_back(step)
             except StepFailed as exc:
                 problems.append(str(exc))
-    problems += Journal(out / JOURNAL).restore()
+    problems += journal.restore()
     if not problems:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        os.replace(out / PLAN, out / f"plan.undone-{stamp}.json")
-        if (out / JOURNAL).exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S")  # the journal first: a kill between leaves a plan to undo again,
+        if (out / JOURNAL).exists():  # never a spent journal that a new cull on this folder would take as its own
             os.replace(out / JOURNAL, out / f"journal.undone-{stamp}")
+        os.replace(out / PLAN, out / f"plan.undone-{stamp}.json")
     return problems
 
 

@@ -57,7 +57,8 @@ def partial_name(target: Path) -> Path:
 
 
 def carry_out(step: Step) -> str:
-    """Put `step.source` in place; returns 'done' or 'already' (found whole in place), or raises StepFailed."""
+    """Put `step.source` in place; returns 'done', 'symlink' (a link whose hard link was impossible: another
+    disk, or a file system without them) or 'already' (found whole in place), or raises StepFailed."""
     source, target = step.source, step.target
     if os.path.lexists(target):
         if not _whole(step):
@@ -73,7 +74,7 @@ def carry_out(step: Step) -> str:
         if source.is_symlink():
             _carry_link(step)
         elif step.action == "link":
-            _hard_link(source, target)
+            return _hard_link(source, target)
         elif step.action == "move" and _renamed(source, target):
             pass
         else:
@@ -125,13 +126,15 @@ def _carry_link(step: Step) -> None:
         _remove_source(step)
 
 
-def _hard_link(source: Path, target: Path) -> None:
+def _hard_link(source: Path, target: Path) -> str:
     try:
         os.link(source, target)
     except OSError as exc:
         if exc.errno not in LINK_FALLBACK:
             raise
         os.symlink(source.absolute(), target)
+        return "symlink"
+    return "done"
 
 
 def _renamed(source: Path, target: Path) -> bool:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Literal
 
 from ..errors import IAAError
+from .transfer import partial_name
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 XMP = "http://ns.adobe.com/xap/1.0/"
@@ -30,6 +30,7 @@ IAA = "https://github.com/iaa-distill/ns/1.0/"
 RATING, OURS, STARS = f"{{{XMP}}}Rating", f"{{{IAA}}}Rating", f"{{{IAA}}}Stars"
 SidecarNaming = Literal["stem", "ext"]
 RatingsPolicy = Literal["keep", "fill", "replace"]
+XmpPlace = Literal["sidecar", "embedded", "both"]  # where ratings go: sidecars, the XMP embedded in photos, both
 EMPTY_PACKET = (
     f'<x:xmpmeta xmlns:x="{META}"><rdf:RDF xmlns:rdf="{RDF}">'
     f'<rdf:Description rdf:about="" xmlns:xmp="{XMP}"/></rdf:RDF></x:xmpmeta>'
@@ -83,8 +84,9 @@ def existing_rating(text: str | None, where: Path = Path("<xmp>")) -> tuple[int 
     """The packet's xmp:Rating (None when unrated: absent or 0) and whether this tool wrote it."""
     if not text or not text.strip():
         return None, False
-    description = _description(_parse(_without_packet_wrapper(text), where))
-    rating, ours = _property(description, RATING), _property(description, OURS)
+    root = _parse(_without_packet_wrapper(text), where)
+    rating = _property(_description(root), RATING)
+    ours = next((v for d in root.iter(f"{{{RDF}}}Description") if (v := _property(d, OURS)) is not None), None)
     try:
         value = int(float(rating)) if rating is not None else 0
     except ValueError:
@@ -141,23 +143,27 @@ def write_rating(photo: str | Path, rating: int, naming: SidecarNaming = "stem")
     return sidecar
 
 
-def replace_sidecar(sidecar: Path, data: bytes) -> None:
-    """Write `data` as the sidecar: temp file + rename keeping the mode; written through in place for a
-    symbolic link or a file with several hard links (a rename would break them)."""
+def replace_sidecar(sidecar: Path, data: bytes, in_place: bool = True) -> None:
+    """Write `data` as the sidecar: temp file (`.NAME.iaa-partial`, one a killed write left is replaced) +
+    rename keeping the mode; written through in place for a symbolic link or a file with several hard links
+    (a rename would break them) unless `in_place` is False (a photo: always renamed, a link's file replaced)."""
     try:
         info = os.stat(sidecar) if os.path.exists(sidecar) else None
     except OSError:
         info = None
-    if info is not None and (sidecar.is_symlink() or info.st_nlink > 1):
+    if in_place and info is not None and (sidecar.is_symlink() or info.st_nlink > 1):
         with open(sidecar, "r+b") as f:
             f.write(data)
             f.truncate()
             f.flush()
             os.fsync(f.fileno())
         return
-    if sidecar.is_symlink():  # a dangling link: write where it points
+    if sidecar.is_symlink():  # write where it points
         sidecar = Path(os.path.realpath(sidecar))
-    fd, tmp = tempfile.mkstemp(dir=sidecar.parent, prefix=f".{sidecar.name}.", suffix=".tmp")
+    tmp = partial_name(sidecar)
+    if os.path.lexists(tmp):
+        os.unlink(tmp)  # a write killed before its rename
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
