@@ -39,9 +39,9 @@ class StudentTrainConfig:
                                "before fine-tuning (validated as epoch 0)", group=MODEL)
     finetune: str = setting("auto", help="probe (frozen backbone), partial, full, or auto: the best val epoch "
                             "chooses between them (full above 20,000 labels)", group=OPTIM)
-    recipe_rule: str = setting("one-se", help="how the val split chooses the kept epoch: one-se (a more complex "
-                               "recipe, probe < partial < full, only when its val SRCC is higher by more than one "
-                               "standard error of the paired difference) or best (the highest val SRCC)", group=OPTIM)
+    recipe_rule: str = setting("best", help="how the val split chooses the kept epoch: best (the highest val SRCC) "
+                               "or one-se (a more complex recipe, probe < partial < full, only when its val SRCC is "
+                               "higher by more than one standard error of the paired difference)", group=OPTIM)
     freeze_epochs: int = setting(1, help="first epochs with a frozen backbone (partial/full/auto)", group=OPTIM, low=0)
     partial_epochs: int = setting(1, help="auto: epochs of partial fine-tuning between the frozen and the full ones",
                                   group=OPTIM, low=0)
