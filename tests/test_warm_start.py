@@ -157,3 +157,39 @@ def test_pooled_features_are_a_resumable_row_cache_beside_the_image_cache(tmp_pa
     other.backbone.conv_stem.weight.data.add_(1.0)
     pooled_features(other, data)
     assert len(list(cache.directory.glob("pooled-*"))) == 2
+
+
+def _record_epochs(rule: str, epochs: list[tuple[int, np.ndarray]], true: np.ndarray, tmp_path) -> list[dict]:
+    """Feed (epoch, val predictions) to a RecipeChoice over a progressive schedule (1 frozen, 1 partial epoch)."""
+    from types import SimpleNamespace
+
+    from iaa_distill.evaluation.metrics import srcc
+    from iaa_distill.training.student_recipe import RecipeChoice
+
+    saved = []
+    choice = RecipeChoice(tmp_path, lambda module, entry: saved.append(entry["epoch"]), 16,
+                          lambda e: phase(e, "progressive", 1, 1), rule)
+    for epoch, pred in epochs:
+        choice.record(SimpleNamespace(val_predictions=(pred, true)), {"epoch": epoch, "val_srcc": srcc(true, pred)},
+                      True)
+    return choice.history
+
+
+@pytest.mark.parametrize("rule", ["one-se", "best"])
+def test_recipe_rule_keeps_the_simpler_recipe_unless_clearly_better(rule, tmp_path):
+    from iaa_distill.evaluation.metrics import srcc
+    from iaa_distill.training.student_recipe import kept_epoch, srcc_difference_se
+
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=40)
+    probe = true + rng.normal(scale=0.8, size=40)
+    noisy = (probe + np.random.default_rng(s).normal(scale=0.3, size=40) for s in range(100))
+    partial = next(p for p in noisy if 0 < srcc(true, p) - srcc(true, probe) < srcc_difference_se(true, p, probe))
+    full = true + rng.normal(scale=0.2, size=40)  # far better
+    history = _record_epochs(rule, [(0, probe), (2, partial)], true, tmp_path)
+    assert history[1]["val_srcc"] > history[0]["val_srcc"]  # higher, but within one standard error
+    assert kept_epoch(history)["epoch"] == (0 if rule == "one-se" else 2)
+    history = _record_epochs(rule, [(0, probe), (2, partial), (3, full)], true, tmp_path)
+    assert kept_epoch(history)["epoch"] == 3  # a clear gain wins under both rules
+    if rule == "one-se":
+        assert history[2]["vs_kept"]["epoch"] == 0 and history[2]["vs_kept"]["diff"] > history[2]["vs_kept"]["se"] > 0

@@ -149,13 +149,17 @@ class BestBySRCC(Callback):
         """Append a validated epoch (also one validated outside Lightning, e.g. a warm start as epoch 0)."""
         self.history.append(entry)
         score = entry["val_srcc"] if math.isfinite(entry.get("val_srcc", math.nan)) else -2.0
-        improved = score > self.best
+        improved = self.improves(pl_module, entry, score)
         if improved:
             self.best = score
         if is_global_zero:
             if improved:
                 self.save(pl_module, entry)
             atomic_write_text(self.out / HISTORY_FILE, json.dumps(self.history, indent=1) + "\n")
+
+    def improves(self, pl_module: pl.LightningModule, entry: dict[str, Any], score: float) -> bool:
+        """Whether `entry` (val SRCC `score`) becomes the kept model: a higher val SRCC."""
+        return score > self.best
 
     def state_dict(self) -> dict:
         return {"best": self.best, "history": self.history}
@@ -181,8 +185,9 @@ class ValidationCorrelations:
         self.pred.append(pred.detach().float())
         self.true.append(true.detach().float())
 
-    def log(self, module: pl.LightningModule) -> None:
-        """Log val_srcc (on the progress bar) and val_plcc over every rank's images; -1 where undefined."""
+    def log(self, module: pl.LightningModule) -> tuple[np.ndarray, np.ndarray]:
+        """Log val_srcc (on the progress bar) and val_plcc over every rank's images; -1 where undefined.
+        Returns the (predicted, true) mean scores of every val image."""
         pairs = torch.stack([torch.cat(self.pred), torch.cat(self.true)])
         self.pred.clear()
         self.true.clear()
@@ -194,6 +199,7 @@ class ValidationCorrelations:
             values = {"val_srcc": srcc(true, pred), "val_plcc": plcc(true, pred)}
         for name, value in values.items():
             module.log(name, -1.0 if math.isnan(value) else value, prog_bar=name == "val_srcc", sync_dist=False)
+        return pred, true
 
 
 def _gather_columns(module: pl.LightningModule, pairs: torch.Tensor) -> torch.Tensor:

@@ -63,10 +63,10 @@ from ..settings import identity
 from ..student import Student, StudentConfig
 from ..targets import DistillationTargets
 from .datamodule import DatasetDataModule, StudentDataModule
-from .spine import (BestBySRCC, RunFolder, RunStamp, ValidationCorrelations, best_epoch, build_trainer,
-                    check_counts)
+from .spine import RunFolder, RunStamp, ValidationCorrelations, build_trainer, check_counts
 from .student_config import StudentTrainConfig
-from .student_recipe import choice_lines, phase, recipe_report, resolve_schedule, set_phase, thaw_epoch
+from .student_recipe import (RecipeChoice, choice_lines, kept_epoch, phase, recipe_report, resolve_schedule,
+                             set_phase, thaw_epoch)
 from .warm_start import (WarmStartData, cached_images, fit_warm_start, pooled_features, predict_raw, sharpen,
                          validation_entry)
 
@@ -201,7 +201,7 @@ class StudentModule(pl.LightningModule):
         self.log("val_loss", self.val_loss)
 
     def on_validation_epoch_end(self) -> None:
-        self.val_correlations.log(self)
+        self.val_predictions = self.val_correlations.log(self)  # for `RecipeChoice`
 
     def configure_optimizers(self):
         groups = []
@@ -349,7 +349,7 @@ def train_student(
     module = StudentModule(asdict(student_config), asdict(config), resolve_schedule(config.finetune, counts[0]))
     if data.train.features is not None:
         module.standardise_teacher_features(data.train.features)
-    trainer = _trainer(run, config, baseline, callbacks)
+    trainer = _trainer(run, config, baseline, callbacks, module.schedule)
     start = time.perf_counter()
     if resume is None:
         _epoch_zero(run, module, trainer, data, config, baseline)
@@ -384,7 +384,8 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
     entry = validation_entry(module.space, raw, data.val.labels, data.val.means,
                              lambda raw, y: label_loss(raw, y, module.num_levels, config.loss, config.rank_weight))
     entry = {"epoch": 0, "step": 0, **entry, "train_seconds": round(time.perf_counter() - start, 3)}
-    next(c for c in trainer.callbacks if isinstance(c, BestBySRCC)).record(module, entry, trainer.is_global_zero)
+    module.val_predictions = module.space.mean(raw).double().numpy(), data.val.means
+    next(c for c in trainer.callbacks if isinstance(c, RecipeChoice)).record(module, entry, trainer.is_global_zero)
     if trainer.is_global_zero:
         atomic_write_text(run.out / WARM_START_FILE, json.dumps({"warm_start": report, "epoch_0": entry},
                                                                 indent=1) + "\n")
@@ -417,11 +418,15 @@ def _model_extra(run: RunFolder, config: StudentTrainConfig, baseline: bool) -> 
             "baseline": baseline, "alpha": config.alpha, "beta": config.beta}
 
 
-def _trainer(run: RunFolder, config: StudentTrainConfig, baseline: bool, callbacks: Sequence[Callback]) -> pl.Trainer:
+def _trainer(run: RunFolder, config: StudentTrainConfig, baseline: bool, callbacks: Sequence[Callback],
+             schedule: str) -> pl.Trainer:
     save_best = partial(_save_best, run.out, _model_extra(run, config, baseline))
+    phase_of = partial(phase, schedule=schedule, freeze_epochs=config.freeze_epochs,
+                       partial_epochs=config.partial_epochs)
     hardware = {**config.hardware(), "precision": _precision(config), "strategy": _strategy(config)}
     return build_trainer(run.out, hardware, max_epochs=config.epochs, patience=config.patience,
-                         callbacks=[BestBySRCC(run.out, save_best, config.batch_size), RunStamp(run.fingerprint),
+                         callbacks=[RecipeChoice(run.out, save_best, config.batch_size, phase_of, config.recipe_rule),
+                                    RunStamp(run.fingerprint),
                                     *callbacks],
                          gradient_clip_val=config.grad_clip or None, use_distributed_sampler=False,
                          log_every_n_steps=10)
@@ -456,11 +461,11 @@ def _write_metrics(run: RunFolder, trainer: pl.Trainer, config: StudentTrainConf
     history = run.history()
     if not history:
         raise IAAError(f"{run.out}: training ended without a single validated epoch")
-    best = best_epoch(history)
+    best = kept_epoch(history)
     start = run.out / WARM_START_FILE
     return run.write_metrics({
         "recipe": recipe_report(history, best["epoch"], schedule, config.freeze_epochs, config.partial_epochs,
-                                counts[1]),
+                                counts[1], config.recipe_rule),
         "warm_start": json.loads(start.read_text()) if start.is_file() else None,
         "teacher_val_srcc": teacher_val_srcc, "pooling": student_config.pooling,
         "kind": "student_training", "baseline": baseline, "backbone": student_config.backbone,

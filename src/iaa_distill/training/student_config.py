@@ -16,6 +16,7 @@ from ..settings import execution, setting
 
 MODEL, OPTIM, LOSS, HARDWARE = "model", "optimisation", "loss", "hardware"
 SCHEDULES = ("auto", "probe", "partial", "full")  # `finetune` (see training.student_recipe)
+RULES = ("one-se", "best")  # `recipe_rule` (see training.student_recipe)
 
 
 @dataclass
@@ -38,6 +39,9 @@ class StudentTrainConfig:
                                "before fine-tuning (validated as epoch 0)", group=MODEL)
     finetune: str = setting("auto", help="probe (frozen backbone), partial, full, or auto: the best val epoch "
                             "chooses between them (full above 20,000 labels)", group=OPTIM)
+    recipe_rule: str = setting("best", help="how the val split chooses the kept epoch: best (the highest val SRCC) "
+                               "or one-se (a more complex recipe, probe < partial < full, only when its val SRCC is "
+                               "higher by more than one standard error of the paired difference)", group=OPTIM)
     freeze_epochs: int = setting(1, help="first epochs with a frozen backbone (partial/full/auto)", group=OPTIM, low=0)
     partial_epochs: int = setting(1, help="auto: epochs of partial fine-tuning between the frozen and the full ones",
                                   group=OPTIM, low=0)
@@ -88,9 +92,9 @@ class StudentTrainConfig:
         return cls(**data)
 
     def __post_init__(self) -> None:
-        if self.finetune not in SCHEDULES or self.pooling not in ("mlsp", "last"):
-            raise IAAError(f"finetune must be one of {', '.join(SCHEDULES)} and pooling mlsp or last, got "
-                           f"{self.finetune!r} and {self.pooling!r}")
+        if self.finetune not in SCHEDULES or self.pooling not in ("mlsp", "last") or self.recipe_rule not in RULES:
+            raise IAAError(f"finetune must be one of {', '.join(SCHEDULES)}, pooling mlsp or last and recipe_rule "
+                           f"{' or '.join(RULES)}, got {self.finetune!r}, {self.pooling!r} and {self.recipe_rule!r}")
 
     @property
     def distilled(self) -> bool:

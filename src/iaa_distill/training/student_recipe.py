@@ -6,11 +6,19 @@ Epoch 0 is the warm-started model (`training.warm_start`): a linear probe on the
 - `partial`: frozen for `freeze_epochs`, then the last third of the backbone's blocks train as well;
 - `full`: frozen for `freeze_epochs`, then the whole backbone (the paper's end-to-end recipe);
 - `auto` (default): on up to `AT_SCALE` labelled training images, `progressive`: frozen for
-  `freeze_epochs`, partial for `partial_epochs`, then full. The epoch with the best validation SRCC is kept
-  (epoch 0 included), so the validation data choose between a probe, partial and full fine-tuning, and the
-  frozen first epochs keep the probe from being wrecked by a high learning rate on a random direction.
-  Above `AT_SCALE` labels: `full` (with the warm start); there fine-tuning end to end is what works (the
-  paper's AVA results) and the val split is large enough to pick the epoch.
+  `freeze_epochs`, partial for `partial_epochs`, then full, so the validation data choose between a probe,
+  partial and full fine-tuning. Above `AT_SCALE` labels: `full` (with the warm start); there fine-tuning end
+  to end is what works (the paper's AVA results) and the val split is large enough to pick the epoch.
+
+Which epoch is kept (`RecipeChoice`, every schedule, epoch 0 included), with `recipe_rule`:
+
+- `best` (default): the highest val SRCC;
+- `one-se`: recipes are ordered by complexity, probe < partial < full. Within the kept epoch's
+  recipe a higher val SRCC replaces it. An epoch of a more complex recipe replaces it only when its val SRCC
+  is higher by more than one standard error of the difference: the standard deviation of SRCC(new) -
+  SRCC(kept) over `BOOTSTRAP` paired resamples of the val images (the same resample for both, fixed seed).
+  With a few dozen val images margins of a few thousandths are noise; the simpler recipe then stays. On the
+  demo's 37 val images that standard error is about 0.06, so fine-tuning is kept only when it gains that much.
 
 The backbone's learning rate is 0 while it is frozen and its warm-up + cosine schedule starts when it thaws.
 A frozen part runs without gradients (and in eval mode), so frozen epochs cost a forward pass only.
@@ -19,12 +27,18 @@ from __future__ import annotations
 
 import math
 
+import lightning.pytorch as pl
+import numpy as np
 from torch import nn
 
+from ..evaluation.compare import resample_counts, resampled_metrics
 from ..student import Student
 from ..teachers.mlsp import mlsp_blocks
+from .spine import BestBySRCC, best_epoch
 
 AT_SCALE = 20_000
+COMPLEXITY = {"probe": 0, "partial": 1, "full": 2}
+BOOTSTRAP = 1000
 PARTIAL_SHARE = 1 / 3  # of the backbone's blocks, the last ones
 TEACHER_SHARE_FOR_STUDENT = 0.9
 
@@ -82,17 +96,70 @@ def set_phase(model: Student, what: str) -> None:
         module.train(model.training)
 
 
+def srcc_difference_se(true: np.ndarray, new: np.ndarray, kept: np.ndarray, n_boot: int = BOOTSTRAP,
+                       seed: int = 0) -> float:
+    """Standard error of SRCC(new) - SRCC(kept) on the same images: the standard deviation of the difference
+    over paired bootstrap resamples (`evaluation.compare`'s resampling; undefined resamples dropped)."""
+    diffs = [a["srcc"] - b["srcc"] for counts in resample_counts(len(true), n_boot, seed)
+             for a, b in [resampled_metrics(counts, true, [new, kept])]]
+    d = np.concatenate(diffs)
+    d = d[np.isfinite(d)]
+    return float(d.std(ddof=1)) if len(d) > 1 else math.inf
+
+
+class RecipeChoice(BestBySRCC):
+    """`BestBySRCC` whose kept epoch follows `recipe_rule` (see the module doc). The module sets
+    `val_predictions` (predicted, true mean scores of the val images) before each epoch is recorded; the
+    kept epoch's predictions are part of the checkpointed state, so a resumed run decides as an uninterrupted
+    one. Each recorded epoch gets `kept` (whether it became the kept model) and, when compared by the rule,
+    `vs_kept` (the kept epoch, the SRCC difference and its standard error)."""
+
+    def __init__(self, out, save, batch_size: int, phase_of, rule: str = "best"):
+        """phase_of: 1-based epoch -> `probe`, `partial` or `full` (0: the warm start)."""
+        super().__init__(out, save, batch_size)
+        self.phase_of, self.rule = phase_of, rule
+        self.kept: dict | None = None  # epoch, phase, val predictions
+
+    def improves(self, pl_module: pl.LightningModule, entry: dict, score: float) -> bool:
+        pred, true = (np.asarray(v, np.float64) for v in pl_module.val_predictions)
+        what = self.phase_of(entry["epoch"])
+        better = score > self.best
+        if self.kept is not None and self.rule == "one-se" and COMPLEXITY[what] > COMPLEXITY[self.kept["phase"]]:
+            se = srcc_difference_se(true, pred, np.asarray(self.kept["pred"]))
+            entry["vs_kept"] = {"epoch": self.kept["epoch"], "diff": score - self.best, "se": se}
+            better = score - self.best > se
+        entry["kept"] = better
+        if better:
+            self.kept = {"epoch": entry["epoch"], "phase": what, "pred": pred.tolist()}
+        return entry["kept"]
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "kept": self.kept}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.kept = state_dict.get("kept")
+
+
+def kept_epoch(history: list[dict]) -> dict:
+    """The history entry `RecipeChoice` kept last (the saved model; the best val SRCC in older histories)."""
+    kept = [entry for entry in history if entry.get("kept")]
+    return kept[-1] if kept else best_epoch(history)
+
+
 def recipe_report(history: list[dict], best_epoch: int, schedule: str, freeze_epochs: int, partial_epochs: int,
-                  num_val: int) -> dict:
-    """The recipe chosen by the best validation epoch, and each recipe's best val SRCC (for metrics.json)."""
+                  num_val: int, rule: str = "best") -> dict:
+    """The recipe of the kept epoch, each recipe's best val SRCC and how it was chosen (for metrics.json)."""
     scores: dict[str, float] = {}
     for entry in history:
         name = phase(entry["epoch"], schedule, freeze_epochs, partial_epochs)
         value = entry.get("val_srcc", -math.inf)
         scores[name] = max(scores.get(name, -math.inf), value)
+    how = ("simplest recipe (probe < partial < full) unless a more complex one beats it by more than one "
+           "standard error (paired bootstrap)" if rule == "one-se" else "best epoch by SRCC")
     return {"schedule": schedule, "chosen": phase(best_epoch, schedule, freeze_epochs, partial_epochs),
-            "scores": scores, "selected_on": f"best epoch by SRCC on the val split ({num_val} images), "
-                                             "epoch 0 (the warm-started probe) included"}
+            "scores": scores, "rule": rule, "selected_on": f"{how} on the val split ({num_val} images), epoch 0 "
+                                                           "(the warm-started probe) included"}
 
 
 def choice_lines(recipe: dict, student_srcc: float | None, teacher_srcc: float | None) -> list[str]:
