@@ -122,7 +122,7 @@ def packet_rating(data: bytes, where: Path, notes: list[str]) -> tuple[int | Non
     except (SafeET.ParseError, ValueError) as exc:
         notes.append(f"{where}: not a readable XMP packet ({exc}); photo counted as unrated")
         return None, False
-    if root.tag not in (f"{{adobe:ns:meta/}}xmpmeta", f"{{{RDF}}}RDF"):
+    if root.tag not in ("{adobe:ns:meta/}xmpmeta", f"{{{RDF}}}RDF"):
         notes.append(f"{where}: not an XMP packet (root element {root.tag}); photo counted as unrated")
         return None, False
     values = {name: _property(root, f"{{{ns}}}Rating") for name, ns in (("xmp", XMP), ("iaa", IAA))}
