@@ -28,6 +28,13 @@ def _load_photos() -> dict[str, np.ndarray]:
     return photos
 
 
+@pytest.fixture(autouse=True)
+def _own_user_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own user cache (ONNX exports of unwritable model folders land there), so no test
+    writes into the real ~/.cache or finds another test's export."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("user-cache")))
+
+
 @pytest.fixture(scope="session")
 def sample_photos() -> dict[str, np.ndarray]:
     """Real colour photographs (RGB uint8) that ship with scikit-image."""
