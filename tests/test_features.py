@@ -24,7 +24,7 @@ from iaa_distill.features import ExtractionSettings, FeatureCache, extract_featu
 from iaa_distill.inputs import BatchReader
 from iaa_distill.storage import read_progress
 from iaa_distill.imaging import decode_image
-from iaa_distill.teachers import load_teachers
+from iaa_distill.teachers import PackedInputs, load_teachers
 from tests.conftest import write_jpegs
 from tests.test_teachers import write_tiny_weights
 
@@ -69,7 +69,7 @@ def test_cache_roundtrip(setup, reference):
     assert cache.manifest["preprocessing"]["decoder"] == "pil"
     # the cached rows are the teacher's features of each decoded image (batched differently here)
     teachers = load_teachers([TEACHER], weights)
-    transform = teachers.input_transform()
+    transform = PackedInputs([t.input_size for t in teachers.teachers], [t.interpolation for t in teachers.teachers])
     ids = ["00000", "00007"]
     images = torch.stack([transform(decode_image(dataset.root / f"{i}.jpg", min_side=160)) for i in ids])
     expected = teachers(images).numpy()

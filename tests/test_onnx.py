@@ -89,6 +89,11 @@ def test_mismatched_or_foreign_onnx_is_refused(tmp_path):
     scalar_onnx = export_onnx(save_tiny_student(tmp_path / "scalar", num_levels=None), tmp_path / "scalar.onnx")
     with pytest.raises(IAAError, match="different model"):
         Scorer.from_pretrained(ten, backend="onnx", onnx_path=scalar_onnx)
+    ten_onnx = export_onnx(ten, tmp_path / "ten.onnx")
+    bilinear = save_tiny_student(tmp_path / "bilinear", interpolation="bilinear")  # only the preprocessing differs
+    with pytest.raises(IAAError, match="different model.*interpolation 'bicubic' -> 'bilinear'"):
+        Scorer.from_pretrained(bilinear, backend="onnx", onnx_path=ten_onnx)
+    assert Scorer.from_pretrained(ten, backend="onnx", onnx_path=ten_onnx).config.interpolation == "bicubic"
     foreign = tmp_path / "foreign.onnx"
     torch.onnx.export(torch.nn.Linear(2, 1).eval(), (torch.rand(1, 2),), str(foreign), dynamo=False)
     with pytest.raises(IAAError, match="no iaa-distill metadata"):

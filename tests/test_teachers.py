@@ -83,7 +83,8 @@ def test_teacher_set_concatenates_and_records_specs(tmp_path):
     effnet, res = teachers.teachers
     assert res.level_dims == [64, 64, 128, 256, 512]  # stem + every residual block
     photo = Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8))
-    packed = teachers.input_transform()(photo)[None]
+    transform = PackedInputs([t.input_size for t in teachers.teachers], [t.interpolation for t in teachers.teachers])
+    packed = transform(photo)[None]
     features = teachers(packed)
     assert features.shape == (1, effnet.dim + res.dim) == (1, teachers.dim)
     parts = teachers.unpack(packed)

@@ -2,7 +2,8 @@
 
 Models see the whole photo (composition matters for aesthetics): evaluation resizes the full image
 to a square `size` x `size`; training resizes to `resize` x `resize`, then takes a random
-`size` x `size` crop and a random horizontal flip (the NIMA protocol). Tensors are RGB in [0, 1];
+`size` x `size` crop and a random horizontal flip (the NIMA protocol; `training.datamodule` does this on
+its pre-resized uint8 image cache). Tensors are RGB in [0, 1];
 mean/std normalisation lives inside each model as buffers.
 """
 from __future__ import annotations
@@ -43,15 +44,6 @@ def resize_whole_batch(images: torch.Tensor, size: int, interpolation: str) -> t
 def eval_transform(size: int, interpolation: str = "bicubic") -> v2.Compose:
     """Whole image -> size x size float tensor in [0, 1]."""
     return v2.Compose([resize_whole(size, interpolation), v2.ToDtype(torch.float32, scale=True)])
-
-
-def train_transform(size: int, resize: int, interpolation: str = "bicubic", hflip: bool = True) -> v2.Compose:
-    """Resize to resize x resize, random size x size crop, random horizontal flip; float in [0, 1]."""
-    steps = [resize_whole(resize, interpolation), v2.RandomCrop(size)]
-    if hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    steps.append(v2.ToDtype(torch.float32, scale=True))
-    return v2.Compose(steps)
 
 
 def load_image_tensor(

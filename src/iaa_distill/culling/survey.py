@@ -7,6 +7,7 @@ photo's facts with the file's size and modification time, so a rerun decodes onl
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -60,6 +61,16 @@ def thumb_min_side(size: int) -> int:
     return size * 3 // 4
 
 
+def make_thumbnail(image: Image.Image, size: int, quality: int = 82) -> tuple[Image.Image, bytes]:
+    """Every thumbnail (the cull's files, `iaa score --html`'s data URIs): a copy of `image` shrunk to longest
+    side `size`, and that copy as JPEG bytes."""
+    thumb = image.copy()
+    thumb.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="JPEG", quality=quality)
+    return thumb, buffer.getvalue()
+
+
 class Surveyor:
     """A photo's facts from a decode made for something else too (`inputs.Visit`: the scorer's workers decode
     each photo once, for its score and its facts). The main process collects the facts into `facts`."""
@@ -76,11 +87,10 @@ class Surveyor:
         except OSError:
             signature = ""  # gone: the decode names the problem
         photo = decode()
-        image = photo.image.copy()
-        image.thumbnail((self.size, self.size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        image, jpeg = make_thumbnail(photo.image, self.size)
         name = thumbnail_name(path)
         tmp = self.folder / f".{name}.tmp"
-        image.save(tmp, format="JPEG", quality=82)
+        tmp.write_bytes(jpeg)
         os.replace(tmp, self.folder / name)
         return photo, PhotoFacts(path, name, str(imagehash.phash(image)), photo.taken, signature)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import io
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import SYNTHETIC_NOTE, atomic_write_text
+from ..culling.survey import make_thumbnail
 from ..errors import DecodeError
 from ..imaging import decode_image
 from .scorer import ScoreResult
@@ -57,10 +57,8 @@ def thumbnail_uri(path: str, size: int) -> str:
         image = decode_image(path, min_side=size)
     except DecodeError:
         return ""
-    image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=75)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    _, jpeg = make_thumbnail(image, size, quality=75)
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def histogram_svg(scores: np.ndarray, scale: tuple[float, float], bins: int = 30, width: int = 640, height: int = 180) -> str:

@@ -25,6 +25,7 @@ from ..errors import DecodeError, IAAError
 from ..imaging import DEFAULT_MAX_PIXELS, decode_image
 from ..inputs import Prepared, Visit
 from ..preprocessing import eval_transform
+from ..settings import differences, identity
 from ..student import Student, StudentConfig
 from ..teacher_head import KIND as TEACHER_KIND, TeacherHeadConfig
 from ..teacher_model import TeacherScorerModel, TeacherScoringConfig
@@ -147,12 +148,10 @@ class Scorer:
         embedded = config = config_from_metadata(onnx_backend.metadata, onnx_path)
         if model_dir is not None:
             config = _read_config(model_dir)
-            for key in ("backbone", "num_levels", "input_size", "scale"):
-                if getattr(config, key) != getattr(embedded, key):
-                    raise IAAError(
-                        f"{onnx_path}: exported from a different model ({key} {getattr(embedded, key)} "
-                        f"vs {getattr(config, key)} in {model_dir}); re-export it"
-                    )
+            changed = differences(identity(embedded), identity(config))
+            if changed:
+                raise IAAError(f"{onnx_path}: exported from a different model than {model_dir} "
+                               f"({'; '.join(changed[:3])}, from the file to the folder); re-export it")
         return cls(config, onnx_backend, max_pixels, shown or (model_name(model_dir) if model_dir else onnx_path.stem))
 
     @property

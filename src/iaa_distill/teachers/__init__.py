@@ -40,8 +40,8 @@ class PackedInputs:
 class TeacherSet(nn.Module):
     """Several teachers whose MLSP vectors are concatenated; each image is decoded once for all of them.
 
-    `input_transform()` turns one decoded image into every teacher's input (joined into one tensor, so
-    data-loader workers can prepare them); `forward(packed)` splits the batch again and returns the
+    `forward` takes one input per teacher, or a packed batch (`PackedInputs`: every teacher's input joined
+    into one tensor, so data-loader workers can prepare them) that it splits again, and returns the
     concatenated features (B, dim).
     """
 
@@ -58,10 +58,6 @@ class TeacherSet(nn.Module):
     @property
     def max_input_size(self) -> int:
         return max(t.input_size for t in self.teachers)
-
-    def input_transform(self) -> PackedInputs:
-        """The transform from one decoded RGB image to a packed input row for `forward`."""
-        return PackedInputs([t.input_size for t in self.teachers], [t.interpolation for t in self.teachers])
 
     def unpack(self, packed: torch.Tensor) -> list[torch.Tensor]:
         """(B, PackedInputs.numel) -> one (B, 3, S, S) tensor per teacher."""

@@ -3,8 +3,8 @@
 `StudentDataModule` turns the two tables into loaders.
 
 Train: the whole image was resized once to `train_resize` x `train_resize` (the train cache); each
-epoch takes a random `input_size` crop and a random horizontal flip of it, on uint8 — the same
-augmentation as `preprocessing.train_transform`, which keeps the whole composition in view.
+epoch takes a random `input_size` crop and a random horizontal flip of it, on uint8 (the NIMA protocol
+described in `preprocessing`), which keeps the whole composition in view.
 Val: a second, small cache stores the val images resized whole to `input_size` straight from the
 decoded photo, so validation sees exactly what `preprocessing.eval_transform` gives at scoring time
 (resizing the train cache again would resample twice).
