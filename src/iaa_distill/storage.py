@@ -247,6 +247,20 @@ def create_rows(directory: Path, manifest: Manifest, ids: Sequence[str], array: 
     manifest.write(directory / MANIFEST_FILE)
 
 
+def resume_or_create_rows(directory: Path, manifest: M, ids: Sequence[str], array: str, shape: tuple[int, ...],
+                          dtype: np.dtype | str) -> M:
+    """The manifest of `directory`'s earlier build when it has the same content and its array (finished or
+    interrupted: resume it); else `directory` started afresh (`create_rows`) and `manifest` itself."""
+    try:
+        existing = type(manifest).read(directory / MANIFEST_FILE, "")
+    except IAAError:
+        existing = None
+    if existing is not None and not existing.differences(manifest) and (directory / array).is_file():
+        return existing
+    create_rows(directory, manifest, ids, array, shape, dtype)
+    return manifest
+
+
 class RowWriter:
     """Writes finished batches of one rank: rows into the array (synced), then a line in its progress log."""
 

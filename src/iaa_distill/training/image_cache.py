@@ -32,8 +32,8 @@ from ..devices import resolve_device
 from ..errors import IAAError
 from ..inputs import iter_prepared, resolve_decoder
 from ..messages import get_logger
-from ..storage import (MANIFEST_FILE, Manifest, RowCache, RowWriter, create_rows, finish_rows, pending_batches,
-                       read_progress)
+from ..storage import (MANIFEST_FILE, Manifest, RowCache, RowWriter, finish_rows, pending_batches,
+                       read_progress, resume_or_create_rows)
 
 _log = get_logger(__name__)
 
@@ -126,15 +126,6 @@ def ensure_image_cache(
         return ImageCache.open(folder)
 
 
-def _resumable(folder: Path, manifest: ImageCacheManifest) -> bool:
-    """Whether `folder` holds an interrupted build of the same content (else it is started afresh)."""
-    try:
-        old = ImageCacheManifest.read(folder / MANIFEST, "")
-    except IAAError:
-        return False
-    return not old.differences(manifest) and (folder / IMAGES).is_file()
-
-
 def _build(records: Sequence[ImageRecord], folder: Path, manifest: ImageCacheManifest, num_workers: int,
            batch_size: int, device: torch.device) -> None:
     """Decode the rows not committed yet in fixed batches through the shared batched input path, each batch
@@ -142,10 +133,9 @@ def _build(records: Sequence[ImageRecord], folder: Path, manifest: ImageCacheMan
     from tqdm import tqdm
 
     ids = [r.image_id for r in records]
-    if not _resumable(folder, manifest):
-        for stale in ("index.json", "progress.jsonl", "failed.json"):  # format 1's files
-            (folder / stale).unlink(missing_ok=True)
-        create_rows(folder, manifest, ids, IMAGES, tuple(manifest.shape), np.uint8)
+    for stale in ("index.json", "progress.jsonl", "failed.json"):  # format 1's files (never in a format-2 build)
+        (folder / stale).unlink(missing_ok=True)
+    resume_or_create_rows(folder, manifest, ids, IMAGES, tuple(manifest.shape), np.uint8)
     done, _ = read_progress(folder, len(ids))
     batches = pending_batches(range(len(ids)), done, batch_size)
     remaining = sum(map(len, batches))

@@ -32,12 +32,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import RidgeCV
 
-from ..errors import IAAError
 from ..evaluation.metrics import plcc, srcc
 from ..losses import emd_loss
 from ..score_space import ScoreSpace
-from ..storage import (MANIFEST_FILE, Manifest, RowCache, RowWriter, create_rows, finish_rows,
-                       pending_batches, read_progress)
+from ..storage import (MANIFEST_FILE, Manifest, RowCache, RowWriter, finish_rows,
+                       pending_batches, read_progress, resume_or_create_rows)
 from ..student import Student
 from .head_candidates import RIDGE_ALPHAS, ridge_targets
 from .image_cache import ImageCache
@@ -98,18 +97,11 @@ def pooled_features(model: Student, data: WarmStartData) -> np.ndarray:
     folder = images.directory / f"pooled-{_backbone_key(model)}"
     manifest = PooledManifest(backbone=folder.name[len("pooled-"):], images=images.manifest.fingerprint(),
                               dim=int(model.pooled_mean.numel()))
-    try:
-        existing = PooledManifest.read(folder / MANIFEST_FILE, "")
-    except IAAError:
-        existing = None
-    if existing is None or existing.differences(manifest) or not (folder / PooledCache.ARRAY).is_file():
-        create_rows(folder, manifest, ids, PooledCache.ARRAY, (len(ids), manifest.dim), np.float32)
-    elif existing.complete:
-        return np.asarray(PooledCache.read_rows(folder, existing, (manifest.dim,)).array[data.rows], np.float64)
-    _fill_pooled(model, Path(data.cache_path), folder, len(ids))
-    cache = PooledCache.read_rows(folder, finish_rows(folder, PooledManifest.read(folder / MANIFEST_FILE, "")),
-                                  (manifest.dim,))
-    return np.asarray(cache.array[data.rows], np.float64)
+    built = resume_or_create_rows(folder, manifest, ids, PooledCache.ARRAY, (len(ids), manifest.dim), np.float32)
+    if not built.complete:
+        _fill_pooled(model, Path(data.cache_path), folder, len(ids))
+        built = finish_rows(folder, PooledManifest.read(folder / MANIFEST_FILE, ""))
+    return np.asarray(PooledCache.read_rows(folder, built, (manifest.dim,)).array[data.rows], np.float64)
 
 
 @torch.no_grad()
