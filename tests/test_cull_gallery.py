@@ -115,8 +115,8 @@ def test_cull_by_keyboard_export_and_reapply(chromium, model_dir, sample_photos,
     chromium.find_element(By.ID, "export-csv").click()
     exported = downloads / "decisions.csv"
     deadline = time.time() + 20
-    while not exported.exists() and time.time() < deadline:
-        time.sleep(0.1)
+    while not (exported.exists() and exported.stat().st_size) and time.time() < deadline:
+        time.sleep(0.1)  # the download can appear before its bytes do
     rows = {r["path"]: r for r in _rows(exported)}
     # a reject keeps its stars in the export (issue 21: it was -1; the XMP writes a reject as -1 with iaa:Stars)
     assert {p: r["flag"] for p, r in rows.items()} == flags and rows[first]["rating"] == ratings[first] != "-1"
