@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 from iaa_distill.errors import IAAError, WeightsNotFoundError
 from iaa_distill.teachers import DEFAULT_TEACHERS, PackedInputs, Teacher, load_teachers
-from iaa_distill.teachers.weights import bundled_weights_path, file_sha256
+from iaa_distill.hashing import file_sha256
+from iaa_distill.teachers.weights import bundled_weights_path
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE_CLASSES = {967, 968, 504}  # espresso, cup, coffee mug

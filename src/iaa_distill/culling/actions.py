@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from ..hashing import file_sha256
 from ..imaging import IMAGE_EXTENSIONS, is_raw_file
-from .transfer import Action, DiskFull, Step, StepFailed, carry_out, sha256
+from .transfer import Action, DiskFull, Step, StepFailed, carry_out
 
 SIDECAR = ".xmp"
 
@@ -111,7 +112,7 @@ def _step(action: Action, source: Path, target: Path, hashes: bool) -> Step:
         return Step(action, source, target, link=True)
     if not source.exists():
         return Step(action, source, target)
-    return Step(action, source, target, source.stat().st_size, sha256(source) if hashes else "")
+    return Step(action, source, target, source.stat().st_size, file_sha256(source) if hashes else "")
 
 
 def _free_suffix(stem: str, files: list[Path], where: Path, claimed: set[Path]) -> str:

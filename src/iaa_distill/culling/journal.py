@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from .transfer import sha256
+from ..hashing import file_sha256
 from .xmp import replace_sidecar
 
 LOG = "log.jsonl"
@@ -91,7 +91,7 @@ class Journal:
         if not new or not os.path.isfile(path):
             return False
         found = signature(path)
-        return found == self.after.get(key) or int(found.split(":")[0]) == new["size"] and sha256(path) == new["sha256"]
+        return found == self.after.get(key) or int(found.split(":")[0]) == new["size"] and file_sha256(path) == new["sha256"]
 
     def restore(self) -> list[str]:
         """Put every journalled file back as it was; returns one line per file that could not be."""

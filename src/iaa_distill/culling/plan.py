@@ -94,8 +94,8 @@ def make_plan(decisions: Sequence[Decision], cmd: dict, hashes: bool = False) ->
                     plan.ratings.append(Rating(d.path, str(target), d.xmp_rating, d.rating, embedded))
                     if embedded:
                         plan.signatures[str(target)] = signature(target)
-                    rating, ours = existing_rating(text, target)
-                    plan.replaced += rating is not None and not ours and rating != d.xmp_rating
+                    found = existing_rating(text, target)
+                    plan.replaced += found.rated and not found.ours and found.value != d.xmp_rating
                 else:
                     plan.kept += 1
     if cmd["action"]:

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import errno
 import filecmp
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..hashing import CHUNK, file_sha256
+
 Action = Literal["copy", "link", "move"]
 PARTIAL = ".iaa-partial"
-CHUNK = 1 << 20
 LINK_FALLBACK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP)  # hard link impossible: symlink instead
 
 
@@ -42,14 +42,6 @@ class Step:
     size: int | None = None  # None: a symbolic link, or a sidecar this cull writes before the action
     sha256: str = ""
     link: bool = False  # the source is a symbolic link, carried as a link
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def partial_name(target: Path) -> Path:
@@ -101,9 +93,9 @@ def _whole(step: Step) -> bool:
         return False
     found = target.stat()
     if not here:
-        return step.size is None or found.st_size == step.size and (not step.sha256 or sha256(target) == step.sha256)
+        return step.size is None or found.st_size == step.size and (not step.sha256 or file_sha256(target) == step.sha256)
     original = source.stat()
-    if found.st_size != original.st_size or step.sha256 and sha256(target) != step.sha256:
+    if found.st_size != original.st_size or step.sha256 and file_sha256(target) != step.sha256:
         return False
     return found.st_mtime_ns == original.st_mtime_ns or filecmp.cmp(source, target, shallow=False)
 
@@ -161,7 +153,7 @@ def _verified_copy(step: Step) -> None:
         expected = source.stat().st_size
         if tmp.stat().st_size != expected:
             raise StepFailed(f"{target}: the copy has {tmp.stat().st_size} bytes, the source {expected}; removed")
-        if step.sha256 and sha256(tmp) != step.sha256:
+        if step.sha256 and file_sha256(tmp) != step.sha256:
             raise StepFailed(f"{target}: the copy's sha256 differs from the photo's; removed")
         if os.path.lexists(target):
             raise StepFailed(f"{target}: another file appeared there; left as it is")

