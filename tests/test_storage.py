@@ -53,3 +53,44 @@ def test_feature_cache_manifest_fingerprints_its_identity_only():
     assert other.fingerprint() != base.fingerprint()
     assert base.differences(other) == ["t input_size 8 vs 9"]
     assert base["dataset"]["split"] == "all" and base.get("missing", 1) == 1
+
+
+def test_one_reuse_decision_for_every_output():
+    import inspect
+
+    from iaa_distill.features.cache import prepare_cache
+    from iaa_distill.recipe import StageRunner
+    from iaa_distill.storage import Reuse, resume_or_create_rows, reuse_decision
+    from iaa_distill.training.image_cache import ensure_image_cache
+    from iaa_distill.training.spine import RunFolder
+
+    assert reuse_decision(None, True) is Reuse.NONE
+    assert reuse_decision([], True) is Reuse.UP_TO_DATE
+    assert reuse_decision([], False) is Reuse.RESUME
+    assert reuse_decision(["a 1 -> 2"], True) is Reuse.CHANGED
+    with pytest.raises(IAAError, match=r"^out: made differently \(a 1 -> 2; b\)$"):
+        reuse_decision(["a 1 -> 2", "b"], False, "out: made differently ({changes})")
+    # `iaa fit`'s stages, training run folders and the row caches all decide through it
+    for user in (StageRunner.run, RunFolder.finished, resume_or_create_rows, prepare_cache, ensure_image_cache):
+        assert "reuse_decision(" in inspect.getsource(user), user.__qualname__
+
+
+def test_a_complete_image_cache_is_reused_by_its_key_an_unfinished_one_resumed_only_if_identical(tmp_path,
+                                                                                                  sample_photos):
+    import json
+
+    from iaa_distill.training.image_cache import MANIFEST, ensure_image_cache
+    from tests.test_student_training import make_dataset
+
+    records = make_dataset(tmp_path / "d", sample_photos, count=4).records
+    cache = ensure_image_cache(records, 24, root=tmp_path / "c", num_workers=0, batch_size=2)
+    manifest, reference = json.loads((cache.directory / MANIFEST).read_text()), np.array(cache.pixels())
+    # built elsewhere (nvJPEG, another copy of the dataset): complete, so reused as it is
+    (cache.directory / MANIFEST).write_text(json.dumps({**manifest, "decoder": "torchvision", "dataset_fingerprint": "x"}))
+    again = ensure_image_cache(records, 24, root=tmp_path / "c", num_workers=0, batch_size=2)
+    assert again.manifest.decoder == "torchvision"
+    # unfinished and made differently: started afresh under the wanted identity
+    (cache.directory / MANIFEST).write_text(json.dumps({**manifest, "decoder": "torchvision", "complete": False}))
+    rebuilt = ensure_image_cache(records, 24, root=tmp_path / "c", num_workers=0, batch_size=2)
+    assert rebuilt.manifest.decoder == "pil" and rebuilt.complete
+    np.testing.assert_array_equal(rebuilt.pixels(), reference)

@@ -34,6 +34,7 @@ from .evaluation.settings import EvaluationSettings
 from .features.settings import ExtractionSettings
 from .messages import get_logger
 from .settings import check_ranges, fingerprint
+from .storage import Reuse, reuse_decision
 
 if TYPE_CHECKING:
     from .training.student_config import StudentTrainConfig
@@ -163,13 +164,17 @@ class StageRunner:
         self.done: dict[str, str] = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.timings: dict[str, float] = {}
 
-    def run(self, name: str, key: str, folder: Path, action: Callable[[], Any], fresh_on_change: bool = True) -> str:
-        """Run `action` unless stage `name` already finished with `key`; returns the key for downstream hashes."""
-        if self.done.get(name) == key and folder.exists():
+    def run(self, name: str, key: str, folder: Path, action: Callable[[], Any]) -> str:
+        """Run `action` unless stage `name` already finished with `key` (`storage.reuse_decision`; a stage whose
+        folder was deleted runs again); returns the key for downstream hashes."""
+        recorded = self.done.get(name)
+        changes = None if recorded is None else [] if recorded == key else [f"stage key {recorded} -> {key}"]
+        decision = reuse_decision(changes, folder.exists())
+        if decision is Reuse.UP_TO_DATE:
             self.log(f"[{name}] up to date: {folder}")
             self.timings[name] = 0.0
             return key
-        if fresh_on_change and name in self.done and self.done[name] != key and folder.exists():
+        if decision is Reuse.CHANGED and folder.exists():
             self.log(f"[{name}] settings or inputs changed: starting this stage afresh in {folder}")
             shutil.rmtree(folder)
         self.log(f"[{name}] running -> {folder}")

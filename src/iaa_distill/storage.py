@@ -9,6 +9,9 @@
 - `IdIndex`: image id -> row of a store, with errors that name the missing id.
 - `Manifest`: a typed manifest (dataclass) written atomically as JSON, with `fingerprint()` (a hash
   of the fields that decide the content) and `differences(other)` (readable lines for a refusal).
+- `reuse_decision`: the one "skip when up to date" decision of every output (`iaa fit`'s stages, training run
+  folders, row caches): an earlier result made from the same inputs and settings is reused when complete and
+  resumed when not; one made differently is started afresh or refused.
 - `RowCache`: the one row layout of the feature cache, the image cache and the warm start's pooled features
   (see below), with `create_rows`, `RowWriter`, `read_progress`, `pending_batches` and `finish_rows` to build it.
 
@@ -29,6 +32,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -159,6 +163,32 @@ class IdIndex:
         return np.fromiter((self._rows[image_id] for image_id in ids), dtype=np.int64, count=len(ids))
 
 
+class Reuse(Enum):
+    """What an output's earlier result is worth to the work asked for now (`reuse_decision`)."""
+
+    NONE = "none"  # no record of an earlier result: build it
+    UP_TO_DATE = "up to date"  # made from the same inputs and settings, and complete: reuse it, skip the work
+    RESUME = "resume"  # made the same way but unfinished: continue it
+    CHANGED = "changed"  # made from other inputs or settings: start afresh
+
+
+def reuse_decision(changes: Sequence[str] | None, complete: bool, refusal: str | None = None) -> Reuse:
+    """The one "skip when up to date" decision of every output.
+
+    changes: how the recorded inputs and settings of the earlier result differ from the wanted ones (readable
+    lines; empty: the same; None: no record of one). complete: whether that result is finished.
+    refusal: an earlier result made differently is refused with this IAAError (its `{changes}` filled in) instead
+    of being reported CHANGED (for outputs that must not be discarded silently: a run folder, a feature cache).
+    """
+    if changes is None:
+        return Reuse.NONE
+    if changes:
+        if refusal is not None:
+            raise IAAError(refusal.replace("{changes}", "; ".join(changes)))
+        return Reuse.CHANGED
+    return Reuse.UP_TO_DATE if complete else Reuse.RESUME
+
+
 M = TypeVar("M", bound="Manifest")
 
 
@@ -255,7 +285,8 @@ def resume_or_create_rows(directory: Path, manifest: M, ids: Sequence[str], arra
         existing = type(manifest).read(directory / MANIFEST_FILE, "")
     except IAAError:
         existing = None
-    if existing is not None and not existing.differences(manifest) and (directory / array).is_file():
+    changes = existing.differences(manifest) if existing is not None and (directory / array).is_file() else None
+    if reuse_decision(changes, bool(getattr(existing, "complete", False))) in (Reuse.UP_TO_DATE, Reuse.RESUME):
         return existing
     create_rows(directory, manifest, ids, array, shape, dtype)
     return manifest

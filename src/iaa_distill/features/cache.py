@@ -16,7 +16,8 @@ import numpy as np
 
 from ..data.records import Dataset
 from ..errors import IAAError
-from ..storage import IDS_FILE, MANIFEST_FILE, PROGRESS_DIR, Manifest, RowCache, create_rows, finish_rows
+from ..storage import (IDS_FILE, MANIFEST_FILE, PROGRESS_DIR, Manifest, RowCache, create_rows, finish_rows,
+                       reuse_decision)
 
 MANIFEST_NAME = MANIFEST_FILE
 FEATURES_NAME = "features.npy"
@@ -130,10 +131,9 @@ def prepare_cache(directory: Path, manifest: FeatureCacheManifest, ids: Sequence
     if OLD_IDS_HASH in existing.dataset:
         raise IAAError(f"{directory}: feature cache written by an older iaa-distill (another image-id hash); rebuild "
                        f"it: delete the folder and rerun `iaa features` (or `iaa fit`)")
-    diffs = existing.differences(manifest)
-    if diffs:
-        raise IAAError(f"{directory}: feature cache was made differently ({'; '.join(diffs)}, cache vs this run); "
-                       "use another --out, or delete the cache to extract again")
+    reuse_decision(existing.differences(manifest), existing.complete,
+                   f"{directory}: feature cache was made differently ({{changes}}, cache vs this run); use another "
+                   "--out, or delete the cache to extract again")  # the same: resumed (or complete: nothing to do)
     FeatureCache.open(directory)  # refuses a damaged cache (missing or resized files)
 
 

@@ -32,8 +32,9 @@ from ..devices import resolve_device
 from ..errors import IAAError
 from ..inputs import iter_prepared, resolve_decoder
 from ..messages import get_logger
-from ..storage import (MANIFEST_FILE, Manifest, RowCache, RowWriter, finish_rows, pending_batches,
-                       read_progress, resume_or_create_rows)
+from ..settings import differences as settings_differences
+from ..storage import (MANIFEST_FILE, Manifest, Reuse, RowCache, RowWriter, finish_rows, pending_batches,
+                       read_progress, resume_or_create_rows, reuse_decision)
 
 _log = get_logger(__name__)
 
@@ -55,6 +56,14 @@ class ImageCacheManifest(Manifest):
     could not be decoded."""
 
     IDENTITY = ("format", "size", "interpolation", "shape", "dataset_fingerprint", "ids_hash", "decoder")
+    # A complete cache is reused when these match (the folder's key): the same images at the same size, whichever
+    # decoder or copy of the dataset built it; an unfinished one is resumed only under the whole identity.
+    REUSED_BY = ("format", "size", "interpolation", "shape", "ids_hash")
+
+    def reused_for(self, wanted: "ImageCacheManifest") -> list[str]:
+        """What differs in `REUSED_BY` between this (an existing cache's manifest) and `wanted`."""
+        return settings_differences({k: getattr(self, k) for k in self.REUSED_BY},
+                                    {k: getattr(wanted, k) for k in self.REUSED_BY})
 
     format: int = FORMAT_VERSION
     size: int = 0
@@ -112,17 +121,19 @@ def ensure_image_cache(
     ids = [r.image_id for r in records]
     folder = Path(root or default_cache_root()).expanduser() / f"{name}-{size}px-{interpolation}-{ids_hash(ids)}"
     folder.mkdir(parents=True, exist_ok=True)
+    torch_device = resolve_device(device)
+    manifest = ImageCacheManifest(size=size, interpolation=interpolation, shape=[len(ids), size, size, 3],
+                                  dataset_fingerprint=dataset_fingerprint, ids_hash=ids_hash(ids),
+                                  decoder=resolve_decoder("auto", torch_device))
     with open(folder / LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; concurrent ranks wait here, then find it complete
         try:
-            return ImageCache.open(folder)
+            existing = ImageCacheManifest.read(folder / MANIFEST, "")
         except IAAError:
-            pass
-        torch_device = resolve_device(device)
-        manifest = ImageCacheManifest(size=size, interpolation=interpolation, shape=[len(ids), size, size, 3],
-                                      dataset_fingerprint=dataset_fingerprint, ids_hash=ids_hash(ids),
-                                      decoder=resolve_decoder("auto", torch_device))
-        _build(records, folder, manifest, num_workers, batch_size, torch_device)
+            existing = None
+        changes = existing.reused_for(manifest) if existing is not None else None
+        if reuse_decision(changes, bool(existing and existing.complete)) is not Reuse.UP_TO_DATE:
+            _build(records, folder, manifest, num_workers, batch_size, torch_device)
         return ImageCache.open(folder)
 
 

@@ -35,6 +35,7 @@ from ..devices import resolve_device
 from ..errors import IAAError
 from ..evaluation.metrics import MetricWarning, plcc, srcc
 from ..settings import differences, fingerprint
+from ..storage import Reuse, reuse_decision
 from ..messages import get_logger
 from ..data.splits import save_split
 
@@ -62,15 +63,11 @@ class RunFolder:
 
     def finished(self) -> dict[str, Any] | None:
         """The metrics of a finished run with these settings, else None; a run with other settings is refused."""
-        run_file = self.out / RUN_FILE
-        if not run_file.is_file():
-            return None
-        changed = differences(json.loads(run_file.read_text()), self.identity)
-        if changed:
-            raise IAAError(f"{self.out} holds a run with other settings (changed: {'; '.join(changed)}); "
-                           "choose a new --out or delete that folder")
-        metrics = self.out / METRICS_FILE
-        return json.loads(metrics.read_text()) if metrics.is_file() else None
+        run_file, metrics = self.out / RUN_FILE, self.out / METRICS_FILE
+        changes = differences(json.loads(run_file.read_text()), self.identity) if run_file.is_file() else None
+        decision = reuse_decision(changes, metrics.is_file(), f"{self.out} holds a run with other settings (changed: "
+                                  "{changes}); choose a new --out or delete that folder")
+        return json.loads(metrics.read_text()) if decision is Reuse.UP_TO_DATE else None
 
     def start(self, train_ids: Sequence[str], val_ids: Sequence[str]) -> Path | None:
         """Record the settings and the split; returns the checkpoint to resume from (None: start afresh)."""

@@ -68,6 +68,35 @@ def labelled_rows(dataset: Dataset, cache: FeatureCache, split: str) -> SplitTab
     return split_table(records, ScoreSpace(*label_layout(dataset)), cache.rows_for)
 
 
+class TeacherDataModule(FeatureDataModule):
+    """The head's data prepared from a dataset: `prepare_data` opens the feature cache (built by the features
+    stage) and refuses one made for other images, `setup` builds the train/val/test tables of the labelled images
+    with valid features (`splits`). Both are idempotent, so `train_teacher_head` calls `setup` before the trainer
+    (it needs the tables for the run's identity and the head's cross-validation) and Lightning's calls do
+    nothing more."""
+
+    def __init__(self, dataset: Dataset, cache: str | Path | FeatureCache, config: TeacherTrainConfig):
+        super().__init__(None, None, None, config.batch_size, config.seed)
+        self.dataset, self.cache_dir = dataset, cache
+        self.cache: FeatureCache | None = None
+        self.splits: dict[str, SplitTable] = {}
+
+    def prepare_data(self) -> None:
+        if self.cache is not None:
+            return
+        cache = self.cache_dir if isinstance(self.cache_dir, FeatureCache) else FeatureCache.open(self.cache_dir)
+        cache.check_matches(self.dataset)
+        self.cache = cache
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.prepare_data()
+        self.features = self.cache.features
+        self.splits = {s: labelled_rows(self.dataset, self.cache, s) for s in ("train", "val", "test")}
+        self.train, self.val = self.splits["train"], self.splits["val"]
+
+
 def correlations(pred: np.ndarray, true: np.ndarray) -> dict[str, float | None]:
     """SRCC and PLCC from `evaluation.metrics` (None where undefined, e.g. constant predictions)."""
     values = {"srcc": srcc(true, pred), "plcc": plcc(true, pred)}
@@ -111,10 +140,9 @@ def _save_head(out: Path, module: TeacherHeadModule, entry: dict) -> None:
     module.head.save_pretrained(out)
 
 
-def _fit(run: RunFolder, config: TeacherTrainConfig, head_config: TeacherHeadConfig, cache: FeatureCache,
-         splits: tuple[SplitTable, SplitTable], resume: Path | None) -> pl.Trainer:
+def _fit(run: RunFolder, config: TeacherTrainConfig, head_config: TeacherHeadConfig, data: TeacherDataModule,
+         resume: Path | None) -> pl.Trainer:
     """Train (or resume from `resume`) the MLP head; the best epoch's head is saved into the run folder."""
-    train, val = splits
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = TeacherHeadModule(asdict(head_config), {**asdict(config), "hidden": list(config.hidden)})
     accelerator, devices = lightning_device(config.device)
@@ -124,10 +152,9 @@ def _fit(run: RunFolder, config: TeacherTrainConfig, head_config: TeacherHeadCon
         run.out, hardware, max_epochs=config.epochs, patience=config.patience,
         callbacks=[BestBySRCC(run.out, partial(_save_head, run.out), config.batch_size),
                    RunStamp(run.fingerprint)],
-        log_every_n_steps=max(1, min(50, len(train) // config.batch_size)),
+        log_every_n_steps=max(1, min(50, len(data.train) // config.batch_size)),
     )
-    trainer.fit(module, datamodule=FeatureDataModule(cache.features, train, val, config.batch_size, config.seed),
-                ckpt_path=resume)
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
     return trainer
 
 
@@ -213,10 +240,9 @@ def train_teacher_head(
     check_name(config.loss, LabelLossName, "loss")
     if config.epochs < 1 or config.batch_size < 2:
         raise IAAError("epochs must be at least 1 and batch size at least 2")
-    cache = cache_dir if isinstance(cache_dir, FeatureCache) else FeatureCache.open(cache_dir)
-    cache.check_matches(dataset)
-    splits = {s: labelled_rows(dataset, cache, s) for s in ("train", "val", "test")}
-    train, val = splits["train"], splits["val"]
+    data = TeacherDataModule(dataset, cache_dir, config)
+    data.setup()
+    cache, splits, train, val = data.cache, data.splits, data.train, data.val
     check_counts(dataset.name, len(train), len(val), 0, 2)
     head_config = _head_config(dataset, cache, config)
     run = RunFolder(out, {"train": identity(config), "head": asdict(head_config),
@@ -232,7 +258,7 @@ def train_teacher_head(
     if chosen.kind == "ridge":
         _fit_ridge(run, head_config, cache, train)
     else:
-        trainer = _fit(run, config, head_config, cache, (train, val), resume)
+        trainer = _fit(run, config, head_config, data, resume)
     valid, raw = _write_targets(run.out, cache, head_config.space)
     metrics = {**_metrics(run, trainer, raw, valid, splits, head_config, config), "head": selection}
     run.write_metrics(metrics)
