@@ -109,8 +109,12 @@ def identity(settings: Any) -> dict[str, Any]:
 
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-ready parts (settings dataclasses contribute their identity only)."""
-    plain = [identity(p) if is_dataclass(p) and not isinstance(p, type) else p for p in parts]
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return short_hash([identity(p) if is_dataclass(p) and not isinstance(p, type) else p for p in parts])
+
+
+def short_hash(document: Any) -> str:
+    """The one content hash of a JSON-ready document (16 hex digits): stage keys, run and manifest fingerprints."""
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -27,7 +27,6 @@ A row cache is a folder:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -41,6 +40,7 @@ import numpy as np
 from .artifacts import atomic_write_text, read_json
 from .errors import IAAError
 from .settings import differences as settings_differences
+from .settings import short_hash
 
 
 class Journal:
@@ -203,7 +203,7 @@ class Manifest:
 
     def fingerprint(self) -> str:
         """A short stable hash of the identity fields."""
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+        return short_hash(self.identity())
 
     def differences(self, other: "Manifest") -> list[str]:
         """Readable `field old -> new` lines where the identity of `other` differs from this one's."""

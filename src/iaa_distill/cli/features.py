@@ -6,7 +6,6 @@ preprocessing or images is refused. Under torchrun each process extracts a shard
 from __future__ import annotations
 
 import argparse
-import os
 
 from ..errors import IAAError
 
@@ -38,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.registry import open_dataset
     from ..features import extract_features
     from ..features.settings import ExtractionSettings
+    from ..messages import is_rank_zero
     from .options import config_from_args
 
     teachers = tuple(n.strip() for item in args.teachers for n in item.split(",") if n.strip())
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise IAAError("--teachers: give at least one timm model name")
     settings = config_from_args(ExtractionSettings, args, teachers=teachers, weights=parse_weights(args.weights))
     cache = extract_features(open_dataset(args.dataset), args.out, settings)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+    if not is_rank_zero():  # under torchrun, rank 0 reports
         return 0
     print(f"{cache.directory}: {len(cache.valid_ids())} of {len(cache.ids)} images, {cache.dim} features each "
           f"({', '.join(t['name'] for t in cache.manifest['teachers'])})")
