@@ -55,3 +55,31 @@ def test_culling_file_actions_and_hashes_import_no_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("policy", ["keep", "fill"])
+def test_a_cull_never_overwrites_a_malformed_rating_the_photographer_wrote(tmp_path, policy):
+    from .test_cull_safety import USER_SIDECAR, cull, decisions, photo
+
+    photo(tmp_path / "shoot" / "IMG_0.jpg")
+    photo(tmp_path / "shoot" / "IMG_1.jpg", 1)
+    sidecar = tmp_path / "shoot" / "IMG_0.xmp"
+    sidecar.write_text(USER_SIDECAR.format("three"))
+    before = sidecar.read_bytes()
+    listed = decisions(tmp_path / "d.csv", [(tmp_path / "shoot" / f"IMG_{i}.jpg", "pick", 4) for i in range(2)])
+    assert cull(tmp_path / "shoot", "--decisions", listed, "--xmp", "--ratings", policy, "--apply") == 0
+    assert sidecar.read_bytes() == before
+    assert 'xmp:Rating="4"' in (tmp_path / "shoot" / "IMG_1.xmp").read_text()  # the unrated photo is rated
+
+
+def test_a_cull_stops_on_a_hostile_sidecar_with_one_line_and_leaves_it(tmp_path, capsys):
+    from .test_cull_safety import cull, decisions, photo
+
+    photo(tmp_path / "shoot" / "IMG_0.jpg")
+    sidecar = tmp_path / "shoot" / "IMG_0.xmp"
+    sidecar.write_text(UNRATED_WITH_DTD)
+    listed = decisions(tmp_path / "d.csv", [(tmp_path / "shoot" / "IMG_0.jpg", "pick", 4)])
+    assert cull(tmp_path / "shoot", "--decisions", listed, "--xmp", "--ratings", "replace", "--apply") == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("iaa: error: ") and "IMG_0.xmp: not a readable XMP sidecar (a DTD" in errors[0]
+    assert sidecar.read_text() == UNRATED_WITH_DTD

@@ -151,7 +151,9 @@ def existing_rating(text: str | None, where: Path = Path("<xmp>")) -> PacketRati
     be read safely (malformed, hostile or not XMP): this tool never rewrites what it cannot read."""
     if not text or not text.strip():
         return PacketRating()
-    found = read_rating(_without_packet_wrapper(text))
+    found = read_rating(text)  # whole, so that a DTD is seen and refused as such
+    if found.problem == "unreadable":  # junk around the packet: read what lies inside its markers
+        found = read_rating(_without_packet_wrapper(text))
     if found.problem:
         raise IAAError(f"{where}: not a readable XMP sidecar ({found.detail}); fix or move it, then rerun")
     return found
