@@ -71,7 +71,8 @@ def test_one_reuse_decision_for_every_output():
     with pytest.raises(IAAError, match=r"^out: made differently \(a 1 -> 2; b\)$"):
         reuse_decision(["a 1 -> 2", "b"], False, "out: made differently ({changes})")
     # `iaa fit`'s stages, training run folders and the row caches all decide through it
-    for user in (StageRunner.run, RunFolder.finished, resume_or_create_rows, prepare_cache, ensure_image_cache):
+    for user in (StageRunner.run, RunFolder.finished, RunFolder.start, resume_or_create_rows, prepare_cache,
+                 ensure_image_cache):
         assert "reuse_decision(" in inspect.getsource(user), user.__qualname__
 
 
@@ -86,7 +87,8 @@ def test_a_complete_image_cache_is_reused_by_its_key_an_unfinished_one_resumed_o
     cache = ensure_image_cache(records, 24, root=tmp_path / "c", num_workers=0, batch_size=2)
     manifest, reference = json.loads((cache.directory / MANIFEST).read_text()), np.array(cache.pixels())
     # built elsewhere (nvJPEG, another copy of the dataset): complete, so reused as it is
-    (cache.directory / MANIFEST).write_text(json.dumps({**manifest, "decoder": "torchvision", "dataset_fingerprint": "x"}))
+    elsewhere = {**manifest, "decoder": "torchvision", "dataset_fingerprint": "x"}
+    (cache.directory / MANIFEST).write_text(json.dumps(elsewhere))
     again = ensure_image_cache(records, 24, root=tmp_path / "c", num_workers=0, batch_size=2)
     assert again.manifest.decoder == "torchvision"
     # unfinished and made differently: started afresh under the wanted identity

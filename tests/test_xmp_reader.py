@@ -81,5 +81,6 @@ def test_a_cull_stops_on_a_hostile_sidecar_with_one_line_and_leaves_it(tmp_path,
     listed = decisions(tmp_path / "d.csv", [(tmp_path / "shoot" / "IMG_0.jpg", "pick", 4)])
     assert cull(tmp_path / "shoot", "--decisions", listed, "--xmp", "--ratings", "replace", "--apply") == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
-    assert len(errors) == 1 and errors[0].startswith("iaa: error: ") and "IMG_0.xmp: not a readable XMP sidecar (a DTD" in errors[0]
+    assert len(errors) == 1 and errors[0].startswith("iaa: error: ")
+    assert "IMG_0.xmp: not a readable XMP sidecar (a DTD" in errors[0]
     assert sidecar.read_text() == UNRATED_WITH_DTD

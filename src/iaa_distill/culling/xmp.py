@@ -4,12 +4,13 @@
 merged: only `xmp:Rating` changes (with this tool's own `iaa:Rating`, what it wrote, and `iaa:Stars`, the
 stars a reject would have had), every other property, namespace and prefix stays as it was; `xmp:Label`
 is never touched. A rating this tool did not write is the photographer's: `ratings` decides what happens
-to it (keep, the default; fill only unrated photos; replace). A rating value that is not a number -1..5 is
-the photographer's too (of unknown meaning): keep and fill leave it as it is.
+to it (keep, the default; fill only unrated photos; replace). A rating value that is not a whole number
+-1..5 is the photographer's too (of unknown meaning): keep and fill leave it as it is. The sidecar is
+`photo.xmp` (Lightroom, Capture One) or `photo.ext.xmp` (darktable, digiKam).
 
 `read_rating` is the one reader of a packet's rating, for the cull and for `xmp:` datasets: defusedxml (no
-DTDs, entities or external references), so a hostile sidecar is refused, never expanded or rewritten. The sidecar is `photo.xmp` (Lightroom,
-Capture One) or `photo.ext.xmp` (darktable, digiKam).
+DTDs, entities or external references). A sidecar it cannot read (malformed, hostile, not XMP) is refused
+by the cull with one line, never rewritten.
 
 A sidecar is replaced through a temporary file and a rename, keeping its permissions; a symbolic link to a
 sidecar, or a sidecar with several hard links, is written through in place instead (a rename would replace

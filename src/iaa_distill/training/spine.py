@@ -75,13 +75,15 @@ class RunFolder:
         atomic_write_text(self.out / RUN_FILE, json.dumps(self.identity, indent=2) + "\n")
         save_split(self.out, train_ids, val_ids)
         last = self.last_checkpoint
-        if not last.is_file():
-            return None
-        if _checkpoint_fingerprint(last) == self.fingerprint:
+        stamp = _checkpoint_fingerprint(last) if last.is_file() else None
+        changes = None if not last.is_file() else [] if stamp == self.fingerprint else [f"run {stamp} -> now"]
+        decision = reuse_decision(changes, complete=False)  # a checkpoint is an unfinished run: resumed or discarded
+        if decision is Reuse.RESUME:
             _log.info(f"resuming from {last}")
             return last
-        _log.info(f"{last} belongs to another run or is damaged: starting afresh")
-        shutil.rmtree(last.parent, ignore_errors=True)
+        if decision is Reuse.CHANGED:
+            _log.info(f"{last} belongs to another run or is damaged: starting afresh")
+            shutil.rmtree(last.parent, ignore_errors=True)
         return None
 
     def write_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
