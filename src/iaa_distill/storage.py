@@ -235,6 +235,14 @@ class Manifest:
             raise IAAError(f"{path}: damaged manifest (not a JSON object); delete its folder to build it again")
         return cls.from_dict(data)
 
+    @classmethod
+    def read_existing(cls: type[M], path: Path) -> M | None:
+        """The manifest at `path`, or None when there is none or it is damaged (an output to build afresh)."""
+        try:
+            return cls.read(path, "")
+        except IAAError:
+            return None
+
 
 IDS_FILE = "ids.json"
 MANIFEST_FILE = "manifest.json"
@@ -281,10 +289,7 @@ def resume_or_create_rows(directory: Path, manifest: M, ids: Sequence[str], arra
                           dtype: np.dtype | str) -> M:
     """The manifest of `directory`'s earlier build when it has the same content and its array (finished or
     interrupted: resume it); else `directory` started afresh (`create_rows`) and `manifest` itself."""
-    try:
-        existing = type(manifest).read(directory / MANIFEST_FILE, "")
-    except IAAError:
-        existing = None
+    existing = type(manifest).read_existing(directory / MANIFEST_FILE)
     changes = existing.differences(manifest) if existing is not None and (directory / array).is_file() else None
     if reuse_decision(changes, bool(getattr(existing, "complete", False))) in (Reuse.UP_TO_DATE, Reuse.RESUME):
         return existing

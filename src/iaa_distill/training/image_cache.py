@@ -127,10 +127,7 @@ def ensure_image_cache(
                                   decoder=resolve_decoder("auto", torch_device))
     with open(folder / LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; concurrent ranks wait here, then find it complete
-        try:
-            existing = ImageCacheManifest.read(folder / MANIFEST, "")
-        except IAAError:
-            existing = None
+        existing = ImageCacheManifest.read_existing(folder / MANIFEST)
         changes = existing.reused_for(manifest) if existing is not None else None
         if reuse_decision(changes, bool(existing and existing.complete)) is not Reuse.UP_TO_DATE:
             _build(records, folder, manifest, num_workers, batch_size, torch_device)
