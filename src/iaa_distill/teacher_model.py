@@ -22,8 +22,6 @@ from .score_space import ScoreSpace
 from .teacher_head import TeacherHead, TeacherHeadConfig
 from .teachers import PackedInputs, TeacherSet, load_teachers
 
-SPEC_KEYS = ("input_size", "interpolation", "mean", "std", "levels", "level_dims", "dim")  # checked on load
-
 
 @dataclass(frozen=True)
 class TeacherScoringConfig:
@@ -134,7 +132,7 @@ def check_teachers(teachers: TeacherSet, head: TeacherHeadConfig, source: str | 
         if old_hash and old_hash != new_hash:
             raise IAAError(f"{source}: teacher {new['name']}'s weights differ from those its features were "
                            f"extracted with (sha256 {new_hash[:12]} vs {old_hash[:12]}); give the same weights file")
-        for key in SPEC_KEYS:
+        for key in sorted(new.keys() - {"name", "weights"}):  # the spec is what decides the features; weights checked above
             if key in old and old[key] != new[key]:
                 raise IAAError(f"{source}: teacher {new['name']} differs from the one the head was trained on "
                                f"({key} {new[key]} vs {old[key]}); install the timm version the features were made with")
