@@ -33,19 +33,24 @@ def bench_culling(report: Report, folder: Path, workers: int, device: str, count
     """Time one cull of `count` generated camera-size photos and the two stages that bound it."""
     from ..culling import cull
     from ..scoring import Scorer
+    from ..scoring.scorer import threads_beside
 
     batch_size = max(1, min(32, count // (2 * max(1, workers))))  # every worker gets batches to decode
 
     photos = [str(p) for p in write_benchmark_photos(folder / "camera", count, *CAMERA_SIZE, quality=90)]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = _student_dir(Path(tmp), "tf_efficientnet_lite0", pretrained=True)
-        scorer = Scorer.from_pretrained(model_dir, device=device)
+        torch_threads = torch.get_num_threads()
+        scorer = Scorer.from_pretrained(model_dir, device=device, threads=threads_beside(workers))  # as iaa cull
         start = time.perf_counter()
         result = cull(photos, scorer, model_dir, Path(tmp) / "cull", batch_size=batch_size, workers=workers)
         total = time.perf_counter() - start
-        stages = _limits(report, scorer, photos, Path(tmp) / "limits", workers, batch_size)
+        torch.set_num_threads(torch_threads)  # the limits: the model on every core
+        stages = _limits(report, Scorer.from_pretrained(model_dir, device=device), photos, Path(tmp) / "limits",
+                         workers, batch_size)
         actions = _actions(report, result.decisions, Path(tmp) / "actions")
-    where = f"{count} photos of {CAMERA_SIZE[0]}x{CAMERA_SIZE[1]}, {workers} workers, {scorer.backend.name}"
+    where = (f"{count} photos of {CAMERA_SIZE[0]}x{CAMERA_SIZE[1]}, {workers} workers, {scorer.backend.name} "
+             f"on {threads_beside(workers)} threads")
     rate = report.add("culling", f"iaa cull end to end, thumbnails included ({where})", count / total)
     for stage, seconds in result.seconds.items():
         report.add("culling", f"share of {stage}", 100 * seconds / total, "%")

@@ -69,6 +69,7 @@ def _decide(args: argparse.Namespace, out) -> list:
     from ..culling.run import cull, skipped_files
     from ..errors import IAAError
     from ..scoring import Scorer
+    from ..scoring.scorer import threads_beside
     from ..scoring.paths import collect_inputs
     from .options import config_from_args
 
@@ -89,7 +90,8 @@ def _decide(args: argparse.Namespace, out) -> list:
     for line in inputs.skipped:
         _say(f"  {line}")
     paths = _outside(inputs.paths, [out, args.copy_to, args.link_to, args.move_to])
-    scorer = Scorer.from_pretrained(args.model, device=args.device, backend=args.backend, onnx_path=args.onnx)
+    scorer = Scorer.from_pretrained(args.model, device=args.device, backend=args.backend, onnx_path=args.onnx,
+                                    threads=threads_beside(args.workers))
     result = cull(paths, scorer, args.model, out, rules, thumb_size=args.thumb_size,
                   batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
                   title=f"iaa cull: {model_name(args.model)}")

@@ -1,4 +1,5 @@
-"""Int8 ONNX: static quantisation (onnxruntime.quantization, QDQ, per-channel int8 weights, uint8 activations)
+"""Int8 ONNX: static quantisation (onnxruntime.quantization, QDQ, per-channel int8 weights, symmetric int8
+activations)
 of a student or a teacher folder, calibrated on a few hundred photos, saved only when it keeps its ranking.
 
 Calibration photos are a folder of the user's photos or a dataset's training images (seeded sample), through
@@ -105,8 +106,9 @@ def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         reader = _Calibration(fp32_scorer, fp32_scorer.backend.input_name, calibration, batch_size, workers)
         quantize_static(str(prepared), str(int8), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=fp32_nodes(prepared, fp32_early))
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=fp32_nodes(prepared, fp32_early),
+                        extra_options={"ActivationSymmetric": True})
         int8_scorer = Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=int8)
         photos, labels, where = check if check is not None else (list(calibration), None, "the calibration photos")
         drift = measure_drift(fp32_scorer, int8_scorer, photos, labels, where, batch_size, workers)

@@ -68,6 +68,7 @@ class _OnnxBackend:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
@@ -118,8 +119,10 @@ class Scorer:
         (`scoring.onnx_cache`: made once, keyed by the weights' hash; PyTorch when it cannot be made), and
         PyTorch on a GPU. backend='onnx' runs `onnx_path` (default: `model_dir/model.onnx`) with onnxruntime; its
         preprocessing comes from `model_dir`'s config, or from the ONNX metadata when `model_dir` is None.
-        threads: CPU threads for inference (onnx: the session's intra-op threads; torch: process-wide
-        `torch.set_num_threads`); None keeps the engine's default.
+        threads: CPU threads for inference (onnx: the session's intra-op threads, which then sleep rather than
+        spin when idle, as the cores are shared; torch: process-wide `torch.set_num_threads`, which for onnx sizes
+        the batch resize); None keeps the engines' defaults. `threads_beside(workers)` fits them to the cores
+        that decoding workers leave.
         """
         from .hub import is_hub_name, resolve_model
 
@@ -128,7 +131,7 @@ class Scorer:
         torch_device = resolve_device(device)
         if backend == "auto":
             backend, onnx_path = _auto_engine(model_dir, torch_device, onnx_path)
-        if threads and backend == "torch":
+        if threads:
             torch.set_num_threads(threads)
         if backend == "torch":
             if model_dir is None:
@@ -323,6 +326,13 @@ class Scorer:
     ) -> list[Result]:
         """Score image files (bad files give an error result, never an exception)."""
         return [r for batch in self.iter_paths(paths, batch_size, num_workers, progress, embed) for r in batch]
+
+
+def threads_beside(workers: int) -> int:
+    """Inference threads that fit beside `workers` decoding processes: the CPU cores they leave, at least 1
+    (oversubscribed cores slow both the decode and the model)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - workers)
 
 
 def _auto_engine(model_dir: Path | None, device: torch.device, onnx_path: str | Path | None) -> tuple[str, Path | None]:
