@@ -37,6 +37,9 @@ def test_bench_culling_section_times_each_stage(tmp_path):
     assert document["ratios"][0]["name"].startswith("culling: goal 20 s per 1,000 photos")
     assert any(r["name"].startswith("iaa cull, batch 3: end to end vs its binding stage") for r in document["ratios"])  # 6 photos
     assert next((out / "camera").glob("*.jpg")).stat().st_size > 1_000_000  # camera-size JPEGs
+    actions = {r["name"].split(" (")[0] for r in document["results"] if r["name"].startswith("action:")}
+    assert actions == {"action: xmp sidecars", "action: copy", "action: move"}  # timed apart from the cull
+    assert not list((out / "camera").glob("*.xmp")), "the actions act on links, not the benchmark's photos"
 
 
 def test_bench_cache_section_breaks_the_path_into_stages(tmp_path):

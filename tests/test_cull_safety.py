@@ -212,6 +212,14 @@ def test_name_clashes_get_a_suffix_and_sidecars_travel_with_their_photo(tmp_path
     assert not list(shoot.iterdir())
 
 
+def test_ratings_and_the_file_action_report_their_progress(shoot, tmp_path, capsys):
+    listed = decisions(tmp_path / "d.csv", [(shoot / f"IMG_{i}.jpg", "pick") for i in range(3)])
+    assert main(["cull", "--decisions", str(listed), "--xmp", "--copy-to", str(tmp_path / "picks"), "--apply",
+                 "--workers", "0"]) == 0
+    err = capsys.readouterr().err  # off a terminal: one line per stage
+    assert "xmp ratings: 3/3 photo in" in err and "copy: 3/3 photo in" in err
+
+
 # -- 4: a photographer's ratings; undo -----------------------------------------------------------
 def test_own_ratings_are_kept_by_default_and_undo_restores_every_sidecar(shoot, tmp_path, capsys):
     sidecars = {"IMG_0.xmp": USER_SIDECAR.format(5), "IMG_1.xmp": USER_SIDECAR.format(1)}

@@ -63,3 +63,14 @@ def test_a_model_that_does_not_export_scores_with_pytorch_and_says_so(tmp_path, 
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "aten::frobnicate" in warnings[0].getMessage()
     assert not list((model_dir / onnx_cache.CACHE_FOLDER).glob("*.onnx"))
+
+
+def test_threads_fit_beside_the_decoding_workers(tmp_path, monkeypatch):
+    from iaa_distill.scoring.scorer import threads_beside
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert (threads_beside(2), threads_beside(1), threads_beside(0)) == (1, 1, 2)
+    scorer = Scorer.from_pretrained(save_tiny_student(tmp_path / "student"), device="cpu", threads=1)
+    options = scorer.backend.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # shared cores: sleep, not spin

@@ -30,7 +30,7 @@ def test_every_input_type_gives_the_same_score(scorer, photos):
     image = Image.open(path).convert("RGB")
     array = np.array(image)
     inputs = [path, str(path), path.read_bytes(), image, array, torch.from_numpy(array).permute(2, 0, 1).contiguous(),
-              scorer.transform(image)]
+              scorer.preprocess(image, "image")]
     results = scorer.score(inputs)
     assert [r.error for r in results] == [""] * len(inputs)
     means = np.array([r.mean for r in results])

@@ -69,6 +69,7 @@ def _decide(args: argparse.Namespace, out) -> list:
     from ..culling.run import cull, skipped_files
     from ..errors import IAAError
     from ..scoring import Scorer
+    from ..scoring.scorer import threads_beside
     from ..scoring.paths import collect_inputs
     from .options import config_from_args
 
@@ -89,7 +90,8 @@ def _decide(args: argparse.Namespace, out) -> list:
     for line in inputs.skipped:
         _say(f"  {line}")
     paths = _outside(inputs.paths, [out, args.copy_to, args.link_to, args.move_to])
-    scorer = Scorer.from_pretrained(args.model, device=args.device, backend=args.backend, onnx_path=args.onnx)
+    scorer = Scorer.from_pretrained(args.model, device=args.device, backend=args.backend, onnx_path=args.onnx,
+                                    threads=threads_beside(args.workers))
     result = cull(paths, scorer, args.model, out, rules, thumb_size=args.thumb_size,
                   batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
                   title=f"iaa cull: {model_name(args.model)}")
@@ -159,7 +161,7 @@ def _where(ratings) -> str:
     return f"{len(ratings) - embedded} sidecars" + (f" and the XMP embedded in {embedded} photos" if embedded else "")
 
 
-def _apply(plan, out, fresh: bool) -> int:
+def _apply(plan, out, fresh: bool, progress: bool) -> int:
     """Carry out the plan (saving it first when new); the summary counts what was done. 1 when anything failed."""
     from ..culling.plan import execute, save_plan
 
@@ -170,7 +172,7 @@ def _apply(plan, out, fresh: bool) -> int:
     for unit in plan.units:
         if unit.note:
             _say(f"  {unit.note}")
-    report = execute(plan, out, _say)
+    report = execute(plan, out, _say, progress)
     cmd, outcome = plan.command, report.outcome
     if cmd["xmp"]:
         kept = f", {plan.kept} kept the photographer's own rating" if plan.kept else ""
@@ -209,14 +211,14 @@ def run(args: argparse.Namespace) -> int:
         if frozen.command != cmd:
             raise IAAError(f"{out}: holds a cull applied with other options ({_describe(frozen.command)}); rerun that "
                            f"command to finish it, undo it with `iaa cull --undo {out}`, or use another --out")
-        return _apply(frozen, out, fresh=False)
+        return _apply(frozen, out, fresh=False, progress=not args.no_progress)
     plan = make_plan(_decide(args, out), cmd, args.verify == "sha256")
     if not (cmd["xmp"] or cmd["action"]):
         return 0
     if not args.apply:
         _dry_run(plan)
         return 0
-    return _apply(plan, out, fresh=True)
+    return _apply(plan, out, fresh=True, progress=not args.no_progress)
 
 
 def _describe(cmd: dict) -> str:

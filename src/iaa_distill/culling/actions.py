@@ -135,10 +135,13 @@ def _same_file(source: Path, target: Path) -> bool:
         return False
 
 
-def apply(units: Sequence[Unit], say: Callable[[str], None] = lambda line: None) -> Outcome:
-    """Carry out `units`; a unit counts as done only when every one of its files is whole in place."""
+def apply(units: Sequence[Unit], say: Callable[[str], None] = lambda line: None,
+          tick: Callable[[], None] = lambda: None) -> Outcome:
+    """Carry out `units`; a unit counts as done only when every one of its files is whole in place. `tick()` is
+    called as each unit begins (progress)."""
     outcome = Outcome()
     for unit in units:
+        tick()
         try:
             results = [carry_out(step) for step in unit.steps]
         except DiskFull as exc:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..errors import IAAError
+from ..progress import progress_bar
 from . import actions
 from .embedded import can_embed, embedded_text, write_embedded_rating
 from .journal import Journal, signature
@@ -151,9 +152,10 @@ class Report:
         return self.refused + self.outcome.failed
 
 
-def execute(plan: Plan, out: Path, say: Callable[[str], None] = lambda line: None) -> Report:
+def execute(plan: Plan, out: Path, say: Callable[[str], None] = lambda line: None, progress: bool = False) -> Report:
     """Carry out `plan` (or the part of it a killed run left): ratings first, then the file actions. A file
-    changed since the plan (other than by this cull's own journalled write) holds back its whole unit."""
+    changed since the plan (other than by this cull's own journalled write) holds back its whole unit.
+    progress: a bar (or one line off a terminal) for the ratings and for the file action."""
     report, journal = Report(), Journal(out / JOURNAL)
     changed = sorted(p for p, sig in plan.signatures.items()
                      if os.path.exists(p) and signature(p) != sig and not journal.holds(Path(os.path.abspath(p))))
@@ -161,7 +163,19 @@ def execute(plan: Plan, out: Path, say: Callable[[str], None] = lambda line: Non
         say(f"  refused: {photo} changed since the plan was made (size or modification time); not acted upon")
     report.refused += [f"{p}: changed since the plan was made" for p in changed]
     held = {actions.unit_key(p) for p in changed}
+    with progress_bar(len(plan.ratings), "xmp ratings", progress and bool(plan.ratings), unit="photo") as bar:
+        _write_ratings(plan, journal, report, held, say, bar.update)
+    units = [u for u in _as_written(plan.units, journal) if actions.unit_key(u.photo) not in held]
+    stage = str(plan.command.get("action") or "files")
+    with progress_bar(len(units), stage, progress and bool(units), unit="photo") as bar:
+        report.outcome = actions.apply(units, say, bar.update)
+    return report
+
+
+def _write_ratings(plan: Plan, journal: Journal, report: Report, held: set, say: Callable[[str], None],
+                   tick: Callable[[], None]) -> None:
     for rating in plan.ratings:
+        tick()
         target = Path(rating.sidecar)
         if str(target) in journal.done:
             report.already_written += 1
@@ -179,9 +193,6 @@ def execute(plan: Plan, out: Path, say: Callable[[str], None] = lambda line: Non
                     break
                 continue
             report.written += 1
-    units = [u for u in _as_written(plan.units, journal) if actions.unit_key(u.photo) not in held]
-    report.outcome = actions.apply(units, say)
-    return report
 
 
 def _write_rating(rating: Rating, journal: Journal) -> None:

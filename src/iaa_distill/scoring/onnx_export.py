@@ -22,7 +22,7 @@ from torch import nn
 from ..student import Student
 from ..teacher_model import TeacherScorerModel
 from .onnx_metadata import DEFAULT_ONNX_NAME, EMBEDDING_OUTPUT, metadata_props
-from .scorer import Scorer, ScoringConfig, input_pipeline, load_scoring_model
+from .scorer import Scorer, ScoringConfig, input_shape, load_scoring_model
 
 __all__ = ["DEFAULT_ONNX_NAME", "export_onnx", "verify_onnx"]
 
@@ -49,7 +49,7 @@ def export_onnx(model: Student | TeacherScorerModel | str | Path, out: str | Pat
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # concurrent exports never share one
-    _, shape = input_pipeline(config)
+    shape = input_shape(config)
     example = torch.rand(2, *shape)
     input_name = "packed_images" if isinstance(model, TeacherScorerModel) else "images"
     try:

@@ -3,7 +3,8 @@
 The model is a student (speed) or a teacher folder: the frozen teachers + the trained teacher head
 (accuracy mode, `teacher_model`). Preprocessing comes from the model's own config: the shared decoder
 (reduced-size JPEG decode to `input_size`), then the whole image resized to `input_size` x `input_size`
-(`preprocessing.eval_transform`); for a teacher, to every teacher's own size, packed into one row.
+(`inputs.prepare`: one path for files and in-memory images alike); for a teacher, to every teacher's own size,
+packed into one row.
 Inference runs under `torch.inference_mode` with the model in eval mode and no shared mutable state,
 so one `Scorer` can be called from several threads at once.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,8 +24,7 @@ from ..artifacts import model_name, read_config
 from ..devices import resolve_device
 from ..errors import DecodeError, IAAError
 from ..imaging import DEFAULT_MAX_PIXELS, decode_image
-from ..inputs import Prepared, Visit
-from ..preprocessing import eval_transform
+from ..inputs import Prepared, Visit, pack, prepare
 from ..settings import differences, identity
 from ..student import Student, StudentConfig
 from ..teacher_head import KIND as TEACHER_KIND, TeacherHeadConfig
@@ -68,6 +68,7 @@ class _OnnxBackend:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
@@ -94,7 +95,7 @@ class Scorer:
         self.backend = backend
         self.max_pixels = max_pixels
         self.name = name
-        self.transform, self._input_shape = input_pipeline(config)
+        self._input_shape = input_shape(config)
         self.space = config.space
         # latency mode: decoding threads started once and kept warm (threads start on first use)
         self._pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="iaa-decode")
@@ -118,8 +119,10 @@ class Scorer:
         (`scoring.onnx_cache`: made once, keyed by the weights' hash; PyTorch when it cannot be made), and
         PyTorch on a GPU. backend='onnx' runs `onnx_path` (default: `model_dir/model.onnx`) with onnxruntime; its
         preprocessing comes from `model_dir`'s config, or from the ONNX metadata when `model_dir` is None.
-        threads: CPU threads for inference (onnx: the session's intra-op threads; torch: process-wide
-        `torch.set_num_threads`); None keeps the engine's default.
+        threads: CPU threads for inference (onnx: the session's intra-op threads, which then sleep rather than
+        spin when idle, as the cores are shared; torch: process-wide `torch.set_num_threads`, which for onnx sizes
+        the batch resize); None keeps the engines' defaults. `threads_beside(workers)` fits them to the cores
+        that decoding workers leave.
         """
         from .hub import is_hub_name, resolve_model
 
@@ -128,7 +131,7 @@ class Scorer:
         torch_device = resolve_device(device)
         if backend == "auto":
             backend, onnx_path = _auto_engine(model_dir, torch_device, onnx_path)
-        if threads and backend == "torch":
+        if threads:
             torch.set_num_threads(threads)
         if backend == "torch":
             if model_dir is None:
@@ -170,13 +173,20 @@ class Scorer:
 
     # -- preprocessing -------------------------------------------------------------------------
     def preprocess(self, item: ScoreInput, name: str) -> torch.Tensor:
-        """One input -> `output_shape` float tensor in [0, 1]. Raises DecodeError for unusable input, TypeError for
-        an unsupported type.
+        """One input -> `output_shape` float tensor in [0, 1], as `score` makes it. Raises DecodeError for
+        unusable input, TypeError for an unsupported type."""
+        prepared = self._prepare([item], [name])
+        if prepared.errors:
+            raise DecodeError(prepared.errors[0])
+        return self.model_input(prepared.images)[0]
 
-        Every input type becomes an RGB uint8 image first and then takes the same resize, so an image scores the
-        same as a path, bytes, file object, PIL image, uint8 or float array or tensor (JPEG files larger than
-        twice the input size excepted: they are decoded at reduced size, which changes the pixels slightly).
-        """
+    def decode(self, item: ScoreInput, name: str) -> np.ndarray:
+        """One input -> upright RGB uint8 HxWx3 array, what the file path's workers make of a file.
+
+        Every input type becomes this array and then takes the batched path's resize (`inputs.prepare`), so an
+        image scores the same as a path, bytes, file object, PIL image, uint8 or float array or tensor (JPEG files
+        larger than twice the input size excepted: they are decoded at reduced size, which changes the pixels
+        slightly)."""
         if isinstance(item, (str, Path, bytes, bytearray)) or _is_file_like(item):
             item = decode_image(item, min_side=self.config.input_size, max_pixels=self.max_pixels, name=name)
         elif isinstance(item, torch.Tensor):
@@ -184,9 +194,23 @@ class Scorer:
         if isinstance(item, np.ndarray):
             item = _array_to_image(item, name)
         if isinstance(item, Image.Image):
-            return self.transform(item.convert("RGB"))
+            return np.asarray(item.convert("RGB"))
         raise TypeError(f"cannot score an object of type {type(item).__name__} ({name}); "
                         "give a path, bytes, a file object, a PIL image, a numpy array or a tensor")
+
+    def _prepare(self, items: Sequence[ScoreInput], names: Sequence[str]) -> Prepared:
+        """Decode `items` (in the warm thread pool when several) into one batch of the batched input path."""
+        decoded = list(self._pool.map(self._decoded_or_error, items, names)) if len(items) > 1 else \
+            [self._decoded_or_error(items[0], names[0])]
+        good = [(i, d) for i, d in enumerate(decoded) if not isinstance(d, str)]
+        errors = [(i, d) for i, d in enumerate(decoded) if isinstance(d, str)]
+        return prepare(pack(good, [], errors), self.device, self._output_sizes(), names, self.config.input_size)
+
+    def _decoded_or_error(self, item: ScoreInput, name: str) -> np.ndarray | str:
+        try:
+            return self.decode(item, name)
+        except DecodeError as exc:
+            return str(exc)
 
     # -- inference -----------------------------------------------------------------------------
     def predict_batch(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -238,29 +262,13 @@ class Scorer:
         return results.embedding if isinstance(results, Result) else np.stack([r.embedding for r in results])
 
     def _score_chunk(self, chunk: list[tuple[ScoreInput, str]], embed: bool = False) -> list[Result]:
-        """Preprocess the chunk in the warm thread pool (one item: in this thread), then score it as one batch."""
-        if len(chunk) > 1:
-            ready = list(self._pool.map(self._preprocess_or_error, *zip(*chunk)))
-        else:
-            ready = [self._preprocess_or_error(*chunk[0])]
-        good, tensors, errors = [], [], {}
-        for i, result in enumerate(ready):
-            if isinstance(result, str):
-                errors[i] = result
-            else:
-                tensors.append(result)
-                good.append(i)
+        """Decode the chunk (`_prepare`), then score it as one batch."""
         names = [name for _, name in chunk]
-        out = {i: Result.failure(names[i], error) for i, error in errors.items()}
-        if good:
-            out.update(zip(good, self._results([names[i] for i in good], torch.stack(tensors), embed)))
+        batch = self._prepare([item for item, _ in chunk], names)
+        out = {i: Result.failure(names[i], error) for i, error in batch.errors.items()}
+        if batch.rows:
+            out.update(zip(batch.rows, self._results([names[i] for i in batch.rows], self.model_input(batch.images), embed)))
         return [out[i] for i in range(len(names))]
-
-    def _preprocess_or_error(self, item: ScoreInput, name: str) -> torch.Tensor | str:
-        try:
-            return self.preprocess(item, name)
-        except DecodeError as exc:
-            return str(exc)
 
     def iter_paths(
         self, paths: Sequence[str | Path], batch_size: int = 32, num_workers: int = 2, progress: bool = False,
@@ -320,6 +328,13 @@ class Scorer:
         return [r for batch in self.iter_paths(paths, batch_size, num_workers, progress, embed) for r in batch]
 
 
+def threads_beside(workers: int) -> int:
+    """Inference threads that fit beside `workers` decoding processes: the CPU cores they leave, at least 1
+    (oversubscribed cores slow both the decode and the model)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - workers)
+
+
 def _auto_engine(model_dir: Path | None, device: torch.device, onnx_path: str | Path | None) -> tuple[str, Path | None]:
     """`backend='auto'`: ('onnx', file) on the CPU (the given file, else the model's cached export), else torch."""
     from .onnx_cache import cached_onnx, resolve_backend
@@ -357,12 +372,11 @@ def _array_to_image(array: np.ndarray, name: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def input_pipeline(config: ScoringConfig) -> tuple[Callable[[Image.Image], torch.Tensor], tuple[int, ...]]:
-    """The transform from a decoded RGB image to the model's input, and that input's shape."""
+def input_shape(config: ScoringConfig) -> tuple[int, ...]:
+    """The shape of one model input: (3, S, S), or (numel,) for a teacher's packed row."""
     if isinstance(config, TeacherScoringConfig):
-        packed = config.input_transform()
-        return packed, (packed.numel,)
-    return eval_transform(config.input_size, config.interpolation), (3, config.input_size, config.input_size)
+        return (config.input_transform().numel,)
+    return (3, config.input_size, config.input_size)
 
 
 def _model_kind(model_dir: str | Path) -> tuple[str, dict[str, Any]]:
