@@ -20,7 +20,7 @@ import asyncio
 import io
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -130,14 +130,8 @@ def create_app(
                        min_rate=min_upload_kbps * 1024)
     budget = PixelBudget(pixel_budget)
     _add_error_handlers(app)
-    synthetic = labels_are_synthetic(scorer.config)
-    health_body = Health(
-        status="ok", model=model_name(model_dir) if model_dir else Path(str(onnx_path)).name,
-        backbone=scorer.config.backbone, backend=scorer.backend.name, scale=list(scorer.config.scale),
-        num_levels=scorer.config.num_levels, input_size=scorer.config.input_size, max_upload_mb=max_upload_mb,
-        max_files=max_files, max_pixels=max_pixels, synthetic_labels=synthetic,
-        warning=f"this model was {SYNTHETIC_NOTE}" if synthetic else "",
-    )
+    health_body = _health(scorer, model_name(model_dir) if model_dir else Path(str(onnx_path)).name,
+                          max_upload_mb=max_upload_mb, max_files=max_files, max_pixels=max_pixels)
 
     @app.get("/", response_class=HTMLResponse, summary="Web page: drop photos to score them")
     async def index() -> str:
@@ -158,6 +152,15 @@ def create_app(
         return ScoreBody(results=[r.body for r in results])
 
     return app
+
+
+def _health(scorer: Scorer, model: str, **limits: Any) -> Health:
+    """What `/health` answers: the model, its scale and engine, and the upload limits."""
+    synthetic = labels_are_synthetic(scorer.config)
+    return Health(status="ok", model=model, backbone=scorer.config.backbone, backend=scorer.backend.name,
+                  scale=list(scorer.config.scale), num_levels=scorer.config.num_levels,
+                  input_size=scorer.config.input_size, synthetic_labels=synthetic,
+                  warning=f"this model was {SYNTHETIC_NOTE}" if synthetic else "", **limits)
 
 
 async def _read_uploads(request: Request, max_files: int, max_bytes: int) -> list[tuple[str, BinaryIO]]:
