@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..hashing import update_with_file
 from ..messages import get_logger
 
 EXPORT_VERSION = "1"  # bump when the exported graph changes: older cached exports are then never used
@@ -37,9 +38,7 @@ def weights_key(model_dir: str | Path) -> str:
     digest = hashlib.sha256(f"iaa-onnx-{EXPORT_VERSION}-torch-{torch.__version__}".encode())
     for path in [folder / "config.json", *sorted(folder.glob("*.safetensors"))]:
         digest.update(path.name.encode())
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        update_with_file(digest, path)
     return digest.hexdigest()[:24]
 
 
