@@ -72,7 +72,7 @@ def test_bench_prints_the_teacher_scorer_next_to_the_student(tmp_path, capsys):
     from iaa_distill.bench.teacher_scoring import bench_teacher_scoring
     from iaa_distill.bench.timing import Report
 
-    report = Report({})
+    report = Report({}, show=print)
     photos = write_benchmark_photos(tmp_path / "photos", 2)
     rates = bench_teacher_scoring(report, photos, 0, "cpu", (2,), {"student torch best": 50.0, "nima": 1.0}, onnx=False)
     assert list(rates) == ["torch"] and rates["torch"] == report.results[0].value > 0
@@ -86,7 +86,7 @@ def test_bench_cli_section_times_help_against_python(capsys):
     from iaa_distill.bench.startup import bench_cli
     from iaa_distill.bench.timing import Report
 
-    report = Report({})
+    report = Report({}, show=print)
     figures = bench_cli(report, repeats=1)
     assert [r.name for r in report.results] == ["python -c pass (interpreter start-up)", "iaa --help",
                                                 "iaa score --help"]
@@ -94,7 +94,7 @@ def test_bench_cli_section_times_help_against_python(capsys):
     ratios = {r["name"]: r for r in report.ratios}
     assert ratios["iaa --help: goal 0.5 s / time"]["goal"] == 1.0
     assert ratios["iaa score --help time / python -c pass time"]["value"] > 0
-    assert "iaa --help time / python -c pass time" in capsys.readouterr().out  # printed, not only recorded
+    assert "iaa --help time / python -c pass time" in capsys.readouterr().out  # shown, not only recorded
 
 
 def test_help_imports_no_heavy_library():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,20 +26,21 @@ AVA_IMAGES, AVA_TRAIN, AVA_TEST = 255_500, 235_500, 19_930
 
 def run_bench(out: str | Path = "bench", photos: int = 96, sections: tuple[str, ...] = SECTIONS, device: str = "auto",
               workers: int | None = None, repeats: int = 3, quick: bool = False, ava_epochs: int = 15,
-              cull_photos: int = 200) -> Report:
-    """Measure on this machine; `quick` shrinks every section (a smoke run, not for reporting)."""
+              cull_photos: int = 200, show: Callable[[str], None] | None = None) -> Report:
+    """Measure on this machine; `quick` shrinks every section (a smoke run, not for reporting). Each line of the
+    report goes to `show` as it is measured (default: the `iaa_distill.bench` logger)."""
     import os
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     workers = workers if workers is not None else min(16, os.cpu_count() or 1)
     out = Path(out)
-    report = Report(machine_info(device))
-    print(f"iaa bench on {report.machine}")
+    report = Report(machine_info(device), **({"show": show} if show else {}))
+    report.show(f"iaa bench on {report.machine}")
     if "cli" in sections:
         bench_cli(report, repeats)
     paths = write_benchmark_photos(out / "photos", photos) if set(sections) - {"cli"} else []
     if paths:
-        print(f"  {len(paths)} photos of 800x600 in {out / 'photos'} (~{sum(p.stat().st_size for p in paths) / len(paths) / 1024:.0f} KB each)")
+        report.show(f"  {len(paths)} photos of 800x600 in {out / 'photos'} (~{sum(p.stat().st_size for p in paths) / len(paths) / 1024:.0f} KB each)")
     gpu = device == "cuda"
     batch = 256 if gpu else (8 if quick else 32)
     repeats = 1 if quick else repeats
@@ -69,11 +71,11 @@ def run_bench(out: str | Path = "bench", photos: int = 96, sections: tuple[str, 
     estimate = ava_estimate(rates, ava_epochs, gpus=max(8, torch.cuda.device_count()))
     if estimate:
         for n, minutes in estimate["minutes"].items():
-            print(f"  estimate   full AVA pipeline on {n} {device} device(s): {minutes:.1f} min ({estimate['detail'][n]})")
-        print(f"             {estimate['scaling']}")
+            report.show(f"  estimate   full AVA pipeline on {n} {device} device(s): {minutes:.1f} min ({estimate['detail'][n]})")
+        report.show(f"             {estimate['scaling']}")
         report.ratio("full AVA on one device: goal 20 min / estimate", 20.0, estimate["minutes"][1], goal=1.0)
     report.machine["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    print(f"  load average (1, 5, 15 min) at the start {report.machine['load_average']}, at the end "
+    report.show(f"  load average (1, 5, 15 min) at the start {report.machine['load_average']}, at the end "
           f"{report.machine['load_average_at_end']}: on a shared machine compare the ratios, not the rates")
     write(report, out, estimate, time.perf_counter() - start)
     return report
@@ -120,4 +122,4 @@ def write(report: Report, out: Path, estimate: dict | None, seconds: float) -> N
                   f"baseline; {estimate['scaling']}):", ""]
         lines += [f"- {n} device(s): **{m:.1f} min** ({estimate['detail'][n]})" for n, m in estimate["minutes"].items()]
     atomic_write_text(out / "bench.md", "\n".join(lines) + "\n")
-    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.md'} ({seconds:.0f} s)")
+    report.show(f"\nwrote {out / 'bench.json'} and {out / 'bench.md'} ({seconds:.0f} s)")

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from dataclasses import dataclass, field
 
+from ..messages import get_logger
+
 
 @dataclass
 class Result:
@@ -20,15 +22,22 @@ class Result:
     note: str = ""
 
 
+def _log(line: str) -> None:
+    get_logger("iaa_distill.bench").info(line)
+
+
 @dataclass
 class Report:
+    """The bench's figures and ratios; each line is handed to `show` as it is measured (the CLI prints it)."""
+
     machine: dict
     results: list[Result] = field(default_factory=list)
     ratios: list[dict] = field(default_factory=list)
+    show: Callable[[str], None] = _log
 
     def add(self, section: str, name: str, value: float, unit: str = "img/s", note: str = "") -> float:
         self.results.append(Result(section, name, float(value), unit, note))
-        print(f"  {section:<10} {name:<58} {value:>10.1f} {unit} {note}", flush=True)
+        self.show(f"  {section:<10} {name:<58} {value:>10.1f} {unit} {note}")
         return value
 
     def ratio(self, name: str, numerator: float, denominator: float, goal: float | None = None, note: str = "",
@@ -38,7 +47,7 @@ class Report:
         verdict = verdict or ("" if goal is None else ("met" if value >= goal else "NOT met"))
         self.ratios.append({"name": name, "value": value, "goal": goal, "verdict": verdict, "note": note})
         goal_text = f" ({verdict})" if goal is None and verdict else ("" if goal is None else f" (goal >= {goal:g}: {verdict})")
-        print(f"  ratio      {name:<58} {value:>10.2f}x{goal_text} {note}", flush=True)
+        self.show(f"  ratio      {name:<58} {value:>10.2f}x{goal_text} {note}")
         return value
 
 

@@ -32,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise IAAError(f"unknown bench sections {unknown} (known: {', '.join(SECTIONS)})")
     run_bench(args.out, args.photos, sections, args.device, args.workers, args.repeats, args.quick, args.ava_epochs,
-              cull_photos=args.cull_photos)
+              cull_photos=args.cull_photos, show=lambda line: print(line, flush=True))
     return 0
