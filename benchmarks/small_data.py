@@ -36,13 +36,15 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from iaa_distill.cli.types import seed_list
-from iaa_distill.data.records import Dataset
+from iaa_distill.data.records import Dataset, ids_hash
 from iaa_distill.demo.run import SYNTHETIC_WARNING, demo_photos, demo_recipe
 from iaa_distill.errors import IAAError
 from iaa_distill.evaluation.metrics import srcc
 from iaa_distill.evaluation.student_report import student_report
 from iaa_distill.features import FeatureCache, extract_features
+from iaa_distill.features.cache import FEATURES_NAME, FeatureCacheManifest, create_cache, finalize_manifest
 from iaa_distill.recipe import Recipe, run_recipe, stage_settings
+from iaa_distill.storage import RowWriter
 from iaa_distill.training.head_candidates import RIDGE_ALPHAS
 from iaa_distill.training.teacher import (
     TeacherTrainConfig,
@@ -144,13 +146,33 @@ def student_recipe(folder: Path, labels: Path, out: Path, seeds: list[int], unla
     return recipe.save(out / "recipe.yaml")
 
 
-def students(folder: Path, dataset: Dataset, out: Path, seeds: list[int], unlabeled: bool = True) -> str:
+def seed_features(recipe: Recipe, cache: FeatureCache) -> None:
+    """The recipe's feature cache filled with the demo cache's rows of its images (features depend on the
+    images only), so `run_recipe` finds it complete instead of running the three teachers again. Nothing is
+    done when the recipe's cache exists (a rerun resumes or checks it as usual)."""
+    target = recipe.out / "features"
+    if (target / "manifest.json").is_file():
+        return
+    dataset = recipe.open_dataset()
+    ids = [r.image_id for r in dataset.split(stage_settings(recipe, progress=False).features.split)]
+    manifest = FeatureCacheManifest.from_dict({**cache.manifest.to_dict(), "complete": False, "failed": {}})
+    manifest.dataset = {**manifest.dataset, "name": dataset.name, "fingerprint": dataset.fingerprint(),
+                        "num_images": len(ids), "ids_hash": ids_hash(ids)}
+    create_cache(target, manifest, ids)
+    with RowWriter(target, FEATURES_NAME) as writer:
+        writer.write(range(len(ids)), np.asarray(cache.features[cache.rows_for(ids)]), {})
+    finalize_manifest(target)
+
+
+def students(folder: Path, dataset: Dataset, cache: FeatureCache, out: Path, seeds: list[int],
+             unlabeled: bool = True) -> str:
     """Student, baseline and probe per seed on the labelled subset (+ unlabelled photos): the table of
-    `benchmarks/students.py` (SRCC with CIs, EMD, predicted spread)."""
+    `benchmarks/students.py` (SRCC with CIs, EMD, predicted spread). The teacher features come from `cache`."""
     labels = subset_labels_file(folder, dataset, out.name)
     recipe_path = student_recipe(folder, labels, out, seeds, unlabeled)
     print(f"[students] iaa fit --config {recipe_path}", flush=True)
     recipe = Recipe.load(recipe_path)
+    seed_features(recipe, cache)
     result = run_recipe(recipe, progress=False)
     return student_report(recipe, result["folders"]["eval"], Path(result["folders"]["comparison"]))
 
@@ -186,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.students:
         torch.set_num_threads(threads)  # the students' convolutions do use every core
         try:
-            print("\n" + students(args.demo_dir.expanduser().resolve(), dataset, out.resolve(), args.students,
-                                   args.unlabeled))
+            print("\n" + students(args.demo_dir.expanduser().resolve(), dataset, cache, out.resolve(),
+                                   args.students, args.unlabeled))
         except IAAError as error:
             print(f"small_data: error: {error}", file=sys.stderr)
             return 1

@@ -86,3 +86,30 @@ def test_recipe_compares_its_seed_runs_across_seeds(groups, tmp_path):
     assert document == json.loads((tmp_path / "comparison" / "seeds.json").read_text())
     assert document["groups"]["student"]["runs"] == student and document["baseline"] == "baseline"
     assert _compare(runs, eval_dirs, tmp_path / "comparison", write=False) == document
+
+
+def _dist_dirs(root, name: str, widths: list[float], true: np.ndarray) -> list[str]:
+    """Evaluation folders with vote distributions: a Gaussian of `width` levels around each true mean."""
+    levels = np.arange(1, 11, dtype=np.float64)
+    true_dist = np.exp(-0.5 * ((levels - true[:, None]) / 1.3) ** 2)
+    true_dist /= true_dist.sum(1, keepdims=True)
+    dirs = []
+    for s, width in enumerate(widths):
+        pred_dist = np.exp(-0.5 * ((levels - true[:, None]) / width) ** 2)
+        pred_dist /= pred_dist.sum(1, keepdims=True)
+        p = Predictions([str(i) for i in range(len(true))], true_dist @ levels, pred_dist @ levels, true_dist,
+                        pred_dist, [], (1, 10), 10, name, "demo", "test")
+        write_report(p, root / f"{name}-{s}")
+        dirs.append(str(root / f"{name}-{s}"))
+    return dirs
+
+
+def test_emd_difference_of_seed_groups(tmp_path):
+    from iaa_distill.evaluation.student_report import emd_difference
+
+    true = np.random.default_rng(0).uniform(3, 8, 120)
+    matched, wide = _dist_dirs(tmp_path, "matched", [1.3, 1.4], true), _dist_dirs(tmp_path, "wide", [2.5, 2.8], true)
+    worse = emd_difference([matched, wide])
+    assert worse["diff"] > 0 and 0 < worse["ci_low"] <= worse["diff"] <= worse["ci_high"]
+    assert emd_difference([wide, matched])["diff"] == pytest.approx(-worse["diff"])
+    assert emd_difference([matched, _eval_dirs(tmp_path, "scalar", [1.0], true, 4)]) is None

@@ -68,3 +68,27 @@ def test_students_run_on_a_labels_file_holding_only_the_subset(tmp_path):
     recipe = Recipe.load(student_recipe(tmp_path, labels, tmp_path / "few", [0, 1]))
     assert recipe.seeds == [0, 1] and recipe.unlabeled == [f"folder:{tmp_path / 'unlabeled'}"]
     assert recipe.dataset == f"csv:{labels}" and recipe.out == tmp_path / "few" / "fit"
+
+
+def test_seeded_feature_cache_holds_the_demo_rows_of_the_recipes_images(tmp_path):
+    from benchmarks.small_data import seed_features, student_recipe, subset_labels_file
+    from iaa_distill.data import open_dataset
+    from iaa_distill.demo.synthetic import build_synthetic_dataset
+    from iaa_distill.features import FeatureCache
+    from iaa_distill.recipe import Recipe
+
+    build_synthetic_dataset(tmp_path / "dataset", images_per_photo=3, seed=0)
+    full = open_dataset(f"csv:{tmp_path / 'dataset' / 'labels.csv'}")
+    features = np.random.default_rng(0).normal(size=(len(full.records), 16)).astype(np.float16)
+    demo = write_cache(tmp_path / "demo-features", full, features)
+    subset = labelled_subset(full, 5, seed=1)
+    recipe = Recipe.load(student_recipe(tmp_path, subset_labels_file(tmp_path, subset, "few"), tmp_path / "few", [0],
+                                          unlabeled=False))
+    seed_features(recipe, demo)
+    seeded = FeatureCache.open(recipe.out / "features")
+    images = recipe.open_dataset()
+    ids = [r.image_id for r in images.records]
+    assert seeded.complete and seeded.ids == ids and len(ids) < len(full.records)
+    assert seeded.manifest.dataset["fingerprint"] == images.fingerprint()
+    assert np.array_equal(np.asarray(seeded.features), np.asarray(demo.features[demo.rows_for(ids)]))
+    assert seeded.manifest.teachers == demo.manifest.teachers

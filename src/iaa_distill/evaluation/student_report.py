@@ -13,6 +13,8 @@ import numpy as np
 
 from ..recipe import Recipe, probe_runs, student_runs
 from ..score_space import ScoreSpace
+from .compare import DEFAULT_BOOTSTRAP, _interval, resample_counts
+from .metrics import emd_per_image
 from .report import load_run
 from .seeds import compare_seeds
 
@@ -26,6 +28,20 @@ def spread(run) -> tuple[float, float, float]:
     space = ScoreSpace(p.pred_dist.shape[1], tuple(p.scale))
     return (emd, float(np.median(space.std(p.pred_dist, p.pred_mean))),
             float(np.median(space.std(p.true_dist, p.true_mean))))
+
+
+def emd_difference(groups: list[list[str]], bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict | None:
+    """Mean EMD (r=2) of the second group of evaluation folders minus the first's (each image's EMD averaged over
+    a group's seeds), with the paired-bootstrap 95 % CI over the images; None without vote distributions."""
+    per_group = []
+    for dirs in groups:
+        runs = [load_run(d).predictions for d in dirs]
+        if any(p.pred_dist is None or p.true_dist is None for p in runs):
+            return None
+        per_group.append(np.mean([emd_per_image(p.true_dist, p.pred_dist, 2) for p in runs], axis=0))
+    diff = per_group[1] - per_group[0]
+    resampled = np.concatenate([counts @ diff / counts.sum(1) for counts in resample_counts(len(diff), bootstrap, seed)])
+    return {"diff": float(diff.mean()), **_interval(resampled)}
 
 
 def student_report(recipe: Recipe, eval_dirs: dict[str, str], out: Path) -> str:
@@ -46,6 +62,9 @@ def student_report(recipe: Recipe, eval_dirs: dict[str, str], out: Path) -> str:
                      f"{np.nanmean(stats[:, 0]):.4f} | {np.nanmean(stats[:, 1]):.2f} | {np.nanmean(stats[:, 2]):.2f} |")
     student = vs_baseline["differences"]["student"]
     lines += ["", _ci("student - baseline", student["srcc"])]
+    emd = emd_difference([folders["baseline"], folders["student"]])
+    if emd is not None:
+        lines.append(f"student - baseline: EMD (r=2) {emd['diff']:+.4f} (95% CI {emd['ci_low']:+.4f}..{emd['ci_high']:+.4f})")
     if "teacher_share" in student:
         share = student["teacher_share"]
         lines.append(f"student / teacher: {share['value']:.3f} (95% CI {share['ci_low']:.3f}..{share['ci_high']:.3f})")
