@@ -176,3 +176,16 @@ def test_gallery_export_is_a_dataset_of_the_ratings_set_by_hand(tmp_path):
     assert ratings(dataset) == {"p0.jpg": 4.0, "p1.jpg": 0.0, "p2.jpg": 2.0, "p3.jpg": None, "p4.jpg": None}
     assert dataset.records[0].path == tmp_path / "shoot" / "p0.jpg"
     assert ratings(open_dataset(f"decisions:{exported}?ratings=all", val_fraction=0.0))["p3.jpg"] == 5.0
+
+
+@pytest.mark.parametrize("text", [BILLION_LAUGHS, XXE])
+def test_hostile_embedded_xmp_is_one_note_and_the_photo_unchanged(tmp_path, text):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "bad.jpg", xmp=text.encode())
+    photo(tmp_path / "good.jpg")
+    (tmp_path / "good.xmp").write_text(LIGHTROOM.format(rating=3))
+    before = digests(tmp_path)
+    dataset = read_xmp_ratings(tmp_path)
+    assert ratings(dataset) == {"bad.jpg": None, "good.jpg": 3.0}
+    about = [n for n in dataset.notes if "bad.jpg" in n]
+    assert len(about) == 1 and "refused" in about[0]
+    assert digests(tmp_path) == before
