@@ -54,12 +54,15 @@ def test_the_label_only_baseline_is_trained_only_when_asked_for(tmp_path):
 
 
 def test_too_few_ratings_is_refused_with_one_line(tmp_path, sample_photos, capsys):
+    """A refused sidecar is one line naming it (before the refusal, which it may explain), never a traceback."""
     paths = write_jpegs(tmp_path / "lib", sample_photos, 12, size=48)
     for i, path in enumerate(paths[:5]):
         write_rating(path, 1 + i % 5)
+    paths[6].with_suffix(".xmp").write_text('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><x/>')
     assert main(["taste", str(tmp_path / "lib"), "--out", str(tmp_path / "out")]) == 1
-    error = capsys.readouterr().err
+    out, error = capsys.readouterr()
     assert "5 rated photo(s), a personal model needs at least 20" in error and "Traceback" not in error
+    assert [line for line in out.splitlines() if paths[6].with_suffix(".xmp").name in line][0].startswith("note: ")
 
 
 @pytest.mark.slow  # two tiny runs of every stage: about a minute on a shared machine

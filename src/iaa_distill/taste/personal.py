@@ -46,9 +46,13 @@ def taste_recipe(photos: str, out: Path, seed: int = 0, sets: Sequence[str] = ()
     return Recipe.load(recipe.save(out / "recipe.yaml"), sets)
 
 
-def require_ratings(recipe: Recipe, minimum: int = MIN_RATINGS) -> dict[str, int]:
-    """Counts of rated (train/val/test) and unrated photos; DatasetError below `minimum` rated photos."""
+def require_ratings(recipe: Recipe, minimum: int = MIN_RATINGS,
+                    log: Callable[[str], None] = print) -> dict[str, int]:
+    """Counts of rated (train/val/test) and unrated photos; DatasetError below `minimum` rated photos. Each note
+    of the reading (a sidecar refused or unreadable, named; the split) is logged first, one line each."""
     dataset = recipe.open_dataset()
+    for note in dataset.notes:
+        log(f"note: {note}")
     counts = {split: len([r for r in dataset.split(split) if r.label is not None]) for split in ("train", "val", "test")}
     counts["unrated"] = sum(1 for r in dataset.records if r.label is None)
     rated = counts["train"] + counts["val"] + counts["test"]
@@ -64,7 +68,7 @@ def fit_taste(recipe: Recipe, progress: bool = True, log: Callable[[str], None] 
     the held-out ratings (also in OUT/agreement.json) and the model folder."""
     from ..recipe import run_recipe
 
-    counts = require_ratings(recipe, min_ratings)
+    counts = require_ratings(recipe, min_ratings, log)
     log(f"[ratings] {counts['train'] + counts['val'] + counts['test']} rated photos (train {counts['train']}, "
         f"val {counts['val']}, held out {counts['test']}), {counts['unrated']} unrated photos as unlabelled data")
     result = run_recipe(recipe, progress=progress, log=log)
