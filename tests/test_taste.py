@@ -101,3 +101,16 @@ def test_simulated_photographer_rates_through_exiftool_sidecars(tmp_path, sample
     assert read == {p.name: r for p, r in written.items()}  # a reject reads back as the bottom of the scale
     assert hidden_taste(names[0]) > hidden_taste(names[2]) > hidden_taste(names[1])  # warm cat > coffee > tilted
     assert stars(names[0]) == 5 and stars(names[1]) == -1 and len(CUTS) == 5
+
+
+def test_the_student_batch_shrinks_to_fit_a_few_dozen_ratings(tmp_path):
+    """25 ratings leave 20 training photos: the default batch (16) + 8 would refuse them after the features."""
+    from iaa_distill.recipe import Recipe
+    from iaa_distill.taste.personal import batch_for_ratings, taste_recipe
+
+    recipe = taste_recipe(str(tmp_path), tmp_path / "out")
+    assert batch_for_ratings(recipe, 40) is recipe
+    lines = []
+    smaller = batch_for_ratings(recipe, 20, lines.append)
+    assert smaller.student["batch_size"] == 12 and "batch 12 instead of 16" in lines[0]
+    assert Recipe.load(tmp_path / "out" / "recipe.yaml").student["batch_size"] == 12

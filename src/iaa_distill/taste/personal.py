@@ -69,12 +69,31 @@ def fit_taste(recipe: Recipe, progress: bool = True, log: Callable[[str], None] 
     from ..recipe import run_recipe
 
     counts = require_ratings(recipe, min_ratings, log)
+    recipe = batch_for_ratings(recipe, counts["train"], log)
     log(f"[ratings] {counts['train'] + counts['val'] + counts['test']} rated photos (train {counts['train']}, "
         f"val {counts['val']}, held out {counts['test']}), {counts['unrated']} unrated photos as unlabelled data")
     result = run_recipe(recipe, progress=progress, log=log)
     agreements = held_out_agreement(result["folders"]["eval"])
     atomic_write_text(recipe.out / AGREEMENT_FILE, json.dumps({"counts": counts, "models": agreements}, indent=2) + "\n")
     return {**result, "counts": counts, "agreement": agreements, "model": str(recipe.out / "student" / "model")}
+
+
+def batch_for_ratings(recipe: Recipe, num_train: int, log: Callable[[str], None] = print) -> Recipe:
+    """The recipe with a student batch small enough for `num_train` rated training photos (the student needs
+    one full batch plus `MIN_TRAIN_IMAGES`; with 20-40 ratings the default 16 is too many), saved to
+    OUT/recipe.yaml; unchanged when the batch fits."""
+    from dataclasses import replace
+
+    from ..training.spine import MIN_TRAIN_IMAGES
+
+    batch = int(recipe.student.get("batch_size", STUDENT["batch_size"]))
+    fits = max(1, num_train - MIN_TRAIN_IMAGES)
+    if batch <= fits:
+        return recipe
+    log(f"[ratings] {num_train} rated training photos: student batch {fits} instead of {batch}")
+    smaller = replace(recipe, student={**recipe.student, "batch_size": fits})
+    smaller.save(recipe.out / "recipe.yaml")
+    return smaller
 
 
 def held_out_agreement(eval_dirs: dict[str, str]) -> dict[str, dict[str, Any]]:
