@@ -12,7 +12,7 @@ label-only baseline, the CV-chosen teacher head and a frozen-feature linear prob
 CV on the rated photos). Agreement = SRCC with the hidden taste (no rating noise) on the unseen photos;
 mean and a 95 % t-interval over seeds, and the student-minus-baseline difference over seeds.
 
-    python benchmarks/taste_curve.py --dir iaa-taste-curve --points 25,50,100,200 --seeds 0,1,2
+    python benchmarks/taste_curve.py --dir iaa-taste-curve --points 50,100,200,25 --seeds 0,1,2 --without-unrated
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from iaa_distill.cli.taste import keep_freed_memory
 from iaa_distill.cli.types import seed_list
 from iaa_distill.demo.photographer import hidden_taste, rate_with_exiftool, unrate
 from iaa_distill.demo.synthetic import build_unlabeled_photos
@@ -91,11 +92,19 @@ def point(lib: Path, pool: list[Path], out: Path, count: int, seed: int, sets: l
              "timings": {k: round(v, 1) for k, v in result["timings"].items()}}
     if "probe" in eval_dirs:  # the baseline's warm start: the closed-form probe on the student's frozen backbone
         found["backbone probe"] = hidden_srcc(eval_dirs["probe"])
+    found["recipes"] = {name: chosen_recipe(Path(result["folders"][name])) for name in ("student", "baseline")}
     if without:
         plain = fit_taste(taste_recipe(spec, out, seed, [*sets, "student.unlabeled_ratio=0", "baseline=false"]),
                           progress=False, log=lambda line: None)
         found["student, no unrated"] = hidden_srcc(Path(plain["folders"]["eval"]["student"]))
+        found["recipes"]["student, no unrated"] = chosen_recipe(Path(plain["folders"]["student"]))
     return found
+
+
+def chosen_recipe(run: Path) -> str:
+    """The recipe (and epoch) the val split chose for a student run: `probe@0` is the warm start itself."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    return f"{metrics['recipe']['chosen']}@{metrics['best_epoch']}"
 
 
 def interval(values: list[float]) -> tuple[float, float]:
@@ -108,13 +117,14 @@ def interval(values: list[float]) -> tuple[float, float]:
 def table(rows: list[dict]) -> str:
     """Markdown: mean ± 95 % CI over seeds of each model per number of ratings, and student - baseline."""
     models = [m for m in MODELS if any(m in r for r in rows)]
-    lines = ["| ratings | seeds | " + " | ".join(models) + " | student − baseline |",
-             "|---" * (len(models) + 3) + "|"]
+    lines = ["| ratings | seeds | " + " | ".join(models) + " | student − baseline | student − no unrated |",
+             "|---" * (len(models) + 4) + "|"]
     for count in sorted({r["ratings"] for r in rows}):
         here = [r for r in rows if r["ratings"] == count]
         cells = [cell([r[m] for r in here if m in r]) for m in models]
+        unrated = [r["student"] - r[MODELS[1]] for r in here if MODELS[1] in r]
         lines.append(f"| {count} | {len(here)} | " + " | ".join(cells)
-                     + f" | {cell([r['student'] - r['baseline'] for r in here], '+.3f')} |")
+                     + f" | {cell([r['student'] - r['baseline'] for r in here], '+.3f')} | {cell(unrated, '+.3f')} |")
     return "\n".join(lines)
 
 
@@ -132,11 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=seed_list, default="25,50,100,200", metavar="N,N,...")
     parser.add_argument("--seeds", type=seed_list, default="0,1,2", metavar="S,S,...")
     parser.add_argument("--pool-per-photo", type=int, default=30, help="pool photos per demo subject (9 subjects)")
-    parser.add_argument("--unseen-per-photo", type=int, default=10, help="unseen test photos per demo subject")
+    parser.add_argument("--unseen-per-photo", type=int, default=20, help="unseen test photos per demo subject "
+                        "(SRCC's own sampling noise shrinks with more; they are rated once, and only scored)")
     parser.add_argument("--without-unrated", action="store_true", help="also train a student without the unrated")
     parser.add_argument("--set", action="append", default=[], dest="sets", metavar="SECTION.KEY=VALUE",
                         help="override a setting of the taste recipe (small students: student.epochs=3)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as `iaa taste` runs (fewer page faults; the same numbers)
     folder = args.dir.expanduser().resolve()
     pool, _ = library(folder / "library", args.pool_per_photo, args.unseen_per_photo)
     results = folder / "curve.jsonl"

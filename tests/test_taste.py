@@ -54,12 +54,15 @@ def test_the_label_only_baseline_is_trained_only_when_asked_for(tmp_path):
 
 
 def test_too_few_ratings_is_refused_with_one_line(tmp_path, sample_photos, capsys):
+    """A refused sidecar is one line naming it (before the refusal, which it may explain), never a traceback."""
     paths = write_jpegs(tmp_path / "lib", sample_photos, 12, size=48)
     for i, path in enumerate(paths[:5]):
         write_rating(path, 1 + i % 5)
+    paths[6].with_suffix(".xmp").write_text('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><x/>')
     assert main(["taste", str(tmp_path / "lib"), "--out", str(tmp_path / "out")]) == 1
-    error = capsys.readouterr().err
+    out, error = capsys.readouterr()
     assert "5 rated photo(s), a personal model needs at least 20" in error and "Traceback" not in error
+    assert [line for line in out.splitlines() if paths[6].with_suffix(".xmp").name in line][0].startswith("note: ")
 
 
 @pytest.mark.slow  # two tiny runs of every stage: about a minute on a shared machine
@@ -98,3 +101,16 @@ def test_simulated_photographer_rates_through_exiftool_sidecars(tmp_path, sample
     assert read == {p.name: r for p, r in written.items()}  # a reject reads back as the bottom of the scale
     assert hidden_taste(names[0]) > hidden_taste(names[2]) > hidden_taste(names[1])  # warm cat > coffee > tilted
     assert stars(names[0]) == 5 and stars(names[1]) == -1 and len(CUTS) == 5
+
+
+def test_the_student_batch_shrinks_to_fit_a_few_dozen_ratings(tmp_path):
+    """25 ratings leave 20 training photos: the default batch (16) + 8 would refuse them after the features."""
+    from iaa_distill.recipe import Recipe
+    from iaa_distill.taste.personal import batch_for_ratings, taste_recipe
+
+    recipe = taste_recipe(str(tmp_path), tmp_path / "out")
+    assert batch_for_ratings(recipe, 40) is recipe
+    lines = []
+    smaller = batch_for_ratings(recipe, 20, lines.append)
+    assert smaller.student["batch_size"] == 12 and "batch 12 instead of 16" in lines[0]
+    assert Recipe.load(tmp_path / "out" / "recipe.yaml").student["batch_size"] == 12

@@ -127,9 +127,10 @@ def test_sharpen_matches_the_spread_of_the_votes_without_changing_the_ranking():
     assert spearmanr(mean.numpy(), before.numpy())[0] > 0.9  # a sharper softmax moves the means, hardly their order
 
 
-def test_pooled_features_are_a_resumable_row_cache_beside_the_image_cache(tmp_path, sample_photos):
+def test_pooled_features_are_a_resumable_row_cache_beside_the_image_cache(tmp_path, sample_photos, capsys):
     """The warm start's pooled vectors live in the one row layout (`pooled-KEY/`): an interrupted pass resumes to
-    the same bytes, a finished one is reused, another backbone gets its own folder."""
+    the same bytes, a finished one is reused, another backbone gets its own folder. The pass reports its
+    progress (off a terminal: one line at its end; none when progress is off)."""
     from iaa_distill.data.records import ImageRecord
     from iaa_distill.storage import PROGRESS_DIR
     from iaa_distill.training.image_cache import ensure_image_cache
@@ -141,6 +142,7 @@ def test_pooled_features_are_a_resumable_row_cache_beside_the_image_cache(tmp_pa
     student, rows = _student(), np.array([4, 0, 2])
     data = WarmStartData(cache.path, rows, np.zeros((3, 5)))
     first = pooled_features(student, data)
+    assert "warm start (backbone features): 5/5 img" in capsys.readouterr().err
     folder, = cache.directory.glob("pooled-*")
     with torch.no_grad():
         images = torch.from_numpy(np.array(cache.pixels()[rows])).permute(0, 3, 1, 2).float() / 255
@@ -155,8 +157,9 @@ def test_pooled_features_are_a_resumable_row_cache_beside_the_image_cache(tmp_pa
     assert (folder / "pooled.npy").read_bytes() == reference
     other = _student(num_levels=None)
     other.backbone.conv_stem.weight.data.add_(1.0)
-    pooled_features(other, data)
-    assert len(list(cache.directory.glob("pooled-*"))) == 2
+    capsys.readouterr()
+    pooled_features(other, data, progress=False)
+    assert len(list(cache.directory.glob("pooled-*"))) == 2 and "warm start" not in capsys.readouterr().err
 
 
 def _record_epochs(rule: str, epochs: list[tuple[int, np.ndarray]], true: np.ndarray, tmp_path) -> list[dict]:

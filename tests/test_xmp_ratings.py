@@ -124,14 +124,20 @@ def test_darktable_lightroom_and_own_sidecars_read_back(tmp_path):
 def test_hostile_malformed_or_foreign_sidecar_is_one_note_and_the_run_goes_on(tmp_path, text):
     photo(tmp_path / "bad.jpg")
     (tmp_path / "bad.xmp").write_text(text)
-    photo(tmp_path / "good.jpg")
-    (tmp_path / "good.xmp").write_text(LIGHTROOM.format(rating=3))
-    before = digests(tmp_path)
-    dataset = read_xmp_ratings(tmp_path)
+    assert "unrated" in one_note_beside_a_good_photo(tmp_path, "bad.xmp")
+
+
+def one_note_beside_a_good_photo(folder: Path, bad: str) -> str:
+    """Read `folder` (holding bad.jpg) with a well-rated good.jpg added: bad.jpg unrated, good.jpg read, exactly
+    one note naming `bad`, nothing written; returns that note."""
+    photo(folder / "good.jpg")
+    (folder / "good.xmp").write_text(LIGHTROOM.format(rating=3))
+    before = digests(folder)
+    dataset = read_xmp_ratings(folder)
     assert ratings(dataset) == {"bad.jpg": None, "good.jpg": 3.0}
-    about = [n for n in dataset.notes if "bad.xmp" in n]
-    assert len(about) == 1 and "unrated" in about[0]
-    assert digests(tmp_path) == before
+    about = [n for n in dataset.notes if bad in n]
+    assert len(about) == 1 and digests(folder) == before
+    return about[0]
 
 
 def test_test_split_is_seeded_and_stable_when_more_photos_get_rated(tmp_path):
@@ -176,3 +182,9 @@ def test_gallery_export_is_a_dataset_of_the_ratings_set_by_hand(tmp_path):
     assert ratings(dataset) == {"p0.jpg": 4.0, "p1.jpg": 0.0, "p2.jpg": 2.0, "p3.jpg": None, "p4.jpg": None}
     assert dataset.records[0].path == tmp_path / "shoot" / "p0.jpg"
     assert ratings(open_dataset(f"decisions:{exported}?ratings=all", val_fraction=0.0))["p3.jpg"] == 5.0
+
+
+@pytest.mark.parametrize("text", [BILLION_LAUGHS, XXE])
+def test_hostile_embedded_xmp_is_one_note_and_the_photo_unchanged(tmp_path, text):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "bad.jpg", xmp=text.encode())
+    assert "refused" in one_note_beside_a_good_photo(tmp_path, "bad.jpg")

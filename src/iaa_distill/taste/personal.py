@@ -46,9 +46,13 @@ def taste_recipe(photos: str, out: Path, seed: int = 0, sets: Sequence[str] = ()
     return Recipe.load(recipe.save(out / "recipe.yaml"), sets)
 
 
-def require_ratings(recipe: Recipe, minimum: int = MIN_RATINGS) -> dict[str, int]:
-    """Counts of rated (train/val/test) and unrated photos; DatasetError below `minimum` rated photos."""
+def require_ratings(recipe: Recipe, minimum: int = MIN_RATINGS,
+                    log: Callable[[str], None] = print) -> dict[str, int]:
+    """Counts of rated (train/val/test) and unrated photos; DatasetError below `minimum` rated photos. Each note
+    of the reading (a sidecar refused or unreadable, named; the split) is logged first, one line each."""
     dataset = recipe.open_dataset()
+    for note in dataset.notes:
+        log(f"note: {note}")
     counts = {split: len([r for r in dataset.split(split) if r.label is not None]) for split in ("train", "val", "test")}
     counts["unrated"] = sum(1 for r in dataset.records if r.label is None)
     rated = counts["train"] + counts["val"] + counts["test"]
@@ -64,13 +68,32 @@ def fit_taste(recipe: Recipe, progress: bool = True, log: Callable[[str], None] 
     the held-out ratings (also in OUT/agreement.json) and the model folder."""
     from ..recipe import run_recipe
 
-    counts = require_ratings(recipe, min_ratings)
+    counts = require_ratings(recipe, min_ratings, log)
+    recipe = batch_for_ratings(recipe, counts["train"], log)
     log(f"[ratings] {counts['train'] + counts['val'] + counts['test']} rated photos (train {counts['train']}, "
         f"val {counts['val']}, held out {counts['test']}), {counts['unrated']} unrated photos as unlabelled data")
     result = run_recipe(recipe, progress=progress, log=log)
     agreements = held_out_agreement(result["folders"]["eval"])
     atomic_write_text(recipe.out / AGREEMENT_FILE, json.dumps({"counts": counts, "models": agreements}, indent=2) + "\n")
     return {**result, "counts": counts, "agreement": agreements, "model": str(recipe.out / "student" / "model")}
+
+
+def batch_for_ratings(recipe: Recipe, num_train: int, log: Callable[[str], None] = print) -> Recipe:
+    """The recipe with a student batch small enough for `num_train` rated training photos (the student needs
+    one full batch plus `MIN_TRAIN_IMAGES`; with 20-40 ratings the default 16 is too many), saved to
+    OUT/recipe.yaml; unchanged when the batch fits."""
+    from dataclasses import replace
+
+    from ..training.spine import MIN_TRAIN_IMAGES
+
+    batch = int(recipe.student.get("batch_size", STUDENT["batch_size"]))
+    fits = max(1, num_train - MIN_TRAIN_IMAGES)
+    if batch <= fits:
+        return recipe
+    log(f"[ratings] {num_train} rated training photos: student batch {fits} instead of {batch}")
+    smaller = replace(recipe, student={**recipe.student, "batch_size": fits})
+    smaller.save(recipe.out / "recipe.yaml")
+    return smaller
 
 
 def held_out_agreement(eval_dirs: dict[str, str]) -> dict[str, dict[str, Any]]:

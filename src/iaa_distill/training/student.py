@@ -375,7 +375,8 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
             (train.features - module.teacher_mean.numpy()) / module.teacher_std.numpy())
         fit_rows = WarmStartData(train.source, train.rows, train.labels[:len(train) - train.num_unlabeled],
                                  teacher, train.predictions)
-        report = fit_warm_start(module.model, pooled_features(module.model, fit_rows), fit_rows, config.beta)
+        pooled = pooled_features(module.model, fit_rows, config.progress and trainer.is_global_zero)
+        report = fit_warm_start(module.model, pooled, fit_rows, config.beta)
     raw = predict_raw(module.model, cached_images(data.val.source, data.val.rows, module.model.config.input_size))
     if report and module.num_levels:
         raw, report["sharpness"] = sharpen(module.model, raw, data.val.labels)

@@ -34,6 +34,7 @@ from sklearn.linear_model import RidgeCV
 
 from ..evaluation.metrics import plcc, srcc
 from ..losses import emd_loss
+from ..progress import progress_bar
 from ..score_space import ScoreSpace
 from ..storage import (MANIFEST_FILE, Manifest, RowCache, RowWriter, finish_rows,
                        pending_batches, read_progress, resume_or_create_rows)
@@ -87,11 +88,11 @@ class PooledCache(RowCache):
     ARRAY, KIND, HINT = "pooled.npy", "pooled-feature cache", "delete the folder to compute it again"
 
 
-def pooled_features(model: Student, data: WarmStartData) -> np.ndarray:
+def pooled_features(model: Student, data: WarmStartData, progress: bool = True) -> np.ndarray:
     """(N, D) raw pooled vectors of the frozen backbone for `data`'s rows (the standardisation buffers are not
     applied). Computed once for every image of the cache and kept beside it as a row cache (`pooled-KEY/`, KEY:
     the backbone's weights, pooling and input size; resumable), so the baseline, the student and other seeds
-    reuse them."""
+    reuse them. progress: a bar on a terminal (`progress.progress_bar`) while the pass runs."""
     images = ImageCache.open(Path(data.cache_path).parent)
     ids = images.ids
     folder = images.directory / f"pooled-{_backbone_key(model)}"
@@ -99,21 +100,25 @@ def pooled_features(model: Student, data: WarmStartData) -> np.ndarray:
                               dim=int(model.pooled_mean.numel()))
     built = resume_or_create_rows(folder, manifest, ids, PooledCache.ARRAY, (len(ids), manifest.dim), np.float32)
     if not built.complete:
-        _fill_pooled(model, Path(data.cache_path), folder, len(ids))
+        _fill_pooled(model, Path(data.cache_path), folder, len(ids), progress)
         built = finish_rows(folder, PooledManifest.read(folder / MANIFEST_FILE, ""))
     return np.asarray(PooledCache.read_rows(folder, built, (manifest.dim,)).array[data.rows], np.float64)
 
 
 @torch.no_grad()
-def _fill_pooled(model: Student, cache_path: Path, folder: Path, count: int, batch_size: int = 32) -> None:
+def _fill_pooled(model: Student, cache_path: Path, folder: Path, count: int, progress: bool,
+                 batch_size: int = 32) -> None:
     """Every row of the image cache at `cache_path` not committed yet, in fixed batches (eval mode)."""
     was_training = model.training
     model.eval()
     done, _ = read_progress(folder, count)
-    with RowWriter(folder, PooledCache.ARRAY) as writer:
-        for batch in pending_batches(range(count), done, batch_size):
+    batches = pending_batches(range(count), done, batch_size)
+    with RowWriter(folder, PooledCache.ARRAY) as writer, \
+            progress_bar(sum(map(len, batches)), "warm start (backbone features)", progress) as bar:
+        for batch in batches:
             pixels = next(cached_images(cache_path, np.asarray(batch), model.config.input_size, batch_size=len(batch)))
             writer.write(batch, model.raw_pooled(pixels).float().numpy(), {})
+            bar.update(len(batch))
     model.train(was_training)
 
 

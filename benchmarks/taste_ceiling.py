@@ -1,0 +1,104 @@
+"""How much a distilled personal model can gain over the label-only one: closed-form probes on the caches of a
+`benchmarks/taste_curve.py` run (no training; seconds).
+
+On the curve's pool photos, for each number of ratings N and split seed: a fixed 90 photos are held out
+(never rated, never unlabelled), N of the rest are rated by the simulated photographer, the others are the
+unlabelled library. Every model is ridge (penalty by leave-one-out) on standardised frozen features, scored
+by SRCC with the hidden taste on the held-out photos:
+
+- `teacher`: on the teachers' MLSP features, fitted to the ratings (the teacher head's linear candidate);
+- `student probe`: on the student backbone's pooled features at its input size (the label-only warm start);
+- `student ← teacher`: the same features fitted to the teacher's predictions on rated + unlabelled photos
+  (what distillation can carry into the student's frozen features at best);
+- `lite0@224 probe` / `lite0@224 ← teacher`: the same with the first teacher's features (the student's own
+  backbone at 224 px instead of 128 px).
+
+The paired difference with `student probe` is given as mean ± 95 % t-interval over the split seeds.
+
+    python benchmarks/taste_ceiling.py --dir /tmp/taste3-bench --points 25,50,100 --seeds 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+from sklearn.linear_model import RidgeCV
+from sklearn.preprocessing import StandardScaler
+
+from iaa_distill.cli.types import seed_list
+from iaa_distill.demo.photographer import hidden_taste, stars
+from iaa_distill.evaluation.metrics import srcc
+from iaa_distill.features import FeatureCache
+from iaa_distill.training.head_candidates import RIDGE_ALPHAS
+from iaa_distill.training.image_cache import ImageCache
+
+HELD_OUT = 90
+
+
+def caches(run: Path) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+    """Pool ids, their teacher features, the student's pooled features and the first teacher's width."""
+    images = ImageCache.open(next(p for p in (run / "image_cache").glob("*-train-*") if any(p.glob("pooled-*"))))
+    pooled = np.load(next(images.directory.glob("pooled-*")) / "pooled.npy").astype(np.float64)
+    features = FeatureCache.open(run / "features")
+    first = features.manifest.teachers[0]["dim"]
+    return list(images.ids), features.features_for(images.ids).astype(np.float64), pooled, first
+
+
+def fitted(x: np.ndarray, fit_rows: np.ndarray, y: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """Ridge on `x` standardised over `fit_rows`, fitted there to `y`; predictions on `held`."""
+    scaler = StandardScaler().fit(x[fit_rows])
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(scaler.transform(x[fit_rows]), y)
+    return model.predict(scaler.transform(x[held]))
+
+
+def split_scores(ids: list[str], teacher_x: np.ndarray, student_x: np.ndarray, first: int, count: int,
+                 seed: int) -> dict[str, float]:
+    """Every model's SRCC with the hidden taste on the held-out photos of one split."""
+    order = np.random.default_rng([seed, 23]).permutation(len(ids))
+    held, rated, library = order[:HELD_OUT], order[HELD_OUT:HELD_OUT + count], order[HELD_OUT:]
+    y = np.array([max(stars(ids[i], seed), 0) for i in rated], np.float64)  # a reject is the bottom
+    truth = np.array([hidden_taste(ids[i]) for i in held])
+    teacher_on_library = fitted(teacher_x, rated, y, library)
+    lite0 = teacher_x[:, :first]
+    found = {"teacher": fitted(teacher_x, rated, y, held),
+             "student probe": fitted(student_x, rated, y, held),
+             "student ← teacher": fitted(student_x, library, teacher_on_library, held),
+             "lite0@224 probe": fitted(lite0, rated, y, held),
+             "lite0@224 ← teacher": fitted(lite0, library, teacher_on_library, held)}
+    return {name: srcc(truth, pred) for name, pred in found.items()}
+
+
+def row(count: int, scores: list[dict[str, float]]) -> str:
+    """Markdown row: each model's mean SRCC and its paired difference with the student probe (95 % t-CI)."""
+    base = np.array([s["student probe"] for s in scores])
+    t = stats.t.ppf(0.975, len(scores) - 1)
+    cells = []
+    for name in scores[0]:
+        v = np.array([s[name] for s in scores])
+        d = v - base
+        cells.append(f"{v.mean():.3f}" + ("" if name == "student probe" else
+                                          f" ({d.mean():+.3f} ± {t * d.std(ddof=1) / np.sqrt(len(d)):.3f})"))
+    return f"| {count} | {len(scores)} | " + " | ".join(cells) + " |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, required=True, help="a taste_curve.py --dir (its run/ caches)")
+    parser.add_argument("--points", type=seed_list, default="25,50,100", metavar="N,N,...")
+    parser.add_argument("--seeds", type=int, default=10, help="number of splits")
+    args = parser.parse_args(argv)
+    ids, teacher_x, student_x, first = caches(args.dir.expanduser().resolve() / "run")
+    rows = {n: [split_scores(ids, teacher_x, student_x, first, n, s) for s in range(args.seeds)] for n in args.points}
+    names = list(next(iter(rows.values()))[0])
+    print(json.dumps({n: [{k: round(v, 4) for k, v in s.items()} for s in r] for n, r in rows.items()}))
+    print("\n| ratings | splits | " + " | ".join(names) + " |\n" + "|---" * (len(names) + 2) + "|")
+    print("\n".join(row(n, r) for n, r in rows.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
