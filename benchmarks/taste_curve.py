@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from iaa_distill.cli.taste import keep_freed_memory
+from iaa_distill.memory import keep_freed_memory
 from iaa_distill.cli.types import seed_list
 from iaa_distill.demo.photographer import hidden_taste, rate_with_exiftool, unrate
 from iaa_distill.demo.synthetic import build_unlabeled_photos

@@ -11,6 +11,7 @@ from collections.abc import Collection
 
 from .. import __version__
 from ..errors import IAAError
+from ..memory import keep_freed_memory
 from ..messages import show_messages
 
 # (subcommand, module in iaa_distill.cli, one-line help), in data-flow order. `main` imports only the module
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     quiet_libraries()
+    if args.command != "serve":  # a long-lived service gives memory back; batch commands keep it for reuse
+        keep_freed_memory()
     show_messages()  # the library logs; the command shows its messages on stdout
     try:
         return int(args._run(args) or 0)

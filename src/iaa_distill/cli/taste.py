@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (<malloc.h>)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..taste.personal import MIN_RATINGS
@@ -32,23 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..taste.personal import fit_taste, summary_lines, taste_recipe
 
-    keep_freed_memory()
     recipe = taste_recipe(args.photos, args.out.expanduser(), args.seed, args.sets, args.compare)
     result = fit_taste(recipe, progress=not args.no_progress, min_ratings=args.min_ratings)
     print("\n" + "\n".join(summary_lines(result)))
     return 0
 
-
-def keep_freed_memory() -> None:
-    """Let glibc's malloc reuse freed blocks instead of returning every large one to the kernel. Each teacher and
-    student forward pass allocates activations of tens of MB; by default each is a fresh mmap whose pages fault
-    in zeroed (a 700-photo `iaa taste` made 23 million page faults, 73 of its 432 CPU-seconds in the kernel). The
-    process keeps its peak working set instead. No-op where the C library has no `mallopt` (not glibc)."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
-    if mallopt is not None:
-        mallopt(M_MMAP_THRESHOLD, 1 << 30)
-        mallopt(M_TRIM_THRESHOLD, 1 << 30)
