@@ -135,7 +135,7 @@ def _bootstrap(true, preds, threshold, emds, n_boot, seed) -> list[dict[str, np.
     return [{k: np.concatenate([p[r][k] for p in parts]) for k in parts[0][r]} for r in range(len(preds))]
 
 
-def _interval(diffs: np.ndarray) -> dict[str, float]:
+def bootstrap_interval(diffs: np.ndarray) -> dict[str, float]:
     """95% percentile CI and two-sided bootstrap p-value of resampled differences (NaN resamples dropped)."""
     d = diffs[np.isfinite(diffs)]
     if len(d) == 0:
@@ -229,7 +229,7 @@ def _compare_rows(setup: _Setup, rows: np.ndarray | None, seed_offset: int) -> d
     for j in range(1, len(pr)):
         diffs = {}
         for key, value in points[j].items():
-            interval = (_interval(samples[j][key] - samples[0][key]) if samples is not None
+            interval = (bootstrap_interval(samples[j][key] - samples[0][key]) if samples is not None
                         else {"ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan})
             diffs[key] = {"baseline": points[0][key], "value": value, "diff": value - points[0][key],
                           "higher_is_better": HIGHER_IS_BETTER[key], **interval}

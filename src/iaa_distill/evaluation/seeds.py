@@ -23,7 +23,7 @@ from ..errors import IAAError
 from .compare import (
     DEFAULT_BOOTSTRAP,
     MIN_RELATIVE_BASE,
-    _interval,
+    bootstrap_interval,
     check_same_images,
     resample_counts,
     relative_change,
@@ -83,7 +83,7 @@ def compare_seeds(groups: Sequence[Sequence[str | Path]], out: str | Path, boots
                                     "sd": float(np.std(values, ddof=1)) if len(group) > 1 else math.nan}
     teacher = names.index(TEACHER) if TEACHER in names else None
     for j in range(1, len(names)):
-        diff = {"diff": float(points[j][0] - points[0][0]), **_interval(resampled[j] - resampled[0])}
+        diff = {"diff": float(points[j][0] - points[0][0]), **bootstrap_interval(resampled[j] - resampled[0])}
         base = resampled[0].astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):  # resamples with a baseline <= MIN_RELATIVE_BASE: NaN
             ratios = np.where(base > MIN_RELATIVE_BASE, 100.0 * (resampled[j] - base) / base, np.nan)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..recipe import Recipe, probe_runs, student_runs
 from ..score_space import ScoreSpace
-from .compare import DEFAULT_BOOTSTRAP, _interval, resample_counts
+from .compare import DEFAULT_BOOTSTRAP, bootstrap_interval, resample_counts
 from .metrics import emd_per_image
 from .report import load_run
 from .seeds import compare_seeds
@@ -41,7 +41,7 @@ def emd_difference(groups: list[list[str]], bootstrap: int = DEFAULT_BOOTSTRAP, 
         per_group.append(np.mean([emd_per_image(p.true_dist, p.pred_dist, 2) for p in runs], axis=0))
     diff = per_group[1] - per_group[0]
     resampled = np.concatenate([counts @ diff / counts.sum(1) for counts in resample_counts(len(diff), bootstrap, seed)])
-    return {"diff": float(diff.mean()), **_interval(resampled)}
+    return {"diff": float(diff.mean()), **bootstrap_interval(resampled)}
 
 
 def student_report(recipe: Recipe, eval_dirs: dict[str, str], out: Path) -> str:
