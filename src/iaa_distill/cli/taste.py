@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..taste.personal import fit_taste, summary_lines, taste_recipe
 
     recipe = taste_recipe(args.photos, args.out.expanduser(), args.seed, args.sets, args.compare)
-    result = fit_taste(recipe, progress=not args.no_progress, min_ratings=args.min_ratings)
+    result = fit_taste(recipe, progress=not args.no_progress, log=print, min_ratings=args.min_ratings)
     print("\n" + "\n".join(summary_lines(result)))
     return 0
 

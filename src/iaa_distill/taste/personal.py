@@ -18,7 +18,10 @@ from typing import Any
 from ..artifacts import atomic_write_text
 from ..errors import DatasetError
 from ..features.settings import DEFAULT_TEACHERS
+from ..messages import get_logger
 from ..recipe import Recipe
+
+_log = get_logger(__name__)
 
 MIN_RATINGS = 20
 AGREEMENT_FILE = "agreement.json"
@@ -47,7 +50,7 @@ def taste_recipe(photos: str, out: Path, seed: int = 0, sets: Sequence[str] = ()
 
 
 def require_ratings(recipe: Recipe, minimum: int = MIN_RATINGS,
-                    log: Callable[[str], None] = print) -> dict[str, int]:
+                    log: Callable[[str], None] = _log.info) -> dict[str, int]:
     """Counts of rated (train/val/test) and unrated photos; DatasetError below `minimum` rated photos. Each note
     of the reading (a sidecar refused or unreadable, named; the split) is logged first, one line each."""
     dataset = recipe.open_dataset()
@@ -62,7 +65,7 @@ def require_ratings(recipe: Recipe, minimum: int = MIN_RATINGS,
     return counts
 
 
-def fit_taste(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = print,
+def fit_taste(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = _log.info,
               min_ratings: int = MIN_RATINGS) -> dict[str, Any]:
     """Run the recipe's stages; returns `run_recipe`'s result plus the counts, the agreement of each model with
     the held-out ratings (also in OUT/agreement.json) and the model folder."""
@@ -78,7 +81,7 @@ def fit_taste(recipe: Recipe, progress: bool = True, log: Callable[[str], None] 
     return {**result, "counts": counts, "agreement": agreements, "model": str(recipe.out / "student" / "model")}
 
 
-def batch_for_ratings(recipe: Recipe, num_train: int, log: Callable[[str], None] = print) -> Recipe:
+def batch_for_ratings(recipe: Recipe, num_train: int, log: Callable[[str], None] = _log.info) -> Recipe:
     """The recipe with a student batch small enough for `num_train` rated training photos (the student needs
     one full batch plus `MIN_TRAIN_IMAGES`; with 20-40 ratings the default 16 is too many), saved to
     OUT/recipe.yaml; unchanged when the batch fits."""
