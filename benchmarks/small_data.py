@@ -36,13 +36,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from iaa_distill.cli.types import seed_list
-from iaa_distill.data.records import Dataset, ids_hash
+from iaa_distill.data.records import Dataset
 from iaa_distill.demo.run import SYNTHETIC_WARNING, demo_photos, demo_recipe
 from iaa_distill.errors import IAAError
 from iaa_distill.evaluation.metrics import srcc
 from iaa_distill.evaluation.student_report import student_report
 from iaa_distill.features import FeatureCache, extract_features
 from iaa_distill.features.cache import FEATURES_NAME, FeatureCacheManifest, create_cache, finalize_manifest
+from iaa_distill.features.extract import dataset_record
 from iaa_distill.recipe import Recipe, run_recipe, stage_settings
 from iaa_distill.storage import RowWriter
 from iaa_distill.training.head_candidates import RIDGE_ALPHAS
@@ -154,10 +155,10 @@ def seed_features(recipe: Recipe, cache: FeatureCache) -> None:
     if (target / "manifest.json").is_file():
         return
     dataset = recipe.open_dataset()
-    ids = [r.image_id for r in dataset.split(stage_settings(recipe, progress=False).features.split)]
+    split = stage_settings(recipe, progress=False).features.split
+    ids = [r.image_id for r in dataset.split(split)]
     manifest = FeatureCacheManifest.from_dict({**cache.manifest.to_dict(), "complete": False, "failed": {}})
-    manifest.dataset = {**manifest.dataset, "name": dataset.name, "fingerprint": dataset.fingerprint(),
-                        "num_images": len(ids), "ids_hash": ids_hash(ids)}
+    manifest.dataset = dataset_record(dataset, split, ids)
     create_cache(target, manifest, ids)
     with RowWriter(target, FEATURES_NAME) as writer:
         writer.write(range(len(ids)), np.asarray(cache.features[cache.rows_for(ids)]), {})

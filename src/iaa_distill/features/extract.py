@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,6 +51,12 @@ def _barrier_with_error(error: str | None, world: int) -> None:
         raise IAAError(error)
 
 
+def dataset_record(dataset: Dataset, split: str, ids: Sequence[str]) -> dict[str, Any]:
+    """What a feature cache records of the images it holds (`FeatureCacheManifest.dataset`)."""
+    return {"name": dataset.name, "fingerprint": dataset.fingerprint(), "split": split, "num_images": len(ids),
+            "ids_hash": ids_hash(ids)}
+
+
 def build_manifest(dataset: Dataset, split: str, ids: Sequence[str], teachers: TeacherSet, hflip: bool,
                    device: torch.device, decoder: str) -> FeatureCacheManifest:
     """The cache manifest for this run (`FeatureCacheManifest.differences` says what must match on resume)."""
@@ -63,13 +70,7 @@ def build_manifest(dataset: Dataset, split: str, ids: Sequence[str], teachers: T
             "decoder": "pil" if decoder == "pil" else ("nvjpeg+pil" if gpu else "torchvision+pil"),
             "precision": "bfloat16" if gpu else "float32",
         },
-        dataset={
-            "name": dataset.name,
-            "fingerprint": dataset.fingerprint(),
-            "split": split,
-            "num_images": len(ids),
-            "ids_hash": ids_hash(ids),
-        },
+        dataset=dataset_record(dataset, split, ids),
         iaa_distill_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
