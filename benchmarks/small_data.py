@@ -30,23 +30,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.linear_model import RidgeCV
-from sklearn.model_selection import KFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from iaa_distill.cli.types import seed_list
 from iaa_distill.data.records import Dataset
 from iaa_distill.demo.run import SYNTHETIC_WARNING, demo_photos, demo_recipe
 from iaa_distill.errors import IAAError
 from iaa_distill.evaluation.metrics import srcc
+from iaa_distill.evaluation.probe import fit_linear_probe
 from iaa_distill.evaluation.student_report import student_report
 from iaa_distill.features import FeatureCache, extract_features
 from iaa_distill.features.cache import FEATURES_NAME, FeatureCacheManifest, create_cache, finalize_manifest
 from iaa_distill.features.extract import dataset_record
 from iaa_distill.recipe import Recipe, run_recipe, stage_settings
 from iaa_distill.storage import RowWriter
-from iaa_distill.training.head_candidates import RIDGE_ALPHAS
 from iaa_distill.training.teacher import (
     TeacherTrainConfig,
     labelled_rows,
@@ -69,8 +65,7 @@ def labelled_subset(dataset: Dataset, count: int, seed: int) -> Dataset:
 def ridge_test_srcc(dataset: Dataset, cache: FeatureCache, seed: int) -> float:
     """Test SRCC of ridge on standardised features predicting the mean score, penalty by 5-fold CV on train."""
     train, test = (labelled_rows(dataset, cache, s) for s in ("train", "test"))
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS, cv=KFold(5, shuffle=True, random_state=seed)))
-    model.fit(np.asarray(cache.features[train.rows], np.float64), train.means)
+    model = fit_linear_probe(cache.features[train.rows], train.means, cv_seed=seed)
     return srcc(test.means, model.predict(np.asarray(cache.features[test.rows], np.float64)))
 
 

@@ -25,15 +25,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
-from sklearn.linear_model import RidgeCV
-from sklearn.preprocessing import StandardScaler
 
 from iaa_distill.cli.types import seed_list
 from iaa_distill.demo.photographer import hidden_taste, stars
 from iaa_distill.evaluation.metrics import srcc
+from iaa_distill.evaluation.probe import fit_linear_probe, t_interval
 from iaa_distill.features import FeatureCache
-from iaa_distill.training.head_candidates import RIDGE_ALPHAS
 from iaa_distill.training.image_cache import ImageCache
 
 HELD_OUT = 90
@@ -49,10 +46,8 @@ def caches(run: Path) -> tuple[list[str], np.ndarray, np.ndarray, int]:
 
 
 def fitted(x: np.ndarray, fit_rows: np.ndarray, y: np.ndarray, held: np.ndarray) -> np.ndarray:
-    """Ridge on `x` standardised over `fit_rows`, fitted there to `y`; predictions on `held`."""
-    scaler = StandardScaler().fit(x[fit_rows])
-    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(scaler.transform(x[fit_rows]), y)
-    return model.predict(scaler.transform(x[held]))
+    """Ridge on `x` standardised over `fit_rows`, fitted there to `y` (LOO penalty); predictions on `held`."""
+    return fit_linear_probe(x[fit_rows], y).predict(x[held])
 
 
 def split_scores(ids: list[str], teacher_x: np.ndarray, student_x: np.ndarray, first: int, count: int,
@@ -75,13 +70,11 @@ def split_scores(ids: list[str], teacher_x: np.ndarray, student_x: np.ndarray, f
 def row(count: int, scores: list[dict[str, float]]) -> str:
     """Markdown row: each model's mean SRCC and its paired difference with the student probe (95 % t-CI)."""
     base = np.array([s["student probe"] for s in scores])
-    t = stats.t.ppf(0.975, len(scores) - 1)
     cells = []
     for name in scores[0]:
         v = np.array([s[name] for s in scores])
-        d = v - base
-        cells.append(f"{v.mean():.3f}" + ("" if name == "student probe" else
-                                          f" ({d.mean():+.3f} ± {t * d.std(ddof=1) / np.sqrt(len(d)):.3f})"))
+        mean, half = t_interval(v - base)
+        cells.append(f"{v.mean():.3f}" + ("" if name == "student probe" else f" ({mean:+.3f} ± {half:.3f})"))
     return f"| {count} | {len(scores)} | " + " | ".join(cells) + " |"
 
 

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from iaa_distill.memory import keep_freed_memory
 from iaa_distill.cli.types import seed_list
@@ -31,6 +30,7 @@ from iaa_distill.demo.photographer import hidden_taste, rate_with_exiftool, unra
 from iaa_distill.demo.synthetic import build_unlabeled_photos
 from iaa_distill.evaluation.metrics import srcc
 from iaa_distill.evaluation.predictions import Predictions
+from iaa_distill.evaluation.probe import fit_linear_probe, t_interval
 from iaa_distill.evaluation.report import PER_IMAGE_NAME
 from iaa_distill.taste.personal import fit_taste, taste_recipe
 
@@ -56,13 +56,7 @@ def hidden_srcc(eval_dir: Path) -> float:
 
 def probe_srcc(dataset, features_dir: Path, seed: int) -> float:
     """Frozen-feature linear probe: ridge on the standardised teacher features of the rated train+val photos."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.model_selection import KFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     from iaa_distill.features import FeatureCache
-    from iaa_distill.training.head_candidates import RIDGE_ALPHAS
     from iaa_distill.training.teacher import labelled_rows
 
     cache = FeatureCache.open(features_dir)
@@ -70,8 +64,7 @@ def probe_srcc(dataset, features_dir: Path, seed: int) -> float:
     test = labelled_rows(dataset, cache, "test")
     x = np.concatenate([np.asarray(cache.features[t.rows], np.float64) for t in train])
     y = np.concatenate([t.means for t in train])
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS, cv=KFold(5, shuffle=True, random_state=seed)))
-    model.fit(x, y)
+    model = fit_linear_probe(x, y, cv_seed=seed)
     truth = np.array([hidden_taste(i) for i in test.ids])
     return srcc(truth, model.predict(np.asarray(cache.features[test.rows], np.float64)))
 
@@ -107,13 +100,6 @@ def chosen_recipe(run: Path) -> str:
     return f"{metrics['recipe']['chosen']}@{metrics['best_epoch']}"
 
 
-def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95 % t-interval over seeds (0 for a single seed)."""
-    v = np.asarray(values, np.float64)
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
-    return float(v.mean()), half
-
-
 def table(rows: list[dict]) -> str:
     """Markdown: mean ± 95 % CI over seeds of each model per number of ratings, and student - baseline."""
     models = [m for m in MODELS if any(m in r for r in rows)]
@@ -132,7 +118,7 @@ def cell(values: list[float], fmt: str = ".3f") -> str:
     """Mean ± 95 % CI over seeds; the value alone for one seed (no interval), '–' for none."""
     if not values:
         return "–"
-    mean, half = interval(values)
+    mean, half = t_interval(values)
     return f"{mean:{fmt}} ± {half:.3f}" if len(values) > 1 else f"{mean:{fmt}} (1 seed)"
 
 
