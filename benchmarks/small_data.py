@@ -36,11 +36,11 @@ from iaa_distill.data.records import Dataset
 from iaa_distill.demo.run import SYNTHETIC_WARNING, demo_photos, demo_recipe
 from iaa_distill.errors import IAAError
 from iaa_distill.evaluation.metrics import srcc
-from iaa_distill.evaluation.probe import fit_linear_probe
 from iaa_distill.evaluation.student_report import student_report
 from iaa_distill.features import FeatureCache, extract_features
 from iaa_distill.features.cache import FEATURES_NAME, FeatureCacheManifest, create_cache, finalize_manifest
 from iaa_distill.features.extract import dataset_record
+from iaa_distill.training.linear_probe import fit_linear_probe
 from iaa_distill.recipe import Recipe, run_recipe, stage_settings
 from iaa_distill.storage import RowWriter
 from iaa_distill.training.teacher import (

@@ -29,7 +29,8 @@ import numpy as np
 from iaa_distill.cli.types import seed_list
 from iaa_distill.demo.photographer import hidden_taste, stars
 from iaa_distill.evaluation.metrics import srcc
-from iaa_distill.evaluation.probe import fit_linear_probe, t_interval
+from iaa_distill.evaluation.seeds import t_interval
+from iaa_distill.training.linear_probe import fit_linear_probe
 from iaa_distill.features import FeatureCache
 from iaa_distill.training.image_cache import ImageCache
 

@@ -30,7 +30,8 @@ from iaa_distill.demo.photographer import hidden_taste, rate_with_exiftool, unra
 from iaa_distill.demo.synthetic import build_unlabeled_photos
 from iaa_distill.evaluation.metrics import srcc
 from iaa_distill.evaluation.predictions import Predictions
-from iaa_distill.evaluation.probe import fit_linear_probe, t_interval
+from iaa_distill.evaluation.seeds import t_interval
+from iaa_distill.training.linear_probe import fit_linear_probe
 from iaa_distill.evaluation.report import PER_IMAGE_NAME
 from iaa_distill.taste.personal import fit_taste, taste_recipe
 

@@ -1,7 +1,8 @@
 import numpy as np
 from scipy import stats
 
-from iaa_distill.evaluation.probe import fit_linear_probe, t_interval
+from iaa_distill.evaluation.seeds import t_interval
+from iaa_distill.training.linear_probe import fit_linear_probe
 
 
 def test_linear_probe_recovers_a_linear_score_and_its_cv_depends_on_the_seed_only_through_the_folds():

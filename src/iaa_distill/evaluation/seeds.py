@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from ..artifacts import atomic_write_text
 from ..errors import IAAError
@@ -34,6 +35,14 @@ from .report import jsonable, load_run, markdown_table
 
 TEACHER = "teacher"
 SEEDS_JSON, SEEDS_MD = "seeds.json", "seeds.md"
+
+
+def t_interval(values) -> tuple[float, float]:
+    """Mean and half-width of the 95 % t-interval of `values` (e.g. one figure per seed; 0 for a single value)."""
+    v = np.asarray(values, np.float64)
+    if len(v) < 2:
+        return float(v.mean()), 0.0
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
