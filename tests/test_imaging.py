@@ -378,3 +378,20 @@ def test_a_damaged_mpf_index_falls_back_to_the_photo(tmp_path, camera_primary):
         assert decode_image(source, min_side=200).size == (225, 300)
     no_preview = camera[:len(camera_primary) + 100]  # the index points past the end of the file
     assert decode_image(no_preview, min_side=200).size == (225, 300)
+
+
+@pytest.mark.filterwarnings("ignore:Image appears to be a malformed MPO")  # the preview read on its own
+def test_the_bench_writes_mpf_previews_exiftool_reads_as_cameras(tmp_path, camera_primary):
+    from iaa_distill.bench.photos import add_mpf_preview
+
+    plain, camera = tmp_path / "plain.jpg", tmp_path / "camera.jpg"
+    plain.write_bytes(camera_primary)
+    camera.write_bytes(add_mpf_preview(camera_primary, long_side=640))
+
+    def exiftool(*args: str) -> bytes:
+        return subprocess.run(["exiftool", *args], capture_output=True, check=True).stdout
+
+    assert exiftool("-s3", "-MPImageType", "-NumberOfImages", str(camera)).decode().split("\n")[:2] == [
+        "Large Thumbnail (full HD equivalent)", "2"]
+    assert exiftool("-validate", "-warning", "-a", str(camera)) == exiftool("-validate", "-warning", "-a", str(plain))
+    assert Image.open(io.BytesIO(exiftool("-b", "-PreviewImage", str(camera)))).size == (640, 480)
