@@ -25,7 +25,7 @@ import torch
 
 from .photos import write_benchmark_photos, write_camera_photos
 from .sections import _student_dir
-from .stages import binding_stage, read_rate
+from .stages import binding_stage, read_rate, shared_core_limit
 from .timing import Report, images_per_second
 
 CAMERA_SIZE = (4000, 3000)  # 12 MP
@@ -51,6 +51,8 @@ def bench_culling(report: Report, folder: Path, workers: int, device: str, count
         torch_threads = torch.get_num_threads()
         scorer = Scorer.from_pretrained(model_dir, device=device, threads=threads_beside(workers))  # as iaa cull
         where = f"{workers} workers, {scorer.backend.name} on {threads_beside(workers)} threads"
+        size = scorer.config.input_size
+        scorer.predict_batch(torch.rand(batch_size, 3, size, size))  # warm-up: the first cull is not the slower
         decisions = {}
         for variant, paths in photos.items():
             rates_of, decisions[variant] = _cull(report, variant, scorer, model_dir, paths, Path(tmp) / variant,
@@ -93,9 +95,7 @@ def _cull(report: Report, variant: str, scorer, model_dir: Path, photos: list[st
 
 def _bound(report: Report, variant: str, rate: float, stages: dict[str, float], batch_size: int) -> None:
     binding_stage(report, f"iaa cull, batch {batch_size}, {variant}", stages, rate, 0.8)
-    shared = 1 / sum(1 / v for v in stages.values())
-    report.ratio(f"iaa cull vs 1 / (1/decode + 1/compute), {variant} (decode and compute on the same cores, one "
-                 "after the other)", rate, shared)
+    shared_core_limit(report, f"iaa cull, {variant}", stages, rate)
 
 
 def _score(report: Report, variant: str, scorer, photos: list[str], workers: int, batch_size: int,
@@ -107,6 +107,8 @@ def _score(report: Report, variant: str, scorer, photos: list[str], workers: int
     rate = report.add("culling", f"iaa score end to end ({variant}, batch {batch_size}, {workers} workers)",
                       len(photos) / (time.perf_counter() - start))
     binding_stage(report, f"iaa score of camera photos, batch {batch_size}, {variant}", stages, rate, 0.8)
+    if scorer.device.type == "cpu":
+        shared_core_limit(report, f"iaa score of camera photos, {variant}", stages, rate)
     return rate, np.array([r.mean for r in results])
 
 
