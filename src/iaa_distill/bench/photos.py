@@ -3,6 +3,7 @@ and camera JPEGs with the embedded preview cameras write (an MPF "Large Thumbnai
 from __future__ import annotations
 
 import io
+import os
 import struct
 from pathlib import Path
 
@@ -47,15 +48,15 @@ def with_mpf_preview(primary: bytes, preview: bytes) -> bytes:
     (version, 2 images, their MP entries) after the primary's APP0/APP1, an APP2 MP Attribute IFD (version,
     individual number 2) in the preview, and the preview after the primary's end. The primary's pixels are unchanged."""
     preview = _insert_app2(preview, _mp_ifd([(0xB000, 7, 4, b"0100"), (0xB101, 4, 1, struct.pack("<L", 2))]))
+    def index(entries: bytes) -> bytes:
+        return _app2(_mp_ifd([(0xB000, 7, 4, b"0100"), (0xB001, 4, 1, struct.pack("<L", 2)), (0xB002, 7, 32, entries)]))
+
     at = _after_app0_app1(primary)
-    index_size = 8 + 2 + 3 * 12 + 4 + 32  # header, IFD of 3 entries, next-IFD offset, 2 MP entries
-    primary_size = len(primary) + 8 + index_size  # + the APP2 marker, length and "MPF\0"
-    base = at + 8  # MP entry offsets count from the MP header, after "MPF\0"
+    primary_size = len(primary) + len(index(bytes(32)))  # the index's size does not depend on its entries
+    base = at + 8  # MP entry offsets count from the MP header, after the APP2 marker, length and "MPF\0"
     entries = struct.pack("<LLLHH", MPF_PRIMARY, primary_size, 0, 0, 0) + struct.pack(
         "<LLLHH", MPF_LARGE_THUMBNAIL, len(preview), primary_size - base, 0, 0)
-    index = _mp_ifd([(0xB000, 7, 4, b"0100"), (0xB001, 4, 1, struct.pack("<L", 2)), (0xB002, 7, 32, entries)])
-    assert len(index) == index_size
-    return primary[:at] + _app2(index) + primary[at:] + preview
+    return primary[:at] + index(entries) + primary[at:] + preview
 
 
 def _mp_ifd(tags: list[tuple[int, int, int, bytes]]) -> bytes:
@@ -106,6 +107,8 @@ def write_camera_photos(folder: str | Path, sources: list[Path], long_side: int 
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / source.name for source in sources]
     for source, path in zip(sources, paths):
-        if not path.exists():
-            path.write_bytes(add_mpf_preview(source.read_bytes(), long_side))
+        if not path.exists():  # written whole or not at all: an interrupted run leaves no half photo to reuse
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(add_mpf_preview(source.read_bytes(), long_side))
+            os.replace(tmp, path)
     return paths
