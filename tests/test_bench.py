@@ -126,3 +126,21 @@ def test_a_path_faster_than_its_slowest_stage_is_a_measurement_error_not_a_resul
     impossible, honest = report.ratios
     assert impossible["value"] == pytest.approx(2.15) and "MEASUREMENT ERROR" in impossible["verdict"]
     assert impossible["goal"] is None and honest["verdict"] == "met"
+
+
+def test_scoring_stages_print_the_binding_stage_and_the_shared_core_limit(tmp_path):
+    from iaa_distill.bench.photos import write_benchmark_photos
+    from iaa_distill.bench.sections import _scoring_stages
+    from iaa_distill.bench.timing import Report
+    from iaa_distill.scoring import Scorer
+    from tests.conftest import save_tiny_student
+
+    scorer = Scorer.from_pretrained(save_tiny_student(tmp_path / "model"), device="cpu", backend="torch")
+    report = Report({}, show=lambda line: None)
+    _scoring_stages(report, "tiny", scorer, write_benchmark_photos(tmp_path / "photos", 2), 0, 2, 1.0)
+    rates = [r.value for r in report.results]  # read, resize, compute
+    binding, shared = report.ratios
+    assert binding["name"].startswith("iaa score, tiny, batch 2: end to end vs its binding stage")
+    assert binding["value"] == pytest.approx(1.0 / min(rates)) and binding["goal"] == 0.8
+    assert shared["name"].startswith("iaa score, tiny, batch 2: end to end vs 1 / (1/read + 1/resize + 1/compute)")
+    assert shared["value"] == pytest.approx(sum(1 / r for r in rates))  # 1.0 / (1 / sum(1/r))
