@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from iaa_distill.cli import main
@@ -31,11 +32,17 @@ def test_bench_culling_section_times_each_stage(tmp_path):
     out = tmp_path / "bench"
     assert main(["bench", "--sections", "culling", "--quick", "--photos", "1", "--workers", "0", "--out", str(out)]) == 0
     document = json.loads((out / "bench.json").read_text())
-    shares = {r["name"]: r["value"] for r in document["results"] if r["unit"] == "%"}
-    assert set(shares) == {f"share of {s}" for s in ("scoring", "thumbnails", "decisions", "gallery")}
-    assert 90 < sum(shares.values()) <= 100.5
-    assert document["ratios"][0]["name"].startswith("culling: goal 20 s per 1,000 photos")
-    assert any(r["name"].startswith("iaa cull, batch 3: end to end vs its binding stage") for r in document["ratios"])  # 6 photos
+    for variant in ("with MPF preview", "no preview"):  # the same photos as cameras write them, and without
+        shares = {r["name"]: r["value"] for r in document["results"] if r["unit"] == "%" and variant in r["name"]}
+        assert set(shares) == {f"share of {s} ({variant})" for s in ("scoring", "thumbnails", "decisions", "gallery")}
+        assert 90 < sum(shares.values()) <= 100.5
+        ratios = [r["name"] for r in document["ratios"]]
+        assert f"culling: goal 20 s per 1,000 photos / measured ({variant})" in ratios
+        assert any(r.startswith(f"iaa cull, batch 3, {variant}: end to end vs its binding stage") for r in ratios)
+        assert any(r.startswith(f"iaa score of camera photos, batch 3, {variant}: end to end") for r in ratios)
+    drift = {r["name"]: r["value"] for r in document["results"] if r["name"].startswith("preview vs full decode")}
+    assert len(drift) == 2 and all(np.isfinite(list(drift.values())))
+    assert next((out / "camera-preview").glob("*.jpg")).stat().st_size > next((out / "camera").glob("*.jpg")).stat().st_size
     assert next((out / "camera").glob("*.jpg")).stat().st_size > 1_000_000  # camera-size JPEGs
     actions = {r["name"].split(" (")[0] for r in document["results"] if r["name"].startswith("action:")}
     assert actions == {"action: xmp sidecars", "action: copy", "action: move"}  # timed apart from the cull
@@ -119,3 +126,21 @@ def test_a_path_faster_than_its_slowest_stage_is_a_measurement_error_not_a_resul
     impossible, honest = report.ratios
     assert impossible["value"] == pytest.approx(2.15) and "MEASUREMENT ERROR" in impossible["verdict"]
     assert impossible["goal"] is None and honest["verdict"] == "met"
+
+
+def test_scoring_stages_print_the_binding_stage_and_the_shared_core_limit(tmp_path):
+    from iaa_distill.bench.photos import write_benchmark_photos
+    from iaa_distill.bench.sections import _scoring_stages
+    from iaa_distill.bench.timing import Report
+    from iaa_distill.scoring import Scorer
+    from tests.conftest import save_tiny_student
+
+    scorer = Scorer.from_pretrained(save_tiny_student(tmp_path / "model"), device="cpu", backend="torch")
+    report = Report({}, show=lambda line: None)
+    _scoring_stages(report, "tiny", scorer, write_benchmark_photos(tmp_path / "photos", 2), 0, 2, 1.0)
+    rates = [r.value for r in report.results]  # read, resize, compute
+    binding, shared = report.ratios
+    assert binding["name"].startswith("iaa score, tiny, batch 2: end to end vs its binding stage")
+    assert binding["value"] == pytest.approx(1.0 / min(rates)) and binding["goal"] == 0.8
+    assert shared["name"].startswith("iaa score, tiny, batch 2: end to end vs 1 / (1/read + 1/resize + 1/compute)")
+    assert shared["value"] == pytest.approx(sum(1 / r for r in rates))  # 1.0 / (1 / sum(1/r))

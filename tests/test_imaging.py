@@ -320,3 +320,78 @@ def test_a_large_png_is_reduced_before_rotation_and_keeps_its_orientation(tmp_pa
     expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "big.png")).reduce(4), dtype=np.int16)
     assert np.abs(np.asarray(image, dtype=np.int16) - expected).max() <= 1
     assert decode_image(tmp_path / "big.png").size == (800, 1200)  # without min_side: the whole image
+
+
+@pytest.fixture
+def camera_primary(sample_photos) -> bytes:
+    """A 1200x900 JPEG of a real photograph, taken at 2026:05:01 10:00:00, orientation 6 (rotate to display)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif.get_ifd(0x8769)[36867] = "2026:05:01 10:00:00"
+    image = np.asarray(Image.fromarray(sample_photos["chelsea"]).resize((1200, 900), Image.BICUBIC))
+    return jpeg_bytes(image, exif=exif.tobytes())
+
+
+def test_a_camera_jpeg_is_decoded_from_its_mpf_preview(tmp_path, camera_primary):
+    from iaa_distill.bench.photos import add_mpf_preview
+    from iaa_distill.imaging import decode_photo
+
+    plain, camera = tmp_path / "plain.jpg", tmp_path / "camera.jpg"
+    plain.write_bytes(camera_primary)
+    camera.write_bytes(add_mpf_preview(camera_primary, long_side=640))  # preview 640x480
+    full = decode_photo(plain, min_side=200)
+    preview = decode_photo(camera, min_side=200)
+    assert full.image.size == (225, 300)  # the photo at 1/4, upright
+    assert preview.image.size == (240, 320)  # the preview at 1/2, upright by the photo's orientation
+    assert preview.taken == full.taken is not None  # capture time from the photo
+    assert np.abs(rgb(preview.image.resize(full.image.size, Image.BILINEAR)) - rgb(full.image)).mean() < 6
+    assert decode_image(camera).size == (900, 1200)  # no min_side: the photo in full
+    assert decode_image(camera.read_bytes(), min_side=200).size == (240, 320)
+
+
+def test_a_preview_keeps_the_photos_orientation_only(tmp_path, camera_primary):
+    """A preview with an orientation tag of its own (the same as the photo's) is not rotated twice."""
+    from iaa_distill.bench.photos import with_mpf_preview
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    small = np.asarray(Image.open(io.BytesIO(camera_primary)).resize((640, 480)))
+    camera = with_mpf_preview(camera_primary, jpeg_bytes(small, exif=exif.tobytes()))
+    assert decode_image(camera, min_side=200).size == (240, 320)
+
+
+@pytest.mark.parametrize("size", [(640, 360), (480, 640), (266, 200)],
+                         ids=["another-aspect-ratio", "stored-rotated", "too-small"])
+def test_an_unsuitable_preview_is_ignored(camera_primary, size):
+    from iaa_distill.bench.photos import add_mpf_preview
+
+    camera = add_mpf_preview(camera_primary, size=size)
+    assert decode_image(camera, min_side=224).size == (225, 300)  # the photo at 1/4, as without a preview
+
+
+def test_a_damaged_mpf_index_falls_back_to_the_photo(tmp_path, camera_primary):
+    from iaa_distill.bench.photos import add_mpf_preview
+
+    camera = add_mpf_preview(camera_primary, long_side=640)
+    cut = camera[:len(camera) - 2000]  # the index points at a preview that is cut short
+    for source in (cut, io.BytesIO(cut)):
+        assert decode_image(source, min_side=200).size == (225, 300)
+    no_preview = camera[:len(camera_primary) + 100]  # the index points past the end of the file
+    assert decode_image(no_preview, min_side=200).size == (225, 300)
+
+
+@pytest.mark.filterwarnings("ignore:Image appears to be a malformed MPO")  # the preview read on its own
+def test_the_bench_writes_mpf_previews_exiftool_reads_as_cameras(tmp_path, camera_primary):
+    from iaa_distill.bench.photos import add_mpf_preview
+
+    plain, camera = tmp_path / "plain.jpg", tmp_path / "camera.jpg"
+    plain.write_bytes(camera_primary)
+    camera.write_bytes(add_mpf_preview(camera_primary, long_side=640))
+
+    def exiftool(*args: str) -> bytes:
+        return subprocess.run(["exiftool", *args], capture_output=True, check=True).stdout
+
+    assert exiftool("-s3", "-MPImageType", "-NumberOfImages", str(camera)).decode().split("\n")[:2] == [
+        "Large Thumbnail (full HD equivalent)", "2"]
+    assert exiftool("-validate", "-warning", "-a", str(camera)) == exiftool("-validate", "-warning", "-a", str(plain))
+    assert Image.open(io.BytesIO(exiftool("-b", "-PreviewImage", str(camera)))).size == (640, 480)

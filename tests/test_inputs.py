@@ -111,3 +111,18 @@ def test_latency_mode_scores_without_starting_dataloader_workers(tmp_path, mixed
     np.testing.assert_allclose([r.mean for r in one_by_one[:-1]], [r.mean for r in batched[:-1]], atol=1e-4)
     direct = scorer.score(mixed_photos[:3])  # in-memory API: preprocessed in the same warm pool
     np.testing.assert_allclose([r.mean for r in direct], [r.mean for r in batched[:3]], atol=1e-4)
+
+
+def test_camera_jpegs_take_the_shared_decoder_on_every_device(tmp_path, sample_photos):
+    """The device-decode path gets a plain JPEG's bytes, but a camera JPEG goes to the shared decoder, which reads
+    its MPF preview: the same pixels, and so the same scores, as on the CPU."""
+    from iaa_distill.bench.photos import add_mpf_preview
+    from iaa_distill.inputs import plain_jpeg
+
+    plain, camera = tmp_path / "plain.jpg", tmp_path / "camera.jpg"
+    Image.fromarray(sample_photos["chelsea"]).resize((1200, 900)).save(plain, quality=90)
+    camera.write_bytes(add_mpf_preview(plain.read_bytes(), long_side=640))
+    assert plain_jpeg(plain.read_bytes()) and not plain_jpeg(camera.read_bytes())
+    raw = BatchReader([str(plain), str(camera)], [[0, 1]], min_side=200, encoded=True)[0]
+    assert raw.jpeg_rows.tolist() == [0] and raw.rows.tolist() == [1]
+    assert raw.shapes.tolist() == [list(np.asarray(decode_image(camera, min_side=200)).shape[:2])] == [[240, 320]]

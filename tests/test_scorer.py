@@ -163,3 +163,20 @@ def test_pil_image_decoded_from_bytes_keeps_its_name(scorer, photos):
     image = Image.open(io.BytesIO(photos[0].read_bytes()))
     image.filename = "holiday.jpg"
     assert scorer.score([image])[0].path == "holiday.jpg"
+
+
+def test_camera_jpegs_score_from_their_preview_as_from_the_photo(scorer, sample_photos, tmp_path):
+    """A camera JPEG's MPF preview stands in for the photo: same scores within the resampling's noise."""
+    from iaa_distill.bench.photos import add_mpf_preview
+
+    plain, camera = [], []
+    for name, image in list(sorted(sample_photos.items()))[:4]:
+        buffer = io.BytesIO()
+        Image.fromarray(image).resize((1200, 900), Image.BICUBIC).save(buffer, "JPEG", quality=90)
+        plain.append(tmp_path / f"{name}.jpg")
+        plain[-1].write_bytes(buffer.getvalue())
+        camera.append(tmp_path / f"{name}-camera.jpg")
+        camera[-1].write_bytes(add_mpf_preview(buffer.getvalue(), long_side=400))  # 400x300, enough for 64 px
+    full, preview = (np.array([r.mean for r in scorer.score_paths(p, batch_size=4)]) for p in (plain, camera))
+    spread = full.max() - full.min()
+    assert spread > 0 and np.abs(preview - full).max() < 0.1 * spread

@@ -4,9 +4,12 @@ Every photo becomes an RGB uint8 PIL image with its EXIF orientation applied:
 grayscale, palette, CMYK and 16-bit images are converted; images with transparency are
 composited onto a white background (how a viewer shows them); animated images give their
 first frame. Large JPEGs are decoded at reduced size (PIL draft mode) when the caller only
-needs `min_side` pixels on the short side. HEIC/HEIF opens through pillow-heif; camera RAW files
+needs `min_side` pixels on the short side; a camera JPEG's embedded preview (its Multi-Picture Format
+"Large Thumbnail", 1616x1080 to 1920x1280 on most cameras) is decoded instead of the full image when it covers
+`min_side` and has the photo's aspect ratio. HEIC/HEIF opens through pillow-heif; camera RAW files
 (recognised by extension) through LibRaw (rawpy), from their embedded preview when it is large
-enough, else demosaiced (at half size when that suffices). Anything undecodable raises
+enough, else demosaiced (at half size when that suffices). An embedded preview takes the orientation of the
+photo it belongs to; capture time and EXIF always come from the photo itself. Anything undecodable raises
 `DecodeError` with the file name and the reason, so long runs report and skip it.
 """
 from __future__ import annotations
@@ -33,6 +36,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", "
 # Raster formats PIL may open; anything else (EPS, PDF, ...) is refused: PIL hands EPS to Ghostscript.
 # JPEG covers MPO (camera multi-picture); HEIF is pillow-heif's plugin (HEIC, HEIF).
 RASTER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF")
+JPEG_FORMATS = ("JPEG", "MPO")  # what PIL names a JPEG: MPO is a camera JPEG with an MPF preview (or a 3D pair)
+PREVIEW_ASPECT_TOLERANCE = 0.01  # a preview whose width/height differs more from the photo's is another crop
+# Pillow's warning for the MP Attribute IFD that begins a camera's MPF preview (no image count: it is no MPO)
+MPF_CHILD_WARNING = "Image appears to be a malformed MPO file"
 ALPHA_BACKGROUND = (255, 255, 255)
 RAW_PREVIEW_MIN_SIDE = 1024  # without a `min_side`, a RAW's embedded preview is used when at least this large
 # LibRaw's `flip` -> the PIL transpose that makes the image upright
@@ -111,8 +118,22 @@ def raw_capture_time(raw) -> float | None:
     return taken.timestamp() if taken.year > 1970 else None  # LibRaw gives the epoch when there is none
 
 
+class _DamagedMpf(Exception):
+    """An MPF index whose frames PIL could not seek to (the open file may be left at no frame at all)."""
+
+
 def _decode_raster(fp: str | Path | BinaryIO, label: str, min_side: int | None, max_pixels: int) -> Photo:
-    """Decode a file PIL opens (one of RASTER_FORMATS)."""
+    """Decode a file PIL opens (one of RASTER_FORMATS); a camera JPEG from its MPF preview when that suffices,
+    and from the full image when the MPF index is damaged."""
+    try:
+        return _open_raster(fp, label, min_side, max_pixels, previews=True)
+    except _DamagedMpf:
+        if not isinstance(fp, (str, Path)):
+            fp.seek(0)
+        return _open_raster(fp, label, min_side, max_pixels, previews=False)
+
+
+def _open_raster(fp: str | Path | BinaryIO, label: str, min_side: int | None, max_pixels: int, previews: bool) -> Photo:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -120,9 +141,13 @@ def _decode_raster(fp: str | Path | BinaryIO, label: str, min_side: int | None, 
                 width, height = img.size
                 if width * height > max_pixels:
                     raise DecodeError(too_many_pixels(label, max_pixels, f"{width}x{height} = {width * height:,} pixels"))
-                if min_side and img.format == "JPEG":
-                    img.draft("RGB", _draft_request(img, min_side))
                 exif = img.getexif()
+                if previews and min_side and img.format == "MPO":
+                    preview = _mpf_preview(img, min_side, exif)
+                    if preview is not None:
+                        return Photo(preview, _safe_capture_time(exif))
+                if min_side and img.format in JPEG_FORMATS:
+                    img.draft("RGB", _draft_request(img, min_side))
                 img.seek(0)
                 img.load()
                 return Photo(_upright_rgb(img, exif, min_side), _safe_capture_time(exif))
@@ -140,11 +165,62 @@ def _decode_raster(fp: str | Path | BinaryIO, label: str, min_side: int | None, 
         raise DecodeError(f"{label}: could not decode image ({exc})") from None
 
 
+def _mpf_preview(img: Image.Image, needed: int, exif: Image.Exif) -> Image.Image | None:
+    """A camera JPEG's MPF Large Thumbnail, upright by the photo's orientation, when one has the photo's aspect
+    ratio, covers `needed` on its short side (the smallest such) and decodes; else None. `img` (an MPO at its
+    first frame, the photo) is left there."""
+    try:
+        jpeg = _mpf_preview_jpeg(img, needed)
+    except (OSError, SyntaxError, ValueError, EOFError, KeyError, TypeError) as exc:
+        raise _DamagedMpf from exc
+    return None if jpeg is None else _embedded_preview(jpeg, needed, EXIF_TRANSPOSE.get(exif.get(EXIF_ORIENTATION, 1)))
+
+
+def _mpf_preview_jpeg(img: Image.Image, needed: int) -> bytes | None:
+    """The bytes of the smallest Large Thumbnail frame of `img` of the photo's aspect ratio (in stored pixels, so a
+    preview stored already rotated is refused) whose short side is at least `needed`."""
+    shape, best = img.size, None
+    for index, entry in enumerate(img.mpinfo[0xB002]):
+        if index and str(entry["Attribute"]["MPType"]).startswith("Large Thumbnail"):
+            img.seek(index)
+            size = img.size
+            if min(size) >= needed and _same_aspect(size, shape) and (best is None or min(size) < best[0]):
+                best = (min(size), img.offset, entry["Size"])
+            img.seek(0)
+    if best is None:
+        return None
+    img.fp.seek(best[1])
+    return img.fp.read(best[2])
+
+
+def _same_aspect(size: tuple[int, int], shape: tuple[int, int]) -> bool:
+    return abs(size[0] * shape[1] / (size[1] * shape[0]) - 1) <= PREVIEW_ASPECT_TOLERANCE
+
+
+def _embedded_preview(jpeg: bytes, needed: int, transpose: Image.Transpose | None) -> Image.Image | None:
+    """A camera's embedded preview JPEG (a RAW's, or a camera JPEG's MPF Large Thumbnail) decoded at the reduced
+    size that keeps its short side at least `needed`, made upright by `transpose`, the orientation of the photo it
+    belongs to (cameras store the preview as they store the photo; an orientation tag of the preview's own would
+    describe the same pixels, so it is not applied again). None when it is smaller than `needed` or does not decode."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=MPF_CHILD_WARNING)
+            with Image.open(io.BytesIO(jpeg), formats=("JPEG",)) as img:
+                if min(img.size) < needed:
+                    return None
+                img.draft("RGB", _draft_request(img, needed))
+                img.load()
+                image = _to_rgb(img.transpose(transpose) if transpose is not None else img)
+                return image.copy() if image is img else image
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        return None
+
+
 def _upright_rgb(img: Image.Image, exif: Image.Exif, min_side: int | None) -> Image.Image:
     """A loaded image as upright RGB, never holding two full-size copies: a non-JPEG (JPEGs shrink at decode
     time) far larger than `min_side` is first reduced by the largest integer factor (a box filter) that keeps its
     short side at least 2 x `min_side`, so a 7700 x 7700 PNG needed at 224 px is rotated and converted at 452 px."""
-    factor = min(img.size) // (2 * min_side) if min_side and img.format != "JPEG" else 0
+    factor = min(img.size) // (2 * min_side) if min_side and img.format not in JPEG_FORMATS else 0
     out = img.reduce(factor) if factor >= 2 and img.mode in REDUCIBLE_MODES else img
     method = EXIF_TRANSPOSE.get(exif.get(EXIF_ORIENTATION, 1))
     out = _to_rgb(out.transpose(method) if method is not None else out)
@@ -169,7 +245,7 @@ def _decode_raw(fp: str | Path | BinaryIO, label: str, min_side: int | None, max
                 raise DecodeError(too_many_pixels(label, max_pixels, f"{width}x{height} RAW = {width * height:,} pixels"))
             needed = min(min_side or RAW_PREVIEW_MIN_SIDE, width, height)
             taken = raw_capture_time(raw)
-            preview = _raw_preview(raw, label, needed, max_pixels)
+            preview = _raw_preview(raw, needed)
             if preview is not None:
                 return Photo(preview, taken)
             half = bool(min_side) and min(width, height) // 2 >= min_side
@@ -194,21 +270,20 @@ def _open_raw(rawpy, source):
         return rawpy.imread(source)
 
 
-def _raw_preview(raw, label: str, needed: int, max_pixels: int) -> Image.Image | None:
-    """The RAW's embedded preview, upright, when its short side is at least `needed`; else None."""
+def _raw_preview(raw, needed: int) -> Image.Image | None:
+    """The RAW's embedded preview, upright, when its short side is at least `needed` (and, a JPEG, it decodes)."""
     import rawpy
 
     try:
         thumb = raw.extract_thumb()
     except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
         return None
+    flip = RAW_FLIPS.get(raw.sizes.flip)  # the preview is stored as the RAW is: LibRaw's flip makes both upright
     if thumb.format == rawpy.ThumbFormat.JPEG:
-        image = _decode_raster(io.BytesIO(thumb.data), label, needed, max_pixels).image
-    else:
-        image = _to_rgb(Image.fromarray(thumb.data))
+        return _embedded_preview(thumb.data, needed, flip)
+    image = _to_rgb(Image.fromarray(thumb.data))
     if min(image.size) < needed:
         return None
-    flip = RAW_FLIPS.get(raw.sizes.flip)  # camera previews carry no orientation of their own
     return image.transpose(flip) if flip is not None else image
 
 

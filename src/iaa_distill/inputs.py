@@ -102,13 +102,14 @@ def plain_jpeg(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
     """A complete RGB or grayscale JPEG without EXIF rotation and of sane size: safe for batch decoding.
 
     Truncated files (no end-of-image marker) are left to the shared decoder, which reports them:
-    batch decoders may fill the missing part silently.
+    batch decoders may fill the missing part silently. So are camera JPEGs with an MPF index (PIL's MPO):
+    the shared decoder reads their embedded preview, so their scores are the same on every device.
     """
     if data[:2] != JPEG_MAGIC or not data.rstrip(b"\x00").endswith(JPEG_END):
         return False
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return (img.mode in ("RGB", "L") and img.width * img.height <= max_pixels
+            return (img.format == "JPEG" and img.mode in ("RGB", "L") and img.width * img.height <= max_pixels
                     and img.getexif().get(0x0112, 1) == 1)
     except Exception:  # anything odd goes through the shared decoder, which names the problem
         return False

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ..data.loading import ImageFiles
 from ..preprocessing import eval_transform
-from .stages import binding_stage, input_stages, write_rate
+from .stages import binding_stage, input_stages, shared_core_limit, write_rate
 from .timing import Report, images_per_second, median_fresh_run_seconds
 
 NIMA_BACKBONE = "inception_resnet_v2"  # the architecture of pyiqa's default `nima` (299 px)
@@ -322,6 +322,8 @@ def _scoring_stages(report: Report, name: str, scorer, photos: list[Path], worke
     stages["compute"] = report.add("scoring", f"stage compute: {name}, batch {batch_size}", images_per_second(
         lambda: len(scorer.predict_batch(batch)[0]), repeats=2))
     binding_stage(report, f"iaa score, {name}, batch {batch_size}", stages, end_to_end, 0.8)
+    if scorer.device.type == "cpu":
+        shared_core_limit(report, f"iaa score, {name}, batch {batch_size}", stages, end_to_end)
 
 
 def machine_info(device: str) -> dict:

@@ -92,3 +92,13 @@ def binding_stage(report: Report, section: str, stages: dict[str, float], end_to
                  goal=None if impossible else goal, note=f"[stages img/s: {text}]",
                  verdict="MEASUREMENT ERROR (above 1: the stages and the path were not timed alike)" if impossible else None)
     return name
+
+
+def shared_core_limit(report: Report, section: str, stages: dict[str, float], end_to_end: float) -> float:
+    """Print and record the end-to-end rate against 1 / sum(1 / stage rate): the limit when every stage, each
+    timed alone on all the cores, has to share those cores with the others (a CPU machine: the decoding workers
+    and the model run on the same cores, so min(stages) is out of reach unless one stage is much the faster)."""
+    shared = 1 / sum(1 / v for v in stages.values())
+    names = " + ".join(f"1/{k}" for k in stages)
+    return report.ratio(f"{section}: end to end vs 1 / ({names}) (its stages sharing the same cores)",
+                        end_to_end, shared)

@@ -37,7 +37,8 @@ class Report:
 
     def add(self, section: str, name: str, value: float, unit: str = "img/s", note: str = "") -> float:
         self.results.append(Result(section, name, float(value), unit, note))
-        self.show(f"  {section:<10} {name:<58} {value:>10.1f} {unit} {note}")
+        digits = 1 if unit else 4  # rates and times; SRCC, drifts and other plain numbers get 4 decimals
+        self.show(f"  {section:<10} {name:<58} {value:>10.{digits}f} {unit} {note}")
         return value
 
     def ratio(self, name: str, numerator: float, denominator: float, goal: float | None = None, note: str = "",
