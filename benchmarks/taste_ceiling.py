@@ -7,8 +7,8 @@ unlabelled library. Every model is ridge (penalty by leave-one-out) on standardi
 by SRCC with the hidden taste on the held-out photos:
 
 - `teacher`: on the teachers' MLSP features, fitted to the ratings (the teacher head's linear candidate);
-- `teacher, no val`: the same fitted on the first 80 % of the ratings only (`iaa taste` holds the other 20 %
-  out as its val split unless `teacher.linear_on_val`);
+- `teacher, no val`: the same fitted on a random 80 % of the ratings only: what `iaa taste`'s teacher head
+  learns from (the other 20 % are the val split that chooses the student's epoch);
 - `student probe`: on the student backbone's pooled features at its input size (the label-only warm start);
 - `student ← teacher`: the same features fitted to the teacher's predictions on rated + unlabelled photos
   (what distillation can carry into the student's frozen features at best);

@@ -53,13 +53,6 @@ def test_the_label_only_baseline_is_trained_only_when_asked_for(tmp_path):
     assert list(student_runs(taste_recipe(str(tmp_path), tmp_path / "b", compare=True))) == ["student", "baseline"]
 
 
-def test_the_teachers_linear_head_learns_from_the_val_ratings_too(tmp_path):
-    from iaa_distill.taste.personal import taste_recipe
-    from iaa_distill.training.teacher_config import TeacherTrainConfig
-
-    assert TeacherTrainConfig(**taste_recipe(str(tmp_path), tmp_path / "a").teacher).linear_on_val
-
-
 def test_too_few_ratings_is_refused_with_one_line(tmp_path, sample_photos, capsys):
     """A refused sidecar is one line naming it (before the refusal, which it may explain), never a traceback."""
     paths = write_jpegs(tmp_path / "lib", sample_photos, 12, size=48)

@@ -2,8 +2,7 @@
 
 The ratings (`xmp:PHOTOS`, or any rated dataset spec such as `decisions:FILE`) become a recipe,
 OUT/recipe.yaml, run by `run_recipe`: teacher features of every photo (rated and unrated), the teacher
-head chosen by cross-validation on the rated train photos (a linear head is then fitted on every rated
-photo but the held-out ones: it chooses no epoch on val), the student distilled on rated and unrated
+head chosen by cross-validation on the rated train photos, the student distilled on rated and unrated
 photos (with `compare`, the label-only baseline too), evaluation on the held-out ratings. Agreement with those ratings (SRCC
 and pairwise accuracy with bootstrap CIs) goes to OUT/agreement.json. The model is OUT/student/model, used
 by `iaa cull --model` and `iaa score --model` as it is. A rerun with more ratings keeps the feature cache
@@ -27,9 +26,7 @@ _log = get_logger(__name__)
 MIN_RATINGS = 20
 AGREEMENT_FILE = "agreement.json"
 VAL_FRACTION = 0.2  # of the rated train photos: enough to stop early and choose on with a few dozen ratings
-# linear_on_val: the linear head (what CV picks on a few dozen ratings) learns from the val ratings too; on held-out
-# pool photos (benchmarks/taste_ceiling.py, 30 splits) that is +0.039 ± 0.015 SRCC at 50 ratings, +0.007 ± 0.004 at 200
-TEACHER = {"epochs": 80, "batch_size": 32, "patience": 15, "hidden": [256, 128], "dropout": 0.2, "linear_on_val": True}
+TEACHER = {"epochs": 80, "batch_size": 32, "patience": 15, "hidden": [256, 128], "dropout": 0.2}
 STUDENT = {"backbone": "tf_efficientnet_lite0", "input_size": 128, "epochs": 4, "batch_size": 16, "num_workers": 2,
            "warmup_epochs": 0.5, "patience": 10, "unlabeled_ratio": 3.0}
 
