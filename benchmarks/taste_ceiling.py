@@ -7,6 +7,8 @@ unlabelled library. Every model is ridge (penalty by leave-one-out) on standardi
 by SRCC with the hidden taste on the held-out photos:
 
 - `teacher`: on the teachers' MLSP features, fitted to the ratings (the teacher head's linear candidate);
+- `teacher, no val`: the same fitted on a random 80 % of the ratings only: what `iaa taste`'s teacher head
+  learns from (the other 20 % are the val split that chooses the student's epoch);
 - `student probe`: on the student backbone's pooled features at its input size (the label-only warm start);
 - `student ← teacher`: the same features fitted to the teacher's predictions on rated + unlabelled photos
   (what distillation can carry into the student's frozen features at best);
@@ -32,6 +34,7 @@ from iaa_distill.evaluation.metrics import srcc
 from iaa_distill.evaluation.seeds import t_interval
 from iaa_distill.training.linear_probe import fit_linear_probe
 from iaa_distill.features import FeatureCache
+from iaa_distill.taste.personal import VAL_FRACTION
 from iaa_distill.training.image_cache import ImageCache
 
 HELD_OUT = 90
@@ -60,7 +63,9 @@ def split_scores(ids: list[str], teacher_x: np.ndarray, student_x: np.ndarray, f
     truth = np.array([hidden_taste(ids[i]) for i in held])
     teacher_on_library = fitted(teacher_x, rated, y, library)
     lite0 = teacher_x[:, :first]
+    train = round(count * (1 - VAL_FRACTION))
     found = {"teacher": fitted(teacher_x, rated, y, held),
+             "teacher, no val": fitted(teacher_x, rated[:train], y[:train], held),
              "student probe": fitted(student_x, rated, y, held),
              "student ← teacher": fitted(student_x, library, teacher_on_library, held),
              "lite0@224 probe": fitted(lite0, rated, y, held),

@@ -87,6 +87,8 @@ def point(lib: Path, pool: list[Path], out: Path, count: int, seed: int, sets: l
     if "probe" in eval_dirs:  # the baseline's warm start: the closed-form probe on the student's frozen backbone
         found["backbone probe"] = hidden_srcc(eval_dirs["probe"])
     found["recipes"] = {name: chosen_recipe(Path(result["folders"][name])) for name in ("student", "baseline")}
+    found["recipes"]["teacher"] = json.loads((Path(result["folders"]["teacher"]) / "metrics.json").read_text())[
+        "head"]["chosen"]
     if without:
         plain = fit_taste(taste_recipe(spec, out, seed, [*sets, "student.unlabeled_ratio=0", "baseline=false"]),
                           progress=False, log=lambda line: None)

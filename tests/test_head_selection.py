@@ -181,3 +181,19 @@ def test_large_training_split_skips_the_folds(tmp_path, monkeypatch, caplog):
     metrics = train_teacher_head(dataset, tmp_path / "cache", tmp_path / "head", config)
     assert metrics["head"]["chosen"] == "mlp" and metrics["head"]["candidates"] == []
     assert "no cross-validation" in caplog.text
+
+
+@pytest.mark.parametrize("on_val", [False, True])
+def test_linear_head_fits_on_train_and_val_when_asked(tmp_path, on_val):
+    """`linear_on_val`: the chosen ridge head is the closed-form ridge of train + val (else of train only)."""
+    features, quality = linear_data(60, seed=5)
+    dataset = synthetic_dataset(quality, num_levels=None)
+    cache = write_cache(tmp_path / "cache", dataset, features)
+    config = TeacherTrainConfig(**{**MLP, "candidates": ("ridge:1",), "linear_on_val": on_val})
+    train_teacher_head(dataset, cache, tmp_path / "head", config)
+    head = TeacherHead.from_pretrained(tmp_path / "head")
+    fitted = [i for i, r in enumerate(dataset.records) if r.split in (("train", "val") if on_val else ("train",))]
+    stored = np.asarray(cache.features[fitted], np.float32)  # what the head was fitted on (float16 rows)
+    labels, _ = head.config.space.encode_all([dataset.records[i].label for i in fitted], [str(i) for i in fitted])
+    expected, _ = run_head(fit_ridge_head(stored, labels, head.config), features)
+    np.testing.assert_allclose(run_head(head, features)[0], expected, rtol=1e-5, atol=1e-5)

@@ -200,10 +200,11 @@ def _select_head(run: RunFolder, config: TeacherTrainConfig, head_config: Teache
     return chosen, {**record, "kind": chosen.kind}
 
 
-def _fit_ridge(run: RunFolder, head_config: TeacherHeadConfig, cache: FeatureCache, train: SplitTable) -> None:
-    """Fit the linear head on every training image and save it into the run folder."""
-    features = _features_of(cache, train)
-    fit_ridge_head(features, train.labels, head_config).save_pretrained(run.out)
+def _fit_ridge(run: RunFolder, head_config: TeacherHeadConfig, cache: FeatureCache, splits: list[SplitTable]) -> None:
+    """Fit the linear head on every image of `splits` (train, or train and val) and save it into the run folder."""
+    features = np.concatenate([_features_of(cache, split) for split in splits])
+    labels = np.concatenate([split.labels for split in splits])
+    fit_ridge_head(features, labels, head_config).save_pretrained(run.out)
 
 
 def _metrics(run: RunFolder, trainer: pl.Trainer | None, raw: np.ndarray, valid: list[str],
@@ -256,7 +257,7 @@ def train_teacher_head(
     head_config = candidate_config(chosen, head_config, head_config.output_dim)
     trainer = None
     if chosen.kind == "ridge":
-        _fit_ridge(run, head_config, cache, train)
+        _fit_ridge(run, head_config, cache, [train, val] if config.linear_on_val else [train])
     else:
         trainer = _fit(run, config, head_config, data, resume)
     valid, raw = _write_targets(run.out, cache, head_config.space)

@@ -31,6 +31,10 @@ class TeacherTrainConfig:
              "mlp:SIZES:DROPOUT (e.g. mlp:256,64:0.5), ridge:RANK (a linear head by reduced-rank ridge); "
              "one candidate skips the cross-validation (--candidates mlp reproduces the paper)", group=MODEL)
     cv_folds: int = setting(5, help="folds of the cross-validation that chooses the head", group=MODEL, low=2)
+    linear_on_val: bool = setting(False, help="fit a chosen linear head (ridge) on train + val: it is fitted in closed "
+                                  "form and chooses no epoch on val, so a small dataset's val labels can train it. "
+                                  "Its val metrics are then in-sample, and a student whose epoch the val split "
+                                  "chooses is then chosen on labels its teacher has seen", group=MODEL)
     loss: LabelLossName = setting("emd", help="emd on vote distributions (MSE for scalar labels), or mse/l1 on the "
                                   "mean score", group=OPTIM)
     rank_weight: float = setting(0.0, help="weight of a pairwise rank loss", group=OPTIM, low=0)
