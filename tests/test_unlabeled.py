@@ -1,6 +1,7 @@
 """Distillation on unlabelled images: the dataset helper, mixed batches, masked GT loss, bit-identical resume."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -94,6 +95,32 @@ def test_unlabelled_run_resumes_bit_identical(mixed, tmp_path):
     a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_teacher_rule_chooses_on_held_out_unlabelled_photos_and_resumes_bit_identical(mixed, tmp_path,
+                                                                                        monkeypatch):
+    from iaa_distill.training import student_recipe
+
+    monkeypatch.setattr(student_recipe, "MIN_HOLDOUT", 2)  # the fixture has 20 unlabelled photos: 5 held out
+    dataset, targets_dir, cache_root = mixed
+    config = tiny_config(epochs=3, deterministic=True, unlabeled_ratio=1.0, recipe_rule="teacher")
+    whole = train_student(dataset, tmp_path / "whole", config, targets_dir=targets_dir, image_cache_dir=cache_root)
+    assert whole["num_unlabeled"] == 15 and whole["recipe"]["held_out"] == 5
+    agreement = [h["teacher_srcc"] for h in whole["history"]]
+    assert len(agreement) == 4 and whole["best_epoch"] == int(np.argmax(agreement))  # first of ties, as recorded
+    assert "held-out unlabelled photos" in whole["recipe"]["selected_on"]
+    with pytest.raises(Crash):
+        train_student(dataset, tmp_path / "resumed", config, targets_dir=targets_dir, image_cache_dir=cache_root,
+                      callbacks=[CrashMidEpoch()])
+    resumed = train_student(dataset, tmp_path / "resumed", config, targets_dir=targets_dir, image_cache_dir=cache_root)
+    assert [h["teacher_srcc"] for h in resumed["history"]] == agreement
+    a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the label-only baseline never sees the teacher: it chooses on val labels and holds nothing out
+    baseline = train_student(dataset, tmp_path / "baseline", tiny_config(epochs=1, recipe_rule="teacher"),
+                             targets_dir=targets_dir, baseline=True, image_cache_dir=cache_root)
+    assert "teacher_srcc" not in baseline["history"][0] and "held_out" not in baseline["recipe"]
 
 
 def test_recipe_reads_unlabeled_specs(tmp_path):

@@ -162,8 +162,10 @@ def test_pooled_features_are_a_resumable_row_cache_beside_the_image_cache(tmp_pa
     assert len(list(cache.directory.glob("pooled-*"))) == 2 and "warm start" not in capsys.readouterr().err
 
 
-def _record_epochs(rule: str, epochs: list[tuple[int, np.ndarray]], true: np.ndarray, tmp_path) -> list[dict]:
-    """Feed (epoch, val predictions) to a RecipeChoice over a progressive schedule (1 frozen, 1 partial epoch)."""
+def _record_epochs(rule: str, epochs: list[tuple[int, np.ndarray]], true: np.ndarray, tmp_path,
+                   agreement: list[float | None] | None = None) -> list[dict]:
+    """Feed (epoch, val predictions[, agreement with the teacher]) to a RecipeChoice over a progressive schedule
+    (1 frozen, 1 partial epoch)."""
     from types import SimpleNamespace
 
     from iaa_distill.evaluation.metrics import srcc
@@ -172,10 +174,32 @@ def _record_epochs(rule: str, epochs: list[tuple[int, np.ndarray]], true: np.nda
     saved = []
     choice = RecipeChoice(tmp_path, lambda module, entry: saved.append(entry["epoch"]), 16,
                           lambda e: phase(e, "progressive", 1, 1), rule)
-    for epoch, pred in epochs:
-        choice.record(SimpleNamespace(val_predictions=(pred, true)), {"epoch": epoch, "val_srcc": srcc(true, pred)},
-                      True)
+    for i, (epoch, pred) in enumerate(epochs):
+        module = SimpleNamespace(val_predictions=(pred, true), val_agreement=None if agreement is None else agreement[i])
+        choice.record(module, {"epoch": epoch, "val_srcc": srcc(true, pred)}, True)
     return choice.history
+
+
+def test_teacher_rule_keeps_the_epoch_that_agrees_best_with_the_teacher(tmp_path):
+    from iaa_distill.training.student_recipe import hold_out, kept_epoch, recipe_report
+
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=40)
+    better, worse = true + rng.normal(scale=0.3, size=40), true + rng.normal(scale=1.0, size=40)
+    epochs = [(0, worse), (2, better), (3, worse)]
+    history = _record_epochs("teacher", epochs, true, tmp_path, agreement=[0.90, 0.80, 0.95])
+    assert history[1]["val_srcc"] > history[2]["val_srcc"]  # val labels prefer epoch 2, the teacher epoch 3
+    assert kept_epoch(history)["epoch"] == 3 and [h["kept"] for h in history] == [True, False, True]
+    report = recipe_report(history, 3, "progressive", 1, 1, 40, "teacher", num_held_out=171)
+    assert report["chosen"] == "full" and report["teacher_scores"] == {"probe": 0.90, "partial": 0.80, "full": 0.95}
+    # without held-out photos (the baseline, or no unlabelled photos) the val labels decide, as `best`
+    assert kept_epoch(_record_epochs("teacher", epochs, true, tmp_path))["epoch"] == 2
+    # the held-out share is seeded, disjoint and kept in the records' order
+    records = list(range(100))
+    kept, held = hold_out(records, seed=0)
+    assert len(held) == 25 and sorted(kept + held) == records and held == sorted(held)
+    assert hold_out(records, seed=0) == (kept, held) and hold_out(records, seed=1)[1] != held
+    assert hold_out(records[:40], seed=0) == (records[:40], [])  # 10 held out would be under MIN_HOLDOUT
 
 
 @pytest.mark.parametrize("rule", ["one-se", "best"])

@@ -37,12 +37,17 @@ def demo_recipe(out: Path, csv_path: Path, quick: bool, seed: int, unlabeled: Pa
         student={
             # epoch 0 is the closed-form probe, then frozen, partial and full fine-tuning (--quick: frozen, partial).
             # A shorter recipe (partial, full; no frozen epoch) fits the 6-minute budget but scored lower on val at
-            # seed 0 (0.890 against 0.895), so the demo keeps this one
-            "backbone": "tf_efficientnet_lite0", "input_size": 128 if quick else 192, "epochs": 2 if quick else 4,
+            # seed 0 (0.890 against 0.895), so the demo keeps this one. 224 px, lite0's own size, not 192: the
+            # closed-form fits on the frozen backbone read no test label and all prefer it (5-fold CV on train
+            # 0.841 vs 0.812, agreement with the teacher on held-out unlabelled photos 0.987 vs 0.976)
+            "backbone": "tf_efficientnet_lite0", "input_size": 128 if quick else 224, "epochs": 2 if quick else 4,
             "batch_size": 16, "num_workers": 2, "warmup_epochs": 0.5, "patience": 10,
             # chosen on the val split (mean over seeds 0-2, see the README): 3 unlabelled photos per labelled one
             # for 4 epochs beat 1 for 6 epochs (SRCC 0.811 vs 0.781) at the demo's time budget
             "unlabeled_ratio": 3.0,
+            # the epoch is kept by agreement with the teacher on a held-out quarter of the unlabelled photos (171
+            # on the demo) instead of SRCC on 37 val labels: the baseline, without the teacher, keeps choosing on val
+            "recipe_rule": "teacher",
         },
         evaluation={"split": "test", "batch_size": 32, "num_workers": 2, "min_category_images": 5},
     )

@@ -51,7 +51,7 @@ from torchmetrics import MeanMetric
 
 from ..data.records import Dataset, ImageRecord, ids_hash
 from ..data.splits import SPLIT_FILE
-from ..data.table import SplitTable
+from ..data.table import SplitTable, teacher_rows
 from ..data.unlabeled import UNLABELED_SPLIT
 from ..artifacts import atomic_write_text
 from ..errors import IAAError
@@ -65,8 +65,8 @@ from ..targets import DistillationTargets
 from .datamodule import DatasetDataModule, StudentDataModule
 from .spine import RunFolder, RunStamp, ValidationCorrelations, build_trainer, check_counts
 from .student_config import StudentTrainConfig
-from .student_recipe import (RecipeChoice, choice_lines, kept_epoch, phase, recipe_report, resolve_schedule,
-                             set_phase, thaw_epoch)
+from .student_recipe import (RecipeChoice, TeacherAgreement, choice_lines, hold_out, kept_epoch, phase,
+                             recipe_report, resolve_schedule, set_phase, thaw_epoch)
 from .warm_start import (WarmStartData, cached_images, fit_warm_start, pooled_features, predict_raw, sharpen,
                          validation_entry)
 
@@ -121,6 +121,7 @@ class StudentModule(pl.LightningModule):
             self.ema.requires_grad_(False)
         self.val_loss = MeanMetric()
         self.val_correlations = ValidationCorrelations()
+        self.agreement: TeacherAgreement | None = None  # held-out photos of rule `teacher` (set by train_student)
         self._runtime: dict = {}  # the compiled forward (kept out of the state dict)
 
     @property
@@ -202,6 +203,7 @@ class StudentModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.val_predictions = self.val_correlations.log(self)  # for `RecipeChoice`
+        self.val_agreement = None if self.agreement is None else self.agreement(self.eval_model)
 
     def configure_optimizers(self):
         groups = []
@@ -332,7 +334,10 @@ def train_student(
     _check_counts(dataset.name, len(labelled[0]), len(labelled[1]), config)
     if config.distilled:
         targets.rows_for([r.image_id for r in labelled[0] + labelled[1]])
-    splits = (*labelled, _unlabelled_records(dataset, config, targets))
+    unlabelled, held_out = _unlabelled_records(dataset, config, targets), []
+    if config.recipe_rule == "teacher":  # a seeded share left out of training, to choose the epoch on
+        unlabelled, held_out = hold_out(unlabelled, config.seed)
+    splits = (*labelled, unlabelled)
     student_config = _student_config(config, dataset, targets)
     run = RunFolder(out, _run_identity(dataset, config, student_config, baseline, splits, targets_dir))
     finished = run.finished()
@@ -347,6 +352,7 @@ def train_student(
     resume = run.start([r.image_id for r in splits[0]], [r.image_id for r in splits[1]])
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = StudentModule(asdict(student_config), asdict(config), resolve_schedule(config.finetune, counts[0]))
+    module.agreement = _teacher_agreement(data, held_out, targets)
     if data.train.features is not None:
         module.standardise_teacher_features(data.train.features)
     trainer = _trainer(run, config, baseline, callbacks, module.schedule)
@@ -357,7 +363,8 @@ def train_student(
     if not trainer.is_global_zero:
         return {}
     metrics = _write_metrics(run, trainer, config, student_config, baseline, counts, excluded,
-                             time.perf_counter() - start, module.schedule, _teacher_val_srcc(data.val, module.space))
+                             time.perf_counter() - start, module.schedule, _teacher_val_srcc(data.val, module.space),
+                             0 if module.agreement is None else len(module.agreement.rows))
     for line in choice_lines(metrics["recipe"], metrics["best_val_srcc"], metrics.get("teacher_val_srcc")):
         _log.info(line)
     return metrics
@@ -386,6 +393,7 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
                              lambda raw, y: label_loss(raw, y, module.num_levels, config.loss, config.rank_weight))
     entry = {"epoch": 0, "step": 0, **entry, "train_seconds": round(time.perf_counter() - start, 3)}
     module.val_predictions = module.space.mean(raw).double().numpy(), data.val.means
+    module.val_agreement = None if module.agreement is None else module.agreement(module.eval_model)
     next(c for c in trainer.callbacks if isinstance(c, RecipeChoice)).record(module, entry, trainer.is_global_zero)
     if trainer.is_global_zero:
         atomic_write_text(run.out / WARM_START_FILE, json.dumps({"warm_start": report, "epoch_0": entry},
@@ -398,12 +406,27 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
 
 def _teacher_val_srcc(val: SplitTable, space) -> float | None:
     """SRCC of the teacher's predictions on the val images (None without teacher rows)."""
-    if val.predictions is None:
-        return None
-    predictions = torch.from_numpy(np.asarray(val.predictions, np.float32))
+    return None if val.predictions is None else srcc(val.means, _teacher_means(val.predictions, space))
+
+
+def _teacher_means(predictions: np.ndarray, space) -> np.ndarray:
+    """The teacher's mean score on the label scale from its predictions (distributions or normalised scores)."""
+    predictions = torch.from_numpy(np.asarray(predictions, np.float32))
     levels = torch.as_tensor(space.levels, dtype=torch.float32)
     means = predictions @ levels if space.num_levels else levels[0] + predictions * (levels[-1] - levels[0])
-    return srcc(val.means, means.double().numpy())
+    return means.double().numpy()
+
+
+def _teacher_agreement(data: DatasetDataModule, held_out: list[ImageRecord], targets: DistillationTargets | None
+                       ) -> TeacherAgreement | None:
+    """The held-out unlabelled photos (read from the train image cache, which holds every unlabelled photo) with
+    the teacher's mean scores; None when none is held out or readable."""
+    train_cache = data.caches[0]
+    held = [r for r in held_out if r.image_id not in train_cache.failed]
+    if not held or targets is None:
+        return None
+    return TeacherAgreement(train_cache.path, train_cache.rows_for([r.image_id for r in held]),
+                            _teacher_means(teacher_rows(held, targets)[1], data.student_config.space))
 
 
 def _save_best(out: Path, extra: dict, module: StudentModule, entry: dict, folder: str = "model") -> None:
@@ -458,7 +481,7 @@ def _close_progress_bars(trainer: pl.Trainer) -> None:
 
 def _write_metrics(run: RunFolder, trainer: pl.Trainer, config: StudentTrainConfig, student_config: StudentConfig,
                    baseline: bool, counts: tuple[int, int, int], excluded: list[str], seconds: float,
-                   schedule: str, teacher_val_srcc: float | None) -> dict:
+                   schedule: str, teacher_val_srcc: float | None, num_held_out: int = 0) -> dict:
     history = run.history()
     if not history:
         raise IAAError(f"{run.out}: training ended without a single validated epoch")
@@ -466,7 +489,7 @@ def _write_metrics(run: RunFolder, trainer: pl.Trainer, config: StudentTrainConf
     start = run.out / WARM_START_FILE
     return run.write_metrics({
         "recipe": recipe_report(history, best["epoch"], schedule, config.freeze_epochs, config.partial_epochs,
-                                counts[1], config.recipe_rule),
+                                counts[1], config.recipe_rule, num_held_out),
         "warm_start": json.loads(start.read_text()) if start.is_file() else None,
         "teacher_val_srcc": teacher_val_srcc, "pooling": student_config.pooling,
         "kind": "student_training", "baseline": baseline, "backbone": student_config.backbone,

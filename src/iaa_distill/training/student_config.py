@@ -16,7 +16,7 @@ from ..settings import execution, setting
 
 MODEL, OPTIM, LOSS, HARDWARE = "model", "optimisation", "loss", "hardware"
 SCHEDULES = ("auto", "probe", "partial", "full")  # `finetune` (see training.student_recipe)
-RULES = ("one-se", "best")  # `recipe_rule` (see training.student_recipe)
+RULES = ("one-se", "best", "teacher")  # `recipe_rule` (see training.student_recipe)
 
 
 @dataclass
@@ -41,7 +41,9 @@ class StudentTrainConfig:
                             "chooses between them (full above 20,000 labels)", group=OPTIM)
     recipe_rule: str = setting("best", help="how the val split chooses the kept epoch: best (the highest val SRCC) "
                                "or one-se (a more complex recipe, probe < partial < full, only when its val SRCC is "
-                               "higher by more than one standard error of the paired difference)", group=OPTIM)
+                               "higher by more than one standard error of the paired difference) or teacher (a "
+                               "distilled run holds a quarter of its unlabelled photos out of training and keeps "
+                               "the epoch that agrees best with the teacher on them; else best)", group=OPTIM)
     freeze_epochs: int = setting(1, help="first epochs with a frozen backbone (partial/full/auto)", group=OPTIM, low=0)
     partial_epochs: int = setting(1, help="auto: epochs of partial fine-tuning between the frozen and the full ones",
                                   group=OPTIM, low=0)
@@ -94,7 +96,7 @@ class StudentTrainConfig:
     def __post_init__(self) -> None:
         if self.finetune not in SCHEDULES or self.pooling not in ("mlsp", "last") or self.recipe_rule not in RULES:
             raise IAAError(f"finetune must be one of {', '.join(SCHEDULES)}, pooling mlsp or last and recipe_rule "
-                           f"{' or '.join(RULES)}, got {self.finetune!r}, {self.pooling!r} and {self.recipe_rule!r}")
+                           f"{', '.join(RULES)}, got {self.finetune!r}, {self.pooling!r} and {self.recipe_rule!r}")
 
     @property
     def distilled(self) -> bool:

@@ -18,7 +18,11 @@ Which epoch is kept (`RecipeChoice`, every schedule, epoch 0 included), with `re
   is higher by more than one standard error of the difference: the standard deviation of SRCC(new) -
   SRCC(kept) over `BOOTSTRAP` paired resamples of the val images (the same resample for both, fixed seed).
   With a few dozen val images margins of a few thousandths are noise; the simpler recipe then stays. On the
-  demo's 37 val images that standard error is about 0.06, so fine-tuning is kept only when it gains that much.
+  demo's 37 val images that standard error is about 0.06, so fine-tuning is kept only when it gains that much;
+- `teacher`: a distilled run with unlabelled photos holds a seeded `HOLDOUT_SHARE` of them out of its training
+  (and out of the warm start's fit) and keeps the epoch whose scores agree best (SRCC) with the teacher's on
+  them: a few hundred images instead of a few dozen val labels. The label-only baseline never sees the teacher,
+  and a run without enough unlabelled photos has none to hold out: both choose by `best`.
 
 The backbone's learning rate is 0 while it is frozen and its warm-up + cosine schedule starts when it thaws.
 A frozen part runs without gradients (and in eval mode), so frozen epochs cost a forward pass only.
@@ -26,21 +30,29 @@ A frozen part runs without gradients (and in eval mode), so frozen epochs cost a
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 from torch import nn
 
+from ..data.records import ImageRecord
 from ..evaluation.compare import resample_counts, resampled_metrics
+from ..evaluation.metrics import srcc
 from ..student import Student
 from ..teachers.mlsp import mlsp_blocks
 from .spine import BestBySRCC, best_epoch
+from .warm_start import cached_images, predict_raw
 
 AT_SCALE = 20_000
 COMPLEXITY = {"probe": 0, "partial": 1, "full": 2}
 BOOTSTRAP = 1000
 PARTIAL_SHARE = 1 / 3  # of the backbone's blocks, the last ones
 TEACHER_SHARE_FOR_STUDENT = 0.9
+HOLDOUT_SHARE = 0.25  # of the unlabelled photos, held out of a `teacher`-rule run's training
+MIN_HOLDOUT = 20  # fewer held-out photos than this: no holdout, the rule falls back to `best`
 
 
 def resolve_schedule(finetune: str, num_labelled: int) -> str:
@@ -107,12 +119,37 @@ def srcc_difference_se(true: np.ndarray, new: np.ndarray, kept: np.ndarray, n_bo
     return float(d.std(ddof=1)) if len(d) > 1 else math.inf
 
 
+def hold_out(records: Sequence[ImageRecord], seed: int) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """(trained on, held out): a `seed`-drawn `HOLDOUT_SHARE` of the unlabelled `records`, in their order; nothing
+    held out when that is fewer than `MIN_HOLDOUT` photos."""
+    count = round(len(records) * HOLDOUT_SHARE)
+    if count < MIN_HOLDOUT:
+        return list(records), []
+    held = set(np.random.default_rng(seed).choice(len(records), size=count, replace=False).tolist())
+    return ([r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held])
+
+
+@dataclass
+class TeacherAgreement:
+    """Held-out unlabelled photos (rows of an image cache) and the teacher's mean score on each."""
+
+    source: Path  # a uint8 image cache (.npy), resized whole to the student's input size when read
+    rows: np.ndarray
+    teacher_means: np.ndarray
+
+    def __call__(self, model: Student) -> float:
+        """SRCC between `model`'s mean scores on the photos (eval mode) and the teacher's."""
+        raw = predict_raw(model, cached_images(self.source, self.rows, model.config.input_size))
+        return srcc(self.teacher_means, model.config.space.mean(raw).double().numpy())
+
+
 class RecipeChoice(BestBySRCC):
     """`BestBySRCC` whose kept epoch follows `recipe_rule` (see the module doc). The module sets
     `val_predictions` (predicted, true mean scores of the val images) before each epoch is recorded; the
     kept epoch's predictions are part of the checkpointed state, so a resumed run decides as an uninterrupted
-    one. Each recorded epoch gets `kept` (whether it became the kept model) and, when compared by the rule,
-    `vs_kept` (the kept epoch, the SRCC difference and its standard error)."""
+    one. Under rule `teacher` it also sets `val_agreement` (`TeacherAgreement`'s SRCC; None: no held-out photos,
+    so `best` decides). Each recorded epoch gets `kept` (whether it became the kept model) and, when compared by
+    the rule, `vs_kept` (the kept epoch, the SRCC difference and its standard error) or `teacher_srcc`."""
 
     def __init__(self, out, save, batch_size: int, phase_of, rule: str = "best"):
         """phase_of: 1-based epoch -> `probe`, `partial` or `full` (0: the warm start)."""
@@ -124,13 +161,17 @@ class RecipeChoice(BestBySRCC):
         pred, true = (np.asarray(v, np.float64) for v in pl_module.val_predictions)
         what = self.phase_of(entry["epoch"])
         better = score > self.best
-        if self.kept is not None and self.rule == "one-se" and COMPLEXITY[what] > COMPLEXITY[self.kept["phase"]]:
+        agreement = getattr(pl_module, "val_agreement", None) if self.rule == "teacher" else None
+        if agreement is not None:
+            entry["teacher_srcc"] = agreement
+            better = self.kept is None or agreement > self.kept["teacher_srcc"]
+        elif self.kept is not None and self.rule == "one-se" and COMPLEXITY[what] > COMPLEXITY[self.kept["phase"]]:
             se = srcc_difference_se(true, pred, np.asarray(self.kept["pred"]))
             entry["vs_kept"] = {"epoch": self.kept["epoch"], "diff": score - self.best, "se": se}
             better = score - self.best > se
         entry["kept"] = better
         if better:
-            self.kept = {"epoch": entry["epoch"], "phase": what, "pred": pred.tolist()}
+            self.kept = {"epoch": entry["epoch"], "phase": what, "pred": pred.tolist(), "teacher_srcc": agreement}
         return entry["kept"]
 
     def state_dict(self) -> dict:
@@ -148,23 +189,36 @@ def kept_epoch(history: list[dict]) -> dict:
 
 
 def recipe_report(history: list[dict], best_epoch: int, schedule: str, freeze_epochs: int, partial_epochs: int,
-                  num_val: int, rule: str = "best") -> dict:
-    """The recipe of the kept epoch, each recipe's best val SRCC and how it was chosen (for metrics.json)."""
+                  num_val: int, rule: str = "best", num_held_out: int = 0) -> dict:
+    """The recipe of the kept epoch, each recipe's best val SRCC (and best agreement with the teacher on the
+    `num_held_out` held-out photos, rule `teacher`) and how it was chosen (for metrics.json)."""
     scores: dict[str, float] = {}
+    agreement: dict[str, float] = {}
     for entry in history:
         name = phase(entry["epoch"], schedule, freeze_epochs, partial_epochs)
-        value = entry.get("val_srcc", -math.inf)
-        scores[name] = max(scores.get(name, -math.inf), value)
-    how = ("simplest recipe (probe < partial < full) unless a more complex one beats it by more than one "
-           "standard error (paired bootstrap)" if rule == "one-se" else "best epoch by SRCC")
-    return {"schedule": schedule, "chosen": phase(best_epoch, schedule, freeze_epochs, partial_epochs),
-            "scores": scores, "rule": rule, "selected_on": f"{how} on the val split ({num_val} images), epoch 0 "
-                                                           "(the warm-started probe) included"}
+        scores[name] = max(scores.get(name, -math.inf), entry.get("val_srcc", -math.inf))
+        if "teacher_srcc" in entry:
+            agreement[name] = max(agreement.get(name, -math.inf), entry["teacher_srcc"])
+    how = f"best epoch by SRCC on the val split ({num_val} images)"
+    if rule == "one-se":
+        how = ("simplest recipe (probe < partial < full) unless a more complex one beats it by more than one "
+               f"standard error (paired bootstrap) on the val split ({num_val} images)")
+    elif agreement:
+        how = (f"best epoch by agreement (SRCC) with the teacher on {num_held_out} held-out unlabelled photos, "
+               "never trained on")
+    report = {"schedule": schedule, "chosen": phase(best_epoch, schedule, freeze_epochs, partial_epochs),
+              "scores": scores, "rule": rule, "selected_on": f"{how}, epoch 0 (the warm-started probe) included"}
+    if agreement:
+        report["teacher_scores"], report["held_out"] = agreement, num_held_out
+    return report
 
 
 def choice_lines(recipe: dict, student_srcc: float | None, teacher_srcc: float | None) -> list[str]:
     """What `iaa train-student` / `iaa fit` print about the chosen recipe and the student's share of the teacher."""
     scores = ", ".join(f"{k} {v:.3f}" for k, v in recipe["scores"].items())
+    if recipe.get("teacher_scores"):
+        scores += "; agreement with the teacher per recipe: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in recipe["teacher_scores"].items())
     lines = [f"student recipe: {recipe['chosen']} (val SRCC per recipe: {scores}; {recipe['selected_on']})"]
     if student_srcc is None or not teacher_srcc or not math.isfinite(teacher_srcc) or teacher_srcc <= 0:
         return lines
