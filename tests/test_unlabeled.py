@@ -1,6 +1,8 @@
 """Distillation on unlabelled images: the dataset helper, mixed batches, masked GT loss, bit-identical resume."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -121,6 +123,12 @@ def test_teacher_rule_chooses_on_held_out_unlabelled_photos_and_resumes_bit_iden
     baseline = train_student(dataset, tmp_path / "baseline", tiny_config(epochs=1, recipe_rule="teacher"),
                              targets_dir=targets_dir, baseline=True, image_cache_dir=cache_root)
     assert "teacher_srcc" not in baseline["history"][0] and "held_out" not in baseline["recipe"]
+    # agreement_patience 1: the run ends at the first epoch that agrees less with the teacher than the kept one
+    stopped = train_student(dataset, tmp_path / "patience", replace(config, epochs=8, agreement_patience=1),
+                            targets_dir=targets_dir, image_cache_dir=cache_root)
+    seen = [h["teacher_srcc"] for h in stopped["history"]]
+    assert len(seen) < 9 and seen[-1] <= max(seen[:-1])  # it stopped before its 8 epochs, on an epoch that lost
+    assert all(seen[i] > max(seen[:i]) for i in range(1, len(seen) - 1))  # and not before
 
 
 def test_recipe_reads_unlabeled_specs(tmp_path):

@@ -163,7 +163,7 @@ def test_pooled_features_are_a_resumable_row_cache_beside_the_image_cache(tmp_pa
 
 
 def _record_epochs(rule: str, epochs: list[tuple[int, np.ndarray]], true: np.ndarray, tmp_path,
-                   agreement: list[float | None] | None = None) -> list[dict]:
+                   agreement: list[float | None] | None = None, agreement_patience: int = 0) -> list[dict]:
     """Feed (epoch, val predictions[, agreement with the teacher]) to a RecipeChoice over a progressive schedule
     (1 frozen, 1 partial epoch)."""
     from types import SimpleNamespace
@@ -173,10 +173,11 @@ def _record_epochs(rule: str, epochs: list[tuple[int, np.ndarray]], true: np.nda
 
     saved = []
     choice = RecipeChoice(tmp_path, lambda module, entry: saved.append(entry["epoch"]), 16,
-                          lambda e: phase(e, "progressive", 1, 1), rule)
+                          lambda e: phase(e, "progressive", 1, 1), rule, agreement_patience)
     for i, (epoch, pred) in enumerate(epochs):
         module = SimpleNamespace(val_predictions=(pred, true), val_agreement=None if agreement is None else agreement[i])
         choice.record(module, {"epoch": epoch, "val_srcc": srcc(true, pred)}, True)
+        choice.history[-1]["ran_out"] = choice.agreement_ran_out()
     return choice.history
 
 
@@ -200,6 +201,18 @@ def test_teacher_rule_keeps_the_epoch_that_agrees_best_with_the_teacher(tmp_path
     assert len(held) == 25 and sorted(kept + held) == records and held == sorted(held)
     assert hold_out(records, seed=0) == (kept, held) and hold_out(records, seed=1)[1] != held
     assert hold_out(records[:40], seed=0) == (records[:40], [])  # 10 held out would be under MIN_HOLDOUT
+
+
+def test_agreement_patience_stops_a_teacher_rule_run_once_epochs_in_a_row_agree_less_than_the_kept_one(tmp_path):
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=40)
+    epochs = [(e, true + rng.normal(scale=0.5, size=40)) for e in range(5)]
+    history = _record_epochs("teacher", epochs, true, tmp_path, [0.98, 0.97, 0.99, 0.90, 0.91], agreement_patience=2)
+    assert [h["ran_out"] for h in history] == [False, False, False, False, True]  # counted from the kept epoch 2
+    assert not any(h["ran_out"] for h in _record_epochs("teacher", epochs, true, tmp_path, [0.98, 0.97, 0.99, 0.90,
+                                                                                             0.91]))  # 0: never
+    # without held-out photos (the baseline) the val labels choose and val SRCC's own early stopping applies
+    assert not any(h["ran_out"] for h in _record_epochs("teacher", epochs, true, tmp_path, agreement_patience=1))
 
 
 @pytest.mark.parametrize("rule", ["one-se", "best"])

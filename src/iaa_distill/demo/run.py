@@ -46,8 +46,11 @@ def demo_recipe(out: Path, csv_path: Path, quick: bool, seed: int, unlabeled: Pa
             # for 4 epochs beat 1 for 6 epochs (SRCC 0.811 vs 0.781) at the demo's time budget
             "unlabeled_ratio": 3.0,
             # the epoch is kept by agreement with the teacher on a held-out quarter of the unlabelled photos (171
-            # on the demo) instead of SRCC on 37 val labels: the baseline, without the teacher, keeps choosing on val
-            "recipe_rule": "teacher",
+            # on the demo) instead of SRCC on 37 val labels: the baseline, without the teacher, keeps choosing on val.
+            # Two epochs in a row below the kept one's agreement end the recipe: in every measured run (3 seeds,
+            # the demo and its 150-label subset) fine-tuning lowered the agreement (0.98 to 0.86-0.94) and the
+            # warm start was kept, so the full epochs only cost time
+            "recipe_rule": "teacher", "agreement_patience": 2,
         },
         evaluation={"split": "test", "batch_size": 32, "num_workers": 2, "min_category_images": 5},
     )

@@ -449,7 +449,8 @@ def _trainer(run: RunFolder, config: StudentTrainConfig, baseline: bool, callbac
                        partial_epochs=config.partial_epochs)
     hardware = {**config.hardware(), "precision": _precision(config), "strategy": _strategy(config)}
     return build_trainer(run.out, hardware, max_epochs=config.epochs, patience=config.patience,
-                         callbacks=[RecipeChoice(run.out, save_best, config.batch_size, phase_of, config.recipe_rule),
+                         callbacks=[RecipeChoice(run.out, save_best, config.batch_size, phase_of, config.recipe_rule,
+                                                 config.agreement_patience),
                                     RunStamp(run.fingerprint),
                                     *callbacks],
                          gradient_clip_val=config.grad_clip or None, use_distributed_sampler=False,

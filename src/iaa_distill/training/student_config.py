@@ -60,6 +60,9 @@ class StudentTrainConfig:
     ema: bool = setting(False, help="validate and save an EMA of the weights", group=OPTIM)
     ema_decay: float = setting(0.999, help="EMA decay per step", group=OPTIM, low=0, high=1)
     patience: int = setting(5, help="early stopping: epochs without a better val SRCC", group=OPTIM, low=0)
+    agreement_patience: int = setting(0, help="recipe_rule teacher: stop after this many epochs in a row that agree "
+                                      "less with the teacher on the held-out photos than the kept one (epoch 0 "
+                                      "included); 0 never stops on it", group=OPTIM, low=0)
     seed: int = setting(0, help="seed of initialisation, data order and crops (`iaa train-student` also carves "
                         "val with it; `iaa fit` carves it once with the recipe's seed, for all --seeds)", group=OPTIM)
     hflip: bool = setting(True, help="random horizontal flips", group=OPTIM)

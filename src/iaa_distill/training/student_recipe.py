@@ -22,7 +22,10 @@ Which epoch is kept (`RecipeChoice`, every schedule, epoch 0 included), with `re
 - `teacher`: a distilled run with unlabelled photos holds a seeded `HOLDOUT_SHARE` of them out of its training
   (and out of the warm start's fit) and keeps the epoch whose scores agree best (SRCC) with the teacher's on
   them: a few hundred images instead of a few dozen val labels. The label-only baseline never sees the teacher,
-  and a run without enough unlabelled photos has none to hold out: both choose by `best`.
+  and a run without enough unlabelled photos has none to hold out: both choose by `best`. With
+  `agreement_patience` N, such a run stops once N epochs in a row (counted from the kept one, epoch 0 included)
+  agree less with the teacher than the kept epoch: the steadier signal may end a recipe that val SRCC, with its
+  own `patience`, would let run on.
 
 The backbone's learning rate is 0 while it is frozen and its warm-up + cosine schedule starts when it thaws.
 A frozen part runs without gradients (and in eval mode), so frozen epochs cost a forward pass only.
@@ -151,11 +154,23 @@ class RecipeChoice(BestBySRCC):
     so `best` decides). Each recorded epoch gets `kept` (whether it became the kept model) and, when compared by
     the rule, `vs_kept` (the kept epoch, the SRCC difference and its standard error) or `teacher_srcc`."""
 
-    def __init__(self, out, save, batch_size: int, phase_of, rule: str = "best"):
-        """phase_of: 1-based epoch -> `probe`, `partial` or `full` (0: the warm start)."""
+    def __init__(self, out, save, batch_size: int, phase_of, rule: str = "best", agreement_patience: int = 0):
+        """phase_of: 1-based epoch -> `probe`, `partial` or `full` (0: the warm start). agreement_patience: 0 never
+        stops the run."""
         super().__init__(out, save, batch_size)
-        self.phase_of, self.rule = phase_of, rule
+        self.phase_of, self.rule, self.agreement_patience = phase_of, rule, agreement_patience
         self.kept: dict | None = None  # epoch, phase, val predictions
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not trainer.sanity_checking and self.agreement_ran_out():
+            trainer.should_stop = True  # every process computes the same agreement, so they stop together
+
+    def agreement_ran_out(self) -> bool:
+        """Whether the last `agreement_patience` recorded epochs all agreed less with the teacher than the kept one."""
+        if not self.agreement_patience or self.kept is None or self.kept.get("teacher_srcc") is None:
+            return False
+        return self.history[-1]["epoch"] - self.kept["epoch"] >= self.agreement_patience
 
     def improves(self, pl_module: pl.LightningModule, entry: dict, score: float) -> bool:
         pred, true = (np.asarray(v, np.float64) for v in pl_module.val_predictions)
