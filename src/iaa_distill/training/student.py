@@ -203,6 +203,11 @@ class StudentModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.val_predictions = self.val_correlations.log(self)  # for `RecipeChoice`
+        self.measure_agreement()
+
+    def measure_agreement(self) -> None:
+        """Set `val_agreement` for `RecipeChoice`: the validated model's agreement with the teacher on the held-out
+        photos (None without them)."""
         self.val_agreement = None if self.agreement is None else self.agreement(self.eval_model)
 
     def configure_optimizers(self):
@@ -393,7 +398,7 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
                              lambda raw, y: label_loss(raw, y, module.num_levels, config.loss, config.rank_weight))
     entry = {"epoch": 0, "step": 0, **entry, "train_seconds": round(time.perf_counter() - start, 3)}
     module.val_predictions = module.space.mean(raw).double().numpy(), data.val.means
-    module.val_agreement = None if module.agreement is None else module.agreement(module.eval_model)
+    module.measure_agreement()
     next(c for c in trainer.callbacks if isinstance(c, RecipeChoice)).record(module, entry, trainer.is_global_zero)
     if trainer.is_global_zero:
         atomic_write_text(run.out / WARM_START_FILE, json.dumps({"warm_start": report, "epoch_0": entry},
