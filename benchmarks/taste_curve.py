@@ -98,9 +98,12 @@ def point(lib: Path, pool: list[Path], out: Path, count: int, seed: int, sets: l
 
 
 def chosen_recipe(run: Path) -> str:
-    """The recipe (and epoch) the val split chose for a student run: `probe@0` is the warm start itself."""
+    """The recipe (and epoch) chosen for a student run: `probe@0` is the warm start itself; `, teacher on N` when
+    the agreement with the teacher on N held-out unrated photos chose it (`recipe_rule: teacher`; without enough
+    unrated photos that rule falls back to the val split, and nothing is added)."""
     metrics = json.loads((run / "metrics.json").read_text())
-    return f"{metrics['recipe']['chosen']}@{metrics['best_epoch']}"
+    held_out = metrics["recipe"].get("held_out")
+    return f"{metrics['recipe']['chosen']}@{metrics['best_epoch']}" + (f", teacher on {held_out}" if held_out else "")
 
 
 def table(rows: list[dict]) -> str:

@@ -86,6 +86,19 @@ def test_cv_prefers_ridge_on_few_linear_samples():
     assert scores[1].mean > scores[0].mean + 0.1 and scores[1].mean > 0.6
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_cv_shows_its_progress_when_asked(capsys, progress):
+    """The teacher stage's cross-validation is its long part (tens of seconds on a few dozen ratings)."""
+    features, quality = linear_data(20, seed=1)
+    labels, means = ScoreSpace(10, (1.0, 10.0)).encode_all(
+        [r.label for r in synthetic_dataset(quality).records], [f"{i}" for i in range(20)])
+    config = TeacherTrainConfig(**{**MLP, "progress": progress})
+    candidates = [parse_candidate(s, config.hidden, config.dropout) for s in ("ridge:2", "ridge:4")]
+    cross_validate(candidates, features, labels, means, TeacherHeadConfig(input_dim=DIM), config, 2)
+    line = "teacher head (cross-validation): 4/4 fit in"  # off a terminal: one line at its end
+    assert (line in capsys.readouterr().err) == progress
+
+
 def test_cv_prefers_mlp_on_a_nonlinear_score():
     rng = np.random.default_rng(2)
     features = rng.normal(size=(200, DIM)).astype(np.float32)

@@ -21,6 +21,7 @@ from sklearn.model_selection import KFold
 
 from ..errors import IAAError
 from ..evaluation.metrics import MetricWarning, srcc
+from ..progress import progress_bar
 from ..teacher_head import TeacherHeadConfig, predict_features
 from .head_candidates import HeadCandidate, fit_candidate
 
@@ -74,13 +75,21 @@ def cross_validate(candidates: Sequence[HeadCandidate], features: np.ndarray, la
                    means: np.ndarray, base: TeacherHeadConfig, train, num_folds: int) -> list[CandidateScore]:
     """Each candidate's held-out SRCC on every fold of (features, labels, means): training images only.
 
-    `train` is the run's `TeacherTrainConfig`; its seed draws the folds and the MLPs' initialisation.
+    `train` is the run's `TeacherTrainConfig`; its seed draws the folds and the MLPs' initialisation, its
+    `progress` shows a bar over the candidate x fold fits.
     """
     splits = folds(len(features), num_folds, train.seed)
     data = (np.asarray(features, np.float32), labels, means)
-    with one_thread():
-        return [CandidateScore(c, [_fold_srcc(c, data, fold, base, replace(train, seed=train.seed + i))
-                                   for i, fold in enumerate(splits)]) for c in candidates]
+    scores = []
+    with one_thread(), progress_bar(len(candidates) * len(splits), "teacher head (cross-validation)",
+                                    train.progress, unit="fit") as bar:
+        for c in candidates:
+            fold_srcc = []
+            for i, fold in enumerate(splits):
+                fold_srcc.append(_fold_srcc(c, data, fold, base, replace(train, seed=train.seed + i)))
+                bar.update()
+            scores.append(CandidateScore(c, fold_srcc))
+    return scores
 
 
 @contextmanager
