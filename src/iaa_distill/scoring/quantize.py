@@ -30,7 +30,7 @@ from .scorer import Scorer
 DEFAULT_MAX_SRCC_DROP = 0.01
 CALIBRATION_IMAGES = 300
 DEFAULT_FP32_EARLY = 0.3  # share of the convolutions, from the input on, kept in fp32
-POOLING_OPS = ("ReduceMean", "GlobalAveragePool", "Cast")  # the MLSP taps
+POOLING_OPS = ("ReduceMean", "GlobalAveragePool", "Flatten", "Cast")  # the MLSP taps (the export writes GlobalAveragePool + Flatten)
 
 
 @dataclass(frozen=True)
