@@ -372,3 +372,28 @@ def test_cull_opens_each_photo_once_for_score_thumbnail_hash_and_capture_time(tm
     assert opened == Counter(paths)  # one decode per photo: score, thumbnail, hash and capture time from it
     assert all(f.thumb and f.phash and (tmp_path / "cull" / "thumbs" / f.thumb).exists() for f in result.facts.values())
     assert all(d.flag != "error" for d in result.decisions)
+
+
+def test_scores_and_facts_of_an_older_decoder_are_made_again(model_dir, shoot, tmp_path):
+    """A folder culled by an older decoder (before camera JPEGs were read from their MPF preview: other pixels
+    of the same files) is scored and surveyed again, never mixed with today's scores."""
+    out = tmp_path / "cull"
+    assert cull(shoot, "--model", model_dir, "--out", out) == 0
+    stamp = json.loads((out / "model.json").read_text())
+    stamp.pop("decoder", None)  # what the older version wrote
+    (out / "model.json").write_text(json.dumps(stamp))
+    rows = _rows(out / "scores.csv")
+    photo = next(r["path"] for r in rows if r["mean"])
+    with (out / "scores.csv").open("w", newline="") as f:  # a score the model never gives, as if from other pixels
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "mean": "0.123"} if r["path"] == photo else r for r in rows)
+    index = json.loads((out / "thumbs" / "index.json").read_text())
+    (out / "thumbs" / "index.json").write_text(json.dumps(
+        {p: {k: v for k, v in f.items() if k != "decoder"} | ({"phash": "0" * 16} if p == photo else {})
+         for p, f in index.items()}))
+    assert cull(shoot, "--model", model_dir, "--out", out) == 0
+    again = {r["path"]: r for r in _rows(out / "scores.csv")}
+    assert float(again[photo]["mean"]) != pytest.approx(0.123)
+    assert json.loads((out / "thumbs" / "index.json").read_text())[photo]["phash"] != "0" * 16
+    assert json.loads((out / "model.json").read_text())["decoder"] >= 2
