@@ -150,3 +150,24 @@ def test_scoring_stages_print_the_binding_stage_and_the_shared_core_limit(tmp_pa
     assert binding["value"] == pytest.approx(1.0 / min(rates)) and binding["goal"] == 0.8
     assert shared["name"].startswith("iaa score, tiny, batch 2: end to end vs 1 / (1/read + 1/resize + 1/compute)")
     assert shared["value"] == pytest.approx(sum(1 / r for r in rates))  # 1.0 / (1 / sum(1/r))
+
+
+def test_scoring_prints_one_model_thread_against_the_default_threads(tmp_path):
+    import torch
+
+    from iaa_distill.bench.photos import write_benchmark_photos
+    from iaa_distill.bench.sections import _one_thread
+    from iaa_distill.bench.timing import Report
+    from iaa_distill.scoring.onnx_export import export_onnx
+    from tests.conftest import save_tiny_student
+
+    model_dir = save_tiny_student(tmp_path / "model")
+    report = Report({}, show=lambda line: None)
+    threads = torch.get_num_threads()
+    rates = _one_thread(report, model_dir, export_onnx(model_dir, tmp_path / "model.onnx"),
+                        write_benchmark_photos(tmp_path / "photos", 2), 0, 2, 1.0)
+    (ratio,) = report.ratios
+    assert ratio["name"].startswith("iaa score --threads 1 vs its default threads")
+    assert rates["student onnxruntime --threads 1"] > 0
+    assert ratio["value"] == pytest.approx(rates["student onnxruntime --threads 1"])  # against 1.0
+    assert torch.get_num_threads() == threads  # NIMA, timed next, keeps every core
