@@ -290,8 +290,9 @@ def _int8_scorer(report: Report, model_dir: Path, photos: list[Path], root: Path
 
     drift = quantize_onnx(model_dir, root / "student-int8.onnx", [str(p) for p in photos], max_srcc_drop=1.0,
                           workers=workers)
-    report.add("scoring", "int8 drift: SRCC lost against fp32's ranking (bench photos, no labels)", drift.srcc_drop, "")
-    report.add("scoring", "int8 drift: mean |score difference| vs fp32", drift.mean_abs_difference, "")
+    report.add("scoring", f"int8 drift ({drift.scheme}): SRCC lost against fp32's ranking (bench photos, no labels)",
+               drift.srcc_drop, "")
+    report.add("scoring", f"int8 drift ({drift.scheme}): mean |score difference| vs fp32", drift.mean_abs_difference, "")
     return Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=root / "student-int8.onnx")
 
 
