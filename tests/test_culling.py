@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -397,3 +398,12 @@ def test_scores_and_facts_of_an_older_decoder_are_made_again(model_dir, shoot, t
     assert float(again[photo]["mean"]) != pytest.approx(0.123)
     assert json.loads((out / "thumbs" / "index.json").read_text())[photo]["phash"] != "0" * 16
     assert json.loads((out / "model.json").read_text())["decoder"] >= 2
+
+
+def test_the_perceptual_hash_library_is_loaded_before_the_decoding_workers_start(tmp_path):
+    """imagehash.phash imports scipy.fftpack at its first call; a `Surveyor` (made in the main process before the
+    workers fork) loads it, so the workers do not each import it again."""
+    code = ("import sys; from pathlib import Path; from iaa_distill.culling.survey import Surveyor; "
+            f"Surveyor(Path({str(tmp_path)!r}), 400); print('scipy.fftpack' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"
