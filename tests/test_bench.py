@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -30,16 +31,21 @@ def test_bench_refuses_unknown_sections(capsys):
 @pytest.mark.slow
 def test_bench_culling_section_times_each_stage(tmp_path):
     out = tmp_path / "bench"
-    assert main(["bench", "--sections", "culling", "--quick", "--photos", "1", "--workers", "0", "--out", str(out)]) == 0
+    assert main(["bench", "--sections", "culling", "--quick", "--photos", "1", "--workers", "1", "--out", str(out)]) == 0
     document = json.loads((out / "bench.json").read_text())
-    for variant in ("with MPF preview", "no preview"):  # the same photos as cameras write them, and without
-        shares = {r["name"]: r["value"] for r in document["results"] if r["unit"] == "%" and variant in r["name"]}
+    variants = ["with MPF preview", "no preview"]  # the same photos as cameras write them, and without
+    if len(os.sched_getaffinity(0)) >= 2:  # a core beside the worker: the cull again with the model on 2 threads
+        variants.append("with MPF preview, --threads 2")
+        assert any(r["name"].startswith("culling: the model on 2 threads vs 1") for r in document["ratios"])
+    for variant in variants:
+        shares = {r["name"]: r["value"] for r in document["results"] if r["unit"] == "%" and r["name"].endswith(f"({variant})")}
         assert set(shares) == {f"share of {s} ({variant})" for s in ("scoring", "thumbnails", "decisions", "gallery")}
         assert 90 < sum(shares.values()) <= 100.5
         ratios = [r["name"] for r in document["ratios"]]
         assert f"culling: goal 20 s per 1,000 photos / measured ({variant})" in ratios
-        assert any(r.startswith(f"iaa cull, batch 3, {variant}: end to end vs its binding stage") for r in ratios)
-        assert any(r.startswith(f"iaa score of camera photos, batch 3, {variant}: end to end") for r in ratios)
+        if "--threads" not in variant:  # the stages and iaa score: once per photo variant
+            assert any(r.startswith(f"iaa cull, batch 3, {variant}: end to end vs its binding stage") for r in ratios)
+            assert any(r.startswith(f"iaa score of camera photos, batch 3, {variant}: end to end") for r in ratios)
     drift = {r["name"]: r["value"] for r in document["results"] if r["name"].startswith("preview vs full decode")}
     assert len(drift) == 2 and all(np.isfinite(list(drift.values())))
     assert next((out / "camera-preview").glob("*.jpg")).stat().st_size > next((out / "camera").glob("*.jpg")).stat().st_size
@@ -144,3 +150,24 @@ def test_scoring_stages_print_the_binding_stage_and_the_shared_core_limit(tmp_pa
     assert binding["value"] == pytest.approx(1.0 / min(rates)) and binding["goal"] == 0.8
     assert shared["name"].startswith("iaa score, tiny, batch 2: end to end vs 1 / (1/read + 1/resize + 1/compute)")
     assert shared["value"] == pytest.approx(sum(1 / r for r in rates))  # 1.0 / (1 / sum(1/r))
+
+
+def test_scoring_prints_one_model_thread_against_the_default_threads(tmp_path):
+    import torch
+
+    from iaa_distill.bench.photos import write_benchmark_photos
+    from iaa_distill.bench.sections import _one_thread
+    from iaa_distill.bench.timing import Report
+    from iaa_distill.scoring.onnx_export import export_onnx
+    from tests.conftest import save_tiny_student
+
+    model_dir = save_tiny_student(tmp_path / "model")
+    report = Report({}, show=lambda line: None)
+    threads = torch.get_num_threads()
+    rates = _one_thread(report, model_dir, export_onnx(model_dir, tmp_path / "model.onnx"),
+                        write_benchmark_photos(tmp_path / "photos", 2), 0, 2, 1.0)
+    (ratio,) = report.ratios
+    assert ratio["name"].startswith("iaa score --threads 1 vs its default threads")
+    assert rates["student onnxruntime --threads 1"] > 0
+    assert ratio["value"] == pytest.approx(rates["student onnxruntime --threads 1"])  # against 1.0
+    assert torch.get_num_threads() == threads  # NIMA, timed next, keeps every core

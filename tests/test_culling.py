@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -372,3 +373,37 @@ def test_cull_opens_each_photo_once_for_score_thumbnail_hash_and_capture_time(tm
     assert opened == Counter(paths)  # one decode per photo: score, thumbnail, hash and capture time from it
     assert all(f.thumb and f.phash and (tmp_path / "cull" / "thumbs" / f.thumb).exists() for f in result.facts.values())
     assert all(d.flag != "error" for d in result.decisions)
+
+
+def test_scores_and_facts_of_an_older_decoder_are_made_again(model_dir, shoot, tmp_path):
+    """A folder culled by an older decoder (before camera JPEGs were read from their MPF preview: other pixels
+    of the same files) is scored and surveyed again, never mixed with today's scores."""
+    out = tmp_path / "cull"
+    assert cull(shoot, "--model", model_dir, "--out", out) == 0
+    stamp = json.loads((out / "model.json").read_text())
+    stamp.pop("decoder", None)  # what the older version wrote
+    (out / "model.json").write_text(json.dumps(stamp))
+    rows = _rows(out / "scores.csv")
+    photo = next(r["path"] for r in rows if r["mean"])
+    with (out / "scores.csv").open("w", newline="") as f:  # a score the model never gives, as if from other pixels
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "mean": "0.123"} if r["path"] == photo else r for r in rows)
+    index = json.loads((out / "thumbs" / "index.json").read_text())
+    (out / "thumbs" / "index.json").write_text(json.dumps(
+        {p: {k: v for k, v in f.items() if k != "decoder"} | ({"phash": "0" * 16} if p == photo else {})
+         for p, f in index.items()}))
+    assert cull(shoot, "--model", model_dir, "--out", out) == 0
+    again = {r["path"]: r for r in _rows(out / "scores.csv")}
+    assert float(again[photo]["mean"]) != pytest.approx(0.123)
+    assert json.loads((out / "thumbs" / "index.json").read_text())[photo]["phash"] != "0" * 16
+    assert json.loads((out / "model.json").read_text())["decoder"] >= 2
+
+
+def test_the_perceptual_hash_library_is_loaded_before_the_decoding_workers_start(tmp_path):
+    """imagehash.phash imports scipy.fftpack at its first call; a `Surveyor` (made in the main process before the
+    workers fork) loads it, so the workers do not each import it again."""
+    code = ("import sys; from pathlib import Path; from iaa_distill.culling.survey import Surveyor; "
+            f"Surveyor(Path({str(tmp_path)!r}), 400); print('scipy.fftpack' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"

@@ -117,3 +117,18 @@ def test_cli_export_then_score_with_onnx_backend(tmp_path, photos, capsys):
     rows = {b: [json.loads(line) for line in p.read_text().splitlines()] for b, p in outs.items()}
     assert [r["path"] for r in rows["torch"]] == [r["path"] for r in rows["onnx"]]
     np.testing.assert_allclose([r["mean"] for r in rows["torch"]], [r["mean"] for r in rows["onnx"]], atol=1e-3)
+
+
+def test_tf_same_padding_and_mlsp_taps_export_as_onnx_runtime_runs_them_fastest(tmp_path, photos):
+    """The TensorFlow-"same" pads fold into their convolutions and the MLSP taps are GlobalAveragePool, so
+    ONNX Runtime keeps its blocked layout (before: a Pad copying the map before every strided convolution, and a
+    conversion back to NCHW at every tap); the scores stay PyTorch's."""
+    model_dir = save_tiny_student(tmp_path / "lite0", backbone="tf_efficientnet_lite0", input_size=64)
+    onnx_path = export_onnx(model_dir, tmp_path / "lite0.onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+    assert "GlobalAveragePool" in ops and not ops & {"Pad", "ReduceMean"}
+    assert _max_mean_diff(model_dir, onnx_path, photos[:4]) < 1e-3

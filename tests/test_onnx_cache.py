@@ -74,3 +74,11 @@ def test_threads_fit_beside_the_decoding_workers(tmp_path, monkeypatch):
     options = scorer.backend.session.get_session_options()
     assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # shared cores: sleep, not spin
+
+
+def test_default_threads_sleep_rather_than_spin_beside_the_decoding_workers(tmp_path):
+    """`iaa score`'s default engine threads (one per core) must not spin: the decoding workers need those cores."""
+    scorer = Scorer.from_pretrained(save_tiny_student(tmp_path / "student"), device="cpu")
+    options = scorer.backend.session.get_session_options()
+    assert scorer.backend.name == "onnx" and options.intra_op_num_threads == 0  # the engine's own count
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

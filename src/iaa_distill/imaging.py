@@ -29,6 +29,10 @@ from PIL import Image, UnidentifiedImageError
 from .errors import DecodeError
 
 DEFAULT_MAX_PIXELS = 120_000_000
+# The decoder's version: raise it whenever the pixels it gives for the same file change. What is kept from a
+# decode of a user's file (the cull's scores and thumbnail facts) records it and is made again under another
+# one. 2: camera JPEGs decoded from their MPF preview (before: from the photo itself, at reduced size).
+DECODER_VERSION = 2
 HEIF_EXTENSIONS = (".heic", ".heif", ".hif")
 RAW_EXTENSIONS = (".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".raf",
                   ".pef", ".srw", ".3fr", ".iiq", ".erf", ".mrw", ".x3f", ".kdc", ".dcr", ".mos", ".rwl")

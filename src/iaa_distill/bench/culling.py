@@ -58,6 +58,8 @@ def bench_culling(report: Report, folder: Path, workers: int, device: str, count
             rates_of, decisions[variant] = _cull(report, variant, scorer, model_dir, paths, Path(tmp) / variant,
                                                  workers, batch_size, where)
             rates.update({f"{variant}: {k}": v for k, v in rates_of.items()})
+        rates.update(_more_threads(report, model_dir, device, photos[VARIANTS[0]], Path(tmp), workers, batch_size,
+                                   rates[f"{VARIANTS[0]}: photos_per_second"]))
         torch.set_num_threads(torch_threads)  # the limits and iaa score: the model on every core
         full = Scorer.from_pretrained(model_dir, device=device)  # as iaa score
         compute = _compute(report, full, batch_size)
@@ -91,6 +93,26 @@ def _cull(report: Report, variant: str, scorer, model_dir: Path, photos: list[st
     report.ratio(f"culling: goal {GOAL_SECONDS_PER_1000:g} s per 1,000 photos / measured ({variant})",
                  GOAL_SECONDS_PER_1000, seconds, goal=1.0)
     return {"photos_per_second": rate, "seconds_per_1000": seconds, **result.seconds}, result.decisions
+
+
+def _more_threads(report: Report, model_dir: Path, device: str, photos: list[str], tmp: Path, workers: int,
+                  batch_size: int, rate: float) -> dict[str, float]:
+    """The cull of camera JPEGs with the model on one thread more than `threads_beside` gives it (`iaa cull
+    --threads`), when the machine has that core: the preview leaves the workers less to do, so the model may
+    be worth more threads than the cores they leave."""
+    from ..scoring import Scorer
+    from ..scoring.scorer import threads_beside
+
+    threads = threads_beside(workers) + 1
+    if threads > threads_beside(0):  # every core
+        return {}
+    scorer = Scorer.from_pretrained(model_dir, device=device, threads=threads)
+    variant = f"{VARIANTS[0]}, --threads {threads}"
+    rates, _ = _cull(report, variant, scorer, model_dir, photos, tmp / variant, workers, batch_size,
+                     f"{workers} workers, {scorer.backend.name} on {threads} threads")
+    report.ratio(f"culling: the model on {threads} threads vs {threads - 1} ({VARIANTS[0]}; above 1: --threads "
+                 f"{threads} is faster)", rates["photos_per_second"], rate)
+    return {f"{variant}: {k}": v for k, v in rates.items()}
 
 
 def _bound(report: Report, variant: str, rate: float, stages: dict[str, float], batch_size: int) -> None:

@@ -262,6 +262,8 @@ def bench_scoring(report: Report, photos: list[Path], workers: int, device: str,
             rates.update(_engine_rates(report, name, scorer, photos, workers, batch_sizes))
         if "student onnxruntime best" in rates:
             report.ratio("ONNX Runtime vs PyTorch (best batch)", rates["student onnxruntime best"], rates["student torch best"])
+            rates.update(_one_thread(report, default_dir, onnx_path, photos, workers,
+                                     int(rates["student onnxruntime best batch"]), rates["student onnxruntime best"]))
         if "student onnxruntime int8 best" in rates:
             report.ratio("int8 vs fp32 ONNX Runtime (best batch)", rates["student onnxruntime int8 best"],
                          rates["student onnxruntime best"])
@@ -288,8 +290,9 @@ def _int8_scorer(report: Report, model_dir: Path, photos: list[Path], root: Path
 
     drift = quantize_onnx(model_dir, root / "student-int8.onnx", [str(p) for p in photos], max_srcc_drop=1.0,
                           workers=workers)
-    report.add("scoring", "int8 drift: SRCC lost against fp32's ranking (bench photos, no labels)", drift.srcc_drop, "")
-    report.add("scoring", "int8 drift: mean |score difference| vs fp32", drift.mean_abs_difference, "")
+    report.add("scoring", f"int8 drift ({drift.scheme}): SRCC lost against fp32's ranking (bench photos, no labels)",
+               drift.srcc_drop, "")
+    report.add("scoring", f"int8 drift ({drift.scheme}): mean |score difference| vs fp32", drift.mean_abs_difference, "")
     return Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=root / "student-int8.onnx")
 
 
@@ -304,9 +307,25 @@ def _engine_rates(report: Report, name: str, scorer, photos: list[Path], workers
         lambda b=bs: len(scorer.score_paths(photos, batch_size=b, num_workers=workers)), repeats=2, warmup=0))
         for bs in batch_sizes}
     best = max(by_batch, key=by_batch.get)
-    rates[f"{name} best"] = by_batch[best]
+    rates.update({f"{name} best": by_batch[best], f"{name} best batch": best})
     _scoring_stages(report, name, scorer, photos, workers, best, by_batch[best])
     return rates
+
+
+def _one_thread(report: Report, model_dir: Path, onnx_path: Path, photos: list[Path], workers: int, batch_size: int,
+                default: float) -> dict[str, float]:
+    """`iaa score --threads 1` (the model on the core the decoding workers leave, as `iaa cull` runs it) against
+    the default threads (one per core), at the default's best batch size."""
+    from ..scoring import Scorer
+
+    torch_threads = torch.get_num_threads()
+    scorer = Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=onnx_path, threads=1)
+    scorer.score_paths(photos[:32], batch_size=batch_size, num_workers=workers)  # warm-up on a few photos
+    rate = report.add("scoring", f"student onnxruntime --threads 1, batch {batch_size}", images_per_second(
+        lambda: len(scorer.score_paths(photos, batch_size=batch_size, num_workers=workers)), repeats=2, warmup=0))
+    report.ratio("iaa score --threads 1 vs its default threads (ONNX Runtime fp32, same batch)", rate, default)
+    torch.set_num_threads(torch_threads)  # `threads` set torch's process-wide count; NIMA keeps every core
+    return {"student onnxruntime --threads 1": rate}
 
 
 def _scoring_stages(report: Report, name: str, scorer, photos: list[Path], workers: int, batch_size: int,

@@ -2,7 +2,8 @@
 bursts, decide, write the decisions CSV and the gallery, then XMP sidecars and file actions when asked.
 
 The output folder holds `scores.csv` (resumable, from `score_to_file`), `thumbs/`, `decisions.csv`,
-`gallery.html` and `model.json` (which model made the scores: another model refuses the folder).
+`gallery.html` and `model.json` (which model and which version of the decoder made the scores: another model
+refuses the folder, another decoder has it scored again).
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from ..artifacts import atomic_write_text, labels_are_synthetic
 from ..errors import IAAError
-from ..imaging import IMAGE_EXTENSIONS
-from ..scoring.batch import format_output, read_output, score_to_file
+from ..imaging import DECODER_VERSION, IMAGE_EXTENSIONS
+from ..messages import get_logger
+from ..scoring.batch import format_output, journal_paths, read_output, score_to_file
 from ..scoring.gallery import GalleryPhoto, render_page
 from ..settings import fingerprint
 from .actions import lead_photos
@@ -27,6 +29,7 @@ from .rules import CullRules, Decision, decide
 from .survey import PhotoFacts, Surveyor, changed_photos, survey
 
 SIDECARS = (".xmp",)  # files beside photos that are expected, not skipped photos
+log = get_logger(__name__)
 
 
 @dataclass
@@ -41,14 +44,22 @@ class CullResult:
 
 
 def check_model(out: Path, model_dir: str | Path, config) -> None:
-    """Refuse to reuse scores made by another model; remember the model on first use."""
-    stamp = {"model": str(Path(model_dir).resolve()), "config": fingerprint(config)}
-    path = out / "model.json"
-    if path.exists():
+    """Refuse to reuse scores made by another model; drop the scores made by another version of the decoder (from
+    other pixels of the same files: a camera JPEG's preview or its full image), so that they are scored again
+    and one folder never mixes the two; then remember the model and the decoder."""
+    stamp = {"model": str(Path(model_dir).resolve()), "config": fingerprint(config), "decoder": DECODER_VERSION}
+    path, scores = out / "model.json", out / "scores.csv"
+    if path.exists() and (scores.exists() or journal_paths(scores)):
         old = json.loads(path.read_text())
-        if old != stamp and (out / "scores.csv").exists():
+        if (old.get("model"), old.get("config")) != (stamp["model"], stamp["config"]):
             raise IAAError(f"{out}: its scores were made by {old.get('model')}; use another --out for this model, "
                            "or delete scores.csv there to rescore")
+        if old.get("decoder") != DECODER_VERSION:
+            log.info("%s: its scores were made by another version of the decoder; scoring every photo again", out)
+            if scores.exists():
+                forget_scores(scores, list(read_output(scores, "csv")), bool(config.num_levels))
+            for journal in journal_paths(scores):  # an interrupted run's scores, from that decoder too
+                journal.unlink()
     atomic_write_text(path, json.dumps(stamp, indent=2) + "\n")
 
 

@@ -2,7 +2,8 @@
 the capture time, from one reduced-size decode per photo, cached in the thumbnail folder.
 
 Thumbnails are JPEGs named by a hash of the photo's path; `index.json` beside them remembers each
-photo's facts with the file's size and modification time, so a rerun decodes only new or changed photos.
+photo's facts with the file's size and modification time and the decoder's version, so a rerun decodes only
+new or changed photos (and every photo again under another version of the decoder).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from PIL import Image
 
 from ..artifacts import atomic_write_text
 from ..errors import DecodeError
-from ..imaging import Photo, decode_photo
+from ..imaging import DECODER_VERSION, Photo, decode_photo
 from ..progress import progress_bar
 
 INDEX, INDEX_EVERY = "index.json", 100  # the index is saved every INDEX_EVERY photos
@@ -37,6 +38,7 @@ class PhotoFacts:
     taken: float | None  # seconds since the epoch, from EXIF DateTimeOriginal (+ SubsecTimeOriginal)
     signature: str  # size and mtime of the file the facts were made from
     error: str = ""
+    decoder: int = DECODER_VERSION  # `imaging.DECODER_VERSION` of the decode they were made from
 
 
 def _signature(path: str) -> str:
@@ -76,6 +78,10 @@ class Surveyor:
     each photo once, for its score and its facts). The main process collects the facts into `facts`."""
 
     def __init__(self, folder: Path, size: int):
+        # imagehash.phash imports scipy.fftpack at its first call: imported here, once, the decoding workers
+        # forked after it have it, where each imported it again (about 0.5 s of CPU per worker and cull)
+        import scipy.fftpack  # noqa: F401
+
         self.folder, self.size, self.min_side = folder, size, thumb_min_side(size)
         self.facts: dict[str, PhotoFacts] = {}
 
@@ -142,9 +148,10 @@ def _same_file(path: str, signature: str) -> bool:
 
 
 def _read_index(folder: Path) -> dict[str, PhotoFacts]:
-    """The cached facts; an unreadable index (killed writer, older version) just means decoding again."""
+    """The cached facts made by this version of the decoder; an unreadable index (killed writer, older version)
+    just means decoding again."""
     try:
         text = (folder / INDEX).read_text(encoding="utf-8", errors="surrogateescape")
-        return {p: PhotoFacts(**f) for p, f in json.loads(text).items()}
+        return {p: PhotoFacts(**f) for p, f in json.loads(text).items() if f.get("decoder") == DECODER_VERSION}
     except (OSError, ValueError, TypeError):
         return {}

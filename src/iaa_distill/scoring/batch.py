@@ -43,7 +43,8 @@ def read_results(journal_path: Path) -> dict[str, Result]:
 
 
 # -- the run -------------------------------------------------------------------------------------
-def _journals(out: Path) -> list[Path]:
+def journal_paths(out: Path) -> list[Path]:
+    """The journals an interrupted run of `score_to_file` into `out` left (resumed by `resume=True`)."""
     partial = out.with_name(out.name + ".partial")
     ranks = sorted(out.parent.glob(glob.escape(out.name) + ".rank*"))
     return ([partial] if partial.exists() else []) + ranks
@@ -80,7 +81,7 @@ def score_to_file(
     out.parent.mkdir(parents=True, exist_ok=True)
     # gloo, whatever the device: the ranks only wait for each other
     with process_group(scorer.device, backend="gloo", timeout=BARRIER_TIMEOUT) as (rank, world):
-        existing = _journals(out)
+        existing = journal_paths(out)
         if existing and not resume:
             raise IAAError(
                 f"{existing[0]}: left by an interrupted run; pass --resume to continue it, or delete it to start over"
@@ -103,7 +104,7 @@ def score_to_file(
         return None
     rows = _merge(out, fmt, paths, resume, sort)
     atomic_write_text(out, format_output(rows, fmt, with_distribution=bool(scorer.config.num_levels)))
-    for journal_path in _journals(out):
+    for journal_path in journal_paths(out):
         journal_path.unlink()
     return rows
 
@@ -146,7 +147,7 @@ def sort_by_score(rows: Sequence[Result]) -> list[Result]:
 def _merge(out: Path, fmt: str, paths: Sequence[str], resume: bool, sort: bool) -> list[Result]:
     """Old output rows (when resuming) + every journal; inputs in order, then older rows not among them."""
     rows: dict[str, Result] = read_output(out, fmt) if resume and out.exists() else {}
-    for journal_path in _journals(out):
+    for journal_path in journal_paths(out):
         rows.update(read_results(journal_path))
     ordered = [rows.pop(p) for p in paths if p in rows] + list(rows.values())
     return sort_by_score(ordered) if sort else ordered

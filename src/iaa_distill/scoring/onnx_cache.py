@@ -19,7 +19,7 @@ import torch
 from ..hashing import update_with_file
 from ..messages import get_logger
 
-EXPORT_VERSION = "1"  # bump when the exported graph changes: older cached exports are then never used
+EXPORT_VERSION = "2"  # bump when the exported graph changes: older cached exports are then never used
 CACHE_FOLDER = "onnx-cache"
 MAX_EXPORT_DIFFERENCE = 1e-4  # an export whose mean scores differ more from PyTorch's is not used
 log = get_logger(__name__)
