@@ -39,7 +39,6 @@ def bench_culling(report: Report, folder: Path, workers: int, device: str, count
     """Time one cull and one `iaa score` of `count` generated camera-size photos with and without an MPF
     preview, the stages that bound them, and the preview's score drift."""
     from ..scoring import Scorer
-    from ..scoring.scorer import threads_beside
 
     batch_size = max(1, min(32, count // (2 * max(1, workers))))  # every worker gets batches to decode
     plain = write_benchmark_photos(folder / "camera", count, *CAMERA_SIZE, quality=90)
@@ -49,8 +48,8 @@ def bench_culling(report: Report, folder: Path, workers: int, device: str, count
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = _student_dir(Path(tmp), "tf_efficientnet_lite0", pretrained=True)
         torch_threads = torch.get_num_threads()
-        scorer = Scorer.from_pretrained(model_dir, device=device, threads=threads_beside(workers))  # as iaa cull
-        where = f"{workers} workers, {scorer.backend.name} on {threads_beside(workers)} threads"
+        scorer = Scorer.from_pretrained(model_dir, device=device)  # as iaa cull: the engine's threads, every core
+        where = f"{workers} workers, {scorer.backend.name} on every core"
         size = scorer.config.input_size
         scorer.predict_batch(torch.rand(batch_size, 3, size, size))  # warm-up: the first cull is not the slower
         decisions = {}
@@ -58,7 +57,7 @@ def bench_culling(report: Report, folder: Path, workers: int, device: str, count
             rates_of, decisions[variant] = _cull(report, variant, scorer, model_dir, paths, Path(tmp) / variant,
                                                  workers, batch_size, where)
             rates.update({f"{variant}: {k}": v for k, v in rates_of.items()})
-        rates.update(_more_threads(report, model_dir, device, photos[VARIANTS[0]], Path(tmp), workers, batch_size,
+        rates.update(_fewer_threads(report, model_dir, device, photos[VARIANTS[0]], Path(tmp), workers, batch_size,
                                    rates[f"{VARIANTS[0]}: photos_per_second"]))
         torch.set_num_threads(torch_threads)  # the limits and iaa score: the model on every core
         full = Scorer.from_pretrained(model_dir, device=device)  # as iaa score
@@ -95,23 +94,22 @@ def _cull(report: Report, variant: str, scorer, model_dir: Path, photos: list[st
     return {"photos_per_second": rate, "seconds_per_1000": seconds, **result.seconds}, result.decisions
 
 
-def _more_threads(report: Report, model_dir: Path, device: str, photos: list[str], tmp: Path, workers: int,
-                  batch_size: int, rate: float) -> dict[str, float]:
-    """The cull of camera JPEGs with the model on one thread more than `threads_beside` gives it (`iaa cull
-    --threads`), when the machine has that core: the preview leaves the workers less to do, so the model may
-    be worth more threads than the cores they leave."""
+def _fewer_threads(report: Report, model_dir: Path, device: str, photos: list[str], tmp: Path, workers: int,
+                   batch_size: int, rate: float) -> dict[str, float]:
+    """The cull of camera JPEGs with the model on only the cores the decoding workers leave (`threads_beside`,
+    `iaa cull --threads N`), when that is fewer than every core: which of the two shares the cores better."""
     from ..scoring import Scorer
     from ..scoring.scorer import threads_beside
 
-    threads = threads_beside(workers) + 1
-    if threads > threads_beside(0):  # every core
+    threads = threads_beside(workers)
+    if threads >= threads_beside(0):  # every core already
         return {}
     scorer = Scorer.from_pretrained(model_dir, device=device, threads=threads)
     variant = f"{VARIANTS[0]}, --threads {threads}"
     rates, _ = _cull(report, variant, scorer, model_dir, photos, tmp / variant, workers, batch_size,
                      f"{workers} workers, {scorer.backend.name} on {threads} threads")
-    report.ratio(f"culling: the model on {threads} threads vs {threads - 1} ({VARIANTS[0]}; above 1: --threads "
-                 f"{threads} is faster)", rates["photos_per_second"], rate)
+    report.ratio(f"culling: the model on every core vs --threads {threads}, the cores the workers leave "
+                 f"({VARIANTS[0]}; above 1: every core is faster)", rate, rates["photos_per_second"])
     return {f"{variant}: {k}": v for k, v in rates.items()}
 
 

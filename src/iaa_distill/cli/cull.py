@@ -52,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="longest side of gallery thumbnails in pixels, at least 32 (default: 400)")
     add_batch_options(run_group)
     add_engine_options(run_group)
-    run_group.add_argument("--threads", type=positive_int, help="CPU inference threads (default: the cores the "
-                           "decoding workers leave, at least 1; idle ones sleep rather than spin)")
+    run_group.add_argument("--threads", type=positive_int, help="CPU inference threads (default: one per core, as "
+                           "iaa score; idle ones sleep rather than spin, so the decoding workers get the cores "
+                           "whenever the model waits)")
     run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -71,7 +72,6 @@ def _decide(args: argparse.Namespace, out) -> list:
     from ..culling.run import cull, skipped_files
     from ..errors import IAAError
     from ..scoring import Scorer
-    from ..scoring.scorer import threads_beside
     from ..scoring.paths import collect_inputs
     from .options import config_from_args
 
@@ -93,7 +93,7 @@ def _decide(args: argparse.Namespace, out) -> list:
         _say(f"  {line}")
     paths = _outside(inputs.paths, [out, args.copy_to, args.link_to, args.move_to])
     scorer = Scorer.from_pretrained(args.model, device=args.device, backend=args.backend, onnx_path=args.onnx,
-                                    threads=args.threads or threads_beside(args.workers))
+                                    threads=args.threads)
     result = cull(paths, scorer, args.model, out, rules, thumb_size=args.thumb_size,
                   batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
                   title=f"iaa cull: {model_name(args.model)}")
