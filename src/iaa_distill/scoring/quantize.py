@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IAAError
+from .result import Result
 from .scorer import Scorer
 
 DEFAULT_MAX_SRCC_DROP = 0.01
@@ -86,14 +87,20 @@ def labelled_split(spec: str, split: str) -> tuple[list[str], np.ndarray]:
 
 
 class _Calibration:
-    """onnxruntime's CalibrationDataReader over photos, in the Scorer's preprocessing."""
+    """onnxruntime's CalibrationDataReader over `batches` (model inputs, in the Scorer's preprocessing)."""
 
-    def __init__(self, scorer: Scorer, input_name: str, photos: Sequence[str], batch_size: int, workers: int):
-        self.batches: Iterator = ({input_name: scorer.model_input(batch.images).numpy()}
-                                  for _, batch in scorer.iter_inputs(photos, batch_size, workers) if batch.rows)
+    def __init__(self, batches: Sequence[dict]):
+        self.batches: Iterator = iter(batches)
 
     def get_next(self) -> dict | None:
         return next(self.batches, None)
+
+
+def _calibration_inputs(scorer: Scorer, photos: Sequence[str], batch_size: int, workers: int) -> list[dict]:
+    """The model inputs of the calibration photos, decoded once for every scheme tried."""
+    name = scorer.backend.input_name
+    return [{name: scorer.model_input(batch.images).numpy()}
+            for _, batch in scorer.iter_inputs(photos, batch_size, workers) if batch.rows]
 
 
 def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[str], *,
@@ -117,12 +124,14 @@ def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        inputs = _calibration_inputs(fp32_scorer, calibration, batch_size, workers)
+        exclude = fp32_nodes(prepared, fp32_early)
+        fp32_scores = fp32_scorer.score_paths(photos, batch_size, workers)
         for number, scheme in enumerate(SCHEMES):
             int8 = Path(tmp) / f"int8-{number}.onnx"
-            reader = _Calibration(fp32_scorer, fp32_scorer.backend.input_name, calibration, batch_size, workers)
-            _quantize(prepared, int8, reader, scheme, fp32_nodes(prepared, fp32_early))
+            _quantize(prepared, int8, _Calibration(inputs), scheme, exclude)
             int8_scorer = Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=int8)
-            drift = replace(measure_drift(fp32_scorer, int8_scorer, photos, labels, where, batch_size, workers),
+            drift = replace(measure_drift(fp32_scores, int8_scorer, photos, labels, where, batch_size, workers),
                             scheme=scheme)
             if drift.srcc_drop <= max_srcc_drop:
                 os.replace(int8, out)
@@ -155,13 +164,13 @@ def fp32_nodes(model: Path, early: float) -> list[str]:
     return [n.name for i, n in enumerate(nodes) if i < first_int8 or i > convs[-1] or n.op_type in POOLING_OPS]
 
 
-def measure_drift(fp32: Scorer, int8: Scorer, photos: Sequence[str], labels: np.ndarray | None, where: str,
-                  batch_size: int = 16, workers: int = 2) -> Drift:
-    """Score `photos` with both models; SRCC against `labels` (or int8 against fp32) and mean |difference|."""
+def measure_drift(fp32: Sequence[Result], int8: Scorer, photos: Sequence[str], labels: np.ndarray | None,
+                  where: str, batch_size: int = 16, workers: int = 2) -> Drift:
+    """Score `photos` with the int8 model, against the fp32 model's results `fp32` on the same photos; SRCC
+    against `labels` (or int8 against fp32) and mean |difference|."""
     from ..evaluation.metrics import srcc
 
-    a = fp32.score_paths(photos, batch_size, workers)
-    b = int8.score_paths(photos, batch_size, workers)
+    a, b = fp32, int8.score_paths(photos, batch_size, workers)
     ok = [i for i, (x, y) in enumerate(zip(a, b)) if x.ok and y.ok]
     if len(ok) < 3:
         raise IAAError(f"{where}: fewer than 3 photos could be scored to measure the int8 drift")
