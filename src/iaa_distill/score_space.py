@@ -63,12 +63,17 @@ class ScoreSpace:
 
     def decode(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Raw model output -> (mean score on the scale, distribution or None)."""
-        levels = torch.as_tensor(self.levels, dtype=torch.float32, device=raw.device)
         if self.num_levels:
             dist = torch.softmax(raw.float(), dim=-1)
-            return dist @ levels, dist
-        low, high = levels[0], levels[-1]
-        return low + raw.float().squeeze(-1) * (high - low), None
+            return self.target_mean(dist), dist
+        return self.target_mean(raw.squeeze(-1)), None
+
+    def target_mean(self, target: torch.Tensor) -> torch.Tensor:
+        """Mean score on the scale of targets: (N, K) distributions (K-level) or (N,) normalised scores (scalar)."""
+        levels = torch.as_tensor(self.levels, dtype=torch.float32, device=target.device)
+        if self.num_levels:
+            return target.float() @ levels
+        return levels[0] + target.float() * (levels[-1] - levels[0])
 
     def mean(self, raw: torch.Tensor) -> torch.Tensor:
         """Mean score on the scale of a raw model output."""

@@ -314,8 +314,8 @@ def _engine_rates(report: Report, name: str, scorer, photos: list[Path], workers
 
 def _one_thread(report: Report, model_dir: Path, onnx_path: Path, photos: list[Path], workers: int, batch_size: int,
                 default: float) -> dict[str, float]:
-    """`iaa score --threads 1` (the model on the core the decoding workers leave, as `iaa cull` runs it) against
-    the default threads (one per core), at the default's best batch size."""
+    """`iaa score --threads 1` (the model on the one core that 2 decoding workers on 2 cores leave) against the
+    default threads (one per core), at the default's best batch size."""
     from ..scoring import Scorer
 
     torch_threads = torch.get_num_threads()

@@ -416,10 +416,7 @@ def _teacher_val_srcc(val: SplitTable, space) -> float | None:
 
 def _teacher_means(predictions: np.ndarray, space) -> np.ndarray:
     """The teacher's mean score on the label scale from its predictions (distributions or normalised scores)."""
-    predictions = torch.from_numpy(np.asarray(predictions, np.float32))
-    levels = torch.as_tensor(space.levels, dtype=torch.float32)
-    means = predictions @ levels if space.num_levels else levels[0] + predictions * (levels[-1] - levels[0])
-    return means.double().numpy()
+    return space.target_mean(torch.from_numpy(np.asarray(predictions, np.float32))).double().numpy()
 
 
 def _teacher_agreement(data: DatasetDataModule, held_out: list[ImageRecord], targets: DistillationTargets | None
