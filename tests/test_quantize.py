@@ -1,6 +1,7 @@
 """`iaa export onnx --int8`: a statically quantised model that scores, refused (nothing written) past its bound."""
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 
@@ -10,6 +11,19 @@ from iaa_distill.scoring import Scorer
 from tests.conftest import save_tiny_student, write_jpegs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def srcc(a, b):
+    from iaa_distill.evaluation.metrics import srcc
+
+    return srcc(np.asarray(a), np.asarray(b))
+
+
+def fp32_means(model_dir, photos):
+    from iaa_distill.scoring.onnx_cache import cached_onnx
+
+    scorer = Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=cached_onnx(model_dir))
+    return [r.mean for r in scorer.score_paths(photos, batch_size=16, num_workers=0)]
 
 
 def _drifting(real, drifts: int):
@@ -48,8 +62,12 @@ def test_the_fastest_scheme_within_the_bound_is_saved_else_one_with_a_sensitive_
     model_dir = save_tiny_student(tmp_path / "student")
     photos = [str(p) for p in sorted((tmp_path / "photos").iterdir())]
     calibration, held_out = photos[:6], photos[6:]
-    fast = quantize.quantize_onnx(model_dir, tmp_path / "fast.onnx", calibration, held_out, max_rank_loss=1.0)
+    (tmp_path / "broken.jpg").write_bytes(b"not a photo")
+    labelled = ([str(tmp_path / "broken.jpg"), *photos[:5]], np.array([9.0, 1.0, 2.0, 3.0, 4.0, 5.0]), "a split")
+    fast = quantize.quantize_onnx(model_dir, tmp_path / "fast.onnx", calibration, held_out, check=labelled,
+                                  max_rank_loss=1.0, max_srcc_drop=1.0)
     assert fast.held_out == 3 and fast.scheme.endswith("from the input")  # on the held-out photos, no block added
+    assert fast.images == 5 and fast.srcc_fp32 == pytest.approx(srcc(np.arange(1.0, 6.0), fp32_means(model_dir, photos[:5])))
 
     measure, calls = _drifting(quantize.measure_drift, 1)
     monkeypatch.setattr(quantize, "measure_drift", measure)

@@ -176,10 +176,10 @@ def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[
 def _photos(scorer: Scorer, session, paths: Sequence[str], batch_size: int, workers: int) -> _Photos:
     """The model inputs of `paths`, decoded once for every scheme tried, and their fp32 scores."""
     batches, rows = [], []
-    for batch_rows, batch in scorer.iter_inputs(paths, batch_size, workers):
+    for _, batch in scorer.iter_inputs(paths, batch_size, workers):
         if batch.rows:
             batches.append(scorer.model_input(batch.images).numpy())
-            rows += batch_rows
+            rows += batch.rows  # those that decoded
     return _Photos(batches, rows, _scores(session, batches))
 
 
