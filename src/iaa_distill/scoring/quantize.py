@@ -144,7 +144,7 @@ def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[
     out.parent.mkdir(parents=True, exist_ok=True)
     scorer = Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=fp32)
     session = scorer.backend.session
-    inputs = lambda paths: _photos(scorer, session, paths, batch_size, workers)  # noqa: E731
+    inputs = lambda paths: _photos(scorer, session, paths, batch_size, workers)
     calibrating = inputs(calibration)
     held = inputs(held_out) if len(held_out) >= 3 else calibrating
     labelled = (inputs(check[0]), np.asarray(check[1]), check[2]) if check is not None else None
@@ -284,8 +284,8 @@ def measure_drift(int8: Path, held: _Photos, labelled: tuple[_Photos, np.ndarray
     scores = _scores(session, held.batches)
     rank_loss = 1.0 - srcc(held.fp32, scores)
     where = "the held-out photos" if held_out else "the calibration photos"
-    common = dict(rank_loss=rank_loss, held_out=len(held.rows), scheme=scheme,
-                  ranked_on="held-out photos" if held_out else "calibration photos")
+    common = {"rank_loss": rank_loss, "held_out": len(held.rows), "scheme": scheme,
+              "ranked_on": "held-out photos" if held_out else "calibration photos"}
     if labelled is None:
         return Drift(where, len(held.rows), None, None, rank_loss, float(np.abs(scores - held.fp32).mean()), **common)
     photos, labels, description = labelled
