@@ -171,3 +171,17 @@ def test_scoring_prints_one_model_thread_against_the_default_threads(tmp_path):
     assert rates["student onnxruntime --threads 1"] > 0
     assert ratio["value"] == pytest.approx(rates["student onnxruntime --threads 1"])  # against 1.0
     assert torch.get_num_threads() == threads  # NIMA, timed next, keeps every core
+
+
+def test_bench_int8_reports_its_rank_loss_on_bench_photos_held_out_from_calibration(tmp_path, sample_photos):
+    from iaa_distill.bench.sections import _int8_scorer
+    from iaa_distill.bench.timing import Report
+    from tests.conftest import save_tiny_student, write_jpegs
+
+    write_jpegs(tmp_path / "photos", sample_photos, 9, size=96)
+    report = Report({}, show=print)
+    scorer = _int8_scorer(report, save_tiny_student(tmp_path / "student"), sorted((tmp_path / "photos").iterdir()),
+                          tmp_path, 0)
+    rows = {r.name: r.value for r in report.results}
+    assert any("fp32's ranking (3 held-out bench photos" in name for name in rows)  # 9 photos: 6 calibrate
+    assert all(r.ok for r in scorer.score(sorted((tmp_path / "photos").iterdir())))

@@ -1,6 +1,7 @@
 """`iaa export onnx --int8`: a statically quantised model that scores, refused (nothing written) past its bound."""
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 
@@ -12,41 +13,87 @@ from tests.conftest import save_tiny_student, write_jpegs
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
+def srcc(a, b):
+    from iaa_distill.evaluation.metrics import srcc
+
+    return srcc(np.asarray(a), np.asarray(b))
+
+
+def fp32_means(model_dir, photos):
+    from iaa_distill.scoring.onnx_cache import cached_onnx
+
+    scorer = Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=cached_onnx(model_dir))
+    return [r.mean for r in scorer.score_paths(photos, batch_size=16, num_workers=0)]
+
+
+def _drifting(real, drifts: int):
+    """measure_drift whose first `drifts` schemes lose 0.2 of fp32's ranking."""
+    calls = []
+
+    def measure(*args, **kwargs):
+        calls.append(1)
+        measured = real(*args, **kwargs)
+        return quantize.Drift(**{**measured.__dict__, "rank_loss": 0.2}) if len(calls) <= drifts else measured
+
+    return measure, calls
+
+
 def test_int8_model_scores_and_is_refused_past_its_bound(tmp_path, sample_photos, monkeypatch, capsys):
     write_jpegs(tmp_path / "photos", sample_photos, 8, size=160)
     model_dir = save_tiny_student(tmp_path / "student")
     out = tmp_path / "int8.onnx"
     args = ["export", "onnx", "--model", str(model_dir), "--int8", "--calibration", str(tmp_path / "photos")]
-    assert main([*args, "--out", str(out), "--max-srcc-drop", "1"]) == 0
-    assert "calibrated on 8 photos" in capsys.readouterr().out
+    assert main([*args, "--out", str(out), "--max-rank-loss", "1"]) == 0
+    printed = capsys.readouterr().out  # 2 held out would be too few: all 8 calibrate, and rank on themselves
+    assert "calibrated on 8 photos" in printed and "on 8 calibration photos" in printed
     assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(out)).graph.node)
     results = Scorer.from_pretrained(model_dir, backend="onnx", onnx_path=out).score(sorted((tmp_path / "photos").iterdir()))
     assert all(r.ok for r in results)
 
-    real = quantize.measure_drift
-    monkeypatch.setattr(quantize, "measure_drift", lambda *a, **k: quantize.Drift(**{**real(*a, **k).__dict__, "srcc_drop": 0.2}))
+    monkeypatch.setattr(quantize, "measure_drift", _drifting(quantize.measure_drift, 99)[0])
     assert main([*args, "--out", str(tmp_path / "refused.onnx")]) == 1
     assert "int8 model refused" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx", "photos", "student"]  # nothing partial left
 
 
-def test_the_fast_scheme_first_then_the_accurate_one_when_the_fast_one_drifts(tmp_path, sample_photos, monkeypatch):
-    write_jpegs(tmp_path / "photos", sample_photos, 6, size=160)
+def test_the_fastest_scheme_within_the_bound_is_saved_else_one_with_a_sensitive_block_kept_fp32(tmp_path, sample_photos,
+                                                                                                monkeypatch):
+    write_jpegs(tmp_path / "photos", sample_photos, 9, size=160)
     model_dir = save_tiny_student(tmp_path / "student")
     photos = [str(p) for p in sorted((tmp_path / "photos").iterdir())]
-    fast, accurate = quantize.SCHEMES
-    drift = quantize.quantize_onnx(model_dir, tmp_path / "fast.onnx", photos, max_srcc_drop=1.0)
-    assert drift.scheme == fast and fast in drift.summary()
-    ops = {node.op_type for node in onnx.load(str(tmp_path / "fast.onnx")).graph.node}
-    assert "QuantizeLinear" in ops
+    calibration, held_out = photos[:6], photos[6:]
+    (tmp_path / "broken.jpg").write_bytes(b"not a photo")
+    labelled = ([str(tmp_path / "broken.jpg"), *photos[:5]], np.array([9.0, 1.0, 2.0, 3.0, 4.0, 5.0]), "a split")
+    fast = quantize.quantize_onnx(model_dir, tmp_path / "fast.onnx", calibration, held_out, check=labelled,
+                                  max_rank_loss=1.0, max_srcc_drop=1.0)
+    assert fast.held_out == 3 and fast.scheme.endswith("from the input")  # on the held-out photos, no block added
+    assert fast.images == 5 and fast.srcc_fp32 == pytest.approx(srcc(np.arange(1.0, 6.0), fp32_means(model_dir, photos[:5])))
 
-    real, calls = quantize.measure_drift, []
+    measure, calls = _drifting(quantize.measure_drift, 1)
+    monkeypatch.setattr(quantize, "measure_drift", measure)
+    slower = quantize.quantize_onnx(model_dir, tmp_path / "slower.onnx", calibration, held_out, max_rank_loss=0.1)
+    assert len(calls) == 2 and " and blocks." in slower.scheme
+    quantized = [sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(tmp_path / f)).graph.node)
+                 for f in ("fast.onnx", "slower.onnx")]
+    assert quantized[1] < quantized[0]  # the block kept fp32 has no int8 inputs any more
 
-    def fast_one_drifts(*args, **kwargs):
-        calls.append(1)
-        measured = real(*args, **kwargs)
-        return quantize.Drift(**{**measured.__dict__, "srcc_drop": 0.2}) if len(calls) == 1 else measured
 
-    monkeypatch.setattr(quantize, "measure_drift", fast_one_drifts)
-    drift = quantize.quantize_onnx(model_dir, tmp_path / "accurate.onnx", photos, max_srcc_drop=0.1)
-    assert drift.scheme == accurate and len(calls) == 2 and (tmp_path / "accurate.onnx").is_file()
+def test_blocks_cover_every_convolution_once_named_by_their_indexed_module(tmp_path):
+    from iaa_distill.scoring.onnx_export import export_onnx
+
+    model_dir = save_tiny_student(tmp_path / "student")
+    path = export_onnx(model_dir, tmp_path / "model.onnx")
+    convs = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    found = quantize.blocks(path)
+    assert sorted(n for _, nodes in found for n in nodes if n in convs) == sorted(convs)
+    names = [name for name, _ in found]
+    assert "blocks.3.0" in names and len(names) == len(set(names))  # a block's squeeze-excite convs are its own
+
+
+def test_held_out_photos_are_never_calibrated_on_and_at_most_a_third():
+    photos = [f"{i}.jpg" for i in range(12)]
+    calibration, held_out = quantize.split_held_out(photos, count=300, held_out=300)
+    assert len(held_out) == 4 and len(calibration) == 8 and not set(calibration) & set(held_out)
+    assert quantize.split_held_out(photos[:8]) == (sorted(photos[:8]), [])  # 2 would be too few to rank
+    calibration, held_out = quantize.split_held_out([f"{i}.jpg" for i in range(1000)], count=300, held_out=200)
+    assert (len(calibration), len(held_out)) == (300, 200) and not set(calibration) & set(held_out)

@@ -286,12 +286,13 @@ def bench_scoring(report: Report, photos: list[Path], workers: int, device: str,
 def _int8_scorer(report: Report, model_dir: Path, photos: list[Path], root: Path, workers: int):
     """The int8 model of `model_dir` calibrated on `photos`; its drift against fp32 on them is reported."""
     from ..scoring import Scorer
-    from ..scoring.quantize import quantize_onnx
+    from ..scoring.quantize import quantize_onnx, split_held_out
 
-    drift = quantize_onnx(model_dir, root / "student-int8.onnx", [str(p) for p in photos], max_srcc_drop=1.0,
-                          workers=workers)
-    report.add("scoring", f"int8 drift ({drift.scheme}): SRCC lost against fp32's ranking (bench photos, no labels)",
-               drift.srcc_drop, "")
+    calibration, held_out = split_held_out([str(p) for p in photos])
+    drift = quantize_onnx(model_dir, root / "student-int8.onnx", calibration, held_out, max_rank_loss=1.0,
+                          extra_blocks=0, workers=workers)
+    report.add("scoring", f"int8 drift ({drift.scheme}): SRCC lost against fp32's ranking ({drift.held_out} held-out "
+               "bench photos, no labels)", drift.rank_loss, "")
     report.add("scoring", f"int8 drift ({drift.scheme}): mean |score difference| vs fp32", drift.mean_abs_difference, "")
     return Scorer.from_pretrained(model_dir, device="cpu", backend="onnx", onnx_path=root / "student-int8.onnx")
 
