@@ -14,8 +14,8 @@ the demo's settings and one student and baseline per seed, written as a recipe
 (`iaa fit RECIPE` reruns or resumes it) and run by `run_recipe`; the comparison across seeds is printed.
 
 With `--no-unlabeled` the students train on the labelled subset alone (the few-labels regime of a user
-without unlabelled photos): the recipe's default `views: auto` then distils them on augmented views of the
-kept training images (`data.views`; `--views N` / `--view-area A` set the count and the least area share).
+without unlabelled photos); `--views N` (and `--view-area A`, the least area share kept) distils them on N
+augmented views of each kept training image instead (`data.views`).
 
     python benchmarks/small_data.py --demo-dir iaa-small-data --train-images 150 --seeds 0,1,2,3,4 --students 0,1,2
 """
@@ -191,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-unlabeled", dest="unlabeled", action="store_false",
                         help="students without the unlabelled photos (labels only, as a user without them)")
     parser.add_argument("--views", type=int, metavar="N",
-                        help="augmented views per labelled training image (default: the recipe's `views: auto`, "
-                        "views only without unlabelled photos)")
+                        help="augmented views per labelled training image (default: the recipe's, none)")
     parser.add_argument("--view-area", type=float, metavar="A", help="least area share a view keeps (views.min_area)")
     args = parser.parse_args(argv)
     views = {k: v for k, v in (("count", args.views), ("min_area", args.view_area)) if v is not None}

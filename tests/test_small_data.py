@@ -83,7 +83,7 @@ def test_seeded_feature_cache_holds_the_demo_rows_of_the_recipes_images(tmp_path
     demo = write_cache(tmp_path / "demo-features", full, features)
     subset = labelled_subset(full, 5, seed=1)
     recipe = Recipe.load(student_recipe(tmp_path, subset_labels_file(tmp_path, subset, "few"), tmp_path / "few", [0],
-                                          unlabeled=False))
+                                          unlabeled=False, views={"count": "auto"}))
     seed_features(recipe, demo)
     seeded = FeatureCache.open(recipe.out / "features")
     images = recipe.training_dataset()  # without unlabelled photos: the labelled images and their views

@@ -68,11 +68,12 @@ def test_an_interrupted_write_leaves_no_view_behind(toy, tmp_path, monkeypatch):
 
 
 def test_auto_makes_views_only_without_unlabelled_photos(toy, tmp_path, sample_photos):
-    assert ViewSettings().count == "auto"
-    assert len(with_views(toy, tmp_path / "v", ViewSettings()).split(UNLABELED_SPLIT)) == AUTO_VIEWS * 28
+    assert with_views(toy, tmp_path / "v", ViewSettings()) is toy  # off by default (it did not help on validation)
+    auto = ViewSettings(count="auto")
+    assert len(with_views(toy, tmp_path / "v", auto).split(UNLABELED_SPLIT)) == AUTO_VIEWS * 28
     write_jpegs(tmp_path / "photos", sample_photos, 3, size=64, seed=5)
     mixed = with_unlabeled(toy, [f"folder:{tmp_path / 'photos'}"])
-    assert with_views(mixed, tmp_path / "w", ViewSettings()) is mixed  # `iaa demo` and runs with photos: unchanged
+    assert with_views(mixed, tmp_path / "w", auto) is mixed  # `iaa demo` and runs with photos: unchanged
     assert not (tmp_path / "w").exists()
     assert len(with_views(mixed, tmp_path / "w", ViewSettings(count=1)).split(UNLABELED_SPLIT)) == 3 + 28
     assert with_views(toy, tmp_path / "z", ViewSettings(count=0)) is toy
@@ -86,7 +87,8 @@ def test_the_demo_recipe_gets_no_views_and_a_recipe_without_photos_does(tmp_path
 
     csv_path = build_synthetic_dataset(tmp_path / "dataset", images_per_photo=2, seed=0)
     write_jpegs(tmp_path / "unlabeled", {"a": np.full((60, 80, 3), 90, np.uint8)}, 2, size=64)
-    with_photos = demo_recipe(tmp_path, csv_path, quick=True, seed=0, unlabeled=tmp_path / "unlabeled")
+    with_photos = replace(demo_recipe(tmp_path, csv_path, quick=True, seed=0, unlabeled=tmp_path / "unlabeled"),
+                          views={"count": "auto"})
     assert not [r for r in with_photos.training_dataset().records if r.image_id.startswith("views/")]
     alone = replace(with_photos, unlabeled=[], out=tmp_path / "alone")
     views = [r for r in alone.training_dataset().records if r.image_id.startswith("views/")]
@@ -106,7 +108,7 @@ def test_view_settings_enter_the_feature_key_through_the_view_paths(tmp_path):
     keys = [features_key(count=2), features_key(count=2, min_area=0.8), features_key(count=2, seed=1),
             features_key(count=3), features_key(count=0)]
     assert len(set(keys)) == len(keys)
-    assert features_key(count=2) == keys[0]
+    assert features_key(count=2) == keys[0] and features_key(count="auto") == features_key(count=AUTO_VIEWS)
     assert Recipe.load(Recipe(dataset="csv:x", out=tmp_path, views={"count": 3}).save(tmp_path / "r.yaml"),
                        ["views.min_area=0.7"]).views == {"count": 3, "min_area": 0.7}
     (tmp_path / "s.yaml").write_text("dataset: csv:x\nout: o\nviews: 5\n")

@@ -1,7 +1,7 @@
 """`iaa fit`: every stage of the method from one YAML recipe, each skipped when its outputs are up to date.
 
 Stages and their folders under the recipe's `out`:
-  views/             augmented views of the training images (`views:`; by default only without `unlabeled:`)
+  views/             augmented views of the training images (`views:`, off by default; `auto`: without `unlabeled:`)
   features/          teacher MLSP features (resumable cache), unlabelled images (`unlabeled:`) and views included
   teacher/           stage-1 teacher head + distillation targets
   image_cache/       pre-resized training images, shared by the student and the baseline
