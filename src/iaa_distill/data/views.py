@@ -4,7 +4,9 @@ Distillation helps when the teacher scores images the student did not fit to lab
 photos there are none: on its own training images the teacher's score is its in-sample fit of the labels, so
 the distillation target adds almost nothing to them. Function matching (Beyer et al., CVPR 2022, "Knowledge
 distillation: a good teacher is patient and consistent") makes such inputs: augmented views of the training
-images, which the teacher scores and the student is distilled on like unlabelled photos.
+images, which the teacher scores and the student is distilled on like unlabelled photos. Opt-in (`count` 0 by
+default): on the demo's 150 labels without unlabelled photos they lowered the validation signals (README,
+*Students on 150 labels*).
 
 Each view is a crop of a source image keeping a seeded share of its area (at least `min_area`, the aspect
 ratio kept, so the composition changes little), mirrored with probability 1/2. Views are JPEG files under the
