@@ -14,7 +14,8 @@ the demo's settings and one student and baseline per seed, written as a recipe
 (`iaa fit RECIPE` reruns or resumes it) and run by `run_recipe`; the comparison across seeds is printed.
 
 With `--no-unlabeled` the students train on the labelled subset alone (the few-labels regime of a user
-without unlabelled photos).
+without unlabelled photos); `--views N` (and `--view-area A`, the least area share kept) distils them on N
+augmented views of each kept training image instead (`data.views`).
 
     python benchmarks/small_data.py --demo-dir iaa-small-data --train-images 150 --seeds 0,1,2,3,4 --students 0,1,2
 """
@@ -134,38 +135,43 @@ def subset_labels_file(folder: Path, dataset: Dataset, name: str) -> Path:
     return target
 
 
-def student_recipe(folder: Path, labels: Path, out: Path, seeds: list[int], unlabeled: bool = True) -> Path:
+def student_recipe(folder: Path, labels: Path, out: Path, seeds: list[int], unlabeled: bool = True,
+                   views: dict[str, Any] | None = None) -> Path:
     """The demo's settings on `labels` plus (`unlabeled`) its unlabelled photos (`demo_data` made them), one
-    student and baseline per seed; written to OUT/recipe.yaml (`iaa fit` reruns or resumes it). Returns its path."""
+    student and baseline per seed, `views` as the recipe's section (None: its default); written to
+    OUT/recipe.yaml (`iaa fit` reruns or resumes it). Returns its path."""
     recipe = replace(demo_recipe(out, labels, quick=False, seed=0, unlabeled=folder / "unlabeled" if unlabeled else None),
-                     out=out / "fit", seeds=seeds)
+                     out=out / "fit", seeds=seeds, views=views or {})
     return recipe.save(out / "recipe.yaml")
 
 
 def seed_features(recipe: Recipe, cache: FeatureCache) -> None:
     """The recipe's feature cache filled with the demo cache's rows of its images (features depend on the
-    images only), so `run_recipe` finds it complete instead of running the three teachers again. Nothing is
-    done when the recipe's cache exists (a rerun resumes or checks it as usual)."""
+    images only), so `run_recipe` runs the three teachers only on the images the demo lacks (the views of the
+    training images, `data.views`): complete without views. Nothing is done when the recipe's cache exists (a
+    rerun resumes or checks it as usual)."""
     target = recipe.out / "features"
     if (target / "manifest.json").is_file():
         return
-    dataset = recipe.open_dataset()
+    dataset = recipe.training_dataset()
     split = stage_settings(recipe, progress=False).features.split
     ids = [r.image_id for r in dataset.split(split)]
+    known = [row for row, image_id in enumerate(ids) if image_id in cache.index]
     manifest = FeatureCacheManifest.from_dict({**cache.manifest.to_dict(), "complete": False, "failed": {}})
     manifest.dataset = dataset_record(dataset, split, ids)
     create_cache(target, manifest, ids)
     with RowWriter(target, FEATURES_NAME) as writer:
-        writer.write(range(len(ids)), np.asarray(cache.features[cache.rows_for(ids)]), {})
-    finalize_manifest(target)
+        writer.write(known, np.asarray(cache.features[cache.rows_for([ids[row] for row in known])]), {})
+    if len(known) == len(ids):
+        finalize_manifest(target)
 
 
 def students(folder: Path, dataset: Dataset, cache: FeatureCache, out: Path, seeds: list[int],
-             unlabeled: bool = True) -> str:
-    """Student, baseline and probe per seed on the labelled subset (+ unlabelled photos): the table of
+             unlabeled: bool = True, views: dict[str, Any] | None = None) -> str:
+    """Student, baseline and probe per seed on the labelled subset (+ unlabelled photos or views): the table of
     `benchmarks/students.py` (SRCC with CIs, EMD, predicted spread). The teacher features come from `cache`."""
     labels = subset_labels_file(folder, dataset, out.name)
-    recipe_path = student_recipe(folder, labels, out, seeds, unlabeled)
+    recipe_path = student_recipe(folder, labels, out, seeds, unlabeled, views)
     print(f"[students] iaa fit --config {recipe_path}", flush=True)
     recipe = Recipe.load(recipe_path)
     seed_features(recipe, cache)
@@ -184,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="also train a student and a baseline per seed on the subset (e.g. 0,1,2)")
     parser.add_argument("--no-unlabeled", dest="unlabeled", action="store_false",
                         help="students without the unlabelled photos (labels only, as a user without them)")
+    parser.add_argument("--views", type=int, metavar="N",
+                        help="augmented views per labelled training image (default: the recipe's, none)")
+    parser.add_argument("--view-area", type=float, metavar="A", help="least area share a view keeps (views.min_area)")
     args = parser.parse_args(argv)
+    views = {k: v for k, v in (("count", args.views), ("min_area", args.view_area)) if v is not None}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny heads: threads only wait on each other
     print(SYNTHETIC_WARNING, flush=True)
@@ -195,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"small_data: error: {error}", file=sys.stderr)
         return 1
     out = args.demo_dir / (f"small-data-{args.train_images}-subset{args.subset_seed}"
-                           + ("" if args.unlabeled else "-no-unlabeled"))
+                           + ("" if args.unlabeled else "-no-unlabeled")
+                           + "".join(f"-views-{k}{v}" for k, v in views.items()))
     runs = [measure(dataset, cache, out, teacher, seed) for seed in args.seeds]
     text = table(runs, args.train_images, len(dataset.split("test")))
     (out / "small_data.json").write_text(json.dumps({"runs": runs, "summary": summary(runs)}, indent=2) + "\n")
@@ -205,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)  # the students' convolutions do use every core
         try:
             print("\n" + students(args.demo_dir.expanduser().resolve(), dataset, cache, out.resolve(),
-                                   args.students, args.unlabeled))
+                                   args.students, args.unlabeled, views))
         except IAAError as error:
             print(f"small_data: error: {error}", file=sys.stderr)
             return 1

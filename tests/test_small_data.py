@@ -83,12 +83,20 @@ def test_seeded_feature_cache_holds_the_demo_rows_of_the_recipes_images(tmp_path
     demo = write_cache(tmp_path / "demo-features", full, features)
     subset = labelled_subset(full, 5, seed=1)
     recipe = Recipe.load(student_recipe(tmp_path, subset_labels_file(tmp_path, subset, "few"), tmp_path / "few", [0],
-                                          unlabeled=False))
+                                          unlabeled=False, views={"count": "auto"}))
     seed_features(recipe, demo)
     seeded = FeatureCache.open(recipe.out / "features")
-    images = recipe.open_dataset()
+    images = recipe.training_dataset()  # without unlabelled photos: the labelled images and their views
     ids = [r.image_id for r in images.records]
-    assert seeded.complete and seeded.ids == ids and len(ids) < len(full.records)
+    labelled = [i for i in ids if not i.startswith("views/")]
+    assert len(ids) > len(labelled) and seeded.ids == ids and len(labelled) < len(full.records)
+    assert not seeded.complete and set(seeded.valid_ids()) == set(labelled)  # the views are left to the teachers
     assert seeded.manifest.dataset["fingerprint"] == images.fingerprint()
-    assert np.array_equal(np.asarray(seeded.features), np.asarray(demo.features[demo.rows_for(ids)]))
+    assert np.array_equal(np.asarray(seeded.features[seeded.rows_for(labelled)]),
+                          np.asarray(demo.features[demo.rows_for(labelled)]))
     assert seeded.manifest.teachers == demo.manifest.teachers
+    no_views = Recipe.load(student_recipe(tmp_path, subset_labels_file(tmp_path, subset, "few"), tmp_path / "none",
+                                          [0], unlabeled=False, views={"count": 0}))
+    seed_features(no_views, demo)
+    seeded = FeatureCache.open(no_views.out / "features")
+    assert seeded.complete and seeded.ids == [r.image_id for r in no_views.open_dataset().records]

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.linear_model import RidgeCV
 
+from iaa_distill.data.records import ImageRecord
 from iaa_distill.student import Student, StudentConfig
 from iaa_distill.teachers.mlsp import Teacher
 from iaa_distill.teachers.weights import WeightsSource
@@ -196,9 +197,10 @@ def test_teacher_rule_keeps_the_epoch_that_agrees_best_with_the_teacher(tmp_path
     # without held-out photos (the baseline, or no unlabelled photos) the val labels decide, as `best`
     assert kept_epoch(_record_epochs("teacher", epochs, true, tmp_path))["epoch"] == 2
     # the held-out share is seeded, disjoint and kept in the records' order
-    records = list(range(100))
+    records = [ImageRecord(f"unlabeled/0/{i:03d}", None, "toy", "unlabeled") for i in range(100)]
     kept, held = hold_out(records, seed=0)
-    assert len(held) == 25 and sorted(kept + held) == records and held == sorted(held)
+    ids = lambda rs: [r.image_id for r in rs]
+    assert len(held) == 25 and sorted(ids(kept + held)) == ids(records) and ids(held) == sorted(ids(held))
     assert hold_out(records, seed=0) == (kept, held) and hold_out(records, seed=1)[1] != held
     assert hold_out(records[:40], seed=0) == (records[:40], [])  # 10 held out would be under MIN_HOLDOUT
 

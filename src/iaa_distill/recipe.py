@@ -1,7 +1,8 @@
 """`iaa fit`: every stage of the method from one YAML recipe, each skipped when its outputs are up to date.
 
 Stages and their folders under the recipe's `out`:
-  features/          teacher MLSP features (resumable cache), unlabelled images (`unlabeled:`) included
+  views/             augmented views of the training images (`views:`, off by default; `auto`: without `unlabeled:`)
+  features/          teacher MLSP features (resumable cache), unlabelled images (`unlabeled:`) and views included
   teacher/           stage-1 teacher head + distillation targets
   image_cache/       pre-resized training images, shared by the student and the baseline
   student/           stage-2 distilled student (`student/model` is the scoring model)
@@ -43,8 +44,8 @@ if TYPE_CHECKING:
 _log = get_logger(__name__)
 STAGES_FILE = "stages.json"
 DROPPED_FILE = "dropped.json"  # the images every stage after the features leaves out, and why
-RECIPE_KEYS = ("dataset", "unlabeled", "out", "val_fraction", "seed", "seeds", "features", "teacher", "student",
-               "baseline", "evaluation")
+RECIPE_KEYS = ("dataset", "unlabeled", "views", "out", "val_fraction", "seed", "seeds", "features", "teacher",
+               "student", "baseline", "evaluation")
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Recipe:
     dataset: str
     out: Path
     unlabeled: list[str] = field(default_factory=list)  # dataset specs of unlabelled images to distil on
+    views: dict[str, Any] = field(default_factory=dict)  # ViewSettings fields: views of the training images
     val_fraction: float = DEFAULT_VAL_FRACTION
     seed: int = 0
     seeds: list[int] = field(default_factory=list)  # one student and baseline per seed (features, teacher shared)
@@ -100,6 +102,8 @@ class Recipe:
         if not isinstance(seeds, list) or not all(isinstance(x, int) for x in seeds) or len(set(seeds)) < len(seeds):
             raise IAAError(f"{path}: 'seeds' is a list of different integers, e.g. [0, 1, 2]")
         data["seeds"] = seeds
+        views = data.get("views")
+        data["views"] = {} if views is None else views if isinstance(views, dict) else {"count": views}  # views: 4
         unlabeled = data.get("unlabeled") or []
         data["unlabeled"] = [unlabeled] if isinstance(unlabeled, str) else unlabeled
         if not all(isinstance(spec, str) for spec in data["unlabeled"]):
@@ -121,8 +125,16 @@ class Recipe:
         labelled = open_dataset(self.dataset, val_fraction=self.val_fraction, seed=self.seed)
         return with_unlabeled(labelled, self.unlabeled, seed=self.seed)
 
+    def training_dataset(self) -> Dataset:
+        """`open_dataset` plus the augmented views of the training images (`data.views`; made under OUT/views
+        when missing): the images every stage of `run_recipe` sees."""
+        from .data.views import ViewSettings, with_views
 
-SECTIONS = ("features", "teacher", "student", "evaluation")
+        views = _checked_fields(ViewSettings, self.views, "views")
+        return with_views(self.open_dataset(), self.out / "views", views)
+
+
+SECTIONS = ("views", "features", "teacher", "student", "evaluation")
 
 
 def _apply_set(data: dict[str, Any], item: str) -> None:
@@ -257,7 +269,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
     out = recipe.out
     out.mkdir(parents=True, exist_ok=True)
     stages = stage_settings(recipe, progress)  # a setting out of range stops here, before the dataset is read
-    dataset = recipe.open_dataset()
+    dataset = recipe.training_dataset()
     require_usable(dataset, recipe.dataset)  # an empty split stops here, before hours of feature extraction
     runs = student_runs(recipe)
     keys = stage_keys(dataset, stages, runs)

@@ -53,6 +53,7 @@ from ..data.records import Dataset, ImageRecord, ids_hash
 from ..data.splits import SPLIT_FILE
 from ..data.table import SplitTable, teacher_rows
 from ..data.unlabeled import UNLABELED_SPLIT
+from ..data.views import source_groups
 from ..artifacts import atomic_write_text
 from ..errors import IAAError
 from ..evaluation.metrics import srcc
@@ -386,7 +387,7 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
         teacher = None if train.features is None else (
             (train.features - module.teacher_mean.numpy()) / module.teacher_std.numpy())
         fit_rows = WarmStartData(train.source, train.rows, train.labels[:len(train) - train.num_unlabeled],
-                                 teacher, train.predictions)
+                                 teacher, train.predictions, source_groups(train.ids))
         pooled = pooled_features(module.model, fit_rows, config.progress and trainer.is_global_zero)
         report = fit_warm_start(module.model, pooled, fit_rows, config.beta)
     raw = predict_raw(module.model, cached_images(data.val.source, data.val.rows, module.model.config.input_size))

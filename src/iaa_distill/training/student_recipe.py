@@ -19,7 +19,8 @@ Which epoch is kept (`RecipeChoice`, every schedule, epoch 0 included), with `re
   SRCC(kept) over `BOOTSTRAP` paired resamples of the val images (the same resample for both, fixed seed).
   With a few dozen val images margins of a few thousandths are noise; the simpler recipe then stays. On the
   demo's 37 val images that standard error is about 0.06, so fine-tuning is kept only when it gains that much;
-- `teacher`: a distilled run with unlabelled photos holds a seeded `HOLDOUT_SHARE` of them out of its training
+- `teacher`: a distilled run with unlabelled photos (or views) holds a seeded `HOLDOUT_SHARE` of them (the views of a
+  held-out image together) out of its training
   (and out of the warm start's fit) and keeps the epoch whose scores agree best (SRCC) with the teacher's on
   them: a few hundred images instead of a few dozen val labels. The label-only baseline never sees the teacher,
   and a run without enough unlabelled photos has none to hold out: both choose by `best`. With
@@ -42,6 +43,7 @@ import numpy as np
 from torch import nn
 
 from ..data.records import ImageRecord
+from ..data.views import view_source
 from ..evaluation.compare import resample_counts, resampled_metrics
 from ..evaluation.metrics import srcc
 from ..student import Student
@@ -123,13 +125,16 @@ def srcc_difference_se(true: np.ndarray, new: np.ndarray, kept: np.ndarray, n_bo
 
 
 def hold_out(records: Sequence[ImageRecord], seed: int) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """(trained on, held out): a `seed`-drawn `HOLDOUT_SHARE` of the unlabelled `records`, in their order; nothing
-    held out when that is fewer than `MIN_HOLDOUT` photos."""
-    count = round(len(records) * HOLDOUT_SHARE)
-    if count < MIN_HOLDOUT:
+    """(trained on, held out): the unlabelled `records` of a `seed`-drawn `HOLDOUT_SHARE` of their source images
+    (`data.views.view_source`: the views of one image are held out together; a photo is its own source), in their
+    order; nothing held out when that is fewer than `MIN_HOLDOUT` photos."""
+    sources = [view_source(r.image_id) for r in records]
+    groups = list(dict.fromkeys(sources))
+    count = round(len(groups) * HOLDOUT_SHARE)
+    if round(len(records) * HOLDOUT_SHARE) < MIN_HOLDOUT:
         return list(records), []
-    held = set(np.random.default_rng(seed).choice(len(records), size=count, replace=False).tolist())
-    return ([r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held])
+    held = {groups[i] for i in np.random.default_rng(seed).choice(len(groups), size=count, replace=False).tolist()}
+    return ([r for r, s in zip(records, sources) if s not in held], [r for r, s in zip(records, sources) if s in held])
 
 
 @dataclass

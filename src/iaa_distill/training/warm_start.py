@@ -7,7 +7,9 @@ scoring) gives the pooled vector of every training image. On those rows:
 1. standardisation: per-dimension mean/std -> the student's `pooled_mean`/`pooled_std` buffers;
 2. projection: the top `feature_dim` principal directions of the standardised vectors, each scaled to unit
    variance. With fewer images than `feature_dim` they span every image, so the ridge below loses nothing;
-3. prediction layer: ridge (penalty by `RidgeCV`'s leave-one-out) to the head's raw target: the centred log
+3. prediction layer: ridge (penalty by `RidgeCV`'s leave-one-out; by 5-fold CV over source images when rows
+   share one: an image and its augmented views, `data.views`, would leak into each other's left-out row) to the
+   head's raw target: the centred log
    distribution, which softmax inverts, or the normalised score (`head_candidates.ridge_targets`, as the
    teacher's linear head). Distilled student: each image's target blends its label (weight 1 / labelled
    images) and the teacher's prediction (weight beta / all images, unlabelled ones included): the weights of
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import GroupKFold
 
 from ..evaluation.metrics import plcc, srcc
 from ..losses import emd_loss
@@ -44,6 +47,7 @@ from .image_cache import ImageCache
 
 _EPS = 1e-6
 STD_FLOOR = 0.01  # of the median standard deviation of the pooled values
+GROUP_FOLDS = 5  # folds of the penalty's CV when rows share a source image
 
 
 @dataclass
@@ -55,6 +59,7 @@ class WarmStartData:
     labels: np.ndarray  # (n_labelled, K) or (n_labelled,) encoded labels
     teacher_features: np.ndarray | None = None  # (N, F) standardised, every row; None: no projector to fit
     teacher_predictions: np.ndarray | None = None  # (N, K) or (N,)
+    groups: np.ndarray | None = None  # (N,) source image of each row (`data.views.source_groups`); None: all differ
 
 
 def cached_images(cache_path, rows: np.ndarray, size: int, batch_size: int = 32) -> Iterator[torch.Tensor]:
@@ -130,9 +135,13 @@ def _backbone_key(model: Student) -> str:
     return digest.hexdigest()[:16]
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Coefficients (D, T), intercept (T,) and the penalty chosen by leave-one-out."""
-    fit = RidgeCV(alphas=RIDGE_ALPHAS).fit(x, y, sample_weight=weights)
+def _ridge(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, groups: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Coefficients (D, T), intercept (T,) and the penalty chosen by leave-one-out, or by `GROUP_FOLDS`-fold CV
+    over `groups` when some rows share a group."""
+    grouped = groups is not None and len(np.unique(groups)) < len(groups)
+    cv = list(GroupKFold(min(GROUP_FOLDS, len(np.unique(groups)))).split(x, groups=groups)) if grouped else None
+    fit = RidgeCV(alphas=RIDGE_ALPHAS, cv=cv).fit(x, y, sample_weight=weights)
     return np.atleast_2d(fit.coef_).T, np.atleast_1d(fit.intercept_), float(fit.alpha_)
 
 
@@ -166,7 +175,9 @@ def fit_warm_start(model: Student, pooled: np.ndarray, data: WarmStartData, beta
     coords = z @ components  # principal coordinates, unscaled (ridge keeps its meaning on them)
     scale = np.maximum(coords.std(0), _EPS)
     targets, weights = _head_targets(data, model.config.space, beta)
-    coef, intercept, alpha = _ridge(coords[:len(targets)], targets, weights)
+    groups = None if data.groups is None else data.groups[:len(rows)]
+    coef, intercept, alpha = _ridge(coords[:len(targets)], targets, weights,
+                                    None if groups is None else groups[:len(targets)])
     report = {"rows": len(rows), "pooled_dim": int(z.shape[1]), "components": int((scale > _EPS).sum()),
               "head_penalty": alpha}
     with torch.no_grad():
@@ -175,7 +186,7 @@ def fit_warm_start(model: Student, pooled: np.ndarray, data: WarmStartData, beta
         _set_linear(model.project[0], (components / scale).T, np.zeros(components.shape[1]))
         _set_linear(model.head[1], coef.T * scale, intercept)
         if data.teacher_features is not None and model.distill is not None:
-            d_coef, d_intercept, d_alpha = _ridge(coords, np.asarray(data.teacher_features, np.float64))
+            d_coef, d_intercept, d_alpha = _ridge(coords, np.asarray(data.teacher_features, np.float64), None, groups)
             _set_linear(model.distill, d_coef.T * scale, d_intercept)
             report["feature_penalty"] = d_alpha
     return report
