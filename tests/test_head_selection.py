@@ -129,7 +129,7 @@ def test_cv_shows_its_progress_when_asked(capsys, progress):
 
 def test_cv_prefers_mlp_on_a_nonlinear_score():
     rng = np.random.default_rng(2)
-    features = rng.normal(size=(200, DIM)).astype(np.float32)
+    features = rng.normal(size=(400, DIM)).astype(np.float32)  # 200 left the MLP at CV SRCC 0.14, a coin toss
     quality = np.tanh(features[:, 0] ** 2 - 1.0)  # symmetric: no linear map ranks it
     dataset = synthetic_dataset(quality)
     labels, means = ScoreSpace(10, (1.0, 10.0)).encode_all([r.label for r in dataset.records],
@@ -137,7 +137,7 @@ def test_cv_prefers_mlp_on_a_nonlinear_score():
     config = TeacherTrainConfig(**{**MLP, "epochs": 25, "batch_size": 32, "lr": 1e-2, "hidden": (64, 16), "cv_folds": 3})
     candidates = [parse_candidate(s, config.hidden, config.dropout) for s in ("ridge:2", "mlp")]
     scores = cross_validate(candidates, features, labels, means, TeacherHeadConfig(input_dim=DIM), config, 3)
-    assert head_selection.choose(scores).candidate.kind == "mlp"
+    assert head_selection.choose(scores).candidate.kind == "mlp" and scores[1].mean > 0.6 > 0.2 > scores[0].mean
 
 
 def test_cv_trains_its_mlps_with_the_heads_own_loop(monkeypatch):
