@@ -13,7 +13,7 @@ from iaa_distill.data.folder import read_folder
 from iaa_distill.errors import IAAError
 from iaa_distill.features import ExtractionSettings, FeatureCache, extract_features
 from iaa_distill.scoring import Scorer
-from iaa_distill.teacher_head import TeacherHead, TeacherHeadConfig, predict_features
+from iaa_distill.teacher_head import TeacherHead, TeacherHeadConfig, predict_features, signed_power
 from iaa_distill.teacher_model import TeacherScorerModel
 from tests.conftest import write_jpegs
 
@@ -28,12 +28,13 @@ def _cache(images: Path, out: Path, teachers: list[str], hflip: bool) -> Feature
 
 
 def _teacher_folder(cache: FeatureCache, out: Path, num_levels: int | None = 10, seed: int = 0) -> Path:
-    """A teacher head over `cache` with random weights and non-trivial BatchNorm statistics, saved as training does."""
+    """A teacher head over `cache` with random weights and non-trivial BatchNorm statistics, saved as training does,
+    with the linear head's signed square root of the features (so that scoring and ONNX apply it too)."""
     torch.manual_seed(seed)
-    features = torch.from_numpy(np.asarray(cache.features, dtype=np.float32))
+    features = signed_power(torch.from_numpy(np.asarray(cache.features, dtype=np.float32)), 0.5)
     config = TeacherHeadConfig(input_dim=cache.dim, num_levels=num_levels, hidden=(32, 8),
                                teachers=cache.manifest["teachers"], hflip=bool(cache.manifest["hflip"]),
-                               cache_fingerprint=cache.manifest.fingerprint(), synthetic_labels=True)
+                               cache_fingerprint=cache.manifest.fingerprint(), synthetic_labels=True, input_power=0.5)
     head = TeacherHead(config)
     with torch.no_grad():
         head.body[0].running_mean.copy_(features.mean(0))

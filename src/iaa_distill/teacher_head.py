@@ -1,6 +1,6 @@
 """Stage 1 model: the teacher head on the concatenated multi-level features of the frozen teachers.
 
-features -> BatchNorm -> FC -> ReLU -> Dropout -> FC -> ReLU (= the "aesthetic feature")
+features -> (signed power, the linear head's) -> BatchNorm -> FC -> ReLU -> Dropout -> FC -> ReLU (= the "aesthetic feature")
 -> Dropout -> FC (K logits, or one normalised score for scalar labels).
 Its config records which teachers and which feature cache it was trained on, so that a head
 is never applied to features of another layout.
@@ -33,6 +33,7 @@ class TeacherHeadConfig(InScoreSpace):
     cache_fingerprint: str = ""
     dataset_fingerprint: str = ""
     synthetic_labels: bool = False  # trained on labels made by a formula (the demo's), not human ratings
+    input_power: float = 1.0  # each feature value x becomes sign(x) |x|^p first (0.5: the linear head's signed sqrt)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TeacherHeadConfig":
@@ -66,8 +67,13 @@ class TeacherHead(SavedModel, nn.Module):
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, config.output_dim))
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        aesthetic = self.body(features.float())
+        aesthetic = self.body(signed_power(features.float(), self.config.input_power))
         return self.head(aesthetic), aesthetic
+
+
+def signed_power(x: torch.Tensor, power: float) -> torch.Tensor:
+    """sign(x) |x|^power elementwise (power normalisation of pooled features; `x` itself when power is 1)."""
+    return x if power == 1.0 else torch.sign(x) * x.abs().pow(power)
 
 
 @torch.inference_mode()

@@ -6,15 +6,22 @@ Candidate specs (the `candidates` setting of stage 1):
 - `mlp`: the paper's MLP with the run's `hidden` sizes and `dropout`;
 - `mlp:H1,H2:DROPOUT`: the MLP with other hidden sizes and dropout, e.g. `mlp:256:0.5`;
 - `ridge:RANK`: a linear head. Multi-output ridge (penalty chosen by `RidgeCV`'s efficient leave-one-out)
-  on standardised features predicts the label's training target: the centred log of the vote distribution
+  on normalised features predicts the label's training target: the centred log of the vote distribution
   (softmax inverts it exactly) or the normalised score. The fitted map is factored by SVD to rank r:
-  z = standardised x @ U_r, prediction = z @ V_r + intercept.
+  z = normalised x @ U_r, prediction = z @ V_r + intercept.
 
-Both become a `TeacherHead`: the linear head is BatchNorm (holding the standardisation) -> Linear to
-[z, -z] -> ReLU -> Linear with [V_r; -V_r], which computes z @ V_r exactly (relu(z) - relu(-z) = z). Its
-aesthetic feature [relu(z), relu(-z)] (2r values, each component of z scaled to unit variance) is
-non-negative like the student's projection it is distilled into; targets, evaluation and scoring need
-nothing new.
+The features are normalised for an MLSP vector, whose blocks (one network block's pooled output each) are 16 to
+352 values wide: every value x becomes sign(x) sqrt|x| (power normalisation, as for pooled MLSP and Fisher
+vectors), is standardised, and each block is then scaled to the same total variance, so that the ridge penalty
+weighs blocks rather than their widths (with every value standardised alike, the widest, deepest blocks take
+most of it). The block widths come from the feature cache's teacher entries (`level_dims`). Chosen by repeated
+cross-validation on training splits (README, *A teacher that holds up on few labels*).
+
+Both become a `TeacherHead`: the linear head is the signed square root (`TeacherHeadConfig.input_power`) ->
+BatchNorm (holding the standardisation, its weights the block scales) -> Linear to [z, -z] -> ReLU -> Linear
+with [V_r; -V_r], which computes z @ V_r exactly (relu(z) - relu(-z) = z). Its aesthetic feature
+[relu(z), relu(-z)] (2r values, each component of z scaled to unit variance) is non-negative like the
+student's projection it is distilled into; targets, evaluation and scoring need nothing new.
 """
 from __future__ import annotations
 
@@ -26,11 +33,12 @@ from sklearn.linear_model import RidgeCV
 
 from ..errors import IAAError
 from ..score_space import ScoreSpace
-from ..teacher_head import TeacherHead, TeacherHeadConfig
+from ..teacher_head import TeacherHead, TeacherHeadConfig, signed_power
 from .head_loop import fit_rows
 
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 6, 15))  # penalties on standardised features
 SMOOTHING = 0.01  # added to each level's share before the log, so that empty levels stay finite
+RIDGE_POWER = 0.5  # the linear head's power normalisation: the signed square root of every feature value
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ def parse_candidate(spec: str, hidden: tuple[int, ...], dropout: float) -> HeadC
 def candidate_config(candidate: HeadCandidate, base: TeacherHeadConfig, output_dim: int) -> TeacherHeadConfig:
     """The head config of a candidate (a rank-r linear head is a one-layer head of width 2r without dropout)."""
     if candidate.kind == "ridge":
-        return replace(base, hidden=(2 * min(candidate.rank, output_dim),), dropout=0.0)
+        return replace(base, hidden=(2 * min(candidate.rank, output_dim),), dropout=0.0, input_power=RIDGE_POWER)
     return replace(base, hidden=candidate.hidden, dropout=candidate.dropout)
 
 
@@ -79,13 +87,28 @@ def ridge_targets(labels: np.ndarray, space: ScoreSpace) -> np.ndarray:
     return logs - logs.mean(axis=1, keepdims=True)
 
 
+def level_widths(teachers: list, input_dim: int) -> list[int]:
+    """Widths of the feature vector's blocks (one block's pooled output each) from the cache manifest's teacher
+    entries, in vector order; the whole vector as one block when they do not record their levels."""
+    widths = [int(w) for t in sorted(teachers, key=lambda t: t.get("offset", 0)) for w in t.get("level_dims", ())]
+    return widths if sum(widths) == input_dim else [input_dim]
+
+
+def block_weights(widths: list[int]) -> np.ndarray:
+    """Per-value scale of standardised features that gives every block the same total variance (their sum stays
+    the vector's width, so the penalty grid keeps its meaning)."""
+    total = sum(widths)
+    return np.concatenate([np.full(w, np.sqrt(total / (len(widths) * w))) for w in widths])
+
+
 def fit_ridge_head(features: np.ndarray, labels: np.ndarray, config: TeacherHeadConfig) -> TeacherHead:
     """Closed-form reduced-rank ridge head (see the module doc) as a `TeacherHead` with `config`."""
-    x = np.asarray(features, dtype=np.float64)
+    x = signed_power(torch.from_numpy(np.asarray(features, dtype=np.float64)), config.input_power).numpy()
     head = TeacherHead(config).eval()
     norm = head.body[0]
     mean, var = x.mean(axis=0), x.var(axis=0)
-    standard = (x - mean) / np.sqrt(var + norm.eps)
+    weights = block_weights(level_widths(config.teachers, x.shape[1]))
+    standard = (x - mean) / np.sqrt(var + norm.eps) * weights
     ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(standard, ridge_targets(labels, config.space))
     coef = np.atleast_2d(ridge.coef_).T  # (D, K)
     rank = config.hidden[0] // 2
@@ -97,7 +120,7 @@ def fit_ridge_head(features: np.ndarray, labels: np.ndarray, config: TeacherHead
     with torch.no_grad():
         norm.running_mean.copy_(torch.from_numpy(mean))
         norm.running_var.copy_(torch.from_numpy(var))
-        norm.weight.fill_(1.0)
+        norm.weight.copy_(torch.from_numpy(weights))
         norm.bias.zero_()
         head.body[1].weight.copy_(torch.from_numpy(np.concatenate([u, -u], axis=1).T))
         head.body[1].bias.zero_()
