@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -47,9 +48,9 @@ def _normalised(pooled: np.ndarray, widths: list[int]) -> np.ndarray:
     x = np.sign(pooled) * np.sqrt(np.abs(pooled))
     z = (x - x.mean(0)) / x.std(0)
     edges = np.cumsum([0, *widths])
-    for start, end in zip(edges[:-1], edges[1:]):
+    for start, end in pairwise(edges):
         z[:, start:end] *= np.sqrt(edges[-1] / (len(widths) * (end - start)))
-    totals = [z[:, start:end].var(0).sum() for start, end in zip(edges[:-1], edges[1:])]
+    totals = [z[:, start:end].var(0).sum() for start, end in pairwise(edges)]
     np.testing.assert_allclose(totals, totals[0], rtol=1e-6)
     return z
 
