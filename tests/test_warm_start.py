@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -42,23 +43,40 @@ def test_student_pools_every_block_like_the_teacher_and_an_ema_copy_pools_its_ow
         assert torch.allclose(copy.deepcopy(student)(images)[0], student(images)[0])
 
 
+def _normalised(pooled: np.ndarray, widths: list[int]) -> np.ndarray:
+    """The warm start's normalisation written out: signed square root, standardised, each block scaled to the same
+    total variance (checked)."""
+    x = np.sign(pooled) * np.sqrt(np.abs(pooled))
+    z = (x - x.mean(0)) / x.std(0)
+    edges = np.cumsum([0, *widths])
+    for start, end in pairwise(edges):
+        z[:, start:end] *= np.sqrt(edges[-1] / (len(widths) * (end - start)))
+    totals = [z[:, start:end].var(0).sum() for start, end in pairwise(edges)]
+    np.testing.assert_allclose(totals, totals[0], rtol=1e-6)
+    return z
+
+
 @pytest.mark.parametrize("num_levels", [5, None])
-def test_warm_start_computes_the_label_ridge_on_standardised_pooled_features(num_levels):
+def test_warm_start_computes_the_label_ridge_on_normalised_pooled_features(num_levels):
+    """The warm-started layers, from the raw pooled vector on, compute sklearn's ridge on the normalised vectors."""
     student = _student(num_levels)
+    assert student.config.pooled_power == 0.5 and len(student.block_widths) > 2
     rng = np.random.default_rng(0)
     n, dim = 40, student.project[0].in_features
     pooled = rng.standard_normal((n, dim)) * rng.uniform(0.1, 5, dim) + rng.uniform(-3, 3, dim)
     labels = rng.dirichlet(np.ones(5), n).astype(np.float32) if num_levels else rng.uniform(0, 1, n)
     report = fit_warm_start(student, pooled, WarmStartData(None, np.arange(n), labels))
-    z = (pooled - pooled.mean(0)) / pooled.std(0)
+    z = _normalised(pooled, student.block_widths)
     expected = RidgeCV(alphas=RIDGE_ALPHAS).fit(z, ridge_targets(labels, student.config.space)).predict(z)
     with torch.no_grad():
-        raw = student.head(student.project(torch.from_numpy(z).float())).numpy()
+        normalised = student.normalise(torch.from_numpy(pooled).float())
+        raw = student.head(student.project(normalised)).numpy()
+    np.testing.assert_allclose(normalised.numpy(), z, atol=2e-4)
     # fewer images than feature_dim: the principal components span them all, so the ridge loses nothing
     assert report["components"] == n - 1
     centred = raw - raw.mean(1, keepdims=True) if num_levels else raw
     np.testing.assert_allclose(centred, expected.reshape(centred.shape), atol=2e-3)
-    feature = student.project(torch.from_numpy(z).float()).detach().numpy()[:, :n - 1]
+    feature = student.project(normalised).detach().numpy()[:, :n - 1]
     np.testing.assert_allclose(feature.std(0), 1.0, atol=1e-3)  # a whitened feature of fixed width
 
 
@@ -73,9 +91,9 @@ def test_distilled_warm_start_fits_teacher_on_unlabelled_rows_and_the_projector(
     data = WarmStartData(None, np.arange(n), labels, teacher_feature, teacher_pred)
     report = fit_warm_start(student, pooled, data, beta=1.0)
     assert report["rows"] == n and "feature_penalty" in report
-    z = torch.from_numpy((pooled - pooled.mean(0)) / pooled.std(0)).float()
     with torch.no_grad():
-        predicted = student.distilled_feature(student.project(z)).numpy()
+        predicted = student.distilled_feature(student.project(student.normalise(torch.from_numpy(pooled).float())))
+    predicted = predicted.numpy()
     assert np.corrcoef(predicted[:, 0], teacher_feature[:, 0])[0, 1] > 0.9
 
 

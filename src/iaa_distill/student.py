@@ -1,14 +1,16 @@
 """Stage 2 model: one end-to-end timm backbone that predicts aesthetics and mimics the teacher's aesthetic feature.
 
-Layout `linear` (every new student): backbone -> pooled vector -> standardised (per-dimension mean/std buffers)
--> linear projection to the student's aesthetic feature (`feature_dim`, 256 by default) -> prediction layer.
+Layout `linear` (every new student): backbone -> pooled vector -> normalised -> linear projection to the student's aesthetic feature (`feature_dim`, 256 by default) -> prediction layer.
 The pooled vector is MLSP (`pooling: mlsp`, the global average pool of every block, concatenated as the
 teachers do, `teachers.mlsp`; the forward pass stops after the last block) or timm's pooled last map (`last`).
 A linear distillation projector (`distill`, `distill_dim` outputs) maps the student's feature to the
 teacher's standardised aesthetic feature; it is used by the feature-distillation loss only, never when scoring.
 The feature has a fixed width whatever the teacher head (a `ridge:4` head's feature has 2 values on scalar
 labels) and no ReLU, so the closed-form warm start (`training.warm_start`: PCA projection, ridge layers)
-sets it exactly and no unit can die.
+sets it exactly and no unit can die. Normalised as the teacher's linear head normalises its MLSP features
+(`teachers.mlsp`): the signed square root of every value (`pooled_power` 0.5; students saved without the field
+have 1, no power), then standardised by the per-dimension mean/std buffers, whose std the warm start divides by
+the block weights that give each block the same total variance.
 
 Layout `relu` (student folders of earlier versions, loaded as saved): pooled last map -> Linear to the
 teacher's feature size + ReLU (the distilled feature itself) -> prediction layer.
@@ -27,7 +29,7 @@ from torch import nn
 
 from .artifacts import SavedModel, dataclass_from_json
 from .score_space import InScoreSpace
-from .teachers.mlsp import attach_level_pooling, level_dims, pooled_levels
+from .teachers.mlsp import attach_level_pooling, level_dims, pooled_levels, signed_power
 
 KIND = "student"
 POOLINGS = ("mlsp", "last")
@@ -53,6 +55,7 @@ class StudentConfig(InScoreSpace):
     pooling: str = "last"  # last: timm's pooled last feature map; mlsp: every block pooled (as the teachers)
     feature_layer: str = "relu"  # relu: Linear + ReLU (earlier versions); linear: standardised input, linear feature
     distill_dim: int = 0  # outputs of the distillation projector (the teacher's feature size); 0: none
+    pooled_power: float = 1.0  # layout linear: each pooled value x becomes sign(x) |x|^p before the standardisation
     synthetic_labels: bool = False  # trained on labels made by a formula (the demo's), not human ratings
     extra: dict = field(default_factory=dict)
 
@@ -68,7 +71,7 @@ class StudentConfig(InScoreSpace):
             mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
             std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
             interpolation=cfg.get("interpolation", "bicubic"),
-            pooling="mlsp", feature_layer="linear",
+            pooling="mlsp", feature_layer="linear", pooled_power=0.5,
         )
         base.update(overrides)
         if "train_resize" not in overrides:  # keep the 256/224 ratio for an overridden input size
@@ -94,7 +97,10 @@ class Student(SavedModel, nn.Module):
         self.config = config
         self.backbone = timm.create_model(config.backbone, pretrained=False, num_classes=0)
         self.blocks = attach_level_pooling(self.backbone) if config.pooling == "mlsp" else []
-        pooled_dim = sum(level_dims(self.backbone, config.input_size)) if self.blocks else self.backbone.num_features
+        # the widths of the pooled vector's blocks: every MLSP level, or the last map as one block
+        self.block_widths = (level_dims(self.backbone, config.input_size) if self.blocks
+                             else [self.backbone.num_features])
+        pooled_dim = sum(self.block_widths)
         linear = config.feature_layer == "linear"
         if linear:  # set by the warm start; identity until then
             self.register_buffer("pooled_mean", torch.zeros(pooled_dim))
@@ -111,11 +117,14 @@ class Student(SavedModel, nn.Module):
         return torch.cat(pooled_levels(self.backbone, self.blocks, x), dim=1) if self.blocks else self.backbone(x)
 
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
-        """The pooled vector, standardised in layout `linear`."""
-        pooled = self.raw_pooled(images)
-        if self.config.feature_layer == "linear":
-            pooled = (pooled - self.pooled_mean) / self.pooled_std
-        return pooled
+        """The pooled vector, normalised in layout `linear`."""
+        return self.normalise(self.raw_pooled(images))
+
+    def normalise(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Raw pooled vectors (B, D) -> signed power, standardised (layout `linear`; others: as they are)."""
+        if self.config.feature_layer != "linear":
+            return pooled
+        return (signed_power(pooled, self.config.pooled_power) - self.pooled_mean) / self.pooled_std
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images: (B, 3, H, W) RGB in [0, 1]. Returns raw prediction (logits or score) and the aesthetic feature."""

@@ -15,6 +15,7 @@ from torch import nn
 
 from .artifacts import SavedModel, dataclass_from_json
 from .score_space import InScoreSpace
+from .teachers.mlsp import signed_power
 
 KIND = "teacher_head"
 
@@ -69,11 +70,6 @@ class TeacherHead(SavedModel, nn.Module):
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         aesthetic = self.body(signed_power(features.float(), self.config.input_power))
         return self.head(aesthetic), aesthetic
-
-
-def signed_power(x: torch.Tensor, power: float) -> torch.Tensor:
-    """sign(x) |x|^power elementwise (power normalisation of pooled features; `x` itself when power is 1)."""
-    return x if power == 1.0 else torch.sign(x) * x.abs().pow(power)
 
 
 @torch.inference_mode()

@@ -9,12 +9,18 @@ network order (Hou et al.; Hosu et al. 2019). Blocks are found generically:
   (NHWC) stage outputs such as Swin's are pooled over their spatial axes.
 Preprocessing comes from the model's pretrained config (input size, mean/std, interpolation);
 the teacher sees the whole image resized to its input size, so one vector per image can be cached.
+
+A linear fit on MLSP vectors normalises them first (the teacher's linear head, the student's warm start): every
+value x becomes sign(x) sqrt|x| (`signed_power`, power normalisation as for pooled MLSP and Fisher vectors), is
+standardised, and each block (one network block's pooled output, 16 to 352 values wide) is scaled to the same
+total variance (`block_weights`), so that a ridge penalty weighs blocks rather than their widths.
 """
 from __future__ import annotations
 
 import copy
 import threading
 
+import numpy as np
 import timm
 import torch
 from timm.data import resolve_model_data_config
@@ -113,6 +119,23 @@ def level_dims(model: nn.Module, input_size: int) -> list[int]:
     shadow = copy.deepcopy(model).to("meta").eval()
     probe = torch.zeros(1, 3, input_size, input_size, device="meta")
     return [int(p.shape[1]) for p in pooled_levels(shadow, mlsp_blocks(shadow), probe)]
+
+
+POWER_EPS = 1e-6  # keeps the slope of the signed power finite at 0 (pooled values are about 0.003-6 in size)
+
+
+def signed_power(x: torch.Tensor, power: float) -> torch.Tensor:
+    """x (|x| + eps)^(power - 1) elementwise: sign(x) |x|^power for |x| >> `POWER_EPS` (relative difference
+    eps / 2|x| at power 0.5), with a finite slope at 0 (eps^(power - 1)), so fine-tuning through it stays
+    stable; `x` itself when power is 1."""
+    return x if power == 1.0 else x * (x.abs() + POWER_EPS).pow(power - 1.0)
+
+
+def block_weights(widths: list[int]) -> np.ndarray:
+    """Per-value scale of standardised features that gives every block the same total variance (their sum stays
+    the vector's width, so the penalty grid keeps its meaning)."""
+    total = sum(widths)
+    return np.concatenate([np.full(w, np.sqrt(total / (len(widths) * w))) for w in widths])
 
 
 class Teacher(nn.Module):

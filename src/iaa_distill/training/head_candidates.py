@@ -33,7 +33,8 @@ from sklearn.linear_model import RidgeCV
 
 from ..errors import IAAError
 from ..score_space import ScoreSpace
-from ..teacher_head import TeacherHead, TeacherHeadConfig, signed_power
+from ..teacher_head import TeacherHead, TeacherHeadConfig
+from ..teachers.mlsp import block_weights, signed_power
 from .head_loop import fit_rows
 
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 6, 15))  # penalties on standardised features
@@ -92,13 +93,6 @@ def level_widths(teachers: list, input_dim: int) -> list[int]:
     entries, in vector order; the whole vector as one block when they do not record their levels."""
     widths = [int(w) for t in sorted(teachers, key=lambda t: t.get("offset", 0)) for w in t.get("level_dims", ())]
     return widths if sum(widths) == input_dim else [input_dim]
-
-
-def block_weights(widths: list[int]) -> np.ndarray:
-    """Per-value scale of standardised features that gives every block the same total variance (their sum stays
-    the vector's width, so the penalty grid keeps its meaning)."""
-    total = sum(widths)
-    return np.concatenate([np.full(w, np.sqrt(total / (len(widths) * w))) for w in widths])
 
 
 def fit_ridge_head(features: np.ndarray, labels: np.ndarray, config: TeacherHeadConfig) -> TeacherHead:
