@@ -219,3 +219,16 @@ def test_set_overrides_a_recipe_key(tmp_path):
             Recipe.load(path, [bad])
     with pytest.raises(IAAError, match="alpha must be a number >= 0, got -1"):
         stage_settings(Recipe.load(path, ["student.alpha=-1"]))
+
+
+@pytest.mark.parametrize("version", ["TEACHER_FIT_VERSION", "STUDENT_FIT_VERSION"])
+def test_a_changed_fit_trains_again_what_it_fits(tmp_path, monkeypatch, version):
+    import iaa_distill.recipe as recipe_module
+
+    csv_path = _ratings(tmp_path)
+    before = _keys(csv_path)
+    monkeypatch.setattr(recipe_module, version, getattr(recipe_module, version) + 1)
+    after = _keys(csv_path)
+    assert after["features"] == before["features"]
+    assert (after["teacher"] != before["teacher"]) == (version == "TEACHER_FIT_VERSION")
+    assert after["student"] != before["student"] and after["baseline"] != before["baseline"]

@@ -36,6 +36,8 @@ from .features.settings import ExtractionSettings
 from .messages import get_logger
 from .settings import check_ranges, fingerprint
 from .storage import Reuse, reuse_decision
+from .training.student_config import STUDENT_FIT_VERSION
+from .training.teacher_config import TEACHER_FIT_VERSION
 
 if TYPE_CHECKING:
     from .training.student_config import StudentTrainConfig
@@ -241,15 +243,17 @@ def stage_keys(dataset: Dataset, stages: StageSettings, runs: dict[str, tuple[bo
 
     Features depend only on the images (ids and paths) and their identity settings, so new labels or
     another split (`val_fraction`, `seed`) keep them; every later stage also depends on the labels and splits
-    (the student's key through the labels and splits, not through a setting of its own).
+    (the student's key through the labels and splits, not through a setting of its own). The teacher's and
+    the student's keys hold their code's fit version too (`TEACHER_FIT_VERSION`, `STUDENT_FIT_VERSION`), so a
+    folder trained before the fit changed is trained again rather than silently kept.
     `runs`: the stage-2 runs (`student_runs`).
     """
     images = [(r.image_id, str(r.path)) for r in dataset.split(stages.features.split)]
     labels = [(r.image_id, r.split, r.label) for r in dataset.records]
     keys = {"features": fingerprint("features", images, stages.features)}
-    keys["teacher"] = fingerprint(keys["features"], labels, stages.teacher)
+    keys["teacher"] = fingerprint(keys["features"], labels, stages.teacher, TEACHER_FIT_VERSION)
     for name, (baseline, seed) in runs.items():
-        keys[name] = fingerprint(keys["teacher"], labels, _seeded(stages.student, seed), baseline)
+        keys[name] = fingerprint(keys["teacher"], labels, _seeded(stages.student, seed), baseline, STUDENT_FIT_VERSION)
     for name in ("teacher", *runs):
         keys[f"eval-{name}"] = fingerprint(keys[name], labels, stages.evaluation)
     for probe, base in probe_runs(runs).items():

@@ -19,6 +19,10 @@ SCHEDULES = ("auto", "probe", "partial", "full")  # `finetune` (see training.stu
 RULES = ("one-se", "best", "teacher")  # `recipe_rule` (see training.student_recipe)
 
 
+# what training computes from the same settings; part of `iaa fit`'s stage key, so a run folder trained by older
+# code is trained again. 2: the student normalises its pooled MLSP vector (`StudentConfig.pooled_power`)
+STUDENT_FIT_VERSION = 2
+
 @dataclass
 class StudentTrainConfig:
     """Every setting of a stage-2 run (identity ones saved in run.json and in the checkpoints)."""

@@ -11,6 +11,9 @@ from ..loss_names import LabelLossName
 from ..settings import execution, setting
 
 OPTIM, MODEL, HARDWARE = "optimisation", "model", "hardware"
+# what the fit computes from the same settings; part of `iaa fit`'s stage key, so a run folder fitted by older
+# code is fitted again. 2: the linear head normalises its MLSP features (signed square root, block variance)
+TEACHER_FIT_VERSION = 2
 
 
 @dataclass
