@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IAAError
-from .scorer import Scorer
+from .scorer import Scorer, onnx_session
 
 DEFAULT_MAX_SRCC_DROP = 0.01  # against the labels of a labelled split, when one is given
 # 1 - SRCC(int8, fp32) on the held-out photos: at 0.001 a labelled split of 74 photos sees an SRCC drop within
@@ -207,14 +207,6 @@ class _Quantizer:
         return out
 
 
-def _session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def fp32_nodes(model: Path, early: float) -> list[str]:
     """The nodes kept in fp32: up to the first `early` share of the convolutions, the pooling taps, the head."""
     import onnx
@@ -268,7 +260,7 @@ def sensitive_blocks(quantize: _Quantizer, base: list[str], photos: _Photos, cou
         noise = []
         for name, nodes in candidates:
             path = quantize(base + [n for _, kept in chosen for n in kept] + nodes, "sensitivity.onnx")
-            noise.append(float(np.std(_scores(_session(path), batches) - photos.fp32[:reference])))
+            noise.append(float(np.std(_scores(onnx_session(path), batches) - photos.fp32[:reference])))
         chosen.append(candidates.pop(int(np.argmin(noise))))
     return chosen
 
@@ -278,7 +270,7 @@ def measure_drift(int8: Path, held: _Photos, labelled: tuple[_Photos, np.ndarray
     """The int8 model's rank loss against fp32 on `held` and, with `labelled`, its SRCC drop against the labels."""
     from ..evaluation.metrics import srcc
 
-    session = _session(int8)
+    session = onnx_session(int8)
     if len(held.rows) < 3:
         raise IAAError("fewer than 3 photos could be decoded to measure the int8 drift")
     scores = _scores(session, held.batches)

@@ -56,25 +56,30 @@ class _TorchBackend:
                 feature.float().cpu().numpy() if embed else None)
 
 
+def onnx_session(path: Path, device: torch.device = torch.device("cpu"), threads: int | None = None):
+    """An ONNX Runtime session of `path` (CUDA first on a CUDA device), `threads` intra-op threads (None: one per
+    core); IAAError naming the file when it cannot be loaded."""
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    # idle threads sleep: spinning ones take the cores from the decoding workers beside them (measured: 1.3x
+    # the CPU per photo of `iaa score` and 0.78x its speed with 2 workers on 2 cores)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+        raise IAAError(f"{path}: cannot load ONNX model ({str(exc).splitlines()[0]})") from None
+
+
 class _OnnxBackend:
     def __init__(self, path: Path, device: torch.device, threads: int | None = None):
-        import onnxruntime as ort
-
         self.path = path
-        available = ort.get_available_providers()
-        providers = ["CPUExecutionProvider"]
-        if device.type == "cuda" and "CUDAExecutionProvider" in available:
-            providers.insert(0, "CUDAExecutionProvider")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        # idle threads sleep: spinning ones take the cores from the decoding workers beside them (measured: 1.3x
-        # the CPU per photo of `iaa score` and 0.78x its speed with 2 workers on 2 cores)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
-            raise IAAError(f"{path}: cannot load ONNX model ({str(exc).splitlines()[0]})") from None
+        self.session = onnx_session(path, device, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)

@@ -23,6 +23,7 @@ RULES = ("one-se", "best", "teacher")  # `recipe_rule` (see training.student_rec
 # code is trained again. 2: the student normalises its pooled MLSP vector (`StudentConfig.pooled_power`)
 STUDENT_FIT_VERSION = 2
 
+
 @dataclass
 class StudentTrainConfig:
     """Every setting of a stage-2 run (identity ones saved in run.json and in the checkpoints)."""
