@@ -143,3 +143,17 @@ def test_the_warm_starts_penalty_is_chosen_over_source_images_when_views_share_o
     grouped = _ridge(x, y, None, groups)[2]
     assert grouped > 100 * loo  # leave-one-out leaks between siblings and fits the noise; grouped CV does not
     assert _ridge(x, y, None, np.arange(len(x)))[2] == loo  # no shared source: leave-one-out as before
+
+
+def test_a_corrupt_or_missing_training_image_gets_a_note_and_the_others_their_views(toy, tmp_path):
+    train = toy.split("train")
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 not a jpeg")
+    broken = {train[0].image_id: corrupt, train[1].image_id: tmp_path / "missing.jpg"}
+    dataset = replace(toy, records=[replace(r, path=broken.get(r.image_id, r.path)) for r in toy.records])
+    result = with_views(dataset, tmp_path / "views", ViewSettings(count=1))
+    views = result.split(UNLABELED_SPLIT)
+    assert sorted(view_source(r.image_id) for r in views) == sorted(r.image_id for r in train[2:])
+    unreadable = [n for n in result.notes if "no views of unreadable" in n]
+    assert len(unreadable) == 2 and any(str(corrupt) in n for n in unreadable)
+    assert any("missing.jpg" in n for n in unreadable)
