@@ -96,3 +96,18 @@ def test_a_complete_image_cache_is_reused_by_its_key_an_unfinished_one_resumed_o
     rebuilt = ensure_image_cache(records, 24, root=tmp_path / "c", num_workers=0, batch_size=2)
     assert rebuilt.manifest.decoder == "pil" and rebuilt.complete
     np.testing.assert_array_equal(rebuilt.pixels(), reference)
+
+
+def test_atomic_file_replaces_whole_or_keeps_the_old_file(tmp_path):
+    from iaa_distill.artifacts import FILE_MODE, atomic_file, atomic_write_bytes, atomic_write_text
+
+    path = tmp_path / "sub" / "photo.bin"
+    atomic_write_bytes(path, b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer died")
+    assert path.read_bytes() == b"old" and sorted(p.name for p in path.parent.iterdir()) == ["photo.bin"]
+    atomic_write_text(path, "caf\u00e9 \udcff")  # a non-UTF-8 name byte kept as a surrogate escape
+    assert path.read_bytes() == "café".encode() + b" \xff"
+    assert path.stat().st_mode & 0o777 == FILE_MODE

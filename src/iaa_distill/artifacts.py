@@ -1,11 +1,13 @@
 """A saved artefact is a folder: `config.json` (rebuilds the model and its preprocessing) + `model.safetensors`."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from dataclasses import asdict
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -21,17 +23,19 @@ os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK  # what a newly created file gets
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file (UTF-8, whatever the locale) so that readers see either the old or the new content,
-    never half. File names that are not UTF-8 (kept by Python as surrogate escapes) are written as their own
-    bytes; the temporary file never stays behind."""
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write the new file to (by any writer: PIL, numpy, safetensors, ONNX);
+    when the block ends without an error it is fsynced and renamed over `path`, so readers see either the old
+    or the new file, never half. The temporary file never stays behind, and gets the usual permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
-        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give the file the usual permissions
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
-            f.write(text)
-            f.flush()
+        os.close(fd)
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
@@ -39,13 +43,24 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all (`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file (UTF-8, whatever the locale) whole or not at all. File names that are not UTF-8 (kept by
+    Python as surrogate escapes) are written as their own bytes."""
+    atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"))
+
+
 def save_artifact(directory: str | Path, kind: str, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Path:
     """Write weights then config (the config's presence marks a complete artefact)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{WEIGHTS_NAME}.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp))
-    os.replace(tmp, directory / WEIGHTS_NAME)
+    with atomic_file(directory / WEIGHTS_NAME) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp))
     payload = {"kind": kind, "iaa_distill_version": __version__, **config}
     atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2) + "\n")
     return directory

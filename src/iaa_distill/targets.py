@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .artifacts import atomic_write_text
+from .artifacts import atomic_file, atomic_write_text
 from .errors import IAAError
 from .score_space import InScoreSpace
 
@@ -36,12 +36,11 @@ class DistillationTargets(InScoreSpace):
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{TARGETS_WEIGHTS}.tmp"
-        save_file({
-            "features": torch.from_numpy(np.ascontiguousarray(self.features, dtype=np.float32)),
-            "predictions": torch.from_numpy(np.ascontiguousarray(self.predictions, dtype=np.float32)),
-        }, str(tmp))
-        tmp.replace(directory / TARGETS_WEIGHTS)
+        with atomic_file(directory / TARGETS_WEIGHTS) as tmp:
+            save_file({
+                "features": torch.from_numpy(np.ascontiguousarray(self.features, dtype=np.float32)),
+                "predictions": torch.from_numpy(np.ascontiguousarray(self.predictions, dtype=np.float32)),
+            }, str(tmp))
         index = {"ids": self.ids, "num_levels": self.num_levels, "scale": list(self.scale), "dropped": self.dropped}
         atomic_write_text(directory / TARGETS_INDEX, json.dumps(index) + "\n")
         return directory

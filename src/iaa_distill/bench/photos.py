@@ -3,13 +3,13 @@ and camera JPEGs with the embedded preview cameras write (an MPF "Large Thumbnai
 from __future__ import annotations
 
 import io
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..artifacts import atomic_write_bytes
 from ..demo.synthetic import load_photos
 
 
@@ -108,7 +108,5 @@ def write_camera_photos(folder: str | Path, sources: list[Path], long_side: int 
     paths = [folder / source.name for source in sources]
     for source, path in zip(sources, paths):
         if not path.exists():  # written whole or not at all: an interrupted run leaves no half photo to reuse
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(add_mpf_preview(source.read_bytes(), long_side))
-            os.replace(tmp, path)
+            atomic_write_bytes(path, add_mpf_preview(source.read_bytes(), long_side))
     return paths

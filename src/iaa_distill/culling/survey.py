@@ -20,7 +20,7 @@ from pathlib import Path
 import imagehash
 from PIL import Image
 
-from ..artifacts import atomic_write_text
+from ..artifacts import atomic_write_bytes, atomic_write_text
 from ..errors import DecodeError
 from ..imaging import DECODER_VERSION, Photo, decode_photo
 from ..progress import progress_bar
@@ -95,9 +95,7 @@ class Surveyor:
         photo = decode()
         image, jpeg = make_thumbnail(photo.image, self.size)
         name = thumbnail_name(path)
-        tmp = self.folder / f".{name}.tmp"
-        tmp.write_bytes(jpeg)
-        os.replace(tmp, self.folder / name)
+        atomic_write_bytes(self.folder / name, jpeg)
         return photo, PhotoFacts(path, name, str(imagehash.phash(image)), photo.taken, signature)
 
     def collect(self, values: list[PhotoFacts]) -> None:

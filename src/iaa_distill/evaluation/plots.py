@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..artifacts import atomic_file
 from .metrics import fit_logistic, logistic4, undefined_reason
 from .predictions import Predictions
 
@@ -23,10 +24,8 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 

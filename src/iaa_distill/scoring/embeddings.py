@@ -6,12 +6,12 @@ Failed files have no embedding and are left out. Files are written atomically (t
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import atomic_file
 from ..errors import IAAError
 from .result import Result
 
@@ -30,21 +30,20 @@ def save_embeddings(results: Iterable[Result], path: str | Path) -> int:
     """Write the embeddings of the scored `results` to `path`; returns how many were written."""
     path = check_embedding_path(path)
     vectors = {r.path: np.asarray(r.embedding, dtype=np.float32) for r in results if r.ok and r.embedding is not None}
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.numpy import save_file
+    with atomic_file(path) as tmp:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.numpy import save_file
 
-        save_file(vectors, str(tmp))
-    else:
-        width = max((len(p) for p in vectors), default=1)
-        size = next(iter(vectors.values())).shape[0] if vectors else 0
-        table = np.empty(len(vectors), dtype=[("path", f"U{width}"), ("embedding", np.float32, (size,))])
-        table["path"] = list(vectors)
-        if vectors:
-            table["embedding"] = np.stack(list(vectors.values()))
-        with open(tmp, "wb") as f:
-            np.save(f, table, allow_pickle=False)
-    os.replace(tmp, path)
+            save_file(vectors, str(tmp))
+        else:
+            width = max((len(p) for p in vectors), default=1)
+            size = next(iter(vectors.values())).shape[0] if vectors else 0
+            table = np.empty(len(vectors), dtype=[("path", f"U{width}"), ("embedding", np.float32, (size,))])
+            table["path"] = list(vectors)
+            if vectors:
+                table["embedding"] = np.stack(list(vectors.values()))
+            with open(tmp, "wb") as f:
+                np.save(f, table, allow_pickle=False)
     return len(vectors)
 
 
