@@ -4,8 +4,9 @@ On the demo's synthetic-label photos and unlabelled photos (built, with their fe
 `--demo-dir` already holds them: an `iaa demo` folder is reused as it is), only a seeded subset of the
 training split keeps its labels. For each seed the teacher head is chosen by cross-validation on that
 subset and trained (`train_teacher_head`, early stopping on the val split); the paper's MLP alone and a
-ridge regression on the same standardised features (penalty chosen by 5-fold CV on the subset, folds
-shuffled by the seed) are measured beside it. The test split is read only to report; the table gives
+ridge regression on the same features, normalised as the teacher's linear head normalises them
+(`fit_linear_probe`; penalty chosen by 5-fold CV on the subset, folds shuffled by the seed), are measured
+beside it. The test split is read only to report; the table gives
 mean ± sd of test SRCC over the seeds.
 
 With `--students 0,1,2` the same subset is then run as a user with that many ratings would run it: a
@@ -41,6 +42,7 @@ from iaa_distill.evaluation.student_report import student_report
 from iaa_distill.features import FeatureCache, extract_features
 from iaa_distill.features.cache import FEATURES_NAME, FeatureCacheManifest, create_cache, finalize_manifest
 from iaa_distill.features.extract import dataset_record
+from iaa_distill.training.head_candidates import level_widths
 from iaa_distill.training.linear_probe import fit_linear_probe
 from iaa_distill.recipe import Recipe, run_recipe, stage_settings
 from iaa_distill.storage import RowWriter
@@ -64,9 +66,11 @@ def labelled_subset(dataset: Dataset, count: int, seed: int) -> Dataset:
 
 
 def ridge_test_srcc(dataset: Dataset, cache: FeatureCache, seed: int) -> float:
-    """Test SRCC of ridge on standardised features predicting the mean score, penalty by 5-fold CV on train."""
+    """Test SRCC of the linear probe (ridge on normalised features) predicting the mean score, penalty by 5-fold CV
+    on train."""
     train, test = (labelled_rows(dataset, cache, s) for s in ("train", "test"))
-    model = fit_linear_probe(cache.features[train.rows], train.means, cv_seed=seed)
+    widths = level_widths(cache.manifest.teachers, cache.manifest.dim)
+    model = fit_linear_probe(cache.features[train.rows], train.means, widths, cv_seed=seed)
     return srcc(test.means, model.predict(np.asarray(cache.features[test.rows], np.float64)))
 
 

@@ -3,7 +3,8 @@
 
 On the curve's pool photos, for each number of ratings N and split seed: a fixed 90 photos are held out
 (never rated, never unlabelled), N of the rest are rated by the simulated photographer, the others are the
-unlabelled library. Every model is ridge (penalty by leave-one-out) on standardised frozen features, scored
+unlabelled library. Every model is the linear probe (`fit_linear_probe`: ridge, penalty by leave-one-out, on
+frozen features normalised as the teacher's linear head normalises them, by the blocks of each vector), scored
 by SRCC with the hidden taste on the held-out photos:
 
 - `teacher`: on the teachers' MLSP features, fitted to the ratings (the teacher head's linear candidate);
@@ -24,52 +25,66 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from iaa_distill.artifacts import read_config
 from iaa_distill.cli.types import seed_list
 from iaa_distill.demo.photographer import hidden_taste, stars
 from iaa_distill.evaluation.metrics import srcc
 from iaa_distill.evaluation.seeds import t_interval
-from iaa_distill.training.linear_probe import fit_linear_probe
 from iaa_distill.features import FeatureCache
+from iaa_distill.student import Student, StudentConfig
 from iaa_distill.taste.personal import VAL_FRACTION
+from iaa_distill.training.head_candidates import level_widths
 from iaa_distill.training.image_cache import ImageCache
+from iaa_distill.training.linear_probe import fit_linear_probe
 
 HELD_OUT = 90
 
 
-def caches(run: Path) -> tuple[list[str], np.ndarray, np.ndarray, int]:
-    """Pool ids, their teacher features, the student's pooled features and the first teacher's width."""
+@dataclass
+class Features:
+    """One frozen feature vector per pool photo and the widths of its blocks (what the probe normalises by)."""
+
+    x: np.ndarray
+    widths: list[int]
+
+    def fitted(self, fit_rows: np.ndarray, y: np.ndarray, held: np.ndarray) -> np.ndarray:
+        """The linear probe on `fit_rows`, fitted to `y` (LOO penalty); its predictions on `held`."""
+        return fit_linear_probe(self.x[fit_rows], y, self.widths).predict(self.x[held])
+
+
+def caches(run: Path) -> tuple[list[str], Features, Features, Features]:
+    """Pool ids, their teacher features, the student's pooled features (block widths from the run's student) and
+    the first teacher's columns (lite0 at 224 px)."""
     images = ImageCache.open(next(p for p in (run / "image_cache").glob("*-train-*") if any(p.glob("pooled-*"))))
     pooled = np.load(next(images.directory.glob("pooled-*")) / "pooled.npy").astype(np.float64)
-    features = FeatureCache.open(run / "features")
-    first = features.manifest.teachers[0]["dim"]
-    return list(images.ids), features.features_for(images.ids).astype(np.float64), pooled, first
+    student = Student(StudentConfig.from_dict(read_config(run / "student" / "model", "student")))
+    cache = FeatureCache.open(run / "features")
+    x = cache.features_for(images.ids).astype(np.float64)
+    first = [int(w) for w in cache.manifest.teachers[0]["level_dims"]]
+    return (list(images.ids), Features(x, level_widths(cache.manifest.teachers, cache.manifest.dim)),
+            Features(pooled, student.block_widths), Features(x[:, :sum(first)], first))
 
 
-def fitted(x: np.ndarray, fit_rows: np.ndarray, y: np.ndarray, held: np.ndarray) -> np.ndarray:
-    """Ridge on `x` standardised over `fit_rows`, fitted there to `y` (LOO penalty); predictions on `held`."""
-    return fit_linear_probe(x[fit_rows], y).predict(x[held])
-
-
-def split_scores(ids: list[str], teacher_x: np.ndarray, student_x: np.ndarray, first: int, count: int,
+def split_scores(ids: list[str], teacher: Features, student: Features, lite0: Features, count: int,
                  seed: int) -> dict[str, float]:
     """Every model's SRCC with the hidden taste on the held-out photos of one split."""
     order = np.random.default_rng([seed, 23]).permutation(len(ids))
     held, rated, library = order[:HELD_OUT], order[HELD_OUT:HELD_OUT + count], order[HELD_OUT:]
     y = np.array([max(stars(ids[i], seed), 0) for i in rated], np.float64)  # a reject is the bottom
     truth = np.array([hidden_taste(ids[i]) for i in held])
-    teacher_on_library = fitted(teacher_x, rated, y, library)
-    lite0 = teacher_x[:, :first]
+    teacher_on_library = teacher.fitted(rated, y, library)
     train = round(count * (1 - VAL_FRACTION))
-    found = {"teacher": fitted(teacher_x, rated, y, held),
-             "teacher, no val": fitted(teacher_x, rated[:train], y[:train], held),
-             "student probe": fitted(student_x, rated, y, held),
-             "student ← teacher": fitted(student_x, library, teacher_on_library, held),
-             "lite0@224 probe": fitted(lite0, rated, y, held),
-             "lite0@224 ← teacher": fitted(lite0, library, teacher_on_library, held)}
+    found = {"teacher": teacher.fitted(rated, y, held),
+             "teacher, no val": teacher.fitted(rated[:train], y[:train], held),
+             "student probe": student.fitted(rated, y, held),
+             "student ← teacher": student.fitted(library, teacher_on_library, held),
+             "lite0@224 probe": lite0.fitted(rated, y, held),
+             "lite0@224 ← teacher": lite0.fitted(library, teacher_on_library, held)}
     return {name: srcc(truth, pred) for name, pred in found.items()}
 
 
@@ -90,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=seed_list, default="25,50,100", metavar="N,N,...")
     parser.add_argument("--seeds", type=int, default=10, help="number of splits")
     args = parser.parse_args(argv)
-    ids, teacher_x, student_x, first = caches(args.dir.expanduser().resolve() / "run")
-    rows = {n: [split_scores(ids, teacher_x, student_x, first, n, s) for s in range(args.seeds)] for n in args.points}
+    ids, teacher, student, lite0 = caches(args.dir.expanduser().resolve() / "run")
+    rows = {n: [split_scores(ids, teacher, student, lite0, n, s) for s in range(args.seeds)] for n in args.points}
     names = list(next(iter(rows.values()))[0])
     print(json.dumps({n: [{k: round(v, 4) for k, v in s.items()} for s in r] for n, r in rows.items()}))
     print("\n| ratings | splits | " + " | ".join(names) + " |\n" + "|---" * (len(names) + 2) + "|")

@@ -8,11 +8,15 @@ through real XMP sidecars written by exiftool, and the personal model is trained
 trains it (`fit_taste`), in one output folder: the feature cache of the library is extracted once and
 reused by every point (only the labels change). The unrated pool photos are the unlabelled data; with
 `--without-unrated` a second student per point trains without them. Next to the distilled student: the
-label-only baseline, the CV-chosen teacher head and a frozen-feature linear probe (ridge, penalty by 5-fold
-CV on the rated photos). Agreement = SRCC with the hidden taste (no rating noise) on the unseen photos;
+label-only baseline, the CV-chosen teacher head and a frozen-feature linear probe (`fit_linear_probe`: ridge on
+the teacher features normalised as the teacher's linear head normalises them, penalty by 5-fold CV on the rated
+photos). Agreement = SRCC with the hidden taste (no rating noise) on the unseen photos;
 mean and a 95 % t-interval over seeds, and the student-minus-baseline difference over seeds.
 
     python benchmarks/taste_curve.py --dir iaa-taste-curve --points 50,100,200,25 --seeds 0,1,2 --without-unrated
+
+`--probe-only` trains nothing: it computes the `linear probe` column of the points already in curve.jsonl again
+(the same ratings, the run's feature cache), for a change of the probe alone.
 """
 from __future__ import annotations
 
@@ -20,10 +24,12 @@ import argparse
 import json
 import sys
 import time
+from itertools import product
 from pathlib import Path
 
 import numpy as np
 
+from iaa_distill.artifacts import atomic_write_text
 from iaa_distill.memory import keep_freed_memory
 from iaa_distill.cli.types import seed_list
 from iaa_distill.demo.photographer import hidden_taste, rate_with_exiftool, unrate
@@ -56,8 +62,9 @@ def hidden_srcc(eval_dir: Path) -> float:
 
 
 def probe_srcc(dataset, features_dir: Path, seed: int) -> float:
-    """Frozen-feature linear probe: ridge on the standardised teacher features of the rated train+val photos."""
+    """Frozen-feature linear probe: ridge on the normalised teacher features of the rated train+val photos."""
     from iaa_distill.features import FeatureCache
+    from iaa_distill.training.head_candidates import level_widths
     from iaa_distill.training.teacher import labelled_rows
 
     cache = FeatureCache.open(features_dir)
@@ -65,17 +72,22 @@ def probe_srcc(dataset, features_dir: Path, seed: int) -> float:
     test = labelled_rows(dataset, cache, "test")
     x = np.concatenate([np.asarray(cache.features[t.rows], np.float64) for t in train])
     y = np.concatenate([t.means for t in train])
-    model = fit_linear_probe(x, y, cv_seed=seed)
+    model = fit_linear_probe(x, y, level_widths(cache.manifest.teachers, cache.manifest.dim), cv_seed=seed)
     truth = np.array([hidden_taste(i) for i in test.ids])
     return srcc(truth, model.predict(np.asarray(cache.features[test.rows], np.float64)))
 
 
-def point(lib: Path, pool: list[Path], out: Path, count: int, seed: int, sets: list[str], without: bool) -> dict:
-    """One point of the curve: N ratings drawn by `seed`, the models trained as `iaa taste` trains them."""
+def rate_sample(lib: Path, pool: list[Path], count: int, seed: int) -> str:
+    """The photographer rates N pool photos drawn by `seed` (and no other); returns the dataset spec."""
     unrate(lib / "pool")
     chosen = np.random.default_rng(seed).choice(len(pool), size=count, replace=False)
     rate_with_exiftool([pool[i] for i in sorted(chosen)], seed=seed)
-    spec = f"xmp:{lib}?holdout=unseen"
+    return f"xmp:{lib}?holdout=unseen"
+
+
+def point(lib: Path, pool: list[Path], out: Path, count: int, seed: int, sets: list[str], without: bool) -> dict:
+    """One point of the curve: N ratings drawn by `seed`, the models trained as `iaa taste` trains them."""
+    spec = rate_sample(lib, pool, count, seed)
     start = time.perf_counter()
     result = fit_taste(taste_recipe(spec, out, seed, sets, compare=True), progress=False, log=lambda line: None)
     eval_dirs = {k: Path(v) for k, v in result["folders"]["eval"].items()}
@@ -95,6 +107,14 @@ def point(lib: Path, pool: list[Path], out: Path, count: int, seed: int, sets: l
         found["student, no unrated"] = hidden_srcc(Path(plain["folders"]["eval"]["student"]))
         found["recipes"]["student, no unrated"] = chosen_recipe(Path(plain["folders"]["student"]))
     return found
+
+
+def remeasure_probe(lib: Path, pool: list[Path], out: Path, row: dict, sets: list[str]) -> dict:
+    """`row` of the curve with its `linear probe` computed again by today's code: the same ratings, the run's
+    feature cache, no training."""
+    spec = rate_sample(lib, pool, row["ratings"], row["seed"])
+    dataset = taste_recipe(spec, out, row["seed"], sets, compare=True).training_dataset()
+    return {**row, "linear probe": probe_srcc(dataset, out / "features", row["seed"])}
 
 
 def chosen_recipe(run: Path) -> str:
@@ -139,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--without-unrated", action="store_true", help="also train a student without the unrated")
     parser.add_argument("--set", action="append", default=[], dest="sets", metavar="SECTION.KEY=VALUE",
                         help="override a setting of the taste recipe (small students: student.epochs=3)")
+    parser.add_argument("--probe-only", action="store_true", help="train nothing: compute the `linear probe` of "
+                        "the points already measured (of --points and --seeds) again from the features, and rewrite "
+                        "curve.jsonl with it")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as `iaa taste` runs (fewer page faults; the same numbers)
     folder = args.dir.expanduser().resolve()
@@ -146,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     results = folder / "curve.jsonl"
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
     done = {(r["ratings"], r["seed"]) for r in rows}
+    if args.probe_only:
+        rows = [remeasure_probe(folder / "library", pool, folder / "run", r, args.sets)
+                if r["ratings"] in args.points and r["seed"] in args.seeds else r for r in rows]
+        atomic_write_text(results, "".join(json.dumps(r) + "\n" for r in rows))
+        done = {(r["ratings"], r["seed"]) for r in rows} | set(product(args.points, args.seeds))
     for count in args.points:
         for seed in args.seeds:
             if (count, seed) in done:

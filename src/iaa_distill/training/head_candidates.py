@@ -15,7 +15,8 @@ The features are normalised for an MLSP vector, whose blocks (one network block'
 vectors), is standardised, and each block is then scaled to the same total variance, so that the ridge penalty
 weighs blocks rather than their widths (with every value standardised alike, the widest, deepest blocks take
 most of it). The block widths come from the feature cache's teacher entries (`level_dims`). Chosen by repeated
-cross-validation on training splits (README, *A teacher that holds up on few labels*).
+cross-validation on training splits (README, *A teacher that holds up on few labels*). `MLSPNormaliser` computes
+it, here and in the benchmarks' linear probe (`linear_probe.fit_linear_probe`).
 
 Both become a `TeacherHead`: the linear head is the signed square root (`TeacherHeadConfig.input_power`) ->
 BatchNorm (holding the standardisation, its weights the block scales) -> Linear to [z, -z] -> ReLU -> Linear
@@ -25,10 +26,12 @@ student's projection it is distilled into; targets, evaluation and scoring need 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import RidgeCV
 
 from ..errors import IAAError
@@ -40,6 +43,7 @@ from .head_loop import fit_rows
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 6, 15))  # penalties on standardised features
 SMOOTHING = 0.01  # added to each level's share before the log, so that empty levels stay finite
 RIDGE_POWER = 0.5  # the linear head's power normalisation: the signed square root of every feature value
+BATCHNORM_EPS = 1e-5  # added to each variance, as the head's BatchNorm does (torch's default)
 
 
 @dataclass(frozen=True)
@@ -95,14 +99,35 @@ def level_widths(teachers: list, input_dim: int) -> list[int]:
     return widths if sum(widths) == input_dim else [input_dim]
 
 
+class MLSPNormaliser(TransformerMixin, BaseEstimator):
+    """The normalisation of every linear fit on MLSP features (the module doc): signed `power` of each value, then
+    (x - mean) / sqrt(var + `eps`) (as BatchNorm computes it), each block of `widths` (in vector order) scaled to
+    the same total variance. A scikit-learn transformer, so that a ridge on it is one `Pipeline`."""
+
+    def __init__(self, widths: Sequence[int], power: float = RIDGE_POWER, eps: float = BATCHNORM_EPS):
+        self.widths, self.power, self.eps = widths, power, eps
+
+    def fit(self, x: np.ndarray, y=None) -> "MLSPNormaliser":
+        powered = self._powered(x)
+        if sum(self.widths) != powered.shape[1]:
+            raise ValueError(f"block widths sum to {sum(self.widths)}, the features have {powered.shape[1]} values")
+        self.mean_, self.var_ = powered.mean(axis=0), powered.var(axis=0)
+        self.weights_ = block_weights(list(self.widths))
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (self._powered(x) - self.mean_) / np.sqrt(self.var_ + self.eps) * self.weights_
+
+    def _powered(self, x: np.ndarray) -> np.ndarray:
+        return signed_power(torch.from_numpy(np.asarray(x, dtype=np.float64)), self.power).numpy()
+
+
 def fit_ridge_head(features: np.ndarray, labels: np.ndarray, config: TeacherHeadConfig) -> TeacherHead:
     """Closed-form reduced-rank ridge head (see the module doc) as a `TeacherHead` with `config`."""
-    x = signed_power(torch.from_numpy(np.asarray(features, dtype=np.float64)), config.input_power).numpy()
     head = TeacherHead(config).eval()
     norm = head.body[0]
-    mean, var = x.mean(axis=0), x.var(axis=0)
-    weights = block_weights(level_widths(config.teachers, x.shape[1]))
-    standard = (x - mean) / np.sqrt(var + norm.eps) * weights
+    normaliser = MLSPNormaliser(level_widths(config.teachers, features.shape[1]), config.input_power, norm.eps)
+    standard = normaliser.fit_transform(features)
     ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(standard, ridge_targets(labels, config.space))
     coef = np.atleast_2d(ridge.coef_).T  # (D, K)
     rank = config.hidden[0] // 2
@@ -112,9 +137,9 @@ def fit_ridge_head(features: np.ndarray, labels: np.ndarray, config: TeacherHead
     spread = np.maximum((standard @ u).std(axis=0), 1e-12)
     u, v = u / spread, v * spread
     with torch.no_grad():
-        norm.running_mean.copy_(torch.from_numpy(mean))
-        norm.running_var.copy_(torch.from_numpy(var))
-        norm.weight.copy_(torch.from_numpy(weights))
+        norm.running_mean.copy_(torch.from_numpy(normaliser.mean_))
+        norm.running_var.copy_(torch.from_numpy(normaliser.var_))
+        norm.weight.copy_(torch.from_numpy(normaliser.weights_))
         norm.bias.zero_()
         head.body[1].weight.copy_(torch.from_numpy(np.concatenate([u, -u], axis=1).T))
         head.body[1].bias.zero_()
