@@ -44,6 +44,7 @@ RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 6, 15))  # penalties on s
 SMOOTHING = 0.01  # added to each level's share before the log, so that empty levels stay finite
 RIDGE_POWER = 0.5  # the linear head's power normalisation: the signed square root of every feature value
 BATCHNORM_EPS = 1e-5  # added to each variance, as the head's BatchNorm does (torch's default)
+SCALE_EPS = 1e-6  # added to a floored scale, so that a constant value never divides by 0
 
 
 @dataclass(frozen=True)
@@ -101,22 +102,27 @@ def level_widths(teachers: list, input_dim: int) -> list[int]:
 
 class MLSPNormaliser(TransformerMixin, BaseEstimator):
     """The normalisation of every linear fit on MLSP features (the module doc): signed `power` of each value, then
-    (x - mean) / sqrt(var + `eps`) (as BatchNorm computes it), each block of `widths` (in vector order) scaled to
-    the same total variance. A scikit-learn transformer, so that a ridge on it is one `Pipeline`."""
+    (x - mean) / sqrt(var + `eps`) (as BatchNorm computes it; with `std_floor`, no value's scale below that share
+    of the median scale, so near-constant values are not blown up), each block of `widths` (in vector order)
+    scaled to the same total variance. A scikit-learn transformer, so that a ridge on it is one `Pipeline`."""
 
-    def __init__(self, widths: Sequence[int], power: float = RIDGE_POWER, eps: float = BATCHNORM_EPS):
-        self.widths, self.power, self.eps = widths, power, eps
+    def __init__(self, widths: Sequence[int], power: float = RIDGE_POWER, eps: float = BATCHNORM_EPS,
+                 std_floor: float = 0.0):
+        self.widths, self.power, self.eps, self.std_floor = widths, power, eps, std_floor
 
     def fit(self, x: np.ndarray, y=None) -> "MLSPNormaliser":
         powered = self._powered(x)
         if sum(self.widths) != powered.shape[1]:
             raise ValueError(f"block widths sum to {sum(self.widths)}, the features have {powered.shape[1]} values")
         self.mean_, self.var_ = powered.mean(axis=0), powered.var(axis=0)
+        self.scale_ = np.sqrt(self.var_ + self.eps)
+        if self.std_floor:
+            self.scale_ = np.maximum(self.scale_, self.std_floor * np.median(self.scale_) + SCALE_EPS)
         self.weights_ = block_weights(list(self.widths))
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        return (self._powered(x) - self.mean_) / np.sqrt(self.var_ + self.eps) * self.weights_
+        return (self._powered(x) - self.mean_) / self.scale_ * self.weights_
 
     def _powered(self, x: np.ndarray) -> np.ndarray:
         return signed_power(torch.from_numpy(np.asarray(x, dtype=np.float64)), self.power).numpy()

@@ -4,8 +4,8 @@ on the frozen pooled features, before any gradient step.
 One pass of the pretrained backbone (eval mode, each cached image resized whole to the input size, as when
 scoring) gives the pooled vector of every training image. On those rows:
 
-1. normalisation, as the teacher's linear head normalises its MLSP features (`teachers.mlsp`): the student's
-   signed power of every value (`pooled_power`), per-dimension mean/std, each block (`Student.block_widths`)
+1. normalisation, the teacher's linear head's (`head_candidates.MLSPNormaliser`, with a floor on the scale): the
+   student's signed power of every value (`pooled_power`), per-dimension mean/std, each block (`Student.block_widths`)
    scaled to the same total variance -> the `pooled_mean`/`pooled_std` buffers (std divided by the block weight);
 2. projection: the top `feature_dim` principal directions of the standardised vectors, each scaled to unit
    variance. With fewer images than `feature_dim` they span every image, so the ridge below loses nothing;
@@ -44,8 +44,7 @@ from ..score_space import ScoreSpace
 from ..storage import (MANIFEST_FILE, Manifest, RowCache, RowWriter, finish_rows,
                        pending_batches, read_progress, resume_or_create_rows)
 from ..student import Student
-from ..teachers.mlsp import block_weights, signed_power
-from .head_candidates import RIDGE_ALPHAS, ridge_targets
+from .head_candidates import RIDGE_ALPHAS, MLSPNormaliser, ridge_targets
 from .image_cache import ImageCache
 
 _EPS = 1e-6
@@ -167,12 +166,10 @@ def fit_warm_start(model: Student, pooled: np.ndarray, data: WarmStartData, beta
     """Set the standardisation, projection, prediction layer and distillation projector of `model` (see the
     module doc) from the raw pooled vectors of `data`'s rows; returns what was chosen."""
     distilled = data.teacher_predictions is not None
-    rows = signed_power(torch.from_numpy(pooled if distilled else pooled[:len(data.labels)]),
-                        model.config.pooled_power).numpy()
-    mean, std = rows.mean(0), rows.std(0)
-    std = np.maximum(std, STD_FLOOR * np.median(std) + _EPS)  # near-constant values must not be blown up
-    std = std / block_weights(model.block_widths)
-    z = (rows - mean) / std
+    rows = pooled if distilled else pooled[:len(data.labels)]
+    normaliser = MLSPNormaliser(model.block_widths, model.config.pooled_power, eps=0.0, std_floor=STD_FLOOR)
+    z = normaliser.fit_transform(rows)
+    mean, std = normaliser.mean_, normaliser.scale_ / normaliser.weights_  # the model's pooled_mean / pooled_std
     k = model.config.feature_dim
     eigenvalues, vectors = np.linalg.eigh(np.cov(z, rowvar=False))
     order = np.argsort(eigenvalues)[::-1][:k]
