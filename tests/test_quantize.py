@@ -46,6 +46,7 @@ def test_int8_model_scores_and_is_refused_past_its_bound(tmp_path, sample_photos
     assert main([*args, "--out", str(out), "--max-rank-loss", "1"]) == 0
     printed = capsys.readouterr().out  # 2 held out would be too few: all 8 calibrate, and rank on themselves
     assert "calibrated on 8 photos" in printed and "on 8 calibration photos" in printed
+    assert "fp32's speed on this machine" in printed or "NOT faster than fp32 on this machine" in printed
     assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(out)).graph.node)
     results = Scorer.from_pretrained(model_dir, backend="onnx", onnx_path=out).score(sorted((tmp_path / "photos").iterdir()))
     assert all(r.ok for r in results)
@@ -76,6 +77,12 @@ def test_the_fastest_scheme_within_the_bound_is_saved_else_one_with_a_sensitive_
     quantized = [sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(tmp_path / f)).graph.node)
                  for f in ("fast.onnx", "slower.onnx")]
     assert quantized[1] < quantized[0]  # the block kept fp32 has no int8 inputs any more
+
+
+def test_an_int8_model_that_is_not_faster_than_fp32_says_so():
+    drift = quantize.Drift("held-out photos", 9, None, None, 0.0, 0.01, speedup=0.93)
+    assert "NOT faster than fp32 on this machine (0.93x" in drift.summary()
+    assert "1.25x fp32's speed on this machine" in quantize.Drift("x", 9, None, None, 0.0, 0.01, speedup=1.25).summary()
 
 
 def test_blocks_cover_every_convolution_once_named_by_their_indexed_module(tmp_path):

@@ -27,7 +27,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,13 +64,18 @@ class Drift:
     held_out: int = 0
     ranked_on: str = "held-out photos"  # or "calibration photos", when too few were held out
     scheme: str = ""
+    speedup: float | None = None  # fp32's CPU time per photo over int8's, here (`speedup`)
 
     def summary(self) -> str:
         scheme = f"{self.scheme}: " if self.scheme else ""
         ranking = f"SRCC lost against fp32's ranking {self.rank_loss:.4f} on {self.held_out} {self.ranked_on}"
         labels = (f"; on {self.images} photos of {self.where}: SRCC {self.srcc_fp32:.4f} fp32 -> {self.srcc_int8:.4f} "
                   f"int8 (drop {self.srcc_drop:+.4f})" if self.srcc_fp32 is not None else "")
-        return f"{scheme}{ranking}{labels}, mean |score difference| {self.mean_abs_difference:.4f}"
+        speed = "" if self.speedup is None else (
+            f"; {self.speedup:.2f}x fp32's speed on this machine (1 thread, CPU time per photo)" if self.speedup > 1
+            else f"; NOT faster than fp32 on this machine ({self.speedup:.2f}x, 1 thread, CPU time per photo): keep "
+                 "the fp32 model here")
+        return f"{scheme}{ranking}{labels}, mean |score difference| {self.mean_abs_difference:.4f}{speed}"
 
 
 def calibration_photos(spec: str, count: int = CALIBRATION_IMAGES, held_out: int = HELD_OUT_IMAGES,
@@ -164,6 +169,7 @@ def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[
             scheme = f"{SCHEME}, fp32 {fp32_early:.0%} of the convolutions from the input" + (f" and {blocks}" if blocks else "")
             drift = measure_drift(int8, held, labelled, scheme, len(held_out) >= 3)
             if drift.rank_loss <= max_rank_loss and (labelled is None or drift.srcc_drop <= max_srcc_drop):
+                drift = replace(drift, speedup=speedup(fp32, int8, held.batches))
                 os.replace(int8, out)
                 return drift
             refused.append(drift.summary())
@@ -185,6 +191,17 @@ def _photos(scorer: Scorer, session, paths: Sequence[str], batch_size: int, work
             batches.append(scorer.model_input(batch.images).numpy())
             rows += batch.rows  # those that decoded
     return _Photos(batches, rows, _scores(session, batches))
+
+
+def _first(batches: Sequence[np.ndarray], photos: int) -> list[np.ndarray]:
+    """The batches that hold the first `photos` photos (whole batches)."""
+    kept, count = [], 0
+    for batch in batches:
+        if count >= photos:
+            break
+        kept.append(batch)
+        count += len(batch)
+    return kept
 
 
 def _scores(session, batches: Sequence[np.ndarray]) -> np.ndarray:
@@ -351,11 +368,8 @@ def sensitive_blocks(quantize: _Quantizer, base: list[str], photos: _Photos, cou
     adds the block whose fp32 (beside `base` and the blocks chosen) leaves the least noise in the scores against
     fp32's (the spread of their difference) on `photos` (the first `SENSITIVITY_IMAGES` of them)."""
     fp32, chosen = set(base), []
-    batches, reference = [], 0
-    for batch in photos.batches:
-        if reference < SENSITIVITY_IMAGES:
-            batches.append(batch)
-            reference += len(batch)
+    batches = _first(photos.batches, SENSITIVITY_IMAGES)
+    reference = sum(len(b) for b in batches)
     candidates = [(name, nodes) for name, nodes in blocks(quantize.prepared) if not set(nodes) <= fp32]
     while candidates and len(chosen) < count:
         noise = []
@@ -364,6 +378,24 @@ def sensitive_blocks(quantize: _Quantizer, base: list[str], photos: _Photos, cou
             noise.append(float(np.std(_scores(onnx_session(path), batches) - photos.fp32[:reference])))
         chosen.append(candidates.pop(int(np.argmin(noise))))
     return chosen
+
+
+def speedup(fp32: Path, int8: Path, batches: Sequence[np.ndarray], photos: int = 64, rounds: int = 3) -> float:
+    """fp32's CPU time per photo over int8's on the first `photos` of `batches`, one intra-op thread each,
+    medians of `rounds` interleaved rounds (CPU time, so that other jobs on a shared machine count less)."""
+    import time
+
+    sessions, kept = [onnx_session(p, threads=1) for p in (fp32, int8)], _first(batches, photos)
+    times = np.zeros((rounds, 2))
+    for session in sessions:
+        _scores(session, kept[:1])  # warm-up
+    for r in range(rounds):
+        for k, session in enumerate(sessions):
+            start = time.process_time()
+            _scores(session, kept)
+            times[r, k] = time.process_time() - start
+    fp32_time, int8_time = np.median(times, axis=0)
+    return float(fp32_time / max(int8_time, 1e-9))
 
 
 def measure_drift(int8: Path, held: _Photos, labelled: tuple[_Photos, np.ndarray, str] | None, scheme: str,
