@@ -17,9 +17,10 @@ the block that leaves the least noise in the scores against fp32's); the schemes
 (`EXTRA_FP32_BLOCKS`), and that search runs only when the fastest scheme drifts. They are tried from the fastest (fewest fp32 blocks) on; the first within both bounds is
 saved, else nothing. Late blocks run at low resolution, so keeping them fp32 costs little speed.
 Every scheme's int8 convolutions get their biases corrected for the mean error their 7-bit weights add
-(`bias_corrections`): with a power-normalised pooled vector (the square root of each pooled value) those mean
-shifts, added up through the network, no longer cancel in the ranking; on the demo's student the correction cut
-the SRCC lost against fp32's ranking from 0.0030 to 0.0007 on 300 photos (30 % fp32), at no cost in speed.
+(`bias_corrections`): rounding the weights shifts the mean of every channel a little, the same for every photo,
+and those shifts add up through the network (56 % of the squared error of a demo student's pooled values); the
+correction cut its SRCC lost against fp32's ranking from 0.0030 to 0.0007 on 300 photos (30 % fp32), at no cost
+in speed. The message gives the saved model's speed against fp32 here (`speedup`), and says when it is not faster.
 """
 from __future__ import annotations
 
