@@ -45,6 +45,7 @@ HELD_OUT_IMAGES = 300
 HELD_OUT_SHARE = 1 / 3  # of the sampled photos, when there are too few for both
 DEFAULT_FP32_EARLY = 0.3  # share of the convolutions, from the input on, kept in fp32
 EXTRA_FP32_BLOCKS = 4  # the most sensitive later blocks added to fp32 one by one, one scheme each
+MEAN_INPUT_PHOTOS = 2  # photos per run when every convolution's input is an output (bounds the memory)
 SENSITIVITY_IMAGES = 64  # of the calibration photos, scored for each block tried in the search
 POOLING_OPS = ("ReduceMean", "GlobalAveragePool", "Flatten", "Cast")  # the MLSP taps (the export writes GlobalAveragePool + Flatten)
 SCHEME = "uint8 activations, 7-bit weights"
@@ -319,10 +320,10 @@ def _mean_inputs(model: Path, tensors: list[str], batches: Sequence[np.ndarray],
     path = tmp / "mean-inputs.onnx"
     onnx.save(graph, str(path))
     session, sums, count = onnx_session(path), {}, 0
-    for batch in batches:
-        for name, value in zip(tensors, session.run(tensors, {input_name: batch})):
+    for chunk in (b[k:k + MEAN_INPUT_PHOTOS] for b in batches for k in range(0, len(b), MEAN_INPUT_PHOTOS)):
+        for name, value in zip(tensors, session.run(tensors, {input_name: chunk})):
             sums[name] = sums.get(name, 0.0) + value.sum(axis=0, dtype=np.float64)
-        count += len(batch)
+        count += len(chunk)
     return {name: (total / max(count, 1)).astype(np.float32) for name, total in sums.items()}
 
 
