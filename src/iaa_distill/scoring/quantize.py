@@ -274,7 +274,8 @@ def bias_corrections(prepared: Path, quantized: Path, batches: Sequence[np.ndarr
     dequantize = {n.output[0]: n for n in int8.graph.node if n.op_type == "DequantizeLinear"}
     int8_convs = {n.name: n for n in int8.graph.node if n.op_type == "Conv" and n.input[1] in dequantize}
     convs = [n for n in model.graph.node if n.name in int8_convs and n.input[1] in weights
-             and weights[n.input[1]].ndim == 4 and _attributes(n).get("auto_pad", b"NOTSET") == b"NOTSET"]
+             and weights[n.input[1]].ndim == 4 and _attributes(n).get("auto_pad", b"NOTSET") == b"NOTSET"
+             and (len(n.input) < 3 or n.input[2] in weights)]  # a bias, if any, that is a constant
     means = _mean_inputs(prepared, [n.input[0] for n in convs], batches, input_name, tmp)
     corrections = {}
     for node in convs:
@@ -284,7 +285,7 @@ def bias_corrections(prepared: Path, quantized: Path, batches: Sequence[np.ndarr
         mean_input = torch.nn.functional.pad(torch.from_numpy(means[node.input[0]])[None], (left, right, top, bottom))
         shift = torch.nn.functional.conv2d(mean_input, torch.from_numpy(error), stride=attributes.get("strides", 1),
                                            dilation=attributes.get("dilations", 1), groups=attributes.get("group", 1))
-        bias = node.input[2] if len(node.input) > 2 and node.input[2] else f"{node.name}/corrected_bias"
+        bias = node.input[2] if len(node.input) > 2 else f"{node.name}/corrected_bias"
         value = weights.get(bias, np.zeros(error.shape[0], np.float32)) - shift.mean(dim=(0, 2, 3)).numpy()
         corrections[node.name] = (bias, value.astype(np.float32))
     return corrections
