@@ -185,3 +185,26 @@ def test_bench_int8_reports_its_rank_loss_on_bench_photos_held_out_from_calibrat
     rows = {r.name: r.value for r in report.results}
     assert any("fp32's ranking (3 held-out bench photos" in name for name in rows)  # 9 photos: 6 calibrate
     assert all(r.ok for r in scorer.score(sorted((tmp_path / "photos").iterdir())))
+
+
+def test_bench_int8_times_what_the_export_saves_and_says_when_it_refused(tmp_path, sample_photos, monkeypatch):
+    import iaa_distill.scoring.quantize as quantize
+    from iaa_distill.bench.sections import _int8_scorer
+    from iaa_distill.bench.timing import Report
+    from tests.conftest import save_tiny_student, write_jpegs
+
+    write_jpegs(tmp_path / "photos", sample_photos, 9, size=96)
+    photos, student = sorted((tmp_path / "photos").iterdir()), save_tiny_student(tmp_path / "student")
+    real, losses = quantize.measure_drift, []
+
+    def measure(*args, **kwargs):  # the schemes lose losses[0], losses[1], ... of fp32's ranking, then 0.2
+        return quantize.Drift(**{**real(*args, **kwargs).__dict__, "rank_loss": losses.pop(0) if losses else 0.2})
+
+    monkeypatch.setattr(quantize, "measure_drift", measure)
+    for drifts, timed in ([0.2, 0.0], "what --int8 saves"), ([], "--int8 refused every scheme; the fastest"):
+        losses[:] = drifts
+        report = Report({}, show=print)
+        _int8_scorer(report, student, photos, tmp_path, 0)
+        name = report.results[0].name
+        assert name.startswith(f"int8 timed below ({timed}: ")
+        assert (" and blocks." in name) == (timed == "what --int8 saves")  # the rule's choice, a block kept fp32

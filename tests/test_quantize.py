@@ -46,6 +46,7 @@ def test_int8_model_scores_and_is_refused_past_its_bound(tmp_path, sample_photos
     assert main([*args, "--out", str(out), "--max-rank-loss", "1"]) == 0
     printed = capsys.readouterr().out  # 2 held out would be too few: all 8 calibrate, and rank on themselves
     assert "calibrated on 8 photos" in printed and "on 8 calibration photos" in printed
+    assert "fp32's speed on this machine" in printed or "NOT faster than fp32 on this machine" in printed
     assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(out)).graph.node)
     results = Scorer.from_pretrained(model_dir, backend="onnx", onnx_path=out).score(sorted((tmp_path / "photos").iterdir()))
     assert all(r.ok for r in results)
@@ -78,6 +79,12 @@ def test_the_fastest_scheme_within_the_bound_is_saved_else_one_with_a_sensitive_
     assert quantized[1] < quantized[0]  # the block kept fp32 has no int8 inputs any more
 
 
+def test_an_int8_model_that_is_not_faster_than_fp32_says_so():
+    drift = quantize.Drift("held-out photos", 9, None, None, 0.0, 0.01, speedup=0.93)
+    assert "NOT faster than fp32 on this machine (0.93x" in drift.summary()
+    assert "1.25x fp32's speed on this machine" in quantize.Drift("x", 9, None, None, 0.0, 0.01, speedup=1.25).summary()
+
+
 def test_blocks_cover_every_convolution_once_named_by_their_indexed_module(tmp_path):
     from iaa_distill.scoring.onnx_export import export_onnx
 
@@ -97,3 +104,31 @@ def test_held_out_photos_are_never_calibrated_on_and_at_most_a_third():
     assert quantize.split_held_out(photos[:8]) == (sorted(photos[:8]), [])  # 2 would be too few to rank
     calibration, held_out = quantize.split_held_out([f"{i}.jpg" for i in range(1000)], count=300, held_out=200)
     assert (len(calibration), len(held_out)) == (300, 200) and not set(calibration) & set(held_out)
+
+
+def test_bias_correction_removes_the_mean_error_that_7_bit_weights_add(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 8, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.normal_(0, 0.3)[:, 0, 0, 0] = 3.0  # one large weight per channel: coarse 7-bit steps for the rest
+    path = tmp_path / "conv.onnx"
+    torch.onnx.export(torch.nn.Sequential(conv, torch.nn.ReLU6()).eval(), (torch.rand(1, 4, 16, 16),), str(path),
+                      dynamo=False, input_names=["images"], output_names=["out"], dynamic_axes={"images": {0: "n"}})
+    batches = [np.random.default_rng(k).random((4, 4, 16, 16), dtype=np.float32) for k in range(3)]
+
+    def mean_error(model):  # of each output channel over the photos, against fp32
+        scores = [np.concatenate([quantize.onnx_session(m).run(["out"], {"images": b})[0] for b in batches])
+                  for m in (path, model)]
+        return np.abs((scores[1] - scores[0]).mean(axis=(0, 2, 3))).max()
+
+    quantizer = quantize._Quantizer(path, "images", batches, tmp_path)
+    quantizer._quantize(path, [], tmp_path / "plain.onnx")  # what the export wrote before
+    corrected = quantizer([], "corrected.onnx")
+    assert quantizer.corrections and mean_error(corrected) < 0.2 * mean_error(tmp_path / "plain.onnx")
+    graph = onnx.load(str(path)).graph
+    quantizer([n.name for n in graph.node], "fp32.onnx")  # a convolution kept fp32 keeps its own bias
+    bias = next(n.input[2] for n in graph.node if n.op_type == "Conv")
+    kept = {i.name: i for i in onnx.load(str(tmp_path / "corrected.onnx")).graph.initializer}[bias]
+    assert np.array_equal(onnx.numpy_helper.to_array(kept), conv.bias.detach().numpy())
