@@ -9,7 +9,7 @@ photos measure it far more steadily than a labelled split of a few dozen; when a
 SRCC drop against its labels is checked too. uint8 activations with 7-bit weights (`reduce_range`) run ONNX
 Runtime's fast u8 x s8 kernels on an AVX2 CPU without VNNI (8-bit weights saturate their 16-bit sums there, and
 symmetric int8 activations run slower than fp32), so every scheme uses them and the schemes differ in what
-stays fp32: the first `fp32_early` of the convolutions (the stem and the first blocks: their 7-bit weights carry
+stays fp32: the first `fp32_early` of each backbone's convolutions (its stem and first blocks: their 7-bit weights carry
 most of the error; with them int8 a demo student lost 0.048 of fp32's ranking, and 0.003 with 30 % fp32),
 the MLSP pooling taps and everything after the last convolution (the head), and then the blocks whose error
 shows most in the scores, chosen by greedy forward selection on the calibration photos (each step keeps fp32
@@ -346,10 +346,12 @@ def fp32_nodes(model: Path, early: float) -> list[str]:
 
 
 def _early_share(model: Path, early: float) -> str:
+    """The words for the `early` share kept fp32: "of each backbone's" where the graph holds several."""
     import onnx
 
     several = len(set().union(*stems(list(onnx.load(str(model)).graph.node)))) > 1
-    return f"{early:.0%} of " + ("each backbone's convolutions from its input" if several else "the convolutions from the input")
+    convolutions = "each backbone's convolutions from its input" if several else "the convolutions from the input"
+    return f"{early:.0%} of {convolutions}"
 
 
 def stems(nodes: list) -> list[frozenset[int]]:
