@@ -97,6 +97,38 @@ def test_blocks_cover_every_convolution_once_named_by_their_indexed_module(tmp_p
     assert "blocks.3.0" in names and len(names) == len(set(names))  # a block's squeeze-excite convs are its own
 
 
+def test_each_backbone_of_a_graph_keeps_its_own_early_share_in_fp32(tmp_path):
+    """A teacher folder is several backbones in one graph: each keeps the first 30 % of its own convolutions fp32,
+    whatever order the graph lists them in (here backbone b before a); a one-backbone graph keeps its first 30 %."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def graph(backbones: str) -> onnx.ModelProto:
+        nodes, weights, taps = [], [], []
+        for b in backbones:
+            x = "image"
+            for k in range(4):
+                weights.append(numpy_helper.from_array(np.full((3, 3, 1, 1), 0.1, np.float32), f"w{b}{k}"))
+                nodes += [helper.make_node("Conv", [x, f"w{b}{k}"], [f"c{b}{k}"], name=f"conv_{b}{k}"),
+                          helper.make_node("Relu", [f"c{b}{k}"], [f"r{b}{k}"], name=f"relu_{b}{k}")]
+                x = f"r{b}{k}"
+            nodes.append(helper.make_node("GlobalAveragePool", [x], [f"p{b}"], name=f"pool_{b}"))
+            taps.append(f"p{b}")
+        nodes.append(helper.make_node("Sum", taps, ["score"], name="head"))
+        io = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, 8, 8])
+        return helper.make_model(helper.make_graph(nodes, "g", [io("image")], [helper.make_tensor_value_info(
+            "score", TensorProto.FLOAT, [1, 3, 1, 1])], weights))
+
+    onnx.save(graph("ba"), str(tmp_path / "two.onnx"))
+    kept = set(quantize.fp32_nodes(tmp_path / "two.onnx", 0.3))
+    assert {"conv_a0", "relu_a0", "conv_a1", "relu_a1", "conv_b0", "relu_b0", "conv_b1", "relu_b1"} <= kept
+    assert not {"conv_a2", "conv_a3", "conv_b2", "conv_b3"} & kept
+    assert {"pool_a", "pool_b", "head"} <= kept
+    assert "each backbone's" in quantize._early_share(tmp_path / "two.onnx", 0.3)
+    onnx.save(graph("a"), str(tmp_path / "one.onnx"))
+    assert {n for n in quantize.fp32_nodes(tmp_path / "one.onnx", 0.3) if n.startswith("conv")} == {"conv_a0", "conv_a1"}
+    assert quantize._early_share(tmp_path / "one.onnx", 0.3) == "30% of the convolutions from the input"
+
+
 def test_held_out_photos_are_never_calibrated_on_and_at_most_a_third():
     photos = [f"{i}.jpg" for i in range(12)]
     calibration, held_out = quantize.split_held_out(photos, count=300, held_out=300)

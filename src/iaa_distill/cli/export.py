@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     int8.add_argument("--check", metavar="DATASET", help="labelled dataset on which the drift against fp32 is measured")
     int8.add_argument("--check-split", default="val", choices=("train", "val", "test"), help="its split (default: val)")
     int8.add_argument("--fp32-early", type=fraction, default=0.3,
-                      help="share of the convolutions, from the input on, kept in fp32 (default: 0.3)")
+                      help="share of the convolutions of each backbone, from its input on, kept in fp32 (default: 0.3)")
     int8.add_argument("--max-rank-loss", type=fraction, default=0.001,
                       help="refuse a scheme whose 1 - SRCC(int8, fp32) on the held-out photos is above this (default: 0.001)")
     int8.add_argument("--max-srcc-drop", type=fraction, default=0.01,

@@ -9,7 +9,7 @@ photos measure it far more steadily than a labelled split of a few dozen; when a
 SRCC drop against its labels is checked too. uint8 activations with 7-bit weights (`reduce_range`) run ONNX
 Runtime's fast u8 x s8 kernels on an AVX2 CPU without VNNI (8-bit weights saturate their 16-bit sums there, and
 symmetric int8 activations run slower than fp32), so every scheme uses them and the schemes differ in what
-stays fp32: the first `fp32_early` of the convolutions (the stem and the first blocks: their 7-bit weights carry
+stays fp32: the first `fp32_early` of each backbone's convolutions (its stem and first blocks: their 7-bit weights carry
 most of the error; with them int8 a demo student lost 0.048 of fp32's ranking, and 0.003 with 30 % fp32),
 the MLSP pooling taps and everything after the last convolution (the head), and then the blocks whose error
 shows most in the scores, chosen by greedy forward selection on the calibration photos (each step keeps fp32
@@ -165,10 +165,11 @@ def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantize = _Quantizer(prepared, session.get_inputs()[0].name, calibrating.batches, Path(tmp))
         base, ranked, kept = fp32_nodes(prepared, fp32_early), [], 0
+        early = _early_share(prepared, fp32_early)
         while kept <= len(ranked):
             int8 = quantize(base + [n for _, nodes in ranked[:kept] for n in nodes], f"int8-{kept}.onnx")
             blocks = ", ".join(name for name, _ in ranked[:kept])
-            scheme = f"{SCHEME}, fp32 {fp32_early:.0%} of the convolutions from the input" + (f" and {blocks}" if blocks else "")
+            scheme = f"{SCHEME}, fp32 {early}" + (f" and {blocks}" if blocks else "")
             drift = measure_drift(int8, held, labelled, scheme, len(held_out) >= 3)
             if drift.rank_loss <= max_rank_loss and (labelled is None or drift.srcc_drop <= max_srcc_drop):
                 drift = replace(drift, speedup=speedup(fp32, int8, held.batches))
@@ -329,15 +330,40 @@ def _mean_inputs(model: Path, tensors: list[str], batches: Sequence[np.ndarray],
 
 
 def fp32_nodes(model: Path, early: float) -> list[str]:
-    """The nodes kept in fp32: up to the first `early` share of the convolutions, the pooling taps, the head."""
+    """The nodes kept in fp32: up to the first `early` share of each backbone's convolutions from its input (a
+    student has one backbone, a teacher folder several: `stems`), the pooling taps and the head."""
     import onnx
 
     nodes = list(onnx.load(str(model)).graph.node)
     convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
     if not convs:
         return []
-    first_int8 = _first_int8(convs, early)
-    return [n.name for i, n in enumerate(nodes) if i < first_int8 or i > convs[-1] or n.op_type in POOLING_OPS]
+    above = stems(nodes)
+    first_int8 = {stem: _first_int8([i for i in convs if above[i] == {stem}], early) for stem in set().union(*above)}
+    on_input = max(first_int8.values())  # a node on the input alone is fp32 as far as any backbone's share
+    return [n.name for i, n in enumerate(nodes) if n.op_type in POOLING_OPS or i > convs[-1]
+            or i < (on_input if not above[i] else first_int8[min(above[i])] if len(above[i]) == 1 else 0)]
+
+
+def _early_share(model: Path, early: float) -> str:
+    """The words for the `early` share kept fp32: "of each backbone's" where the graph holds several."""
+    import onnx
+
+    several = len(set().union(*stems(list(onnx.load(str(model)).graph.node)))) > 1
+    convolutions = "each backbone's convolutions from its input" if several else "the convolutions from the input"
+    return f"{early:.0%} of {convolutions}"
+
+
+def stems(nodes: list) -> list[frozenset[int]]:
+    """The backbones each node of a graph depends on, by graph structure: the indices of the stems (the
+    convolutions with no convolution before them) above it. One for a node of a backbone, none before every
+    convolution, several after the backbones meet (a teacher folder's head)."""
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
+    above: list[frozenset[int]] = []
+    for n in nodes:  # ONNX graphs are in topological order
+        inputs = frozenset().union(*(above[producer[x]] for x in n.input if x in producer))
+        above.append(frozenset({len(above)}) if n.op_type == "Conv" and not inputs else inputs)
+    return above
 
 
 def _first_int8(convs: list[int], early: float) -> int:
