@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 
 import iaa_distill.scoring.quantize as quantize
@@ -77,6 +78,20 @@ def test_the_fastest_scheme_within_the_bound_is_saved_else_one_with_a_sensitive_
     quantized = [sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(tmp_path / f)).graph.node)
                  for f in ("fast.onnx", "slower.onnx")]
     assert quantized[1] < quantized[0]  # the block kept fp32 has no int8 inputs any more
+
+
+def test_every_calibration_batch_sets_the_ranges_whatever_the_batch_size(tmp_path, sample_photos):
+    write_jpegs(tmp_path / "photos", sample_photos, 8, size=160)
+    model_dir = save_tiny_student(tmp_path / "student")
+    photos = [str(p) for p in sorted((tmp_path / "photos").iterdir())]
+    saved = {}
+    for batch in (1, 8):  # 8 batches of one photo, or one of 8: the same min and max of every tensor
+        out = tmp_path / f"int8-{batch}.onnx"
+        quantize.quantize_onnx(model_dir, out, photos, max_rank_loss=1.0, extra_blocks=0, batch_size=batch)
+        saved[batch] = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer
+                        if i.name.endswith("_scale")}
+    assert saved[1].keys() == saved[8].keys() and saved[1]
+    assert all(np.allclose(saved[1][k], saved[8][k], rtol=1e-5) for k in saved[1])
 
 
 def test_an_int8_model_that_is_not_faster_than_fp32_says_so():

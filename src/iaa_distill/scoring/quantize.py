@@ -236,8 +236,9 @@ class _Quantizer:
         quantize_static(str(model), str(out), _Batches(self.input_name, self.batches), quant_format=QuantFormat.QDQ,
                         per_channel=True, reduce_range=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
-                        extra_options={"CalibMaxIntermediateOutputs": 4},
                         calibration_cache_path=self.tmp / "calibration.json")
+        # no CalibMaxIntermediateOutputs: onnxruntime 1.32 drops the batches it flushes without merging their
+        # ranges (and fails on a multiple of it); MinMax keeps only each tensor's min and max per batch anyway
 
     def _corrected(self, exclude: set[str]) -> Path:
         """`prepared` with the corrected biases of the convolutions not in `exclude`."""
