@@ -80,6 +80,19 @@ def test_prefetch_keeps_order_raises_errors_and_stops_when_left():
     assert len(produced) < 10 and threading.active_count() == started  # the thread stopped and was joined
 
 
+def test_prefetch_starts_iterating_in_the_callers_thread():
+    """A DataLoader forks its workers when it is iterated: from the caller's thread, not the background one (a
+    worker forked from it hung freeing an ONNX Runtime session that only the caller's frames held)."""
+
+    class Items:
+        def __iter__(self):
+            self.thread = threading.current_thread()
+            return iter(range(3))
+
+    items = Items()
+    assert list(prefetch(items, lambda x: x, CPU)) == [0, 1, 2] and items.thread is threading.current_thread()
+
+
 def test_thread_pool_reader_keeps_batch_order(mixed_photos):
     reader = BatchReader(mixed_photos, [[i] for i in range(len(mixed_photos))], min_side=32)
     with ThreadPoolExecutor(3) as pool:

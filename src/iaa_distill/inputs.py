@@ -266,7 +266,11 @@ def prefetch(items: Iterable, work: Callable, device: torch.device, depth: int =
 
     On CUDA the thread runs on its own stream (copies and resizing overlap the caller's compute); each result
     is handed over once its work is done. An exception in the thread is raised here; leaving early stops it.
+    `items` is iterated from here, the caller's thread: a DataLoader forks its workers there. Forked from the
+    background thread, a worker's Python would free what only the caller's frames hold (an ONNX Runtime session)
+    and hang in its destructor, waiting on threads that do not exist in the child.
     """
+    source = iter(items)
     results: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -282,7 +286,7 @@ def prefetch(items: Iterable, work: Callable, device: torch.device, depth: int =
     def run() -> None:
         try:
             with torch.cuda.stream(stream):
-                for item in items:
+                for item in source:
                     if stop.is_set():
                         return
                     done = work(item)
