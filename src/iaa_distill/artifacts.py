@@ -24,10 +24,12 @@ FILE_MODE = 0o666 & ~_UMASK  # what a newly created file gets
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
+def atomic_file(path: Path, durable: bool = True) -> Iterator[Path]:
     """A temporary path beside `path` to write the new file to (by any writer: PIL, numpy, safetensors, ONNX);
-    when the block ends without an error it is fsynced and renamed over `path`, so readers see either the old
-    or the new file, never half. The temporary file never stays behind, and gets the usual permissions."""
+    when the block ends without an error it is fsynced (unless not `durable`: a cache that is made again when
+    it is missing or wrong, where an fsync per file would cost more than the file) and renamed over `path`, so
+    readers see either the old or the new file, never half. The temporary file never stays behind, and gets the
+    usual permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(name)
@@ -35,17 +37,18 @@ def atomic_file(path: Path) -> Iterator[Path]:
         os.close(fd)
         os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     """Write a file whole or not at all (`atomic_file`)."""
-    with atomic_file(path) as tmp:
+    with atomic_file(path, durable) as tmp:
         tmp.write_bytes(data)
 
 
