@@ -20,7 +20,6 @@ rows. An unreadable source image gets no views (a note says so).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..artifacts import atomic_file
 from ..errors import IAAError
 from ..imaging import decode_image
 from ..settings import fingerprint, setting
@@ -100,12 +100,8 @@ def write_views(source: ImageRecord, folder: Path, settings: ViewSettings, count
         folder.mkdir(parents=True, exist_ok=True)
         for k in missing:
             view = augmented_view(image, view_rng(settings.seed, k, source.image_id), settings.min_area)
-            temp = paths[k].with_name(f".{paths[k].name}.{os.getpid()}.tmp")
-            try:
+            with atomic_file(paths[k], durable=False) as temp:  # made again when missing: no fsync per view
                 view.save(temp, format="JPEG", quality=JPEG_QUALITY)
-                os.replace(temp, paths[k])
-            finally:
-                temp.unlink(missing_ok=True)
     return paths
 
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..artifacts import atomic_file
 from ..student import Student
 from ..teacher_model import TeacherScorerModel
 from .onnx_metadata import DEFAULT_ONNX_NAME, EMBEDDING_OUTPUT, metadata_props
@@ -60,27 +59,22 @@ def export_onnx(model: Student | TeacherScorerModel | str | Path, out: str | Pat
     predictor = _Predictor(model).eval()
     outputs = ["mean"] + (["distribution"] if config.num_levels else []) + [EMBEDDING_OUTPUT]
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # concurrent exports never share one
     example = torch.rand(2, *shape)
     input_name = "packed_images" if isinstance(model, TeacherScorerModel) else "images"
-    try:
-        with warnings.catch_warnings(), _static_padding(predictor.model, shape):
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(
-                predictor,
-                (example,),
-                str(tmp),
-                dynamo=False,
-                opset_version=opset,
-                input_names=[input_name],
-                output_names=outputs,
-                dynamic_axes={name: {0: "batch"} for name in [input_name, *outputs]},
-            )
-            _finish(tmp, config)
-            os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # a temporary name of its own (concurrent exports never share one), renamed over `out` once finished
+    with atomic_file(out) as tmp, warnings.catch_warnings(), _static_padding(predictor.model, shape):
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            predictor,
+            (example,),
+            str(tmp),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[input_name],
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in [input_name, *outputs]},
+        )
+        _finish(tmp, config)
     return out
 
 
