@@ -179,3 +179,59 @@ def test_bias_correction_removes_the_mean_error_that_7_bit_weights_add(tmp_path)
     bias = next(n.input[2] for n in graph.node if n.op_type == "Conv")
     kept = {i.name: i for i in onnx.load(str(tmp_path / "corrected.onnx")).graph.initializer}[bias]
     assert np.array_equal(onnx.numpy_helper.to_array(kept), conv.bias.detach().numpy())
+
+
+def _conv_chain(path, convs: int, channels: int = 8) -> None:
+    """An ONNX chain of `convs` 1x1 convolutions with ReLUs, input `images` (N x channels x H x W)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng, nodes, weights, x = np.random.default_rng(0), [], [], "images"
+    for k in range(convs):
+        weights.append(numpy_helper.from_array(rng.normal(0, 0.4, (channels, channels, 1, 1)).astype(np.float32), f"w{k}"))
+        nodes += [helper.make_node("Conv", [x, f"w{k}"], [f"c{k}"], name=f"conv{k}"),
+                  helper.make_node("Relu", [f"c{k}"], [f"r{k}"], name=f"relu{k}")]
+        x = f"r{k}"
+    io = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", channels, "h", "w"])
+    model = helper.make_model(helper.make_graph(nodes, "chain", [io("images")], [io(x)], weights),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+
+
+def test_calibration_gives_onnxruntimes_own_ranges(tmp_path):
+    from onnxruntime.quantization import CalibrationMethod, QuantType, load_tensors_data, quantize_static
+
+    from iaa_distill.scoring import calibration
+
+    _conv_chain(tmp_path / "chain.onnx", 4)
+    batches = [np.random.default_rng(k).normal(size=(3, 8, 16, 16)).astype(np.float32) for k in range(5)]
+    quantize_static(str(tmp_path / "chain.onnx"), str(tmp_path / "int8.onnx"), calibration._Batches("images", batches),
+                    activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+                    calibration_cache_path=tmp_path / "onnxruntime.json")  # onnxruntime calibrating on its own
+    calibration.calibrate(tmp_path / "chain.onnx", "images", batches, tmp_path / "ours.json")
+    theirs, ours = (load_tensors_data(tmp_path / name) for name in ("onnxruntime.json", "ours.json"))
+    assert set(ours.keys()) == set(theirs.keys()) and len(ours.keys()) == 9
+    assert all(np.array_equal(ours[k].range_value, theirs[k].range_value) for k in ours.keys())
+
+
+def test_calibration_does_not_hold_every_tensor_of_a_batch(tmp_path):
+    """onnxruntime's own calibrator kept every tensor of a run alive to its end (a teacher folder's export
+    peaked at 10 GB): the memory calibration adds stays well under the size of all the tensors of a batch."""
+    import subprocess
+    import sys
+
+    convs, shape = 30, (16, 8, 96, 96)
+    every_tensor = 2 * convs * np.prod(shape) * 4 / 1e6  # MB: every convolution's and ReLU's output
+    _conv_chain(tmp_path / "chain.onnx", convs)
+    script = f"""
+import resource, numpy as np, onnxruntime
+import onnxruntime.quantization, iaa_distill.scoring.quantize as quantize
+from pathlib import Path
+tmp = Path({str(tmp_path)!r})
+batches = [np.random.default_rng(k).random({shape}, dtype=np.float32) for k in range(2)]
+quantize.onnx_session(tmp / "chain.onnx").run(None, {{"images": batches[0]}})  # a plain run: the baseline
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+quantize._Quantizer(tmp / "chain.onnx", "images", batches, tmp)._quantize(tmp / "chain.onnx", [], tmp / "int8.onnx")
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1e3)
+"""
+    added = float(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert added < 0.25 * every_tensor, f"calibration added {added:.0f} MB; all of a batch's tensors are {every_tensor:.0f} MB"

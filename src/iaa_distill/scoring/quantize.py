@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -126,16 +126,6 @@ class _Photos:
     fp32: np.ndarray
 
 
-class _Batches:
-    """onnxruntime's CalibrationDataReader over model inputs."""
-
-    def __init__(self, name: str, batches: Sequence[np.ndarray]):
-        self.batches: Iterator = iter({name: b} for b in batches)
-
-    def get_next(self) -> dict | None:
-        return next(self.batches, None)
-
-
 def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[str], held_out: Sequence[str] = (), *,
                   check: tuple[list[str], np.ndarray, str] | None = None, max_srcc_drop: float = DEFAULT_MAX_SRCC_DROP,
                   max_rank_loss: float = DEFAULT_MAX_RANK_LOSS, fp32_early: float = DEFAULT_FP32_EARLY,
@@ -213,8 +203,9 @@ def _scores(session, batches: Sequence[np.ndarray]) -> np.ndarray:
 
 
 class _Quantizer:
-    """onnxruntime's static QDQ quantisation of `prepared` in `SCHEME`, calibrated (MinMax) once, on the first call,
-    and the ranges reused from onnxruntime's calibration cache by every later call. Each int8 convolution's bias is
+    """onnxruntime's static QDQ quantisation of `prepared` in `SCHEME`, calibrated (MinMax, `calibration.calibrate`:
+    bounded memory) once, on the first call, and the ranges reused from onnxruntime's calibration cache by every
+    later call. Each int8 convolution's bias is
     corrected for the mean error its 7-bit weights add (`bias_corrections`, measured on the first call's model:
     later calls keep at least its fp32 nodes fp32); the convolutions a call keeps fp32 keep their own bias."""
 
@@ -233,12 +224,14 @@ class _Quantizer:
     def _quantize(self, model: Path, exclude: list[str], out: Path) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        quantize_static(str(model), str(out), _Batches(self.input_name, self.batches), quant_format=QuantFormat.QDQ,
-                        per_channel=True, reduce_range=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
-                        calibration_cache_path=self.tmp / "calibration.json")
-        # no CalibMaxIntermediateOutputs: onnxruntime 1.32 drops the batches it flushes without merging their
-        # ranges (and fails on a multiple of it); MinMax keeps only each tensor's min and max per batch anyway
+        from .calibration import calibrate
+
+        cache = self.tmp / "calibration.json"
+        if not cache.is_file():  # the ranges of `prepared`, which every later call reads from the cache
+            calibrate(self.prepared, self.input_name, self.batches, cache)
+        quantize_static(str(model), str(out), None, quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude, calibration_cache_path=cache)
 
     def _corrected(self, exclude: set[str]) -> Path:
         """`prepared` with the corrected biases of the convolutions not in `exclude`."""
