@@ -112,7 +112,7 @@ def test_blocks_cover_every_convolution_once_named_by_their_indexed_module(tmp_p
     assert "blocks.3.0" in names and len(names) == len(set(names))  # a block's squeeze-excite convs are its own
 
 
-def test_each_backbone_of_a_graph_keeps_its_own_early_share_in_fp32(tmp_path):
+def test_each_backbone_of_a_graph_keeps_its_own_early_share_in_fp32():
     """A teacher folder is several backbones in one graph: each keeps the first 30 % of its own convolutions fp32,
     whatever order the graph lists them in (here backbone b before a); a one-backbone graph keeps its first 30 %."""
     from onnx import TensorProto, helper, numpy_helper
@@ -133,15 +133,15 @@ def test_each_backbone_of_a_graph_keeps_its_own_early_share_in_fp32(tmp_path):
         return helper.make_model(helper.make_graph(nodes, "g", [io("image")], [helper.make_tensor_value_info(
             "score", TensorProto.FLOAT, [1, 3, 1, 1])], weights))
 
-    onnx.save(graph("ba"), str(tmp_path / "two.onnx"))
-    kept = set(quantize.fp32_nodes(tmp_path / "two.onnx", 0.3))
+    two = list(graph("ba").graph.node)
+    kept = set(quantize.fp32_nodes(two, 0.3))
     assert {"conv_a0", "relu_a0", "conv_a1", "relu_a1", "conv_b0", "relu_b0", "conv_b1", "relu_b1"} <= kept
     assert not {"conv_a2", "conv_a3", "conv_b2", "conv_b3"} & kept
     assert {"pool_a", "pool_b", "head"} <= kept
-    assert "each backbone's" in quantize._early_share(tmp_path / "two.onnx", 0.3)
-    onnx.save(graph("a"), str(tmp_path / "one.onnx"))
-    assert {n for n in quantize.fp32_nodes(tmp_path / "one.onnx", 0.3) if n.startswith("conv")} == {"conv_a0", "conv_a1"}
-    assert quantize._early_share(tmp_path / "one.onnx", 0.3) == "30% of the convolutions from the input"
+    assert "each backbone's" in quantize._early_share(two, 0.3)
+    one = list(graph("a").graph.node)
+    assert {n for n in quantize.fp32_nodes(one, 0.3) if n.startswith("conv")} == {"conv_a0", "conv_a1"}
+    assert quantize._early_share(one, 0.3) == "30% of the convolutions from the input"
 
 
 def test_held_out_photos_are_never_calibrated_on_and_at_most_a_third():
@@ -235,3 +235,18 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1e3)
 """
     added = float(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
     assert added < 0.25 * every_tensor, f"calibration added {added:.0f} MB; all of a batch's tensors are {every_tensor:.0f} MB"
+
+
+def test_photos_are_held_as_uint8_and_read_as_the_models_float_input(tmp_path, sample_photos):
+    import torch
+
+    from iaa_distill.scoring.onnx_cache import cached_onnx
+
+    write_jpegs(tmp_path / "photos", sample_photos, 5, size=160)
+    model_dir = save_tiny_student(tmp_path / "student")
+    photos = [str(p) for p in sorted((tmp_path / "photos").iterdir())]
+    scorer = Scorer.from_pretrained(model_dir, device="cpu")
+    held = quantize._photos(scorer, quantize.onnx_session(cached_onnx(model_dir)), photos, 2, 0).batches
+    expected = [scorer.model_input(batch.images).numpy() for _, batch in scorer.iter_inputs(photos, 2, 0)]
+    assert all(image.dtype == torch.uint8 for batch in held.images for image in batch)
+    assert len(held) == 3 and all(np.array_equal(a, b) for a, b in zip(held, expected, strict=True))
