@@ -187,7 +187,8 @@ def _conv_chain(path, convs: int, channels: int = 8) -> None:
 
     rng, nodes, weights, x = np.random.default_rng(0), [], [], "images"
     for k in range(convs):
-        weights.append(numpy_helper.from_array(rng.normal(0, 0.4, (channels, channels, 1, 1)).astype(np.float32), f"w{k}"))
+        weight = rng.normal(0, 0.4, (channels, channels, 1, 1)).astype(np.float32)
+        weights.append(numpy_helper.from_array(weight, f"w{k}"))
         nodes += [helper.make_node("Conv", [x, f"w{k}"], [f"c{k}"], name=f"conv{k}"),
                   helper.make_node("Relu", [f"c{k}"], [f"r{k}"], name=f"relu{k}")]
         x = f"r{k}"
@@ -234,7 +235,7 @@ quantize._Quantizer(tmp / "chain.onnx", "images", batches, tmp)._quantize(tmp / 
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1e3)
 """
     added = float(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
-    assert added < 0.25 * every_tensor, f"calibration added {added:.0f} MB; all of a batch's tensors are {every_tensor:.0f} MB"
+    assert added < 0.25 * every_tensor, f"calibration added {added:.0f} MB; a batch's tensors are {every_tensor:.0f} MB"
 
 
 def test_photos_are_held_as_uint8_and_read_as_the_models_float_input(tmp_path, sample_photos):

@@ -248,7 +248,8 @@ class _Quantizer:
             calibrate(self.prepared, self.input_name, self.batches, cache)
         quantize_static(str(model), str(out), None, quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude, calibration_cache_path=cache)
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
+                        calibration_cache_path=cache)
 
     def _corrected(self, exclude: set[str]) -> Path:
         """`prepared` with the corrected biases of the convolutions not in `exclude`."""
