@@ -9,6 +9,8 @@ tensor is freed as in a plain run (the same batch of 16: 0.2 GB, and 6 times fas
 the same. Each batch is one `collect_data` call, whose ranges the calibrator merges into the earlier ones (the
 least minimum, the largest maximum), so what it holds does not grow with the number of photos either. The
 ranges go to onnxruntime's calibration cache, which `quantize_static` then reads instead of calibrating.
+(onnxruntime's `CalibMaxIntermediateOutputs` bounds what is kept between runs, not within one, and 1.32 drops the
+ranges of the batches it flushes.)
 """
 from __future__ import annotations
 

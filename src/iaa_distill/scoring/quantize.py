@@ -170,8 +170,8 @@ def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantize = _Quantizer(prepared, session.get_inputs()[0].name, calibrating.batches, Path(tmp))
-        nodes = list(onnx.load(str(prepared)).graph.node)
-        base, early, ranked, kept = fp32_nodes(nodes, fp32_early), _early_share(nodes, fp32_early), [], 0
+        graph = list(onnx.load(str(prepared)).graph.node)
+        base, early, ranked, kept = fp32_nodes(graph, fp32_early), _early_share(graph, fp32_early), [], 0
         while kept <= len(ranked):
             int8 = quantize(base + [n for _, nodes in ranked[:kept] for n in nodes], f"int8-{kept}.onnx")
             blocks = ", ".join(name for name, _ in ranked[:kept])
@@ -220,11 +220,11 @@ def _scores(session, batches: Sequence[np.ndarray]) -> np.ndarray:
 
 
 class _Quantizer:
-    """onnxruntime's static QDQ quantisation of `prepared` in `SCHEME`, calibrated (MinMax, `calibration.calibrate`:
-    bounded memory) once, on the first call, and the ranges reused from onnxruntime's calibration cache by every
-    later call. Each int8 convolution's bias is
-    corrected for the mean error its 7-bit weights add (`bias_corrections`, measured on the first call's model:
-    later calls keep at least its fp32 nodes fp32); the convolutions a call keeps fp32 keep their own bias."""
+    """onnxruntime's static QDQ quantisation of `prepared` in `SCHEME`, calibrated (MinMax, in bounded memory:
+    `calibration.calibrate`) once, on the first call, and the ranges reused from onnxruntime's calibration cache by
+    every later call. Each int8 convolution's bias is corrected for the mean error its 7-bit weights add
+    (`bias_corrections`, measured on the first call's model: later calls keep at least its fp32 nodes fp32); the
+    convolutions a call keeps fp32 keep their own bias."""
 
     def __init__(self, prepared: Path, input_name: str, batches: Sequence[np.ndarray], tmp: Path):
         self.prepared, self.input_name, self.batches, self.tmp = prepared, input_name, batches, tmp
