@@ -112,7 +112,7 @@ def test_blocks_cover_every_convolution_once_named_by_their_indexed_module(tmp_p
     assert "blocks.3.0" in names and len(names) == len(set(names))  # a block's squeeze-excite convs are its own
 
 
-def test_each_backbone_of_a_graph_keeps_its_own_early_share_in_fp32(tmp_path):
+def test_each_backbone_of_a_graph_keeps_its_own_early_share_in_fp32():
     """A teacher folder is several backbones in one graph: each keeps the first 30 % of its own convolutions fp32,
     whatever order the graph lists them in (here backbone b before a); a one-backbone graph keeps its first 30 %."""
     from onnx import TensorProto, helper, numpy_helper
@@ -133,15 +133,15 @@ def test_each_backbone_of_a_graph_keeps_its_own_early_share_in_fp32(tmp_path):
         return helper.make_model(helper.make_graph(nodes, "g", [io("image")], [helper.make_tensor_value_info(
             "score", TensorProto.FLOAT, [1, 3, 1, 1])], weights))
 
-    onnx.save(graph("ba"), str(tmp_path / "two.onnx"))
-    kept = set(quantize.fp32_nodes(tmp_path / "two.onnx", 0.3))
+    two = list(graph("ba").graph.node)
+    kept = set(quantize.fp32_nodes(two, 0.3))
     assert {"conv_a0", "relu_a0", "conv_a1", "relu_a1", "conv_b0", "relu_b0", "conv_b1", "relu_b1"} <= kept
     assert not {"conv_a2", "conv_a3", "conv_b2", "conv_b3"} & kept
     assert {"pool_a", "pool_b", "head"} <= kept
-    assert "each backbone's" in quantize._early_share(tmp_path / "two.onnx", 0.3)
-    onnx.save(graph("a"), str(tmp_path / "one.onnx"))
-    assert {n for n in quantize.fp32_nodes(tmp_path / "one.onnx", 0.3) if n.startswith("conv")} == {"conv_a0", "conv_a1"}
-    assert quantize._early_share(tmp_path / "one.onnx", 0.3) == "30% of the convolutions from the input"
+    assert "each backbone's" in quantize._early_share(two, 0.3)
+    one = list(graph("a").graph.node)
+    assert {n for n in quantize.fp32_nodes(one, 0.3) if n.startswith("conv")} == {"conv_a0", "conv_a1"}
+    assert quantize._early_share(one, 0.3) == "30% of the convolutions from the input"
 
 
 def test_held_out_photos_are_never_calibrated_on_and_at_most_a_third():
@@ -179,3 +179,75 @@ def test_bias_correction_removes_the_mean_error_that_7_bit_weights_add(tmp_path)
     bias = next(n.input[2] for n in graph.node if n.op_type == "Conv")
     kept = {i.name: i for i in onnx.load(str(tmp_path / "corrected.onnx")).graph.initializer}[bias]
     assert np.array_equal(onnx.numpy_helper.to_array(kept), conv.bias.detach().numpy())
+
+
+def _conv_chain(path, convs: int, channels: int = 8) -> None:
+    """An ONNX chain of `convs` 1x1 convolutions with ReLUs, input `images` (N x channels x H x W)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng, nodes, weights, x = np.random.default_rng(0), [], [], "images"
+    for k in range(convs):
+        weight = rng.normal(0, 0.4, (channels, channels, 1, 1)).astype(np.float32)
+        weights.append(numpy_helper.from_array(weight, f"w{k}"))
+        nodes += [helper.make_node("Conv", [x, f"w{k}"], [f"c{k}"], name=f"conv{k}"),
+                  helper.make_node("Relu", [f"c{k}"], [f"r{k}"], name=f"relu{k}")]
+        x = f"r{k}"
+    io = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", channels, "h", "w"])
+    model = helper.make_model(helper.make_graph(nodes, "chain", [io("images")], [io(x)], weights),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+
+
+def test_calibration_gives_onnxruntimes_own_ranges(tmp_path):
+    from onnxruntime.quantization import CalibrationMethod, QuantType, load_tensors_data, quantize_static
+
+    from iaa_distill.scoring import calibration
+
+    _conv_chain(tmp_path / "chain.onnx", 4)
+    batches = [np.random.default_rng(k).normal(size=(3, 8, 16, 16)).astype(np.float32) for k in range(5)]
+    quantize_static(str(tmp_path / "chain.onnx"), str(tmp_path / "int8.onnx"), calibration._Batches("images", batches),
+                    activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+                    calibration_cache_path=tmp_path / "onnxruntime.json")  # onnxruntime calibrating on its own
+    calibration.calibrate(tmp_path / "chain.onnx", "images", batches, tmp_path / "ours.json")
+    theirs, ours = (load_tensors_data(tmp_path / name) for name in ("onnxruntime.json", "ours.json"))
+    assert set(ours.keys()) == set(theirs.keys()) and len(ours.keys()) == 9
+    assert all(np.array_equal(ours[k].range_value, theirs[k].range_value) for k in ours.keys())
+
+
+def test_calibration_does_not_hold_every_tensor_of_a_batch(tmp_path):
+    """onnxruntime's own calibrator kept every tensor of a run alive to its end (a teacher folder's export
+    peaked at 10 GB): the memory calibration adds stays well under the size of all the tensors of a batch."""
+    import subprocess
+    import sys
+
+    convs, shape = 30, (16, 8, 96, 96)
+    every_tensor = 2 * convs * np.prod(shape) * 4 / 1e6  # MB: every convolution's and ReLU's output
+    _conv_chain(tmp_path / "chain.onnx", convs)
+    script = f"""
+import resource, numpy as np, onnxruntime
+import onnxruntime.quantization, iaa_distill.scoring.quantize as quantize
+from pathlib import Path
+tmp = Path({str(tmp_path)!r})
+batches = [np.random.default_rng(k).random({shape}, dtype=np.float32) for k in range(2)]
+quantize.onnx_session(tmp / "chain.onnx").run(None, {{"images": batches[0]}})  # a plain run: the baseline
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+quantize._Quantizer(tmp / "chain.onnx", "images", batches, tmp)._quantize(tmp / "chain.onnx", [], tmp / "int8.onnx")
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1e3)
+"""
+    added = float(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert added < 0.25 * every_tensor, f"calibration added {added:.0f} MB; a batch's tensors are {every_tensor:.0f} MB"
+
+
+def test_photos_are_held_as_uint8_and_read_as_the_models_float_input(tmp_path, sample_photos):
+    import torch
+
+    from iaa_distill.scoring.onnx_cache import cached_onnx
+
+    write_jpegs(tmp_path / "photos", sample_photos, 5, size=160)
+    model_dir = save_tiny_student(tmp_path / "student")
+    photos = [str(p) for p in sorted((tmp_path / "photos").iterdir())]
+    scorer = Scorer.from_pretrained(model_dir, device="cpu")
+    held = quantize._photos(scorer, quantize.onnx_session(cached_onnx(model_dir)), photos, 2, 0).batches
+    expected = [scorer.model_input(batch.images).numpy() for _, batch in scorer.iter_inputs(photos, 2, 0)]
+    assert all(image.dtype == torch.uint8 for batch in held.images for image in batch)
+    assert len(held) == 3 and all(np.array_equal(a, b) for a, b in zip(held, expected, strict=True))

@@ -27,11 +27,12 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import IAAError
 from .scorer import Scorer, onnx_session
@@ -117,23 +118,27 @@ def labelled_split(spec: str, split: str) -> tuple[list[str], np.ndarray]:
     return [str(r.path) for r in records], np.array([r.label.mean for r in records])
 
 
+class _Inputs(Sequence[np.ndarray]):
+    """The model's input batches of some photos, held as their uint8 pixels (a quarter of the floats' memory: a
+    teacher folder's photo is 2.1 MB in float) and made the model's float input each time a batch is read."""
+
+    def __init__(self, model_input: Callable[[list], torch.Tensor], images: list[list[torch.Tensor]]):
+        self.model_input, self.images = model_input, images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        return self.model_input(self.images[k]).numpy()
+
+
 @dataclass
 class _Photos:
     """Model inputs of some photos (decoded once), the rows of the photos that decoded, their fp32 scores."""
 
-    batches: list[np.ndarray]
+    batches: Sequence[np.ndarray]
     rows: list[int]
     fp32: np.ndarray
-
-
-class _Batches:
-    """onnxruntime's CalibrationDataReader over model inputs."""
-
-    def __init__(self, name: str, batches: Sequence[np.ndarray]):
-        self.batches: Iterator = iter({name: b} for b in batches)
-
-    def get_next(self) -> dict | None:
-        return next(self.batches, None)
 
 
 def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[str], held_out: Sequence[str] = (), *,
@@ -144,6 +149,7 @@ def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[
     `max_rank_loss` on the `held_out` photos (the calibration photos when fewer than 3 are held out) and, with
     `check` (paths, label means, description of a labelled split), within `max_srcc_drop` on it; return its
     drift. IAAError, and nothing written, when every scheme drifts past them."""
+    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from .onnx_cache import cached_onnx
@@ -164,8 +170,8 @@ def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantize = _Quantizer(prepared, session.get_inputs()[0].name, calibrating.batches, Path(tmp))
-        base, ranked, kept = fp32_nodes(prepared, fp32_early), [], 0
-        early = _early_share(prepared, fp32_early)
+        graph = list(onnx.load(str(prepared)).graph.node)
+        base, early, ranked, kept = fp32_nodes(graph, fp32_early), _early_share(graph, fp32_early), [], 0
         while kept <= len(ranked):
             int8 = quantize(base + [n for _, nodes in ranked[:kept] for n in nodes], f"int8-{kept}.onnx")
             blocks = ", ".join(name for name, _ in ranked[:kept])
@@ -188,11 +194,12 @@ def quantize_onnx(model_dir: str | Path, out: str | Path, calibration: Sequence[
 
 def _photos(scorer: Scorer, session, paths: Sequence[str], batch_size: int, workers: int) -> _Photos:
     """The model inputs of `paths`, decoded once for every scheme tried, and their fp32 scores."""
-    batches, rows = [], []
+    images, rows = [], []
     for _, batch in scorer.iter_inputs(paths, batch_size, workers):
         if batch.rows:
-            batches.append(scorer.model_input(batch.images).numpy())
+            images.append([image.clone() for image in batch.images])  # its own memory, not the workers' buffer
             rows += batch.rows  # those that decoded
+    batches = _Inputs(scorer.model_input, images)
     return _Photos(batches, rows, _scores(session, batches))
 
 
@@ -213,10 +220,11 @@ def _scores(session, batches: Sequence[np.ndarray]) -> np.ndarray:
 
 
 class _Quantizer:
-    """onnxruntime's static QDQ quantisation of `prepared` in `SCHEME`, calibrated (MinMax) once, on the first call,
-    and the ranges reused from onnxruntime's calibration cache by every later call. Each int8 convolution's bias is
-    corrected for the mean error its 7-bit weights add (`bias_corrections`, measured on the first call's model:
-    later calls keep at least its fp32 nodes fp32); the convolutions a call keeps fp32 keep their own bias."""
+    """onnxruntime's static QDQ quantisation of `prepared` in `SCHEME`, calibrated (MinMax, in bounded memory:
+    `calibration.calibrate`) once, on the first call, and the ranges reused from onnxruntime's calibration cache by
+    every later call. Each int8 convolution's bias is corrected for the mean error its 7-bit weights add
+    (`bias_corrections`, measured on the first call's model: later calls keep at least its fp32 nodes fp32); the
+    convolutions a call keeps fp32 keep their own bias."""
 
     def __init__(self, prepared: Path, input_name: str, batches: Sequence[np.ndarray], tmp: Path):
         self.prepared, self.input_name, self.batches, self.tmp = prepared, input_name, batches, tmp
@@ -233,12 +241,15 @@ class _Quantizer:
     def _quantize(self, model: Path, exclude: list[str], out: Path) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        quantize_static(str(model), str(out), _Batches(self.input_name, self.batches), quant_format=QuantFormat.QDQ,
-                        per_channel=True, reduce_range=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+        from .calibration import calibrate
+
+        cache = self.tmp / "calibration.json"
+        if not cache.is_file():  # the ranges of `prepared`, which every later call reads from the cache
+            calibrate(self.prepared, self.input_name, self.batches, cache)
+        quantize_static(str(model), str(out), None, quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
-                        calibration_cache_path=self.tmp / "calibration.json")
-        # no CalibMaxIntermediateOutputs: onnxruntime 1.32 drops the batches it flushes without merging their
-        # ranges (and fails on a multiple of it); MinMax keeps only each tensor's min and max per batch anyway
+                        calibration_cache_path=cache)
 
     def _corrected(self, exclude: set[str]) -> Path:
         """`prepared` with the corrected biases of the convolutions not in `exclude`."""
@@ -267,7 +278,6 @@ def bias_corrections(prepared: Path, quantized: Path, batches: Sequence[np.ndarr
     shift the mean of every channel a little, and the shifts add up through the network; on a demo student
     this cut the SRCC lost against fp32's ranking 3-4 times."""
     import onnx
-    import torch
     from onnx import numpy_helper
 
     model, int8 = onnx.load(str(prepared)), onnx.load(str(quantized))
@@ -330,12 +340,10 @@ def _mean_inputs(model: Path, tensors: list[str], batches: Sequence[np.ndarray],
     return {name: (total / max(count, 1)).astype(np.float32) for name, total in sums.items()}
 
 
-def fp32_nodes(model: Path, early: float) -> list[str]:
-    """The nodes kept in fp32: up to the first `early` share of each backbone's convolutions from its input (a
-    student has one backbone, a teacher folder several: `stems`), the pooling taps and the head."""
-    import onnx
-
-    nodes = list(onnx.load(str(model)).graph.node)
+def fp32_nodes(nodes: list, early: float) -> list[str]:
+    """The names of the nodes of a graph (its nodes in order) kept in fp32: up to the first `early` share of each
+    backbone's convolutions from its input (a student has one backbone, a teacher folder several: `stems`), the
+    pooling taps and the head."""
     convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
     if not convs:
         return []
@@ -346,11 +354,9 @@ def fp32_nodes(model: Path, early: float) -> list[str]:
             or i < (on_input if not above[i] else first_int8[min(above[i])] if len(above[i]) == 1 else 0)]
 
 
-def _early_share(model: Path, early: float) -> str:
-    """The words for the `early` share kept fp32: "of each backbone's" where the graph holds several."""
-    import onnx
-
-    several = len(set().union(*stems(list(onnx.load(str(model)).graph.node)))) > 1
+def _early_share(nodes: list, early: float) -> str:
+    """The words for the `early` share kept fp32: "of each backbone's" where the graph (its nodes) holds several."""
+    several = len(set().union(*stems(nodes))) > 1
     convolutions = "each backbone's convolutions from its input" if several else "the convolutions from the input"
     return f"{early:.0%} of {convolutions}"
 
