@@ -118,8 +118,9 @@ class RunStamp(Callback):
 
 
 class BestBySRCC(Callback):
-    """After each validation: append the epoch to `history.json`; when val SRCC improves, call
-    `save(module, epoch)` on rank 0 (a module-level function or partial: DDP spawn pickles it)."""
+    """After each validation (each training epoch, in a run without val images): append the epoch to
+    `history.json`; when it improves (val SRCC), call `save(module, epoch)` on rank 0 (a module-level function or
+    partial: DDP spawn pickles it)."""
 
     def __init__(self, out: Path, save: Callable[[pl.LightningModule, dict[str, Any]], None], batch_size: int,
                  validated: bool = True):
@@ -265,10 +266,11 @@ def build_trainer(out: Path, hardware: dict[str, Any], *, max_epochs: int, patie
 def check_counts(name: str, n_train: int, n_val: int, batch_images: int, min_val: int,
                  val_optional: bool = False, hint: str = "") -> None:
     """Refuse a split too small to train on (`batch_images` + MIN_TRAIN_IMAGES) or to validate on; no val images
-    at all pass with `val_optional` (the stage then chooses without them). hint: appended to the val refusal."""
+    at all pass with `val_optional` (the stage then chooses without them). hint: why not, appended to the refusal
+    of a run without any."""
     need = batch_images + MIN_TRAIN_IMAGES
     if n_train < need:
         raise IAAError(f"dataset '{name}': only {n_train} labelled training images, at least {need} needed")
     if n_val < min_val and not (val_optional and n_val == 0):
         raise IAAError(f"dataset '{name}': only {n_val} labelled validation images, at least {min_val} needed "
-                       f"(raise --val-fraction or add a val split){hint}")
+                       f"(raise --val-fraction or add a val split){hint if n_val == 0 else ''}")
