@@ -8,8 +8,9 @@ frozen features normalised as the teacher's linear head normalises them, by the 
 by SRCC with the hidden taste on the held-out photos:
 
 - `teacher`: on the teachers' MLSP features, fitted to the ratings (the teacher head's linear candidate);
-- `teacher, no val`: the same fitted on a random 80 % of the ratings only: what `iaa taste`'s teacher head
-  learns from (the other 20 % are the val split that chooses the student's epoch);
+- `teacher, no val`: the same fitted on a random 80 % of the ratings only (`CARVED_VAL`): what `iaa taste`'s
+  teacher head learnt from while it carved a val split of 20 % to choose the student's epoch on (it now trains
+  on every rating, so its linear head is `teacher`);
 - `student probe`: on the student backbone's pooled features at its input size (the label-only warm start);
 - `student ← teacher`: the same features fitted to the teacher's predictions on rated + unlabelled photos
   (what distillation can carry into the student's frozen features at best);
@@ -37,12 +38,12 @@ from iaa_distill.evaluation.metrics import srcc
 from iaa_distill.evaluation.seeds import t_interval
 from iaa_distill.features import FeatureCache
 from iaa_distill.student import Student, StudentConfig
-from iaa_distill.taste.personal import VAL_FRACTION
 from iaa_distill.training.head_candidates import level_widths
 from iaa_distill.training.image_cache import ImageCache
 from iaa_distill.training.linear_probe import fit_linear_probe
 
 HELD_OUT = 90
+CARVED_VAL = 0.2  # the val split `iaa taste` carved before it trained on every rating (`teacher, no val`)
 
 
 @dataclass
@@ -78,7 +79,7 @@ def split_scores(ids: list[str], teacher: Features, student: Features, lite0: Fe
     y = np.array([max(stars(ids[i], seed), 0) for i in rated], np.float64)  # a reject is the bottom
     truth = np.array([hidden_taste(ids[i]) for i in held])
     teacher_on_library = teacher.fitted(rated, y, library)
-    train = round(count * (1 - VAL_FRACTION))
+    train = round(count * (1 - CARVED_VAL))
     found = {"teacher": teacher.fitted(rated, y, held),
              "teacher, no val": teacher.fitted(rated[:train], y[:train], held),
              "student probe": student.fitted(rated, y, held),

@@ -21,7 +21,7 @@ def tiny_settings(weights: Path) -> list[str]:
     """`--set` items for a tiny random teacher and student: every stage runs in seconds."""
     items = ["features.teachers=[test_efficientnet]", f"features.weights={{test_efficientnet: {weights}}}",
              "features.num_workers=0", "features.device=cpu", "teacher.epochs=2", "teacher.hidden=[16, 8]",
-             "teacher.candidates=[mlp]", "teacher.device=cpu", "student.backbone=test_efficientnet",
+             "teacher.candidates=[ridge:2]", "teacher.device=cpu", "student.backbone=test_efficientnet",
              "student.pretrained=false", "student.input_size=32", "student.train_resize=40", "student.epochs=1",
              "student.batch_size=4", "student.num_workers=0", "student.accelerator=cpu", "student.devices=1",
              "evaluation.num_workers=0", "evaluation.device=cpu"]
@@ -79,6 +79,12 @@ def test_taste_trains_reports_agreement_and_reuses_the_features(tmp_path, sample
     assert f"Your model: {model}" in text and "pairs ordered as you did" in text
     assert f"--model {tmp_path / 'me' / 'teacher'}" in text
     assert "18 unrated photos as unlabelled data" in text
+    # every rating that is not held out trains; too few unrated photos to hold any out: the warm start is kept
+    counts = json.loads((tmp_path / "me" / "agreement.json").read_text())["counts"]
+    student = json.loads((tmp_path / "me" / "student" / "metrics.json").read_text())
+    teacher = json.loads((tmp_path / "me" / "teacher" / "metrics.json").read_text())
+    assert counts["val"] == 0 and student["num_val"] == 0 and student["best_epoch"] == 0
+    assert student["num_train"] == teacher["train_images"] == 30 - counts["test"]
     document = json.loads((tmp_path / "me" / "agreement.json").read_text())
     assert {"teacher", "student", "baseline"} <= set(document["models"])  # and the baseline's probe, when made
     assert (model / "model.safetensors").is_file()

@@ -274,7 +274,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
     out.mkdir(parents=True, exist_ok=True)
     stages = stage_settings(recipe, progress)  # a setting out of range stops here, before the dataset is read
     dataset = recipe.training_dataset()
-    require_usable(dataset, recipe.dataset)  # an empty split stops here, before hours of feature extraction
+    # an empty split stops here, before hours of feature extraction (val may be empty when none is carved)
+    require_usable(dataset, recipe.dataset, need_val=recipe.val_fraction > 0)
     runs = student_runs(recipe)
     keys = stage_keys(dataset, stages, runs)
     runner = StageRunner(out, log)

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data.check import check_dataset
 
     dataset = open_dataset(args.dataset, val_fraction=args.val_fraction, seed=args.seed)
-    report = check_dataset(dataset, decode=args.decode, workers=args.workers, progress=not (args.json or args.no_progress))
+    report = check_dataset(dataset, decode=args.decode, workers=args.workers, progress=not (args.json or args.no_progress),
+                           need_val=args.val_fraction > 0)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     if not report.usable:
         raise IAAError(report.refusal(args.dataset))

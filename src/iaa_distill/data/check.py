@@ -77,9 +77,10 @@ class DataCheckReport:
         return f"dataset {spec} is not usable: {'; '.join(self.reasons)}"
 
 
-def require_usable(dataset: Dataset, spec: str) -> None:
-    """Refuse (DatasetError, one line) a dataset whose images or splits a run cannot use; no decoding."""
-    report = check_dataset(dataset)
+def require_usable(dataset: Dataset, spec: str, need_val: bool = True) -> None:
+    """Refuse (DatasetError, one line) a dataset whose images or splits a run cannot use; no decoding.
+    need_val: False for a run asked to carve no val split (`val_fraction` 0), whose stages choose without one."""
+    report = check_dataset(dataset, need_val=need_val)
     if not report.usable:
         raise DatasetError(report.refusal(spec))
 
@@ -91,8 +92,10 @@ def check_dataset(
     min_side: int | None = 224,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = False,
+    need_val: bool = True,
 ) -> DataCheckReport:
-    """Check that the images of `dataset` exist (and decode, with `decode`) and summarise its labels."""
+    """Check that the images of `dataset` exist (and decode, with `decode`) and summarise its labels; an empty
+    val split passes without `need_val`."""
     labelled = dataset.scale is not None
     groups = [(s, dataset.split(s)) for s in SPLITS] if labelled else [("all", dataset.records)]
     exists = existing_files(dataset.records)
@@ -117,7 +120,7 @@ def check_dataset(
         reasons.append(f"none of the {len(dataset.records):,} listed images {'decode' if decode else 'exist'} (wrong image folder?)")
     elif labelled:
         for split in splits:
-            if split.name in REQUIRED_SPLITS and split.usable == 0:
+            if split.name in REQUIRED_SPLITS and split.usable == 0 and (need_val or split.name != "val"):
                 reasons.append(f"split '{split.name}' has no usable images ({split.listed} listed)"
                                + FIXES.get(split.name, ""))
     for split in splits:

@@ -71,7 +71,7 @@ def teacher_rows(records: Sequence[ImageRecord], targets: DistillationTargets) -
     """The teacher's (aesthetic feature, prediction) rows of `records`, checked finite."""
     rows = targets.rows_for([r.image_id for r in records])
     features, predictions = targets.features[rows], targets.predictions[rows]
-    finite = np.isfinite(features).all(1) & np.isfinite(predictions.reshape(len(rows), -1)).all(1)
+    finite = np.isfinite(features).all(1) & np.isfinite(predictions).all(axis=tuple(range(1, predictions.ndim)))
     if not finite.all():
         raise IAAError(f"{targets.source}: the distillation targets of {int((~finite).sum())} images are not "
                        f"finite (e.g. '{records[int(np.argmin(finite))].image_id}'); retrain the teacher head")

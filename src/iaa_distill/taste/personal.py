@@ -3,7 +3,12 @@
 The ratings (`xmp:PHOTOS`, or any rated dataset spec such as `decisions:FILE`) become a recipe,
 OUT/recipe.yaml, run by `run_recipe`: teacher features of every photo (rated and unrated), the teacher
 head chosen by cross-validation on the rated train photos, the student distilled on rated and unrated
-photos (with `compare`, the label-only baseline too), evaluation on the held-out ratings. Agreement with those ratings (SRCC
+photos (with `compare`, the label-only baseline too), evaluation on the held-out ratings. Every rating that
+is not held out trains: no val split is carved (`VAL_FRACTION` 0), because every choice has a signal without
+one: the teacher head is chosen by cross-validation and fitted as its folds were, the student's epoch by its
+agreement with the teacher on a held-out quarter of the unrated photos (`recipe_rule: teacher`), and a run
+with nothing to choose on (the baseline; the student with under 80 unrated photos) keeps its closed-form warm
+start (`training.student`). Agreement with those ratings (SRCC
 and pairwise accuracy with bootstrap CIs) goes to OUT/agreement.json. The model is OUT/student/model, used
 by `iaa cull --model` and `iaa score --model` as it is. A rerun with more ratings keeps the feature cache
 (features depend on the images only) and reruns what the new labels change.
@@ -25,10 +30,11 @@ _log = get_logger(__name__)
 
 MIN_RATINGS = 20
 AGREEMENT_FILE = "agreement.json"
-VAL_FRACTION = 0.2  # of the rated train photos: enough to stop early and choose on with a few dozen ratings
+VAL_FRACTION = 0.0  # every rating that is not held out trains (see the module doc)
 TEACHER = {"epochs": 80, "batch_size": 32, "patience": 15, "hidden": [256, 128], "dropout": 0.2}
 STUDENT = {"backbone": "tf_efficientnet_lite0", "input_size": 128, "epochs": 4, "batch_size": 16, "num_workers": 2,
-           "warmup_epochs": 0.5, "patience": 10, "unlabeled_ratio": 3.0}
+           "warmup_epochs": 0.5, "patience": 10, "unlabeled_ratio": 3.0, "recipe_rule": "teacher",
+           "agreement_patience": 2}
 
 
 def ratings_spec(photos: str) -> str:
@@ -73,8 +79,9 @@ def fit_taste(recipe: Recipe, progress: bool = True, log: Callable[[str], None] 
 
     counts = require_ratings(recipe, min_ratings, log)
     recipe = batch_for_ratings(recipe, counts["train"], log)
-    log(f"[ratings] {counts['train'] + counts['val'] + counts['test']} rated photos (train {counts['train']}, "
-        f"val {counts['val']}, held out {counts['test']}), {counts['unrated']} unrated photos as unlabelled data")
+    val = f", val {counts['val']}" if counts["val"] else ""
+    log(f"[ratings] {counts['train'] + counts['val'] + counts['test']} rated photos (train {counts['train']}{val}, "
+        f"held out {counts['test']}), {counts['unrated']} unrated photos as unlabelled data")
     result = run_recipe(recipe, progress=progress, log=log)
     agreements = held_out_agreement(result["folders"]["eval"])
     atomic_write_text(recipe.out / AGREEMENT_FILE, json.dumps({"counts": counts, "models": agreements}, indent=2) + "\n")

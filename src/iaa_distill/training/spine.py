@@ -118,11 +118,15 @@ class RunStamp(Callback):
 
 
 class BestBySRCC(Callback):
-    """After each validation: append the epoch to `history.json`; when val SRCC improves, call
-    `save(module, epoch)` on rank 0 (a module-level function or partial: DDP spawn pickles it)."""
+    """After each validation (each training epoch, in a run without val images): append the epoch to
+    `history.json`; when it improves (val SRCC), call `save(module, epoch)` on rank 0 (a module-level function or
+    partial: DDP spawn pickles it)."""
 
-    def __init__(self, out: Path, save: Callable[[pl.LightningModule, dict[str, Any]], None], batch_size: int):
-        self.out, self.save, self.batch_size = out, save, batch_size
+    def __init__(self, out: Path, save: Callable[[pl.LightningModule, dict[str, Any]], None], batch_size: int,
+                 validated: bool = True):
+        """validated: False for a run without val images (the trainer runs no validation): each epoch is then
+        recorded at its end, without val metrics."""
+        self.out, self.save, self.batch_size, self.validated = out, save, batch_size, validated
         self.best = -math.inf
         self.history: list[dict[str, Any]] = []
         self._epoch_start, self._train_seconds, self._steps_at_start = 0.0, 0.0, 0
@@ -134,8 +138,16 @@ class BestBySRCC(Callback):
         self._train_seconds = time.perf_counter() - self._epoch_start
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+        if not trainer.sanity_checking:
+            self.record_epoch(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.validated:
+            self._train_seconds = time.perf_counter() - self._epoch_start
+            self.record_epoch(trainer, pl_module)
+
+    def record_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Record the epoch that just ended, with the metrics logged so far (val ones when validated)."""
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         images = (trainer.global_step - self._steps_at_start) * self.batch_size * trainer.world_size
         entry = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step,
@@ -224,9 +236,10 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def build_trainer(out: Path, hardware: dict[str, Any], *, max_epochs: int, patience: int,
+def build_trainer(out: Path, hardware: dict[str, Any], *, max_epochs: int, patience: int | None,
                   callbacks: Sequence[Callback], **trainer_kw: Any) -> pl.Trainer:
-    """A quiet `pl.Trainer` writing CSV logs and `checkpoints/last.ckpt` into `out`, stopping early on val SRCC.
+    """A quiet `pl.Trainer` writing CSV logs and `checkpoints/last.ckpt` into `out`, stopping early on val SRCC
+    (patience None: no val split, so no validation and no early stopping on it).
 
     hardware: accelerator, devices, num_nodes, strategy, precision, deterministic (None: on for CPU runs),
     progress.
@@ -242,18 +255,22 @@ def build_trainer(out: Path, hardware: dict[str, Any], *, max_epochs: int, patie
         enable_progress_bar=hardware.get("progress", True) and sys.stderr.isatty(),  # no bar in log files
         callbacks=[
             *callbacks,
-            EarlyStopping("val_srcc", mode="max", patience=patience, check_finite=False),
+            *([] if patience is None else [EarlyStopping("val_srcc", mode="max", patience=patience,
+                                                         check_finite=False)]),
             ModelCheckpoint(dirpath=out / CHECKPOINTS, filename="last", enable_version_counter=False),
         ],
-        **trainer_kw,
+        **({"limit_val_batches": 0} if patience is None else {}), **trainer_kw,
     )
 
 
-def check_counts(name: str, n_train: int, n_val: int, batch_images: int, min_val: int) -> None:
-    """Refuse a split too small to train on (`batch_images` + MIN_TRAIN_IMAGES) or to validate on."""
+def check_counts(name: str, n_train: int, n_val: int, batch_images: int, min_val: int,
+                 val_optional: bool = False, hint: str = "") -> None:
+    """Refuse a split too small to train on (`batch_images` + MIN_TRAIN_IMAGES) or to validate on; no val images
+    at all pass with `val_optional` (the stage then chooses without them). hint: why not, appended to the refusal
+    of a run without any."""
     need = batch_images + MIN_TRAIN_IMAGES
     if n_train < need:
         raise IAAError(f"dataset '{name}': only {n_train} labelled training images, at least {need} needed")
-    if n_val < min_val:
+    if n_val < min_val and not (val_optional and n_val == 0):
         raise IAAError(f"dataset '{name}': only {n_val} labelled validation images, at least {min_val} needed "
-                       "(raise --val-fraction or add a val split)")
+                       f"(raise --val-fraction or add a val split){hint if n_val == 0 else ''}")

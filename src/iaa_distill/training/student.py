@@ -16,6 +16,12 @@ Before the first step the layers after the backbone are fitted in closed form on
 (`training.warm_start`) and that model is validated as epoch 0; how much of the backbone then trains, epoch by
 epoch, and which recipe the val split chose is `training.student_recipe`.
 
+Without val images (`val_fraction` 0, so that every label trains) an epoch is chosen only by agreement with the
+teacher on held-out unlabelled photos (`recipe_rule: teacher`): nothing is validated and nothing stops early on
+val SRCC. A run without that signal (the label-only baseline, or too few unlabelled photos to hold out) keeps its
+warm start, epoch 0, whose one choice (the ridge penalty) is made by leave-one-out on the training labels, and
+trains no epoch; without a warm start either, it is refused.
+
 Plumbing is Lightning: AdamW with separate backbone/head learning rates and no decay on
 biases/norms (timm's param groups), linear warm-up + cosine decay per step (LambdaLR), gradient
 clipping, optional EMA of the weights (torch AveragedModel, used for validation and the saved
@@ -254,9 +260,12 @@ def _world_size(config: StudentTrainConfig) -> int:
     return max(1, devices) * max(1, config.num_nodes)
 
 
-def _check_counts(name: str, n_train: int, n_val: int, config: StudentTrainConfig) -> None:
-    """One full batch per process (the last partial batch of an epoch is dropped) plus MIN_TRAIN_IMAGES."""
-    check_counts(name, n_train, n_val, config.batch_size * _world_size(config), MIN_VAL_IMAGES)
+def _check_counts(name: str, n_train: int, n_val: int, config: StudentTrainConfig, held_out: bool) -> None:
+    """One full batch per process (the last partial batch of an epoch is dropped) plus MIN_TRAIN_IMAGES; no val
+    images when something else chooses: the warm start, or agreement with the teacher on `held_out` photos."""
+    check_counts(name, n_train, n_val, config.batch_size * _world_size(config), MIN_VAL_IMAGES,
+                 val_optional=config.warm_start or held_out,
+                 hint="; without val images a run needs warm_start on, or recipe_rule teacher with unlabelled photos")
 
 
 def _load_targets(targets_dir: str | Path | None, dataset: Dataset, distill: bool) -> DistillationTargets | None:
@@ -337,35 +346,42 @@ def train_student(
     if targets is not None:  # the images the teacher's features could not read are left out, as `iaa fit` does
         dataset = dataset.without(targets.dropped)
     labelled = _labelled(dataset.split("train")), _labelled(dataset.split("val"))
-    _check_counts(dataset.name, len(labelled[0]), len(labelled[1]), config)
     if config.distilled:
         targets.rows_for([r.image_id for r in labelled[0] + labelled[1]])
     unlabelled, held_out = _unlabelled_records(dataset, config, targets), []
     if config.recipe_rule == "teacher":  # a seeded share left out of training, to choose the epoch on
         unlabelled, held_out = hold_out(unlabelled, config.seed)
+    _check_counts(dataset.name, len(labelled[0]), len(labelled[1]), config, bool(held_out))
     splits = (*labelled, unlabelled)
     student_config = _student_config(config, dataset, targets)
     run = RunFolder(out, _run_identity(dataset, config, student_config, baseline, splits, targets_dir))
     finished = run.finished()
     if finished is not None:
-        _log.info(f"{run.out}: already trained (best val SRCC {finished['best_val_srcc']:.4f}); nothing to do")
+        kept = finished["best_val_srcc"]
+        what = f"best val SRCC {kept:.4f}" if kept is not None else f"epoch {finished['best_epoch']} kept"
+        _log.info(f"{run.out}: already trained ({what}); nothing to do")
         return finished
     data = DatasetDataModule(dataset, splits, config, student_config, targets if config.distilled else None,
                              image_cache_dir)
     data.setup("fit")  # image caches built, undecodable images left out: the counts the schedule needs
     counts, excluded = data.counts, data.excluded
-    _check_counts(dataset.name, counts[0], counts[1], config)
+    _check_counts(dataset.name, counts[0], counts[1], config, bool(held_out))
     resume = run.start([r.image_id for r in splits[0]], [r.image_id for r in splits[1]])
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = StudentModule(asdict(student_config), asdict(config), resolve_schedule(config.finetune, counts[0]))
     module.agreement = _teacher_agreement(data, held_out, targets)
     if data.train.features is not None:
         module.standardise_teacher_features(data.train.features)
-    trainer = _trainer(run, config, baseline, callbacks, module.schedule)
+    validated = counts[1] > 0
+    trainer = _trainer(run, config, baseline, callbacks, module.schedule, validated)
     start = time.perf_counter()
     if resume is None:
         _epoch_zero(run, module, trainer, data, config, baseline)
-    _fit(trainer, module, data, resume)
+    if validated or module.agreement is not None:
+        _fit(trainer, module, data, resume)
+    else:
+        _log.info("no val images and no held-out unlabelled photos to choose an epoch on: the warm start (epoch 0) "
+                  "is kept and no epoch is trained")
     if not trainer.is_global_zero:
         return {}
     metrics = _write_metrics(run, trainer, config, student_config, baseline, counts, excluded,
@@ -390,15 +406,17 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
                                  teacher, train.predictions, source_groups(train.ids))
         pooled = pooled_features(module.model, fit_rows, config.progress and trainer.is_global_zero)
         report = fit_warm_start(module.model, pooled, fit_rows, config.beta)
-    raw = predict_raw(module.model, cached_images(data.val.source, data.val.rows, module.model.config.input_size))
-    if report and module.num_levels:
-        raw, report["sharpness"] = sharpen(module.model, raw, data.val.labels)
+    entry, module.val_predictions = {}, (np.empty(0), np.empty(0))
+    if len(data.val):  # without val images the distribution's spread is not sharpened (nothing to match)
+        raw = predict_raw(module.model, cached_images(data.val.source, data.val.rows, module.model.config.input_size))
+        if report and module.num_levels:
+            raw, report["sharpness"] = sharpen(module.model, raw, data.val.labels)
+        entry = validation_entry(module.space, raw, data.val.labels, data.val.means,
+                                 lambda raw, y: label_loss(raw, y, module.num_levels, config.loss, config.rank_weight))
+        module.val_predictions = module.space.mean(raw).double().numpy(), data.val.means
     if module.ema is not None:
         module.ema.module.load_state_dict(module.model.state_dict())
-    entry = validation_entry(module.space, raw, data.val.labels, data.val.means,
-                             lambda raw, y: label_loss(raw, y, module.num_levels, config.loss, config.rank_weight))
     entry = {"epoch": 0, "step": 0, **entry, "train_seconds": round(time.perf_counter() - start, 3)}
-    module.val_predictions = module.space.mean(raw).double().numpy(), data.val.means
     module.measure_agreement()
     next(c for c in trainer.callbacks if isinstance(c, RecipeChoice)).record(module, entry, trainer.is_global_zero)
     if trainer.is_global_zero:
@@ -411,8 +429,10 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
 
 
 def _teacher_val_srcc(val: SplitTable, space) -> float | None:
-    """SRCC of the teacher's predictions on the val images (None without teacher rows)."""
-    return None if val.predictions is None else srcc(val.means, _teacher_means(val.predictions, space))
+    """SRCC of the teacher's predictions on the val images (None without teacher rows or val images)."""
+    if val.predictions is None or not len(val):
+        return None
+    return srcc(val.means, _teacher_means(val.predictions, space))
 
 
 def _teacher_means(predictions: np.ndarray, space) -> np.ndarray:
@@ -446,14 +466,15 @@ def _model_extra(run: RunFolder, config: StudentTrainConfig, baseline: bool) -> 
 
 
 def _trainer(run: RunFolder, config: StudentTrainConfig, baseline: bool, callbacks: Sequence[Callback],
-             schedule: str) -> pl.Trainer:
+             schedule: str, validated: bool) -> pl.Trainer:
+    """validated: False without val images (no validation, no early stopping on val SRCC)."""
     save_best = partial(_save_best, run.out, _model_extra(run, config, baseline))
     phase_of = partial(phase, schedule=schedule, freeze_epochs=config.freeze_epochs,
                        partial_epochs=config.partial_epochs)
     hardware = {**config.hardware(), "precision": _precision(config), "strategy": _strategy(config)}
-    return build_trainer(run.out, hardware, max_epochs=config.epochs, patience=config.patience,
+    return build_trainer(run.out, hardware, max_epochs=config.epochs, patience=config.patience if validated else None,
                          callbacks=[RecipeChoice(run.out, save_best, config.batch_size, phase_of, config.recipe_rule,
-                                                 config.agreement_patience),
+                                                 config.agreement_patience, validated),
                                     RunStamp(run.fingerprint),
                                     *callbacks],
                          gradient_clip_val=config.grad_clip or None, use_distributed_sampler=False,

@@ -26,7 +26,8 @@ Which epoch is kept (`RecipeChoice`, every schedule, epoch 0 included), with `re
   and a run without enough unlabelled photos has none to hold out: both choose by `best`. With
   `agreement_patience` N, such a run stops once N epochs in a row (counted from the kept one, epoch 0 included)
   agree less with the teacher than the kept epoch: the steadier signal may end a recipe that val SRCC, with its
-  own `patience`, would let run on.
+  own `patience`, would let run on. A run without val images (`validated` False) is recorded after each
+  training epoch and chooses by this agreement alone (`training.student` keeps the warm start when it has none).
 
 The backbone's learning rate is 0 while it is frozen and its warm-up + cosine schedule starts when it thaws.
 A frozen part runs without gradients (and in eval mode), so frozen epochs cost a forward pass only.
@@ -159,10 +160,11 @@ class RecipeChoice(BestBySRCC):
     so `best` decides). Each recorded epoch gets `kept` (whether it became the kept model) and, when compared by
     the rule, `vs_kept` (the kept epoch, the SRCC difference and its standard error) or `teacher_srcc`."""
 
-    def __init__(self, out, save, batch_size: int, phase_of, rule: str = "best", agreement_patience: int = 0):
+    def __init__(self, out, save, batch_size: int, phase_of, rule: str = "best", agreement_patience: int = 0,
+                 validated: bool = True):
         """phase_of: 1-based epoch -> `probe`, `partial` or `full` (0: the warm start). agreement_patience: 0 never
-        stops the run."""
-        super().__init__(out, save, batch_size)
+        stops the run. validated: False without val images (see `BestBySRCC`)."""
+        super().__init__(out, save, batch_size, validated)
         self.phase_of, self.rule, self.agreement_patience = phase_of, rule, agreement_patience
         self.kept: dict | None = None  # epoch, phase, val predictions
 
@@ -170,6 +172,17 @@ class RecipeChoice(BestBySRCC):
         super().on_validation_end(trainer, pl_module)
         if not trainer.sanity_checking and self.agreement_ran_out():
             trainer.should_stop = True  # every process computes the same agreement, so they stop together
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.validated:
+            return
+        was_training = pl_module.training
+        pl_module.val_predictions = (np.empty(0), np.empty(0))
+        pl_module.measure_agreement()  # what validation sets otherwise
+        pl_module.train(was_training)
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.agreement_ran_out():
+            trainer.should_stop = True
 
     def agreement_ran_out(self) -> bool:
         """Whether the last `agreement_patience` recorded epochs all agreed less with the teacher than the kept one."""
@@ -216,7 +229,8 @@ def recipe_report(history: list[dict], best_epoch: int, schedule: str, freeze_ep
     agreement: dict[str, float] = {}
     for entry in history:
         name = phase(entry["epoch"], schedule, freeze_epochs, partial_epochs)
-        scores[name] = max(scores.get(name, -math.inf), entry.get("val_srcc", -math.inf))
+        if "val_srcc" in entry:  # every validated epoch; none without val images
+            scores[name] = max(scores.get(name, -math.inf), entry["val_srcc"])
         if "teacher_srcc" in entry:
             agreement[name] = max(agreement.get(name, -math.inf), entry["teacher_srcc"])
     how = f"best epoch by SRCC on the val split ({num_val} images)"
@@ -226,6 +240,8 @@ def recipe_report(history: list[dict], best_epoch: int, schedule: str, freeze_ep
     elif agreement:
         how = (f"best epoch by agreement (SRCC) with the teacher on {num_held_out} held-out unlabelled photos, "
                "never trained on")
+    elif not num_val:
+        how = "no val images and no held-out unlabelled photos to choose on: the warm start kept, no epoch trained"
     report = {"schedule": schedule, "chosen": phase(best_epoch, schedule, freeze_epochs, partial_epochs),
               "scores": scores, "rule": rule, "selected_on": f"{how}, epoch 0 (the warm-started probe) included"}
     if agreement:
@@ -235,11 +251,10 @@ def recipe_report(history: list[dict], best_epoch: int, schedule: str, freeze_ep
 
 def choice_lines(recipe: dict, student_srcc: float | None, teacher_srcc: float | None) -> list[str]:
     """What `iaa train-student` / `iaa fit` print about the chosen recipe and the student's share of the teacher."""
-    scores = ", ".join(f"{k} {v:.3f}" for k, v in recipe["scores"].items())
-    if recipe.get("teacher_scores"):
-        scores += "; agreement with the teacher per recipe: " + ", ".join(
-            f"{k} {v:.3f}" for k, v in recipe["teacher_scores"].items())
-    lines = [f"student recipe: {recipe['chosen']} (val SRCC per recipe: {scores}; {recipe['selected_on']})"]
+    parts = [f"{what} per recipe: " + ", ".join(f"{k} {v:.3f}" for k, v in recipe[key].items())
+             for what, key in (("val SRCC", "scores"), ("agreement with the teacher", "teacher_scores"))
+             if recipe.get(key)]
+    lines = [f"student recipe: {recipe['chosen']} ({'; '.join([*parts, recipe['selected_on']])})"]
     if student_srcc is None or not teacher_srcc or not math.isfinite(teacher_srcc) or teacher_srcc <= 0:
         return lines
     share = student_srcc / teacher_srcc

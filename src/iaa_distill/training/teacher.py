@@ -2,7 +2,9 @@
 
 The head is chosen among candidates (`head_candidates`) by cross-validation on the training split
 (`head_selection`); the chosen MLP is then trained on the whole training split, the chosen linear head fitted
-in closed form.
+in closed form. Without val images (`val_fraction` 0) the chosen MLP is trained as in its CV folds (`epochs`
+epochs, no early stopping), which is what the cross-validation scored; an MLP that no cross-validation chose
+(one candidate) needs val images and is refused without them.
 
 Reads only the feature cache (float16 memmap rows, converted to float32 per batch) and the dataset's
 labels; no image is decoded. Lightning runs the loop: validation SRCC every epoch, the best epoch
@@ -38,7 +40,7 @@ from ..settings import identity
 from ..targets import DistillationTargets
 from ..teacher_head import TeacherHead, TeacherHeadConfig, run_head
 from .head_loop import FeatureDataModule, TeacherHeadModule
-from .head_candidates import HeadCandidate, candidate_config, fit_ridge_head, parse_candidate
+from .head_candidates import HeadCandidate, candidate_config, fit_mlp_head, fit_ridge_head, parse_candidate
 from .head_selection import choose, cross_validate
 from .spine import (CHECKPOINTS, BestBySRCC, RunFolder, RunStamp, best_epoch, build_trainer,
                     check_counts, lightning_device)
@@ -200,6 +202,17 @@ def _select_head(run: RunFolder, config: TeacherTrainConfig, head_config: Teache
     return chosen, {**record, "kind": chosen.kind}
 
 
+def _refuse_unvalidated_mlp(name: str, config: TeacherTrainConfig, num_train: int) -> None:
+    """Without val images: refuse when no cross-validation will choose the head and the one trained is an MLP
+    (nothing would then stop it or vouch for its epochs)."""
+    cross_validated = len(config.candidates) > 1 and num_train <= CV_MAX_IMAGES
+    first = parse_candidate(config.candidates[0], tuple(config.hidden), config.dropout) if config.candidates else None
+    if not cross_validated and first is not None and first.kind == "mlp":
+        raise IAAError(f"dataset '{name}': no val images, and the MLP head {first.spec!r} is not chosen by "
+                       "cross-validation: add val images (val_fraction above 0), give several candidates "
+                       "(e.g. mlp,ridge:4) or a linear one (ridge:4)")
+
+
 def _fit_ridge(run: RunFolder, head_config: TeacherHeadConfig, cache: FeatureCache, splits: list[SplitTable]) -> None:
     """Fit the linear head on every image of `splits` (train, or train and val) and save it into the run folder."""
     features = np.concatenate([_features_of(cache, split) for split in splits])
@@ -207,7 +220,7 @@ def _fit_ridge(run: RunFolder, head_config: TeacherHeadConfig, cache: FeatureCac
     fit_ridge_head(features, labels, head_config).save_pretrained(run.out)
 
 
-def _metrics(run: RunFolder, trainer: pl.Trainer | None, raw: np.ndarray, valid: list[str],
+def _metrics(run: RunFolder, epochs_trained: int, raw: np.ndarray, valid: list[str],
              splits: dict[str, SplitTable], head_config: TeacherHeadConfig, config: TeacherTrainConfig
              ) -> dict[str, Any]:
     space = head_config.space
@@ -220,7 +233,7 @@ def _metrics(run: RunFolder, trainer: pl.Trainer | None, raw: np.ndarray, valid:
     history = run.history()
     metrics.update(
         best_epoch=best_epoch(history)["epoch"] if history else None,
-        epochs_trained=trainer.current_epoch if trainer is not None else 0,
+        epochs_trained=epochs_trained,
         train_images=len(splits["train"]), targets=len(valid), num_levels=space.num_levels, scale=list(space.scale),
         loss=config.loss, teachers=[t.get("name") for t in head_config.teachers],
         cache_fingerprint=head_config.cache_fingerprint, config=json.loads(json.dumps(asdict(config))),
@@ -244,7 +257,9 @@ def train_teacher_head(
     data = TeacherDataModule(dataset, cache_dir, config)
     data.setup()
     cache, splits, train, val = data.cache, data.splits, data.train, data.val
-    check_counts(dataset.name, len(train), len(val), 0, 2)
+    check_counts(dataset.name, len(train), len(val), 0, 2, val_optional=True)
+    if not len(val):
+        _refuse_unvalidated_mlp(dataset.name, config, len(train))
     head_config = _head_config(dataset, cache, config)
     run = RunFolder(out, {"train": identity(config), "head": asdict(head_config),
                           "train_ids": ids_hash(train.ids), "val_ids": ids_hash(val.ids)})
@@ -255,13 +270,16 @@ def train_teacher_head(
     resume = run.start(train.ids, val.ids)
     chosen, selection = _select_head(run, config, head_config, cache, train)
     head_config = candidate_config(chosen, head_config, head_config.output_dim)
-    trainer = None
+    epochs_trained = 0
     if chosen.kind == "ridge":
         _fit_ridge(run, head_config, cache, [train, val] if config.linear_on_val else [train])
+    elif not len(val):  # as in its CV folds: every training image, `epochs` epochs, no early stopping
+        fit_mlp_head(_features_of(cache, train), train.labels, head_config, config).save_pretrained(run.out)
+        epochs_trained = config.epochs
     else:
-        trainer = _fit(run, config, head_config, data, resume)
+        epochs_trained = _fit(run, config, head_config, data, resume).current_epoch
     valid, raw = _write_targets(run.out, cache, head_config.space)
-    metrics = {**_metrics(run, trainer, raw, valid, splits, head_config, config), "head": selection}
+    metrics = {**_metrics(run, epochs_trained, raw, valid, splits, head_config, config), "head": selection}
     run.write_metrics(metrics)
     shutil.rmtree(run.out / CHECKPOINTS, ignore_errors=True)  # the head artefact is the best epoch
     return metrics

@@ -1,0 +1,106 @@
+"""Stages without a val split (`val_fraction` 0, as `iaa taste` runs them): the teacher head fitted as its CV
+folds were, the student's epoch chosen by agreement with the teacher on held-out unlabelled photos, a run
+with nothing to choose on keeping its closed-form warm start, and one-line refusals where nothing can choose."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from iaa_distill.data.check import check_dataset
+from iaa_distill.data.records import Dataset
+from iaa_distill.errors import IAAError
+from iaa_distill.teacher_head import TeacherHead, run_head
+from iaa_distill.training.head_candidates import fit_mlp_head
+from iaa_distill.training.student import train_student
+from iaa_distill.training.teacher import TeacherTrainConfig, train_teacher_head
+from tests.test_head_selection import MLP, linear_data
+from tests.test_student_training import Crash, CrashMidEpoch, tiny_config
+from tests.test_teacher_head import synthetic_dataset, write_cache
+from tests.test_unlabeled import mixed  # noqa: F401 (a fixture)
+
+
+def without_val(dataset: Dataset) -> Dataset:
+    """`dataset` with its val images moved into train (what `val_fraction` 0 gives a dataset without a val list)."""
+    return replace(dataset, records=[replace(r, split="train") if r.split == "val" else r for r in dataset.records])
+
+
+@pytest.fixture
+def unsplit(tmp_path):
+    features, quality = linear_data(60, seed=5)
+    dataset = without_val(synthetic_dataset(quality))
+    return dataset, write_cache(tmp_path / "cache", dataset, features), features
+
+
+def test_teacher_mlp_without_val_is_trained_as_in_its_folds(unsplit, tmp_path):
+    dataset, cache, _ = unsplit
+    config = TeacherTrainConfig(**{**MLP, "hidden": (16, 8), "candidates": ("mlp", "mlp:8:0.1")})
+    metrics = train_teacher_head(dataset, cache, tmp_path / "head", config)
+    assert metrics["val"] is None and metrics["train_images"] == 51 and metrics["epochs_trained"] == MLP["epochs"]
+    head = TeacherHead.from_pretrained(tmp_path / "head")
+    train = [i for i, r in enumerate(dataset.records) if r.split == "train"]
+    stored = np.asarray(cache.features[train], np.float32)
+    labels, _ = head.config.space.encode_all([dataset.records[i].label for i in train], [str(i) for i in train])
+    expected = fit_mlp_head(stored, labels, head.config, config)  # every training image, `epochs` epochs
+    probe = np.asarray(cache.features[:], np.float32)
+    np.testing.assert_allclose(run_head(head, probe)[0], run_head(expected, probe)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_without_val_refuses_an_mlp_no_cross_validation_chose(unsplit, tmp_path):
+    dataset, cache, _ = unsplit
+    with pytest.raises(IAAError, match="no val images, and the MLP head 'mlp' is not chosen by cross-validation"):
+        train_teacher_head(dataset, cache, tmp_path / "head", TeacherTrainConfig(**{**MLP, "candidates": ("mlp",)}))
+    ridge = train_teacher_head(dataset, cache, tmp_path / "ridge", TeacherTrainConfig(**{**MLP, "candidates": ("ridge:2",)}))
+    assert ridge["val"] is None and ridge["test"]["srcc"] > 0.5
+
+
+def test_student_without_val_keeps_the_epoch_that_agrees_best_with_the_teacher_and_resumes(mixed, tmp_path,
+                                                                                          monkeypatch):
+    from iaa_distill.training import student_recipe
+
+    monkeypatch.setattr(student_recipe, "MIN_HOLDOUT", 2)  # 20 unlabelled photos: 5 held out
+    dataset, targets_dir, cache_root = mixed
+    dataset = without_val(dataset)
+    config = tiny_config(epochs=3, deterministic=True, unlabeled_ratio=1.0, recipe_rule="teacher")
+    whole = train_student(dataset, tmp_path / "whole", config, targets_dir=targets_dir, image_cache_dir=cache_root)
+    assert (whole["num_train"], whole["num_val"], whole["recipe"]["held_out"]) == (36, 0, 5)
+    agreement = [h["teacher_srcc"] for h in whole["history"]]
+    assert len(agreement) == 4 and not any("val_srcc" in h for h in whole["history"])
+    assert whole["best_epoch"] == int(np.argmax(agreement)) and whole["best_val_srcc"] is None
+    with pytest.raises(Crash):
+        train_student(dataset, tmp_path / "resumed", config, targets_dir=targets_dir, image_cache_dir=cache_root,
+                      callbacks=[CrashMidEpoch()])
+    resumed = train_student(dataset, tmp_path / "resumed", config, targets_dir=targets_dir, image_cache_dir=cache_root)
+    assert [h["teacher_srcc"] for h in resumed["history"]] == agreement
+    a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_baseline_without_val_keeps_its_warm_start_and_nothing_else_is_refused(mixed, tmp_path):
+    dataset, targets_dir, cache_root = mixed
+    dataset = without_val(dataset)
+    baseline = train_student(dataset, tmp_path / "baseline", tiny_config(epochs=2), targets_dir=targets_dir,
+                             baseline=True, image_cache_dir=cache_root)
+    assert [h["epoch"] for h in baseline["history"]] == [0] and baseline["best_epoch"] == 0
+    assert "the warm start kept, no epoch trained" in baseline["recipe"]["selected_on"]
+    model = load_file(str(tmp_path / "baseline" / "model" / "model.safetensors"))
+    probe = load_file(str(tmp_path / "baseline" / "probe" / "model.safetensors"))
+    assert all(torch.equal(model[k], probe[k]) for k in model)  # the frozen-feature linear probe itself
+    with pytest.raises(IAAError, match="0 labelled validation images.*needs warm_start on"):
+        train_student(dataset, tmp_path / "cold", tiny_config(warm_start=False), targets_dir=targets_dir,
+                      baseline=True, image_cache_dir=cache_root)
+
+
+def test_an_empty_val_split_is_usable_only_when_none_is_carved(tmp_path):
+    from tests.test_readers import touch_images
+
+    _, quality = linear_data(20)
+    dataset = without_val(synthetic_dataset(quality))
+    dataset = replace(dataset, root=tmp_path, records=[replace(r, path=tmp_path / r.path) for r in dataset.records])
+    touch_images(dataset)
+    assert not check_dataset(dataset).usable and "split 'val'" in check_dataset(dataset).reasons[0]
+    assert check_dataset(dataset, need_val=False).usable
