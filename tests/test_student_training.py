@@ -225,6 +225,19 @@ class CrashMidEpoch(Callback):
             raise Crash()
 
 
+def crashed_then_resumed(train, out: Path) -> dict:
+    """`train(out, callbacks)` crashed mid-epoch by `CrashMidEpoch`, then run again: the resumed run's result."""
+    with pytest.raises(Crash):
+        train(out, [CrashMidEpoch()])
+    return train(out, [])
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """The saved models in run folders `a` and `b` hold bit-identical weights."""
+    x, y = (load_file(str(run / "model" / "model.safetensors")) for run in (a, b))
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
 def test_resume_after_crash_equals_uninterrupted_run(toy, tmp_path, caplog):
     dataset, targets_dir, cache_root = toy
     config = tiny_config(epochs=3, ema=True, ema_decay=0.9, deterministic=True)
@@ -242,9 +255,7 @@ def test_resume_after_crash_equals_uninterrupted_run(toy, tmp_path, caplog):
     keys = ("epoch", "step", "val_srcc", "val_plcc", "val_loss", "train_loss")
     assert [{k: h.get(k) for k in keys} for h in resumed["history"]] == [{k: h.get(k) for k in keys} for h in whole["history"]]
     assert resumed["best_val_srcc"] == whole["best_val_srcc"]
-    a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
 
 
 class PoisonWeights(Callback):

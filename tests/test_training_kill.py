@@ -9,10 +9,9 @@ import sys
 import time
 
 import numpy as np
-import torch
-from safetensors.torch import load_file
 
 from tests.conftest import write_jpegs
+from tests.test_student_training import assert_same_weights
 
 
 def _labels_csv(folder, photos):
@@ -52,6 +51,4 @@ def test_sigkill_during_training_then_rerun_equals_uninterrupted(tmp_path, sampl
     rerun = subprocess.run(_command(spec, killed, tmp_path / "cache"), env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "resuming from" in rerun.stdout
-    a = load_file(str(whole / "model" / "model.safetensors"))
-    b = load_file(str(killed / "model" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(whole, killed)

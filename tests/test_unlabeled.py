@@ -5,8 +5,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from iaa_distill.data.unlabeled import UNLABELED_SPLIT, with_unlabeled
 from iaa_distill.errors import DatasetError
@@ -16,8 +14,8 @@ from iaa_distill.training import student as student_module
 from iaa_distill.training.student import train_student
 from tests.conftest import write_jpegs
 from tests.test_student_training import (
-    Crash,
-    CrashMidEpoch,
+    assert_same_weights,
+    crashed_then_resumed,
     make_dataset,
     make_targets,
     tiny_config,
@@ -89,14 +87,11 @@ def test_unlabelled_run_resumes_bit_identical(mixed, tmp_path):
     dataset, targets_dir, cache_root = mixed
     config = tiny_config(epochs=3, deterministic=True, unlabeled_ratio=1.0)
     whole = train_student(dataset, tmp_path / "whole", config, targets_dir=targets_dir, image_cache_dir=cache_root)
-    with pytest.raises(Crash):
-        train_student(dataset, tmp_path / "resumed", config, targets_dir=targets_dir, image_cache_dir=cache_root,
-                      callbacks=[CrashMidEpoch()])
-    resumed = train_student(dataset, tmp_path / "resumed", config, targets_dir=targets_dir, image_cache_dir=cache_root)
+    resumed = crashed_then_resumed(lambda out, callbacks: train_student(
+        dataset, out, config, targets_dir=targets_dir, image_cache_dir=cache_root, callbacks=callbacks),
+        tmp_path / "resumed")
     assert resumed["best_val_srcc"] == whole["best_val_srcc"]
-    a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
 
 
 def test_teacher_rule_chooses_on_held_out_unlabelled_photos_and_resumes_bit_identical(mixed, tmp_path,
@@ -111,14 +106,11 @@ def test_teacher_rule_chooses_on_held_out_unlabelled_photos_and_resumes_bit_iden
     agreement = [h["teacher_srcc"] for h in whole["history"]]
     assert len(agreement) == 4 and whole["best_epoch"] == int(np.argmax(agreement))  # first of ties, as recorded
     assert "held-out unlabelled photos" in whole["recipe"]["selected_on"]
-    with pytest.raises(Crash):
-        train_student(dataset, tmp_path / "resumed", config, targets_dir=targets_dir, image_cache_dir=cache_root,
-                      callbacks=[CrashMidEpoch()])
-    resumed = train_student(dataset, tmp_path / "resumed", config, targets_dir=targets_dir, image_cache_dir=cache_root)
+    resumed = crashed_then_resumed(lambda out, callbacks: train_student(
+        dataset, out, config, targets_dir=targets_dir, image_cache_dir=cache_root, callbacks=callbacks),
+        tmp_path / "resumed")
     assert [h["teacher_srcc"] for h in resumed["history"]] == agreement
-    a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
     # the label-only baseline never sees the teacher: it chooses on val labels and holds nothing out
     baseline = train_student(dataset, tmp_path / "baseline", tiny_config(epochs=1, recipe_rule="teacher"),
                              targets_dir=targets_dir, baseline=True, image_cache_dir=cache_root)

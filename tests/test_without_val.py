@@ -18,7 +18,7 @@ from iaa_distill.training.head_candidates import fit_mlp_head
 from iaa_distill.training.student import train_student
 from iaa_distill.training.teacher import TeacherTrainConfig, train_teacher_head
 from tests.test_head_selection import MLP, linear_data
-from tests.test_student_training import Crash, CrashMidEpoch, tiny_config
+from tests.test_student_training import assert_same_weights, crashed_then_resumed, tiny_config
 from tests.test_teacher_head import synthetic_dataset, write_cache
 from tests.test_unlabeled import mixed  # noqa: F401 (a fixture)
 
@@ -70,14 +70,11 @@ def test_student_without_val_keeps_the_epoch_that_agrees_best_with_the_teacher_a
     agreement = [h["teacher_srcc"] for h in whole["history"]]
     assert len(agreement) == 4 and not any("val_srcc" in h for h in whole["history"])
     assert whole["best_epoch"] == int(np.argmax(agreement)) and whole["best_val_srcc"] is None
-    with pytest.raises(Crash):
-        train_student(dataset, tmp_path / "resumed", config, targets_dir=targets_dir, image_cache_dir=cache_root,
-                      callbacks=[CrashMidEpoch()])
-    resumed = train_student(dataset, tmp_path / "resumed", config, targets_dir=targets_dir, image_cache_dir=cache_root)
+    resumed = crashed_then_resumed(lambda out, callbacks: train_student(
+        dataset, out, config, targets_dir=targets_dir, image_cache_dir=cache_root, callbacks=callbacks),
+        tmp_path / "resumed")
     assert [h["teacher_srcc"] for h in resumed["history"]] == agreement
-    a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
 
 
 def test_baseline_without_val_keeps_its_warm_start_and_nothing_else_is_refused(mixed, tmp_path):
