@@ -175,6 +175,11 @@ def _features_of(cache: FeatureCache, split: SplitTable) -> np.ndarray:
     return np.asarray(cache.features[split.rows], dtype=np.float32)
 
 
+def _cross_validated(num_candidates: int, num_train: int) -> bool:
+    """Whether cross-validation chooses the head: several candidates, at most `CV_MAX_IMAGES` training images."""
+    return num_candidates > 1 and num_train <= CV_MAX_IMAGES
+
+
 def _select_head(run: RunFolder, config: TeacherTrainConfig, head_config: TeacherHeadConfig, cache: FeatureCache,
                  train: SplitTable) -> tuple[HeadCandidate, dict[str, Any]]:
     """The chosen candidate and the record of the choice (CV on the training split only, kept in `selection.json`)."""
@@ -184,7 +189,7 @@ def _select_head(run: RunFolder, config: TeacherTrainConfig, head_config: Teache
     saved = run.out / SELECTION_FILE
     if saved.is_file():
         record = json.loads(saved.read_text())
-    elif len(candidates) == 1 or len(train) > CV_MAX_IMAGES:
+    elif not _cross_validated(len(candidates), len(train)):
         if len(candidates) > 1:
             _log.info(f"{len(train)} training images: no cross-validation of the head above {CV_MAX_IMAGES} (an MLP "
                       f"holds up there); training the first candidate, {candidates[0].spec}")
@@ -205,9 +210,8 @@ def _select_head(run: RunFolder, config: TeacherTrainConfig, head_config: Teache
 def _refuse_unvalidated_mlp(name: str, config: TeacherTrainConfig, num_train: int) -> None:
     """Without val images: refuse when no cross-validation will choose the head and the one trained is an MLP
     (nothing would then stop it or vouch for its epochs)."""
-    cross_validated = len(config.candidates) > 1 and num_train <= CV_MAX_IMAGES
     first = parse_candidate(config.candidates[0], tuple(config.hidden), config.dropout) if config.candidates else None
-    if not cross_validated and first is not None and first.kind == "mlp":
+    if not _cross_validated(len(config.candidates), num_train) and first is not None and first.kind == "mlp":
         raise IAAError(f"dataset '{name}': no val images, and the MLP head {first.spec!r} is not chosen by "
                        "cross-validation: add val images (val_fraction above 0), give several candidates "
                        "(e.g. mlp,ridge:4) or a linear one (ridge:4)")
