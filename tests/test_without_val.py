@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from iaa_distill.data.check import check_dataset
 from iaa_distill.data.records import Dataset
+from iaa_distill.data.splits import carve_val
 from iaa_distill.errors import IAAError
 from iaa_distill.teacher_head import TeacherHead, run_head
 from iaa_distill.training.head_candidates import fit_mlp_head
@@ -83,6 +84,7 @@ def test_baseline_without_val_keeps_its_warm_start_and_nothing_else_is_refused(m
     baseline = train_student(dataset, tmp_path / "baseline", tiny_config(epochs=2), targets_dir=targets_dir,
                              baseline=True, image_cache_dir=cache_root)
     assert [h["epoch"] for h in baseline["history"]] == [0] and baseline["best_epoch"] == 0
+    assert [p.name for p in cache_root.iterdir() if "-val-" in p.name] == []  # no empty val image cache is built
     assert "the warm start kept, no epoch trained" in baseline["recipe"]["selected_on"]
     model = load_file(str(tmp_path / "baseline" / "model" / "model.safetensors"))
     probe = load_file(str(tmp_path / "baseline" / "probe" / "model.safetensors"))
@@ -101,3 +103,4 @@ def test_an_empty_val_split_is_usable_only_when_none_is_carved(tmp_path):
     touch_images(dataset)
     assert not check_dataset(dataset).usable and "split 'val'" in check_dataset(dataset).reasons[0]
     assert check_dataset(dataset, need_val=False).usable
+    assert carve_val(dataset, val_fraction=0.0) is dataset  # nothing carved, nothing noted ("val = 0 of 20")
