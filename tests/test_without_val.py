@@ -3,6 +3,7 @@ folds were, the student's epoch chosen by agreement with the teacher on held-out
 with nothing to choose on keeping its closed-form warm start, and one-line refusals where nothing can choose."""
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -104,3 +105,31 @@ def test_an_empty_val_split_is_usable_only_when_none_is_carved(tmp_path):
     assert not check_dataset(dataset).usable and "split 'val'" in check_dataset(dataset).reasons[0]
     assert check_dataset(dataset, need_val=False).usable
     assert carve_val(dataset, val_fraction=0.0) is dataset  # nothing carved, nothing noted ("val = 0 of 20")
+
+
+def test_evaluating_the_val_split_of_a_model_trained_without_val_is_refused_in_one_line(unsplit, tmp_path):
+    from iaa_distill.evaluation import EvaluationSettings, evaluate_model
+
+    dataset, cache, _ = unsplit
+    train_teacher_head(dataset, cache, tmp_path / "head", TeacherTrainConfig(**{**MLP, "candidates": ("ridge:2",)}))
+    with pytest.raises(IAAError, match=f"^{re.escape(str(tmp_path / 'head'))}: trained without val images "
+                                       r"\(val_fraction 0\), .*evaluate on test \(--split test\), or retrain with "
+                                       "--val-fraction > 0$"):
+        evaluate_model(tmp_path / "head", dataset, EvaluationSettings(split="val"), features=cache.directory)
+    assert evaluate_model(tmp_path / "head", dataset, EvaluationSettings(split="test"), features=cache.directory)["n"]
+
+
+def test_fit_evaluating_on_val_without_val_images_stops_before_the_features(tmp_path, capsys):
+    from iaa_distill.cli import main
+
+    rows = ["image,score,split"] + [f"img{i:02d}.jpg,{1 + i % 5},{'test' if i % 5 == 0 else 'train'}" for i in range(40)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    for i in range(40):
+        (tmp_path / f"img{i:02d}.jpg").touch()
+    (tmp_path / "recipe.yaml").write_text(f"dataset: csv:{tmp_path / 'labels.csv'}?scale=1,5\nout: {tmp_path / 'run'}\n")
+    assert main(["fit", "--config", str(tmp_path / "recipe.yaml"), "--val-fraction", "0",
+                 "--set", "evaluation.split=val"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("iaa: error: ") and len(error.splitlines()) == 1
+    assert "evaluation.split is val, but the run trains without val images (val_fraction 0)" in error
+    assert not (tmp_path / "run" / "features").exists()
