@@ -18,6 +18,7 @@ from iaa_distill.errors import IAAError
 from iaa_distill.teacher_head import TeacherHead, run_head
 from iaa_distill.training.head_candidates import fit_mlp_head
 from iaa_distill.training.student import train_student
+from iaa_distill.training.student_recipe import choice_lines
 from iaa_distill.training.teacher import TeacherTrainConfig, train_teacher_head
 from tests.test_head_selection import MLP, linear_data
 from tests.test_student_training import assert_same_weights, crashed_then_resumed, tiny_config
@@ -72,6 +73,10 @@ def test_student_without_val_keeps_the_epoch_that_agrees_best_with_the_teacher_a
     agreement = [h["teacher_srcc"] for h in whole["history"]]
     assert len(agreement) == 4 and not any("val_srcc" in h for h in whole["history"])
     assert whole["best_epoch"] == int(np.argmax(agreement)) and whole["best_val_srcc"] is None
+    lines = choice_lines(whole)  # the kept epoch and its agreement, no val SRCC and no share of the teacher on val
+    assert len(lines) == 1 and "val SRCC" not in lines[0] and "None" not in lines[0]
+    assert lines[0].startswith(f"student recipe: {whole['recipe']['chosen']}, epoch {whole['best_epoch']} kept "
+                               "(agreement with the teacher per recipe: probe ")
     resumed = crashed_then_resumed(lambda out, callbacks: train_student(
         dataset, out, config, targets_dir=targets_dir, image_cache_dir=cache_root, callbacks=callbacks),
         tmp_path / "resumed")
@@ -86,7 +91,9 @@ def test_baseline_without_val_keeps_its_warm_start_and_nothing_else_is_refused(m
                              baseline=True, image_cache_dir=cache_root)
     assert [h["epoch"] for h in baseline["history"]] == [0] and baseline["best_epoch"] == 0
     assert [p.name for p in cache_root.iterdir() if "-val-" in p.name] == []  # no empty val image cache is built
-    assert "the warm start kept, no epoch trained" in baseline["recipe"]["selected_on"]
+    assert choice_lines(baseline) == ["student recipe: the warm start (epoch 0, a linear probe on the frozen "
+                                      "backbone) kept and no epoch trained: no val images and no held-out unlabelled "
+                                      "photos to choose on"]  # and no share of the teacher on val
     model = load_file(str(tmp_path / "baseline" / "model" / "model.safetensors"))
     probe = load_file(str(tmp_path / "baseline" / "probe" / "model.safetensors"))
     assert all(torch.equal(model[k], probe[k]) for k in model)  # the frozen-feature linear probe itself
@@ -133,3 +140,17 @@ def test_fit_evaluating_on_val_without_val_images_stops_before_the_features(tmp_
     assert error.startswith("iaa: error: ") and len(error.splitlines()) == 1
     assert "evaluation.split is val, but the run trains without val images (val_fraction 0)" in error
     assert not (tmp_path / "run" / "features").exists()
+
+
+def test_choice_lines_give_the_kept_epoch_and_the_share_of_the_teacher_only_on_val_images():
+    recipe = {"chosen": "partial", "scores": {"probe": 0.8, "partial": 0.85},
+              "selected_on": "best epoch by SRCC on the val split (40 images), epoch 0 (the warm-started probe) included"}
+    validated = {"recipe": recipe, "best_val_srcc": 0.85, "teacher_val_srcc": 0.9, "best_epoch": 3}
+    assert choice_lines(validated) == [
+        "student recipe: partial, epoch 3 kept (val SRCC per recipe: probe 0.800, partial 0.850; best epoch by SRCC on "
+        "the val split (40 images), epoch 0 (the warm-started probe) included)",
+        "the student keeps 94 % of the teacher on val (SRCC 0.850 vs 0.900)"]
+    agreed = {"recipe": {**recipe, "scores": {}, "teacher_scores": {"probe": 0.9}}, "best_val_srcc": None,
+              "teacher_val_srcc": None, "best_epoch": 0}
+    assert choice_lines(agreed) == [f"student recipe: partial, epoch 0 kept (agreement with the teacher per recipe: "
+                                    f"probe 0.900; {recipe['selected_on']})"]
