@@ -79,6 +79,7 @@ def test_taste_trains_reports_agreement_and_reuses_the_features(tmp_path, sample
     assert f"Your model: {model}" in text and "pairs ordered as you did" in text
     assert f"--model {tmp_path / 'me' / 'teacher'}" in text
     assert "18 unrated photos as unlabelled data" in text
+    assert "val = 0" not in text and "writing 0 of 0" not in text  # no val split: nothing said of one, none built
     # every rating that is not held out trains; too few unrated photos to hold any out: the warm start is kept
     counts = json.loads((tmp_path / "me" / "agreement.json").read_text())["counts"]
     student = json.loads((tmp_path / "me" / "student" / "metrics.json").read_text())

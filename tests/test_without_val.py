@@ -3,6 +3,7 @@ folds were, the student's epoch chosen by agreement with the teacher on held-out
 with nothing to choose on keeping its closed-form warm start, and one-line refusals where nothing can choose."""
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -12,10 +13,12 @@ from safetensors.torch import load_file
 
 from iaa_distill.data.check import check_dataset
 from iaa_distill.data.records import Dataset
+from iaa_distill.data.splits import carve_val
 from iaa_distill.errors import IAAError
 from iaa_distill.teacher_head import TeacherHead, run_head
 from iaa_distill.training.head_candidates import fit_mlp_head
 from iaa_distill.training.student import train_student
+from iaa_distill.training.student_recipe import choice_lines
 from iaa_distill.training.teacher import TeacherTrainConfig, train_teacher_head
 from tests.test_head_selection import MLP, linear_data
 from tests.test_student_training import assert_same_weights, crashed_then_resumed, tiny_config
@@ -70,6 +73,10 @@ def test_student_without_val_keeps_the_epoch_that_agrees_best_with_the_teacher_a
     agreement = [h["teacher_srcc"] for h in whole["history"]]
     assert len(agreement) == 4 and not any("val_srcc" in h for h in whole["history"])
     assert whole["best_epoch"] == int(np.argmax(agreement)) and whole["best_val_srcc"] is None
+    lines = choice_lines(whole)  # the kept epoch and its agreement, no val SRCC and no share of the teacher on val
+    assert len(lines) == 1 and "val SRCC" not in lines[0] and "None" not in lines[0]
+    assert lines[0].startswith(f"student recipe: {whole['recipe']['chosen']}, epoch {whole['best_epoch']} kept "
+                               "(agreement with the teacher per recipe: probe ")
     resumed = crashed_then_resumed(lambda out, callbacks: train_student(
         dataset, out, config, targets_dir=targets_dir, image_cache_dir=cache_root, callbacks=callbacks),
         tmp_path / "resumed")
@@ -83,7 +90,10 @@ def test_baseline_without_val_keeps_its_warm_start_and_nothing_else_is_refused(m
     baseline = train_student(dataset, tmp_path / "baseline", tiny_config(epochs=2), targets_dir=targets_dir,
                              baseline=True, image_cache_dir=cache_root)
     assert [h["epoch"] for h in baseline["history"]] == [0] and baseline["best_epoch"] == 0
-    assert "the warm start kept, no epoch trained" in baseline["recipe"]["selected_on"]
+    assert [p.name for p in cache_root.iterdir() if "-val-" in p.name] == []  # no empty val image cache is built
+    assert choice_lines(baseline) == ["student recipe: the warm start (epoch 0, a linear probe on the frozen "
+                                      "backbone) kept and no epoch trained: no val images and no held-out unlabelled "
+                                      "photos to choose on"]  # and no share of the teacher on val
     model = load_file(str(tmp_path / "baseline" / "model" / "model.safetensors"))
     probe = load_file(str(tmp_path / "baseline" / "probe" / "model.safetensors"))
     assert all(torch.equal(model[k], probe[k]) for k in model)  # the frozen-feature linear probe itself
@@ -101,3 +111,46 @@ def test_an_empty_val_split_is_usable_only_when_none_is_carved(tmp_path):
     touch_images(dataset)
     assert not check_dataset(dataset).usable and "split 'val'" in check_dataset(dataset).reasons[0]
     assert check_dataset(dataset, need_val=False).usable
+    assert carve_val(dataset, val_fraction=0.0) is dataset  # nothing carved, nothing noted ("val = 0 of 20")
+
+
+def test_evaluating_the_val_split_of_a_model_trained_without_val_is_refused_in_one_line(unsplit, tmp_path):
+    from iaa_distill.evaluation import EvaluationSettings, evaluate_model
+
+    dataset, cache, _ = unsplit
+    train_teacher_head(dataset, cache, tmp_path / "head", TeacherTrainConfig(**{**MLP, "candidates": ("ridge:2",)}))
+    with pytest.raises(IAAError, match=f"^{re.escape(str(tmp_path / 'head'))}: trained without val images "
+                                       r"\(val_fraction 0\), .*evaluate on test \(--split test\), or retrain with "
+                                       "--val-fraction > 0$"):
+        evaluate_model(tmp_path / "head", dataset, EvaluationSettings(split="val"), features=cache.directory)
+    assert evaluate_model(tmp_path / "head", dataset, EvaluationSettings(split="test"), features=cache.directory)["n"]
+
+
+def test_fit_evaluating_on_val_without_val_images_stops_before_the_features(tmp_path, capsys):
+    from iaa_distill.cli import main
+
+    rows = ["image,score,split"] + [f"img{i:02d}.jpg,{1 + i % 5},{'test' if i % 5 == 0 else 'train'}" for i in range(40)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    for i in range(40):
+        (tmp_path / f"img{i:02d}.jpg").touch()
+    (tmp_path / "recipe.yaml").write_text(f"dataset: csv:{tmp_path / 'labels.csv'}?scale=1,5\nout: {tmp_path / 'run'}\n")
+    assert main(["fit", "--config", str(tmp_path / "recipe.yaml"), "--val-fraction", "0",
+                 "--set", "evaluation.split=val"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("iaa: error: ") and len(error.splitlines()) == 1
+    assert "evaluation.split is val, but the run trains without val images (val_fraction 0)" in error
+    assert not (tmp_path / "run" / "features").exists()
+
+
+def test_choice_lines_give_the_kept_epoch_and_the_share_of_the_teacher_only_on_val_images():
+    recipe = {"chosen": "partial", "scores": {"probe": 0.8, "partial": 0.85},
+              "selected_on": "best epoch by SRCC on the val split (40 images), epoch 0 (the warm-started probe) included"}
+    validated = {"recipe": recipe, "best_val_srcc": 0.85, "teacher_val_srcc": 0.9, "best_epoch": 3}
+    assert choice_lines(validated) == [
+        "student recipe: partial, epoch 3 kept (val SRCC per recipe: probe 0.800, partial 0.850; best epoch by SRCC on "
+        "the val split (40 images), epoch 0 (the warm-started probe) included)",
+        "the student keeps 94 % of the teacher on val (SRCC 0.850 vs 0.900)"]
+    agreed = {"recipe": {**recipe, "scores": {}, "teacher_scores": {"probe": 0.9}}, "best_val_srcc": None,
+              "teacher_val_srcc": None, "best_epoch": 0}
+    assert choice_lines(agreed) == [f"student recipe: partial, epoch 0 kept (agreement with the teacher per recipe: "
+                                    f"probe 0.900; {recipe['selected_on']})"]

@@ -276,6 +276,10 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
     dataset = recipe.training_dataset()
     # an empty split stops here, before hours of feature extraction (val may be empty when none is carved)
     require_usable(dataset, recipe.dataset, need_val=recipe.val_fraction > 0)
+    if stages.evaluation.split == "val" and not dataset.split("val"):
+        raise IAAError(f"{recipe.dataset}: evaluation.split is val, but the run trains without val images "
+                       "(val_fraction 0): evaluate on test (evaluation.split=test), or carve a val split "
+                       "(val_fraction > 0)")
     runs = student_runs(recipe)
     keys = stage_keys(dataset, stages, runs)
     runner = StageRunner(out, log)

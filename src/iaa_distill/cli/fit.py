@@ -47,8 +47,7 @@ def student_recipe_lines(folders: dict) -> list[str]:
         if path is not None and path.is_file():
             metrics = json.loads(path.read_text())
             if metrics.get("recipe"):
-                lines += [f"{name}: {line}" for line in choice_lines(metrics["recipe"], metrics["best_val_srcc"],
-                                                                     metrics.get("teacher_val_srcc"))]
+                lines += [f"{name}: {line}" for line in choice_lines(metrics)]
     return lines
 
 

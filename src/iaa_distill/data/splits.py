@@ -21,9 +21,10 @@ SPLIT_FILE = "split.json"
 
 def carve_val(dataset: Dataset, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> Dataset:
     """`dataset` with a seeded `val_fraction` of its found labelled train images moved to val, unless it
-    already has labelled val images (an official val list is kept as it is)."""
+    already has labelled val images (an official val list is kept as it is); `val_fraction` 0 carves none (and
+    notes nothing: every train image trains)."""
     labelled = [r for r in dataset.records if r.label is not None]
-    if not labelled or any(r.split == "val" for r in labelled):
+    if not val_fraction or not labelled or any(r.split == "val" for r in labelled):
         return dataset
     exists = existing_files(labelled)
     found = [r.image_id for r in labelled if r.split == "train" and exists(r.path)]

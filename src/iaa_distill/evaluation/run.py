@@ -17,10 +17,14 @@ from .settings import EvaluationSettings
 
 
 def _labelled(dataset: Dataset, split: str, model_dir: Path) -> list[ImageRecord]:
-    """Labelled images of `split`; train/val are the ids saved with the model (`split.json`) when it has them."""
+    """Labelled images of `split`; train/val are the ids saved with the model (`split.json`) when it has them.
+    IAAError for the val split of a model trained without val images (every label trained it)."""
     saved = load_split(model_dir) if split in ("train", "val") else None
     if saved is not None:
         wanted = set(saved[split])
+        if split == "val" and not wanted:
+            raise IAAError(f"{model_dir}: trained without val images (val_fraction 0), so it has no val split to "
+                           "evaluate on: evaluate on test (--split test), or retrain with --val-fraction > 0")
         records = [r for r in dataset.records if r.image_id in wanted and r.label is not None]
         if not records:
             raise IAAError(f"none of the {len(wanted)} {split} images in {model_dir / SPLIT_FILE} is a labelled "

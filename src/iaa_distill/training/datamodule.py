@@ -7,7 +7,7 @@ epoch takes a random `input_size` crop and a random horizontal flip of it, on ui
 described in `preprocessing`), which keeps the whole composition in view.
 Val: a second, small cache stores the val images resized whole to `input_size` straight from the
 decoded photo, so validation sees exactly what `preprocessing.eval_transform` gives at scoring time
-(resizing the train cache again would resample twice).
+(resizing the train cache again would resample twice). A run without val images builds none.
 
 The order of images and every crop/flip are drawn in the main process by `AugmentationSampler`
 from (seed, epoch) alone: runs with the same seed see identical batches with any number of
@@ -226,7 +226,7 @@ class DatasetDataModule(StudentDataModule):
                          config.num_workers, config.seed, config.hflip, config.unlabeled_ratio)
         self.dataset, self.splits, self.targets = dataset, splits, targets
         self.student_config, self.image_cache_dir = student_config, image_cache_dir
-        self.caches: tuple[ImageCache, ImageCache] | None = None
+        self.caches: tuple[ImageCache, ImageCache | None] | None = None  # train, val (None without val images)
         self.counts: tuple[int, int, int] = (0, 0, 0)  # train, val, unlabelled images after `setup`
         self.excluded: list[str] = []
 
@@ -240,20 +240,23 @@ class DatasetDataModule(StudentDataModule):
         used = {r.image_id for r in train + val + dataset.split(UNLABELED_SPLIT)}
         pool = [r for r in dataset.records if r.image_id in used]
         self.caches = (ensure_image_cache(pool, self.train_resize, name=f"{dataset.name}-train", **kw),
-                       ensure_image_cache(val, self.input_size, name=f"{dataset.name}-val", **kw))
+                       ensure_image_cache(val, self.input_size, name=f"{dataset.name}-val", **kw) if val else None)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train is not None:
             return
         self.prepare_data()
         train_cache, val_cache = self.caches
-        train, val, unlabelled = ([r for r in records if r.image_id not in cache.failed]
-                                  for records, cache in zip(self.splits, (train_cache, val_cache, train_cache)))
-        self.excluded = sorted(set(train_cache.failed) | set(val_cache.failed))
+        val_failed = val_cache.failed if val_cache else {}
+        train, val, unlabelled = ([r for r in records if r.image_id not in failed]
+                                  for records, failed in zip(self.splits, (train_cache.failed, val_failed,
+                                                                          train_cache.failed)))
+        self.excluded = sorted(set(train_cache.failed) | set(val_failed))
         if self.excluded:
             _log.info(f"excluded {len(self.excluded)} undecodable image(s) from training (listed in the image "
                       "caches' manifest.json)")
         space = self.student_config.space
         self.train = split_table(train, space, train_cache.rows_for, self.targets, unlabelled, source=train_cache.path)
-        self.val = split_table(val, space, val_cache.rows_for, self.targets, source=val_cache.path)
+        self.val = split_table(val, space, val_cache.rows_for if val_cache else lambda ids: np.zeros(0, np.int64),
+                               self.targets, source=val_cache.path if val_cache else None)
         self.counts = (len(train), len(val), len(unlabelled))

@@ -377,17 +377,14 @@ def train_student(
     start = time.perf_counter()
     if resume is None:
         _epoch_zero(run, module, trainer, data, config, baseline)
-    if validated or module.agreement is not None:
+    if validated or module.agreement is not None:  # else the warm start is kept (`choice_lines` says so)
         _fit(trainer, module, data, resume)
-    else:
-        _log.info("no val images and no held-out unlabelled photos to choose an epoch on: the warm start (epoch 0) "
-                  "is kept and no epoch is trained")
     if not trainer.is_global_zero:
         return {}
     metrics = _write_metrics(run, trainer, config, student_config, baseline, counts, excluded,
                              time.perf_counter() - start, module.schedule, _teacher_val_srcc(data.val, module.space),
                              0 if module.agreement is None else len(module.agreement.rows))
-    for line in choice_lines(metrics["recipe"], metrics["best_val_srcc"], metrics.get("teacher_val_srcc")):
+    for line in choice_lines(metrics):
         _log.info(line)
     return metrics
 

@@ -59,6 +59,8 @@ PARTIAL_SHARE = 1 / 3  # of the backbone's blocks, the last ones
 TEACHER_SHARE_FOR_STUDENT = 0.9
 HOLDOUT_SHARE = 0.25  # of the unlabelled photos, held out of a `teacher`-rule run's training
 MIN_HOLDOUT = 20  # fewer held-out photos than this: no holdout, the rule falls back to `best`
+NOTHING_CHOSE = ("the warm start (epoch 0, a linear probe on the frozen backbone) kept and no epoch trained: no val "
+                 "images and no held-out unlabelled photos to choose on")
 
 
 def resolve_schedule(finetune: str, num_labelled: int) -> str:
@@ -240,21 +242,25 @@ def recipe_report(history: list[dict], best_epoch: int, schedule: str, freeze_ep
     elif agreement:
         how = (f"best epoch by agreement (SRCC) with the teacher on {num_held_out} held-out unlabelled photos, "
                "never trained on")
-    elif not num_val:
-        how = "no val images and no held-out unlabelled photos to choose on: the warm start kept, no epoch trained"
+    how = f"{how}, epoch 0 (the warm-started probe) included" if num_val or agreement else NOTHING_CHOSE
     report = {"schedule": schedule, "chosen": phase(best_epoch, schedule, freeze_epochs, partial_epochs),
-              "scores": scores, "rule": rule, "selected_on": f"{how}, epoch 0 (the warm-started probe) included"}
+              "scores": scores, "rule": rule, "selected_on": how}
     if agreement:
         report["teacher_scores"], report["held_out"] = agreement, num_held_out
     return report
 
 
-def choice_lines(recipe: dict, student_srcc: float | None, teacher_srcc: float | None) -> list[str]:
-    """What `iaa train-student` / `iaa fit` print about the chosen recipe and the student's share of the teacher."""
+def choice_lines(metrics: dict) -> list[str]:
+    """What `iaa train-student` / `iaa fit` print about a run's metrics.json: the kept recipe and epoch and what
+    chose them, and the student's share of the teacher on val (none without val images)."""
+    recipe, student_srcc, teacher_srcc = metrics["recipe"], metrics["best_val_srcc"], metrics.get("teacher_val_srcc")
     parts = [f"{what} per recipe: " + ", ".join(f"{k} {v:.3f}" for k, v in recipe[key].items())
              for what, key in (("val SRCC", "scores"), ("agreement with the teacher", "teacher_scores"))
              if recipe.get(key)]
-    lines = [f"student recipe: {recipe['chosen']} ({'; '.join([*parts, recipe['selected_on']])})"]
+    if not parts:  # nothing validated an epoch or agreed with the teacher: the warm start, as it is
+        return [f"student recipe: {recipe['selected_on']}"]
+    lines = [f"student recipe: {recipe['chosen']}, epoch {metrics['best_epoch']} kept "
+             f"({'; '.join([*parts, recipe['selected_on']])})"]
     if student_srcc is None or not teacher_srcc or not math.isfinite(teacher_srcc) or teacher_srcc <= 0:
         return lines
     share = student_srcc / teacher_srcc
