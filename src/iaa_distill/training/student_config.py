@@ -20,8 +20,9 @@ RULES = ("one-se", "best", "teacher")  # `recipe_rule` (see training.student_rec
 
 
 # what training computes from the same settings; part of `iaa fit`'s stage key, so a run folder trained by older
-# code is trained again. 2: the student normalises its pooled MLSP vector (`StudentConfig.pooled_power`)
-STUDENT_FIT_VERSION = 2
+# code is trained again. 2: the student normalises its pooled MLSP vector (`StudentConfig.pooled_power`); 3: rule
+# `teacher` without unlabelled photos to hold out agrees with the teacher on the val images (not `best`)
+STUDENT_FIT_VERSION = 3
 
 
 @dataclass
