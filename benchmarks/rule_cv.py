@@ -4,10 +4,11 @@ with the teacher on the val images; judged on labelled training images that neit
 On the demo (`small_data.demo_data`), each labelled subset (`small_data.labelled_subset`: `--train-images` of the
 213 training images keep their labels) is set up as `small_data.py --no-unlabeled` sets it up: the same labels
 file, recipe and folder (`small_data.subset_recipe`), so `small_data.py` and `iaa fit --config
-DIR/small-data-150-subsetS-no-unlabeled/recipe.yaml` reuse the teacher and the students trained here. The
-teacher head is trained on the subset, then one distilled student per seed with the demo's settings (`recipe_rule:
-teacher`), and a callback records at every epoch (epoch 0, the warm start, included) the student's mean scores on
-the val images and on the judge images: the training images whose labels the subset dropped (63 on the demo).
+DIR/small-data-150-subsetS-no-unlabeled/recipe.yaml` reuse the teacher trained here. Then one distilled student
+per seed with the demo's settings but `recipe_rule: best` (so that no agreement with the teacher ends a run: every
+epoch is trained; in OUT/rule_cv/student-seedN), and a callback records at every epoch (epoch 0, the warm start,
+included) the student's mean scores on the val images and on the judge images: the training images whose labels
+the subset dropped (63 on the demo).
 Offline, from those recordings, two rules choose an epoch:
 
 - `val SRCC`: the highest SRCC with the val labels (rule `best`, what such a run keeps today);
@@ -100,8 +101,8 @@ def judge_records(full: Dataset, subset: Dataset) -> list[ImageRecord]:
 
 
 def record_students(recipe: Recipe, judge: list[ImageRecord]) -> dict[int, dict[str, Any]]:
-    """Features (seeded), teacher and one distilled student per seed of `recipe`, as `run_recipe` runs them (same
-    folders and stage keys); returns each seed's recording (read back when it exists)."""
+    """Features (seeded) and teacher of `recipe` as `run_recipe` runs them (same folders and stage keys), then one
+    distilled student per seed under rule `best`; returns each seed's recording (read back when it exists)."""
     stages = stage_settings(recipe, progress=False)
     dataset = recipe.training_dataset()
     runs = {name: seed for name, (baseline, seed) in student_runs(recipe).items() if not baseline}
@@ -112,20 +113,17 @@ def record_students(recipe: Recipe, judge: list[ImageRecord]) -> dict[int, dict[
     dataset = drop_unreadable(dataset, out / "features", out / DROPPED_FILE)
     runner.run("teacher", keys["teacher"], out / "teacher",
                lambda: train_teacher_head(dataset, out / "features", out / "teacher", stages.teacher))
-    recordings = {}
+    recordings, folder = {}, out.parent / RECORDINGS
     for name, seed in runs.items():
-        path = out.parent / RECORDINGS / f"seed{seed}.json"
+        path, run = folder / f"seed{seed}.json", folder / name
         if not path.is_file():
-            if (out / name).exists():
-                raise IAAError(f"{out / name}: trained without its recording ({path}); delete the folder to train "
-                               "it again")
+            if run.exists():
+                raise IAAError(f"{run}: trained without its recording ({path}); delete the folder to train it again")
             recorder = EpochPredictions(judge, out / "image_cache", stages.student.num_workers)
             start = time.perf_counter()
-            runner.run(name, keys[name], out / name, lambda s=seed, n=name: train_student(
-                dataset, out / n, replace(stages.student, seed=s), targets_dir=out / "teacher",
-                image_cache_dir=out / "image_cache", callbacks=[recorder]))
-            metrics = json.loads((out / name / "metrics.json").read_text())
-            path.parent.mkdir(parents=True, exist_ok=True)
+            train_student(dataset, run, replace(stages.student, seed=seed, recipe_rule="best"),
+                          targets_dir=out / "teacher", image_cache_dir=out / "image_cache", callbacks=[recorder])
+            metrics = json.loads((run / "metrics.json").read_text())
             path.write_text(json.dumps({**recorder.header, "epochs": recorder.epochs, "best_epoch":
                                         metrics["best_epoch"], "seconds": round(time.perf_counter() - start)}) + "\n")
         recordings[seed] = json.loads(path.read_text())
