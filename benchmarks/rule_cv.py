@@ -46,7 +46,8 @@ from iaa_distill.errors import IAAError
 from iaa_distill.evaluation.metrics import srcc
 from iaa_distill.evaluation.seeds import t_interval
 from iaa_distill.features import extract_features
-from iaa_distill.recipe import DROPPED_FILE, Recipe, StageRunner, drop_unreadable, stage_keys, stage_settings, student_runs
+from iaa_distill.recipe import (DROPPED_FILE, Recipe, StageRunner, drop_unreadable, stage_keys, stage_settings,
+                                student_runs)
 from iaa_distill.training.image_cache import ensure_image_cache
 from iaa_distill.training.student import train_student
 from iaa_distill.training.teacher import train_teacher_head
@@ -166,7 +167,7 @@ def compare(recordings: dict[int, dict[int, dict[str, Any]]], patience: int) -> 
                       f"{kept_by_val(rec)}", flush=True)
             rows.append({"subset": subset, "seed": seed, "val_epoch": val, "teacher_epoch": teacher,
                          "val_judge": judge_srcc(rec, val), "teacher_judge": judge_srcc(rec, teacher),
-                         "judge_best_epoch": max(rec["epochs"], key=lambda e: srcc(rec["judge_true"], e["judge"]))["epoch"],
+                         "judge_best_epoch": max(rec["epochs"], key=lambda e: judge_srcc(rec, e["epoch"]))["epoch"],
                          "judge_images": len(rec["judge_true"]), "seconds": rec.get("seconds")})
     return rows
 
@@ -177,7 +178,8 @@ def table(rows: list[dict[str, Any]]) -> str:
              "judge's own best epoch |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['subset']} | {r['seed']} | {r['val_epoch']}, {r['val_judge']:.4f} | {r['teacher_epoch']}, "
-                     f"{r['teacher_judge']:.4f} | {r['teacher_judge'] - r['val_judge']:+.4f} | {r['judge_best_epoch']} |")
+                     f"{r['teacher_judge']:.4f} | {r['teacher_judge'] - r['val_judge']:+.4f} | "
+                     f"{r['judge_best_epoch']} |")
     d = np.array([r["teacher_judge"] - r["val_judge"] for r in rows])
     mean, half = t_interval(d)
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
