@@ -170,15 +170,30 @@ def seed_features(recipe: Recipe, cache: FeatureCache) -> None:
         finalize_manifest(target)
 
 
-def students(folder: Path, dataset: Dataset, cache: FeatureCache, out: Path, seeds: list[int],
-             unlabeled: bool = True, views: dict[str, Any] | None = None) -> str:
-    """Student, baseline and probe per seed on the labelled subset (+ unlabelled photos or views): the table of
-    `benchmarks/students.py` (SRCC with CIs, EMD, predicted spread). The teacher features come from `cache`."""
+def subset_recipe(folder: Path, dataset: Dataset, cache: FeatureCache, out: Path, seeds: list[int],
+                  unlabeled: bool = True, views: dict[str, Any] | None = None) -> Recipe:
+    """The recipe of the labelled subset `dataset` in `out` (its labels file, `student_recipe`), written and read
+    back, with its feature cache filled from the demo's `cache` (`seed_features`)."""
     labels = subset_labels_file(folder, dataset, out.name)
     recipe_path = student_recipe(folder, labels, out, seeds, unlabeled, views)
     print(f"[students] iaa fit --config {recipe_path}", flush=True)
     recipe = Recipe.load(recipe_path)
     seed_features(recipe, cache)
+    return recipe
+
+
+def subset_folder(demo_dir: Path, train_images: int, subset_seed: int, unlabeled: bool = True,
+                  views: dict[str, Any] | None = None) -> Path:
+    """DEMO_DIR/small-data-N-subsetS[-no-unlabeled][-views-...]: the folder of one labelled subset's runs."""
+    return demo_dir / (f"small-data-{train_images}-subset{subset_seed}" + ("" if unlabeled else "-no-unlabeled")
+                       + "".join(f"-views-{k}{v}" for k, v in (views or {}).items()))
+
+
+def students(folder: Path, dataset: Dataset, cache: FeatureCache, out: Path, seeds: list[int],
+             unlabeled: bool = True, views: dict[str, Any] | None = None) -> str:
+    """Student, baseline and probe per seed on the labelled subset (+ unlabelled photos or views): the table of
+    `benchmarks/students.py` (SRCC with CIs, EMD, predicted spread). The teacher features come from `cache`."""
+    recipe = subset_recipe(folder, dataset, cache, out, seeds, unlabeled, views)
     result = run_recipe(recipe, progress=False)
     return student_report(recipe, result["folders"]["eval"], Path(result["folders"]["comparison"]))
 
@@ -208,9 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     except IAAError as error:
         print(f"small_data: error: {error}", file=sys.stderr)
         return 1
-    out = args.demo_dir / (f"small-data-{args.train_images}-subset{args.subset_seed}"
-                           + ("" if args.unlabeled else "-no-unlabeled")
-                           + "".join(f"-views-{k}{v}" for k, v in views.items()))
+    out = subset_folder(args.demo_dir, args.train_images, args.subset_seed, args.unlabeled, views)
     runs = [measure(dataset, cache, out, teacher, seed) for seed in args.seeds]
     text = table(runs, args.train_images, len(dataset.split("test")))
     (out / "small_data.json").write_text(json.dumps({"runs": runs, "summary": summary(runs)}, indent=2) + "\n")

@@ -213,6 +213,27 @@ def test_distilled_and_baseline_runs(toy, tmp_path):
                       baseline=True, image_cache_dir=cache_root)
 
 
+def test_teacher_rule_without_unlabelled_photos_agrees_with_the_teacher_on_val(toy, tmp_path):
+    """Nothing to hold out: a distilled run keeps the epoch whose val scores agree best with the teacher's
+    predictions on the val images; the baseline, which never sees the teacher, keeps the best val SRCC."""
+    from iaa_distill.training.student_recipe import choice_lines
+
+    dataset, targets_dir, cache_root = toy
+    config = tiny_config(epochs=3, deterministic=True, recipe_rule="teacher")
+    distilled = train_student(dataset, tmp_path / "distilled", config, targets_dir=targets_dir,
+                              image_cache_dir=cache_root)
+    agreement = [h["teacher_srcc"] for h in distilled["history"]]
+    assert len(agreement) == 4 and distilled["best_epoch"] == int(np.argmax(agreement))  # first of ties
+    recipe = distilled["recipe"]
+    assert recipe["agreement_on"] == "val" and "held_out" not in recipe and "8 val images" in recipe["selected_on"]
+    assert "agreement with the teacher on the val images" in choice_lines(recipe, None, None)[0]
+    baseline = train_student(dataset, tmp_path / "baseline", config, targets_dir=targets_dir, baseline=True,
+                             image_cache_dir=cache_root)
+    assert not any("teacher_srcc" in h for h in baseline["history"]) and "agreement_on" not in baseline["recipe"]
+    best = max(baseline["history"], key=lambda h: h["val_srcc"])
+    assert baseline["best_epoch"] == best["epoch"]
+
+
 class Crash(Exception):
     pass
 

@@ -201,7 +201,9 @@ def _record_epochs(rule: str, epochs: list[tuple[int, np.ndarray]], true: np.nda
 
 
 def test_teacher_rule_keeps_the_epoch_that_agrees_best_with_the_teacher(tmp_path):
-    from iaa_distill.training.student_recipe import hold_out, kept_epoch, recipe_report
+    from dataclasses import replace
+
+    from iaa_distill.training.student_recipe import TeacherAgreement, choice_lines, hold_out, kept_epoch, recipe_report
 
     rng = np.random.default_rng(0)
     true = rng.normal(size=40)
@@ -210,9 +212,15 @@ def test_teacher_rule_keeps_the_epoch_that_agrees_best_with_the_teacher(tmp_path
     history = _record_epochs("teacher", epochs, true, tmp_path, agreement=[0.90, 0.80, 0.95])
     assert history[1]["val_srcc"] > history[2]["val_srcc"]  # val labels prefer epoch 2, the teacher epoch 3
     assert kept_epoch(history)["epoch"] == 3 and [h["kept"] for h in history] == [True, False, True]
-    report = recipe_report(history, 3, "progressive", 1, 1, 40, "teacher", num_held_out=171)
+    held = TeacherAgreement(tmp_path / "images.npy", np.arange(171), np.zeros(171))
+    report = recipe_report(history, 3, "progressive", 1, 1, 40, "teacher", held)
     assert report["chosen"] == "full" and report["teacher_scores"] == {"probe": 0.90, "partial": 0.80, "full": 0.95}
-    # without held-out photos (the baseline, or no unlabelled photos) the val labels decide, as `best`
+    assert report["agreement_on"] == "held-out unlabelled" and report["held_out"] == 171
+    assert "171 held-out unlabelled photos" in report["selected_on"]
+    on_val = recipe_report(history, 3, "progressive", 1, 1, 40, "teacher", replace(held, rows=np.arange(40), on="val"))
+    assert on_val["agreement_on"] == "val" and "held_out" not in on_val and "40 val images" in on_val["selected_on"]
+    assert "agreement with the teacher on the val images per recipe" in choice_lines(on_val, None, None)[0]
+    # with nothing to agree on (the baseline: no teacher) the val labels decide, as `best`
     assert kept_epoch(_record_epochs("teacher", epochs, true, tmp_path))["epoch"] == 2
     # the held-out share is seeded, disjoint and kept in the records' order
     records = [ImageRecord(f"unlabeled/0/{i:03d}", None, "toy", "unlabeled") for i in range(100)]

@@ -16,8 +16,10 @@ Before the first step the layers after the backbone are fitted in closed form on
 (`training.warm_start`) and that model is validated as epoch 0; how much of the backbone then trains, epoch by
 epoch, and which recipe the val split chose is `training.student_recipe`.
 
-Without val images (`val_fraction` 0, so that every label trains) an epoch is chosen only by agreement with the
-teacher on held-out unlabelled photos (`recipe_rule: teacher`): nothing is validated and nothing stops early on
+Under `recipe_rule: teacher` a distilled run keeps the epoch that agrees best with the teacher on held-out
+unlabelled photos, or, with none to hold out, on the val images (`training.student_recipe`). Without val images
+(`val_fraction` 0, so that every label trains) an epoch is chosen only by agreement with the teacher on held-out
+unlabelled photos (`recipe_rule: teacher`): nothing is validated and nothing stops early on
 val SRCC. A run without that signal (the label-only baseline, or too few unlabelled photos to hold out) keeps its
 warm start, epoch 0, whose one choice (the ridge penalty) is made by leave-one-out on the training labels, and
 trains no epoch; without a warm start either, it is refused.
@@ -72,7 +74,7 @@ from ..targets import DistillationTargets
 from .datamodule import DatasetDataModule, StudentDataModule
 from .spine import RunFolder, RunStamp, ValidationCorrelations, build_trainer, check_counts
 from .student_config import StudentTrainConfig
-from .student_recipe import (RecipeChoice, TeacherAgreement, choice_lines, hold_out, kept_epoch, phase,
+from .student_recipe import (ON_VAL, RecipeChoice, TeacherAgreement, choice_lines, hold_out, kept_epoch, phase,
                              recipe_report, resolve_schedule, set_phase, thaw_epoch)
 from .warm_start import (WarmStartData, cached_images, fit_warm_start, pooled_features, predict_raw, sharpen,
                          validation_entry)
@@ -369,7 +371,7 @@ def train_student(
     resume = run.start([r.image_id for r in splits[0]], [r.image_id for r in splits[1]])
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = StudentModule(asdict(student_config), asdict(config), resolve_schedule(config.finetune, counts[0]))
-    module.agreement = _teacher_agreement(data, held_out, targets)
+    module.agreement = _teacher_agreement(data, held_out, targets, config.recipe_rule)
     if data.train.features is not None:
         module.standardise_teacher_features(data.train.features)
     validated = counts[1] > 0
@@ -383,7 +385,7 @@ def train_student(
         return {}
     metrics = _write_metrics(run, trainer, config, student_config, baseline, counts, excluded,
                              time.perf_counter() - start, module.schedule, _teacher_val_srcc(data.val, module.space),
-                             0 if module.agreement is None else len(module.agreement.rows))
+                             module.agreement)
     for line in choice_lines(metrics):
         _log.info(line)
     return metrics
@@ -437,16 +439,22 @@ def _teacher_means(predictions: np.ndarray, space) -> np.ndarray:
     return space.target_mean(torch.from_numpy(np.asarray(predictions, np.float32))).double().numpy()
 
 
-def _teacher_agreement(data: DatasetDataModule, held_out: list[ImageRecord], targets: DistillationTargets | None
-                       ) -> TeacherAgreement | None:
-    """The held-out unlabelled photos (read from the train image cache, which holds every unlabelled photo) with
-    the teacher's mean scores; None when none is held out or readable."""
-    train_cache = data.caches[0]
-    held = [r for r in held_out if r.image_id not in train_cache.failed]
-    if not held or targets is None:
+def _teacher_agreement(data: DatasetDataModule, held_out: list[ImageRecord], targets: DistillationTargets | None,
+                       rule: str) -> TeacherAgreement | None:
+    """What rule `teacher` agrees with the teacher on, with the teacher's mean scores: the held-out unlabelled
+    photos (read from the train image cache, which holds every unlabelled photo), else the val images of a
+    distilled run; None for another rule, for the baseline (its tables carry no teacher predictions) and
+    without either."""
+    if rule != "teacher" or targets is None:
         return None
-    return TeacherAgreement(train_cache.path, train_cache.rows_for([r.image_id for r in held]),
-                            _teacher_means(teacher_rows(held, targets)[1], data.student_config.space))
+    train_cache, space = data.caches[0], data.student_config.space
+    held = [r for r in held_out if r.image_id not in train_cache.failed]
+    if held:
+        return TeacherAgreement(train_cache.path, train_cache.rows_for([r.image_id for r in held]),
+                                _teacher_means(teacher_rows(held, targets)[1], space))
+    if not len(data.val) or data.val.predictions is None:
+        return None
+    return TeacherAgreement(data.val.source, data.val.rows, _teacher_means(data.val.predictions, space), ON_VAL)
 
 
 def _save_best(out: Path, extra: dict, module: StudentModule, entry: dict, folder: str = "model") -> None:
@@ -503,7 +511,7 @@ def _close_progress_bars(trainer: pl.Trainer) -> None:
 
 def _write_metrics(run: RunFolder, trainer: pl.Trainer, config: StudentTrainConfig, student_config: StudentConfig,
                    baseline: bool, counts: tuple[int, int, int], excluded: list[str], seconds: float,
-                   schedule: str, teacher_val_srcc: float | None, num_held_out: int = 0) -> dict:
+                   schedule: str, teacher_val_srcc: float | None, agreement: TeacherAgreement | None = None) -> dict:
     history = run.history()
     if not history:
         raise IAAError(f"{run.out}: training ended without a single validated epoch")
@@ -511,7 +519,7 @@ def _write_metrics(run: RunFolder, trainer: pl.Trainer, config: StudentTrainConf
     start = run.out / WARM_START_FILE
     return run.write_metrics({
         "recipe": recipe_report(history, best["epoch"], schedule, config.freeze_epochs, config.partial_epochs,
-                                counts[1], config.recipe_rule, num_held_out),
+                                counts[1], config.recipe_rule, agreement),
         "warm_start": json.loads(start.read_text()) if start.is_file() else None,
         "teacher_val_srcc": teacher_val_srcc, "pooling": student_config.pooling,
         "kind": "student_training", "baseline": baseline, "backbone": student_config.backbone,

@@ -20,8 +20,9 @@ RULES = ("one-se", "best", "teacher")  # `recipe_rule` (see training.student_rec
 
 
 # what training computes from the same settings; part of `iaa fit`'s stage key, so a run folder trained by older
-# code is trained again. 2: the student normalises its pooled MLSP vector (`StudentConfig.pooled_power`)
-STUDENT_FIT_VERSION = 2
+# code is trained again. 2: the student normalises its pooled MLSP vector (`StudentConfig.pooled_power`); 3: rule
+# `teacher` without unlabelled photos to hold out agrees with the teacher on the val images (not `best`)
+STUDENT_FIT_VERSION = 3
 
 
 @dataclass
@@ -48,7 +49,8 @@ class StudentTrainConfig:
                                "or one-se (a more complex recipe, probe < partial < full, only when its val SRCC is "
                                "higher by more than one standard error of the paired difference) or teacher (a "
                                "distilled run holds a quarter of its unlabelled photos out of training and keeps "
-                               "the epoch that agrees best with the teacher on them; else best)", group=OPTIM)
+                               "the epoch that agrees best with the teacher on them; with none to hold out, on the "
+                               "val images; the baseline: best)", group=OPTIM)
     freeze_epochs: int = setting(1, help="first epochs with a frozen backbone (partial/full/auto)", group=OPTIM, low=0)
     partial_epochs: int = setting(1, help="auto: epochs of partial fine-tuning between the frozen and the full ones",
                                   group=OPTIM, low=0)
@@ -66,8 +68,8 @@ class StudentTrainConfig:
     ema_decay: float = setting(0.999, help="EMA decay per step", group=OPTIM, low=0, high=1)
     patience: int = setting(5, help="early stopping: epochs without a better val SRCC", group=OPTIM, low=0)
     agreement_patience: int = setting(0, help="recipe_rule teacher: stop after this many epochs in a row that agree "
-                                      "less with the teacher on the held-out photos than the kept one (epoch 0 "
-                                      "included); 0 never stops on it", group=OPTIM, low=0)
+                                      "less with the teacher (held-out photos or val images) than the kept one "
+                                      "(epoch 0 included); 0 never stops on it", group=OPTIM, low=0)
     seed: int = setting(0, help="seed of initialisation, data order and crops (`iaa train-student` also carves "
                         "val with it; `iaa fit` carves it once with the recipe's seed, for all --seeds)", group=OPTIM)
     hflip: bool = setting(True, help="random horizontal flips", group=OPTIM)

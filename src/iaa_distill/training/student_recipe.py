@@ -22,8 +22,10 @@ Which epoch is kept (`RecipeChoice`, every schedule, epoch 0 included), with `re
 - `teacher`: a distilled run with unlabelled photos (or views) holds a seeded `HOLDOUT_SHARE` of them (the views of a
   held-out image together) out of its training
   (and out of the warm start's fit) and keeps the epoch whose scores agree best (SRCC) with the teacher's on
-  them: a few hundred images instead of a few dozen val labels. The label-only baseline never sees the teacher,
-  and a run without enough unlabelled photos has none to hold out: both choose by `best`. With
+  them: a few hundred images instead of a few dozen val labels. A distilled run without enough unlabelled
+  photos to hold out keeps the epoch whose scores on the val images agree best with the teacher's predictions
+  on those images (their labels unused; `benchmarks/rule_cv.py` measured it against `best` on training labels
+  that neither train nor choose). The label-only baseline never sees the teacher: it chooses by `best`. With
   `agreement_patience` N, such a run stops once N epochs in a row (counted from the kept one, epoch 0 included)
   agree less with the teacher than the kept epoch: the steadier signal may end a recipe that val SRCC, with its
   own `patience`, would let run on. A run without val images (`validated` False) is recorded after each
@@ -58,7 +60,9 @@ BOOTSTRAP = 1000
 PARTIAL_SHARE = 1 / 3  # of the backbone's blocks, the last ones
 TEACHER_SHARE_FOR_STUDENT = 0.9
 HOLDOUT_SHARE = 0.25  # of the unlabelled photos, held out of a `teacher`-rule run's training
-MIN_HOLDOUT = 20  # fewer held-out photos than this: no holdout, the rule falls back to `best`
+MIN_HOLDOUT = 20  # fewer held-out photos than this: no holdout, the rule agrees with the teacher on val instead
+ON_HELD_OUT, ON_VAL = "held-out unlabelled", "val"  # what rule `teacher` agreed on (metrics.json `agreement_on`)
+AGREED_ON = {ON_HELD_OUT: "the held-out unlabelled photos", ON_VAL: "the val images"}
 NOTHING_CHOSE = ("the warm start (epoch 0, a linear probe on the frozen backbone) kept and no epoch trained: no val "
                  "images and no held-out unlabelled photos to choose on")
 
@@ -142,11 +146,13 @@ def hold_out(records: Sequence[ImageRecord], seed: int) -> tuple[list[ImageRecor
 
 @dataclass
 class TeacherAgreement:
-    """Held-out unlabelled photos (rows of an image cache) and the teacher's mean score on each."""
+    """Images to agree on (rows of an image cache: held-out unlabelled photos, or the val images) and the
+    teacher's mean score on each."""
 
     source: Path  # a uint8 image cache (.npy), resized whole to the student's input size when read
     rows: np.ndarray
     teacher_means: np.ndarray
+    on: str = ON_HELD_OUT  # or ON_VAL
 
     def __call__(self, model: Student) -> float:
         """SRCC between `model`'s mean scores on the photos (eval mode) and the teacher's."""
@@ -158,7 +164,7 @@ class RecipeChoice(BestBySRCC):
     """`BestBySRCC` whose kept epoch follows `recipe_rule` (see the module doc). The module sets
     `val_predictions` (predicted, true mean scores of the val images) before each epoch is recorded; the
     kept epoch's predictions are part of the checkpointed state, so a resumed run decides as an uninterrupted
-    one. Under rule `teacher` it also sets `val_agreement` (`TeacherAgreement`'s SRCC; None: no held-out photos,
+    one. Under rule `teacher` it also sets `val_agreement` (`TeacherAgreement`'s SRCC; None: nothing to agree on,
     so `best` decides). Each recorded epoch gets `kept` (whether it became the kept model) and, when compared by
     the rule, `vs_kept` (the kept epoch, the SRCC difference and its standard error) or `teacher_srcc`."""
 
@@ -224,29 +230,35 @@ def kept_epoch(history: list[dict]) -> dict:
 
 
 def recipe_report(history: list[dict], best_epoch: int, schedule: str, freeze_epochs: int, partial_epochs: int,
-                  num_val: int, rule: str = "best", num_held_out: int = 0) -> dict:
-    """The recipe of the kept epoch, each recipe's best val SRCC (and best agreement with the teacher on the
-    `num_held_out` held-out photos, rule `teacher`) and how it was chosen (for metrics.json)."""
+                  num_val: int, rule: str = "best", agreement: TeacherAgreement | None = None) -> dict:
+    """The recipe of the kept epoch, each recipe's best val SRCC (and, rule `teacher`, best agreement with the
+    teacher on `agreement`'s images) and how it was chosen (for metrics.json)."""
     scores: dict[str, float] = {}
-    agreement: dict[str, float] = {}
+    teacher_scores: dict[str, float] = {}
     for entry in history:
         name = phase(entry["epoch"], schedule, freeze_epochs, partial_epochs)
         if "val_srcc" in entry:  # every validated epoch; none without val images
             scores[name] = max(scores.get(name, -math.inf), entry["val_srcc"])
         if "teacher_srcc" in entry:
-            agreement[name] = max(agreement.get(name, -math.inf), entry["teacher_srcc"])
+            teacher_scores[name] = max(teacher_scores.get(name, -math.inf), entry["teacher_srcc"])
     how = f"best epoch by SRCC on the val split ({num_val} images)"
     if rule == "one-se":
         how = ("simplest recipe (probe < partial < full) unless a more complex one beats it by more than one "
                f"standard error (paired bootstrap) on the val split ({num_val} images)")
-    elif agreement:
-        how = (f"best epoch by agreement (SRCC) with the teacher on {num_held_out} held-out unlabelled photos, "
-               "never trained on")
-    how = f"{how}, epoch 0 (the warm-started probe) included" if num_val or agreement else NOTHING_CHOSE
+    elif teacher_scores and agreement is not None and agreement.on == ON_VAL:
+        how = (f"best epoch by agreement (SRCC) with the teacher's predictions on the {len(agreement.rows)} val "
+               "images (no unlabelled photos to hold out; their labels unused)")
+    elif teacher_scores and agreement is not None:
+        how = (f"best epoch by agreement (SRCC) with the teacher on {len(agreement.rows)} held-out unlabelled "
+               "photos, never trained on")
+    chose = num_val or (teacher_scores and agreement is not None)
     report = {"schedule": schedule, "chosen": phase(best_epoch, schedule, freeze_epochs, partial_epochs),
-              "scores": scores, "rule": rule, "selected_on": how}
-    if agreement:
-        report["teacher_scores"], report["held_out"] = agreement, num_held_out
+              "scores": scores, "rule": rule,
+              "selected_on": f"{how}, epoch 0 (the warm-started probe) included" if chose else NOTHING_CHOSE}
+    if teacher_scores and agreement is not None:
+        report["teacher_scores"], report["agreement_on"] = teacher_scores, agreement.on
+        if agreement.on == ON_HELD_OUT:
+            report["held_out"] = len(agreement.rows)
     return report
 
 
@@ -255,7 +267,9 @@ def choice_lines(metrics: dict) -> list[str]:
     chose them, and the student's share of the teacher on val (none without val images)."""
     recipe, student_srcc, teacher_srcc = metrics["recipe"], metrics["best_val_srcc"], metrics.get("teacher_val_srcc")
     parts = [f"{what} per recipe: " + ", ".join(f"{k} {v:.3f}" for k, v in recipe[key].items())
-             for what, key in (("val SRCC", "scores"), ("agreement with the teacher", "teacher_scores"))
+             for what, key in (("val SRCC", "scores"),
+                               (f"agreement with the teacher on {AGREED_ON[recipe.get('agreement_on', ON_HELD_OUT)]}",
+                                "teacher_scores"))
              if recipe.get(key)]
     if not parts:  # nothing validated an epoch or agreed with the teacher: the warm start, as it is
         return [f"student recipe: {recipe['selected_on']}"]
