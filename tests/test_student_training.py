@@ -226,7 +226,7 @@ def test_teacher_rule_without_unlabelled_photos_agrees_with_the_teacher_on_val(t
     assert len(agreement) == 4 and distilled["best_epoch"] == int(np.argmax(agreement))  # first of ties
     recipe = distilled["recipe"]
     assert recipe["agreement_on"] == "val" and "held_out" not in recipe and "8 val images" in recipe["selected_on"]
-    assert "agreement with the teacher on the val images" in choice_lines(recipe, None, None)[0]
+    assert "agreement with the teacher on the val images" in choice_lines(distilled)[0]
     baseline = train_student(dataset, tmp_path / "baseline", config, targets_dir=targets_dir, baseline=True,
                              image_cache_dir=cache_root)
     assert not any("teacher_srcc" in h for h in baseline["history"]) and "agreement_on" not in baseline["recipe"]

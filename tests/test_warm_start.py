@@ -219,7 +219,8 @@ def test_teacher_rule_keeps_the_epoch_that_agrees_best_with_the_teacher(tmp_path
     assert "171 held-out unlabelled photos" in report["selected_on"]
     on_val = recipe_report(history, 3, "progressive", 1, 1, 40, "teacher", replace(held, rows=np.arange(40), on="val"))
     assert on_val["agreement_on"] == "val" and "held_out" not in on_val and "40 val images" in on_val["selected_on"]
-    assert "agreement with the teacher on the val images per recipe" in choice_lines(on_val, None, None)[0]
+    assert "agreement with the teacher on the val images per recipe" in choice_lines(
+        {"recipe": on_val, "best_val_srcc": None, "teacher_val_srcc": None, "best_epoch": 3})[0]
     # with nothing to agree on (the baseline: no teacher) the val labels decide, as `best`
     assert kept_epoch(_record_epochs("teacher", epochs, true, tmp_path))["epoch"] == 2
     # the held-out share is seeded, disjoint and kept in the records' order

@@ -76,7 +76,7 @@ def test_student_without_val_keeps_the_epoch_that_agrees_best_with_the_teacher_a
     lines = choice_lines(whole)  # the kept epoch and its agreement, no val SRCC and no share of the teacher on val
     assert len(lines) == 1 and "val SRCC" not in lines[0] and "None" not in lines[0]
     assert lines[0].startswith(f"student recipe: {whole['recipe']['chosen']}, epoch {whole['best_epoch']} kept "
-                               "(agreement with the teacher per recipe: probe ")
+                               "(agreement with the teacher on the held-out unlabelled photos per recipe: probe ")
     resumed = crashed_then_resumed(lambda out, callbacks: train_student(
         dataset, out, config, targets_dir=targets_dir, image_cache_dir=cache_root, callbacks=callbacks),
         tmp_path / "resumed")
@@ -152,5 +152,5 @@ def test_choice_lines_give_the_kept_epoch_and_the_share_of_the_teacher_only_on_v
         "the student keeps 94 % of the teacher on val (SRCC 0.850 vs 0.900)"]
     agreed = {"recipe": {**recipe, "scores": {}, "teacher_scores": {"probe": 0.9}}, "best_val_srcc": None,
               "teacher_val_srcc": None, "best_epoch": 0}
-    assert choice_lines(agreed) == [f"student recipe: partial, epoch 0 kept (agreement with the teacher per recipe: "
-                                    f"probe 0.900; {recipe['selected_on']})"]
+    assert choice_lines(agreed) == ["student recipe: partial, epoch 0 kept (agreement with the teacher on the held-out "
+                                    f"unlabelled photos per recipe: probe 0.900; {recipe['selected_on']})"]
