@@ -241,24 +241,25 @@ def recipe_report(history: list[dict], best_epoch: int, schedule: str, freeze_ep
             scores[name] = max(scores.get(name, -math.inf), entry["val_srcc"])
         if "teacher_srcc" in entry:
             teacher_scores[name] = max(teacher_scores.get(name, -math.inf), entry["teacher_srcc"])
+    agreed = agreement if teacher_scores else None  # the images rule `teacher` compared the epochs on
     how = f"best epoch by SRCC on the val split ({num_val} images)"
     if rule == "one-se":
         how = ("simplest recipe (probe < partial < full) unless a more complex one beats it by more than one "
                f"standard error (paired bootstrap) on the val split ({num_val} images)")
-    elif teacher_scores and agreement is not None and agreement.on == ON_VAL:
-        how = (f"best epoch by agreement (SRCC) with the teacher's predictions on the {len(agreement.rows)} val "
+    elif agreed is not None and agreed.on == ON_VAL:
+        how = (f"best epoch by agreement (SRCC) with the teacher's predictions on the {len(agreed.rows)} val "
                "images (no unlabelled photos to hold out; their labels unused)")
-    elif teacher_scores and agreement is not None:
-        how = (f"best epoch by agreement (SRCC) with the teacher on {len(agreement.rows)} held-out unlabelled "
+    elif agreed is not None:
+        how = (f"best epoch by agreement (SRCC) with the teacher on {len(agreed.rows)} held-out unlabelled "
                "photos, never trained on")
-    chose = num_val or (teacher_scores and agreement is not None)
+    chose = num_val or agreed is not None
+    selected_on = f"{how}, epoch 0 (the warm-started probe) included" if chose else NOTHING_CHOSE
     report = {"schedule": schedule, "chosen": phase(best_epoch, schedule, freeze_epochs, partial_epochs),
-              "scores": scores, "rule": rule,
-              "selected_on": f"{how}, epoch 0 (the warm-started probe) included" if chose else NOTHING_CHOSE}
-    if teacher_scores and agreement is not None:
-        report["teacher_scores"], report["agreement_on"] = teacher_scores, agreement.on
-        if agreement.on == ON_HELD_OUT:
-            report["held_out"] = len(agreement.rows)
+              "scores": scores, "rule": rule, "selected_on": selected_on}
+    if agreed is not None:
+        report["teacher_scores"], report["agreement_on"] = teacher_scores, agreed.on
+        if agreed.on == ON_HELD_OUT:
+            report["held_out"] = len(agreed.rows)
     return report
 
 
