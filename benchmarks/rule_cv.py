@@ -45,12 +45,9 @@ from iaa_distill.data.records import Dataset, ImageRecord
 from iaa_distill.errors import IAAError
 from iaa_distill.evaluation.metrics import srcc
 from iaa_distill.evaluation.seeds import t_interval
-from iaa_distill.features import extract_features
-from iaa_distill.recipe import (DROPPED_FILE, Recipe, StageRunner, drop_unreadable, stage_keys, stage_settings,
-                                student_runs)
+from iaa_distill.recipe import Recipe, StageRunner, run_teacher_stages, stage_keys, stage_settings, student_runs
 from iaa_distill.training.image_cache import ensure_image_cache
 from iaa_distill.training.student import train_student
-from iaa_distill.training.teacher import train_teacher_head
 from iaa_distill.training.warm_start import cached_images, predict_raw
 
 RECORDINGS = "rule_cv"  # OUT/rule_cv/seedN.json
@@ -108,12 +105,8 @@ def record_students(recipe: Recipe, judge: list[ImageRecord]) -> dict[int, dict[
     dataset = recipe.training_dataset()
     runs = {name: seed for name, (baseline, seed) in student_runs(recipe).items() if not baseline}
     keys = stage_keys(dataset, stages, student_runs(recipe))
-    out, runner = recipe.out, StageRunner(recipe.out)
-    runner.run("features", keys["features"], out / "features",
-               lambda: extract_features(dataset, out / "features", stages.features))
-    dataset = drop_unreadable(dataset, out / "features", out / DROPPED_FILE)
-    runner.run("teacher", keys["teacher"], out / "teacher",
-               lambda: train_teacher_head(dataset, out / "features", out / "teacher", stages.teacher))
+    out = recipe.out
+    dataset = run_teacher_stages(dataset, stages, keys, StageRunner(out), out)
     recordings, folder = {}, out.parent / RECORDINGS
     for name, seed in runs.items():
         path, run = folder / f"seed{seed}.json", folder / name

@@ -266,9 +266,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
     """Run every stage of `recipe`; returns the folders, the timings and the comparison document."""
     from .data.check import require_usable
     from .evaluation import evaluate_model
-    from .features import extract_features
     from .training.student import train_student
-    from .training.teacher import train_teacher_head
 
     out = recipe.out
     out.mkdir(parents=True, exist_ok=True)
@@ -284,11 +282,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
     keys = stage_keys(dataset, stages, runs)
     runner = StageRunner(out, log)
     folders = {name: out / name for name in ("features", "teacher", "image_cache", *runs, "comparison")}
-    runner.run("features", keys["features"], folders["features"], lambda: extract_features(
-        dataset, folders["features"], stages.features))
-    dataset = drop_unreadable(dataset, folders["features"], out / DROPPED_FILE)
-    runner.run("teacher", keys["teacher"], folders["teacher"],
-               lambda: train_teacher_head(dataset, folders["features"], folders["teacher"], stages.teacher))
+    dataset = run_teacher_stages(dataset, stages, keys, runner, out)
     for name, (baseline, seed) in runs.items():
         runner.run(name, keys[name], folders[name], lambda b=baseline, n=name, s=seed: train_student(
             # the baseline reads only the aesthetic-feature size from the targets: same architecture, no distillation
@@ -313,6 +307,21 @@ def run_recipe(recipe: Recipe, progress: bool = True, log: Callable[[str], None]
             "timings": runner.timings, "comparison": comparison, "dataset": dataset,
             "dropped": {"count": len(dataset.dropped), "list": str(out / DROPPED_FILE)},
             "split": stages.evaluation.split}
+
+
+def run_teacher_stages(dataset: Dataset, stages: StageSettings, keys: dict[str, str], runner: StageRunner,
+                       out: Path) -> Dataset:
+    """The `features` and `teacher` stages into OUT/features and OUT/teacher (each skipped when up to date);
+    returns `dataset` without the images whose features could not be read (listed in OUT/dropped.json)."""
+    from .features import extract_features
+    from .training.teacher import train_teacher_head
+
+    runner.run("features", keys["features"], out / "features",
+               lambda: extract_features(dataset, out / "features", stages.features))
+    readable = drop_unreadable(dataset, out / "features", out / DROPPED_FILE)
+    runner.run("teacher", keys["teacher"], out / "teacher",
+               lambda: train_teacher_head(readable, out / "features", out / "teacher", stages.teacher))
+    return readable
 
 
 def drop_unreadable(dataset: Dataset, features: Path, listing: Path) -> Dataset:
