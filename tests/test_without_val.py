@@ -3,6 +3,7 @@ folds were, the student's epoch chosen by agreement with the teacher on held-out
 with nothing to choose on keeping its closed-form warm start, and one-line refusals where nothing can choose."""
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import replace
 
@@ -84,16 +85,17 @@ def test_student_without_val_keeps_the_epoch_that_agrees_best_with_the_teacher_a
     assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
 
 
-def test_baseline_without_val_keeps_its_warm_start_and_nothing_else_is_refused(mixed, tmp_path):
+def test_baseline_without_val_keeps_its_warm_start_and_nothing_else_is_refused(mixed, tmp_path, caplog):
     dataset, targets_dir, cache_root = mixed
     dataset = without_val(dataset)
+    caplog.set_level(logging.INFO, logger="iaa_distill")
     baseline = train_student(dataset, tmp_path / "baseline", tiny_config(epochs=2), targets_dir=targets_dir,
                              baseline=True, image_cache_dir=cache_root)
     assert [h["epoch"] for h in baseline["history"]] == [0] and baseline["best_epoch"] == 0
     assert [p.name for p in cache_root.iterdir() if "-val-" in p.name] == []  # no empty val image cache is built
-    assert choice_lines(baseline) == ["student recipe: the warm start (epoch 0, a linear probe on the frozen "
-                                      "backbone) kept and no epoch trained: no val images and no held-out unlabelled "
-                                      "photos to choose on"]  # and no share of the teacher on val
+    said = ["baseline recipe: the warm start (epoch 0, a linear probe on the frozen backbone) kept and no epoch "
+            "trained: no val images and no held-out unlabelled photos to choose on"]  # no share of the teacher on val
+    assert choice_lines(baseline) == said and said[0] in caplog.messages  # what the run logs
     model = load_file(str(tmp_path / "baseline" / "model" / "model.safetensors"))
     probe = load_file(str(tmp_path / "baseline" / "probe" / "model.safetensors"))
     assert all(torch.equal(model[k], probe[k]) for k in model)  # the frozen-feature linear probe itself
@@ -154,3 +156,5 @@ def test_choice_lines_give_the_kept_epoch_and_the_share_of_the_teacher_only_on_v
               "teacher_val_srcc": None, "best_epoch": 0}
     assert choice_lines(agreed) == ["student recipe: partial, epoch 0 kept (agreement with the teacher on the held-out "
                                     f"unlabelled photos per recipe: probe 0.900; {recipe['selected_on']})"]
+    baseline = {**validated, "baseline": True, "teacher_val_srcc": None}  # a label-only run: no teacher rows
+    assert choice_lines(baseline) == [choice_lines(validated)[0].replace("student recipe:", "baseline recipe:", 1)]
