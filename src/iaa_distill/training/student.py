@@ -130,7 +130,8 @@ class StudentModule(pl.LightningModule):
             self.ema.requires_grad_(False)
         self.val_loss = MeanMetric()
         self.val_correlations = ValidationCorrelations()
-        self.agreement: TeacherAgreement | None = None  # held-out photos of rule `teacher` (set by train_student)
+        self.agreement: TeacherAgreement | None = None  # what rule `teacher` agrees on (set by train_student)
+        self.val_ids: list[str] = []  # the image of each of `val_predictions` (set with them)
         self._runtime: dict = {}  # the compiled forward (kept out of the state dict)
 
     @property
@@ -207,17 +208,24 @@ class StudentModule(pl.LightningModule):
         raw, _ = self.eval_model(self._images(batch))
         raw = raw.float()
         self.val_loss.update(label_loss(raw, batch["label"], self.num_levels, self.cfg.loss, self.cfg.rank_weight))
-        self.val_correlations.update(self.space.mean(raw), batch["mean"])
+        self.val_correlations.update(self.space.mean(raw), batch["mean"], batch["index"])
         self.log("val_loss", self.val_loss)
 
     def on_validation_epoch_end(self) -> None:
-        self.val_predictions = self.val_correlations.log(self)  # for `RecipeChoice`
+        pred, true, index = self.val_correlations.log(self)
+        self.val_predictions = pred, true  # for `RecipeChoice`
+        self.val_ids = [self.trainer.datamodule.val.ids[i] for i in index]
         self.measure_agreement()
 
     def measure_agreement(self) -> None:
-        """Set `val_agreement` for `RecipeChoice`: the validated model's agreement with the teacher on the held-out
-        photos (None without them)."""
-        self.val_agreement = None if self.agreement is None else self.agreement(self.eval_model)
+        """Set `val_agreement` for `RecipeChoice`: the validated model's agreement with the teacher (None with
+        nothing to agree on). On the val images it is the validation pass's own predictions, matched by image."""
+        if self.agreement is None:
+            self.val_agreement = None
+        elif self.agreement.on == ON_VAL:
+            self.val_agreement = self.agreement.of_predictions(self.val_ids, self.val_predictions[0])
+        else:
+            self.val_agreement = self.agreement(self.eval_model)
 
     def configure_optimizers(self):
         groups = []
@@ -413,6 +421,7 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
         entry = validation_entry(module.space, raw, data.val.labels, data.val.means,
                                  lambda raw, y: label_loss(raw, y, module.num_levels, config.loss, config.rank_weight))
         module.val_predictions = module.space.mean(raw).double().numpy(), data.val.means
+        module.val_ids = list(data.val.ids)
     if module.ema is not None:
         module.ema.module.load_state_dict(module.model.state_dict())
     entry = {"epoch": 0, "step": 0, **entry, "train_seconds": round(time.perf_counter() - start, 3)}
@@ -454,7 +463,8 @@ def _teacher_agreement(data: DatasetDataModule, held_out: list[ImageRecord], tar
                                 _teacher_means(teacher_rows(held, targets)[1], space))
     if not len(data.val) or data.val.predictions is None:
         return None
-    return TeacherAgreement(data.val.source, data.val.rows, _teacher_means(data.val.predictions, space), ON_VAL)
+    return TeacherAgreement(data.val.source, data.val.rows, _teacher_means(data.val.predictions, space), ON_VAL,
+                            list(data.val.ids))
 
 
 def _save_best(out: Path, extra: dict, module: StudentModule, entry: dict, folder: str = "model") -> None:

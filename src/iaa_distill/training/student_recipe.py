@@ -147,17 +147,25 @@ def hold_out(records: Sequence[ImageRecord], seed: int) -> tuple[list[ImageRecor
 @dataclass
 class TeacherAgreement:
     """Images to agree on (rows of an image cache: held-out unlabelled photos, or the val images) and the
-    teacher's mean score on each."""
+    teacher's mean score on each. On the val images the validation pass has already scored them: their
+    `ids` match its predictions to the teacher's (`of_predictions`), and nothing is scored twice."""
 
     source: Path  # a uint8 image cache (.npy), resized whole to the student's input size when read
     rows: np.ndarray
     teacher_means: np.ndarray
     on: str = ON_HELD_OUT  # or ON_VAL
+    ids: list[str] | None = None  # the image of each row (ON_VAL)
 
     def __call__(self, model: Student) -> float:
         """SRCC between `model`'s mean scores on the photos (eval mode) and the teacher's."""
         raw = predict_raw(model, cached_images(self.source, self.rows, model.config.input_size))
         return srcc(self.teacher_means, model.config.space.mean(raw).double().numpy())
+
+    def of_predictions(self, ids: Sequence[str], means: np.ndarray) -> float:
+        """SRCC between the teacher's mean scores and predicted ones `means` of the images `ids` (in any order,
+        e.g. a validation pass's; every image of `self.ids` among them)."""
+        position = {image_id: i for i, image_id in enumerate(ids)}
+        return srcc(self.teacher_means, np.asarray(means, np.float64)[[position[i] for i in self.ids]])
 
 
 class RecipeChoice(BestBySRCC):
