@@ -58,7 +58,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
 from ..data.records import Dataset, ImageRecord, ids_hash
-from ..data.splits import SPLIT_FILE
+from ..data.splits import SPLIT_FILE, SPLIT_RECORD, split_record
 from ..data.table import SplitTable, teacher_rows
 from ..data.unlabeled import UNLABELED_SPLIT
 from ..data.views import source_groups
@@ -383,10 +383,11 @@ def train_student(
     if data.train.features is not None:
         module.standardise_teacher_features(data.train.features)
     validated = counts[1] > 0
-    trainer = _trainer(run, config, baseline, callbacks, module.schedule, validated)
+    extra = _model_extra(run, config, baseline, split_record(dataset, len(splits[1])))
+    trainer = _trainer(run, config, extra, callbacks, module.schedule, validated)
     start = time.perf_counter()
     if resume is None:
-        _epoch_zero(run, module, trainer, data, config, baseline)
+        _epoch_zero(run, module, trainer, data, config, baseline, extra)
     if validated or module.agreement is not None:  # else the warm start is kept (`choice_lines` says so)
         _fit(trainer, module, data, resume)
     if not trainer.is_global_zero:
@@ -400,9 +401,10 @@ def train_student(
 
 
 def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data: StudentDataModule,
-                config: StudentTrainConfig, baseline: bool) -> None:
+                config: StudentTrainConfig, baseline: bool, extra: dict) -> None:
     """Warm start (when on), then the starting model validated and kept as epoch 0; the baseline's warm start
-    (the frozen-feature linear probe) is also saved as `probe/`. Deterministic: every process computes the same."""
+    (the frozen-feature linear probe) is also saved as `probe/`. Deterministic: every process computes the same.
+    extra: `_model_extra`."""
     start = time.perf_counter()
     report = {}
     if config.warm_start:
@@ -431,8 +433,7 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
         atomic_write_text(run.out / WARM_START_FILE, json.dumps({"warm_start": report, "epoch_0": entry},
                                                                 indent=1) + "\n")
         if baseline and report:
-            _save_best(run.out, {**_model_extra(run, config, baseline), "linear_probe": True}, module, entry,
-                       folder=PROBE_DIR)
+            _save_best(run.out, {**extra, "linear_probe": True}, module, entry, folder=PROBE_DIR)
     module.model.train()
 
 
@@ -474,16 +475,16 @@ def _save_best(out: Path, extra: dict, module: StudentModule, entry: dict, folde
     shutil.copyfile(out / SPLIT_FILE, Path(model_dir) / SPLIT_FILE)
 
 
-def _model_extra(run: RunFolder, config: StudentTrainConfig, baseline: bool) -> dict:
-    """What a saved student's config.json records about its run."""
+def _model_extra(run: RunFolder, config: StudentTrainConfig, baseline: bool, split: dict) -> dict:
+    """What a saved student's config.json records about its run; split: `data.splits.split_record`."""
     return {"dataset": run.identity["dataset"], "dataset_fingerprint": run.identity["dataset_fingerprint"],
-            "baseline": baseline, "alpha": config.alpha, "beta": config.beta}
+            "baseline": baseline, "alpha": config.alpha, "beta": config.beta, SPLIT_RECORD: split}
 
 
-def _trainer(run: RunFolder, config: StudentTrainConfig, baseline: bool, callbacks: Sequence[Callback],
+def _trainer(run: RunFolder, config: StudentTrainConfig, extra: dict, callbacks: Sequence[Callback],
              schedule: str, validated: bool) -> pl.Trainer:
-    """validated: False without val images (no validation, no early stopping on val SRCC)."""
-    save_best = partial(_save_best, run.out, _model_extra(run, config, baseline))
+    """extra: `_model_extra`. validated: False without val images (no validation, no early stopping on val SRCC)."""
+    save_best = partial(_save_best, run.out, extra)
     phase_of = partial(phase, schedule=schedule, freeze_epochs=config.freeze_epochs,
                        partial_epochs=config.partial_epochs)
     hardware = {**config.hardware(), "precision": _precision(config), "strategy": _strategy(config)}
