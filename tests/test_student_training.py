@@ -213,17 +213,39 @@ def test_distilled_and_baseline_runs(toy, tmp_path):
                       baseline=True, image_cache_dir=cache_root)
 
 
-def test_teacher_rule_without_unlabelled_photos_agrees_with_the_teacher_on_val(toy, tmp_path):
+class RescoredAgreement(Callback):
+    """After each validation: the validated model's agreement with the teacher, scored again on the images."""
+
+    def __init__(self):
+        self.seen: list[float] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        from iaa_distill.evaluation.metrics import srcc
+        from iaa_distill.training.warm_start import cached_images, predict_raw
+
+        agreement = pl_module.agreement
+        raw = predict_raw(pl_module.eval_model, cached_images(agreement.source, agreement.rows, 32))
+        self.seen.append(srcc(agreement.teacher_means, pl_module.space.mean(raw).double().numpy()))
+
+
+def test_teacher_rule_without_unlabelled_photos_agrees_with_the_teacher_on_val(toy, tmp_path, monkeypatch):
     """Nothing to hold out: a distilled run keeps the epoch whose val scores agree best with the teacher's
-    predictions on the val images; the baseline, which never sees the teacher, keeps the best val SRCC."""
+    predictions on the val images (the validation pass's own predictions: the val images are not scored
+    again); the baseline, which never sees the teacher, keeps the best val SRCC."""
+    from iaa_distill.training import student_recipe
     from iaa_distill.training.student_recipe import choice_lines
 
     dataset, targets_dir, cache_root = toy
     config = tiny_config(epochs=3, deterministic=True, recipe_rule="teacher")
-    distilled = train_student(dataset, tmp_path / "distilled", config, targets_dir=targets_dir,
-                              image_cache_dir=cache_root)
+    read = []
+    monkeypatch.setattr(student_recipe, "cached_images", lambda *a, **k: read.append(a) or iter(()))
+    rescored = RescoredAgreement()
+    distilled = train_student(dataset, tmp_path / "distilled", replace(config, num_workers=2),  # same batches
+                              targets_dir=targets_dir, image_cache_dir=cache_root, callbacks=[rescored])
+    assert read == []  # agreement never re-read the val images
     agreement = [h["teacher_srcc"] for h in distilled["history"]]
     assert len(agreement) == 4 and distilled["best_epoch"] == int(np.argmax(agreement))  # first of ties
+    assert agreement[1:] == pytest.approx(rescored.seen, abs=1e-12)  # what scoring them again gives
     recipe = distilled["recipe"]
     assert recipe["agreement_on"] == "val" and "held_out" not in recipe and "8 val images" in recipe["selected_on"]
     assert "agreement with the teacher on the val images" in choice_lines(distilled)[0]

@@ -80,6 +80,8 @@ def test_taste_trains_reports_agreement_and_reuses_the_features(tmp_path, sample
     assert f"--model {tmp_path / 'me' / 'teacher'}" in text
     assert "18 unrated photos as unlabelled data" in text
     assert "val = 0" not in text and "writing 0 of 0" not in text  # no val split: nothing said of one, none built
+    kept = "recipe: the warm start (epoch 0, a linear probe on the frozen backbone) kept and no epoch trained"
+    assert f"student {kept}" in text and f"baseline {kept}" in text  # each run's line names it
     # every rating that is not held out trains; too few unrated photos to hold any out: the warm start is kept
     counts = json.loads((tmp_path / "me" / "agreement.json").read_text())["counts"]
     student = json.loads((tmp_path / "me" / "student" / "metrics.json").read_text())

@@ -232,6 +232,19 @@ def test_teacher_rule_keeps_the_epoch_that_agrees_best_with_the_teacher(tmp_path
     assert hold_out(records[:40], seed=0) == (records[:40], [])  # 10 held out would be under MIN_HOLDOUT
 
 
+def test_agreement_on_val_matches_the_validation_predictions_to_the_teacher_by_image(tmp_path):
+    from iaa_distill.evaluation.metrics import srcc
+    from iaa_distill.training.student_recipe import ON_VAL, TeacherAgreement
+
+    rng = np.random.default_rng(3)
+    ids = [f"img{i:02d}" for i in range(30)]
+    teacher, pred = rng.normal(size=30), rng.normal(size=30)
+    agreement = TeacherAgreement(tmp_path / "val.npy", np.arange(30), teacher, ON_VAL, ids)
+    shuffled = rng.permutation(30)  # the order a validation pass gave them in (shards of two processes, say)
+    value = agreement.of_predictions([ids[i] for i in shuffled], pred[shuffled])
+    assert value == srcc(teacher, pred) and value != srcc(teacher, pred[shuffled])
+
+
 def test_agreement_patience_stops_a_teacher_rule_run_once_epochs_in_a_row_agree_less_than_the_kept_one(tmp_path):
     rng = np.random.default_rng(0)
     true = rng.normal(size=40)

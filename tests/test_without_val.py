@@ -3,7 +3,11 @@ folds were, the student's epoch chosen by agreement with the teacher on held-out
 with nothing to choose on keeping its closed-form warm start, and one-line refusals where nothing can choose."""
 from __future__ import annotations
 
+import csv
+import json
+import logging
 import re
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -13,8 +17,10 @@ from safetensors.torch import load_file
 
 from iaa_distill.data.check import check_dataset
 from iaa_distill.data.records import Dataset
-from iaa_distill.data.splits import carve_val
+from iaa_distill.data.splits import SPLIT_FILE, carve_val, load_split
 from iaa_distill.errors import IAAError
+from iaa_distill.evaluation import EvaluationSettings, evaluate_model
+from iaa_distill.student import Student
 from iaa_distill.teacher_head import TeacherHead, run_head
 from iaa_distill.training.head_candidates import fit_mlp_head
 from iaa_distill.training.student import train_student
@@ -84,16 +90,25 @@ def test_student_without_val_keeps_the_epoch_that_agrees_best_with_the_teacher_a
     assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
 
 
-def test_baseline_without_val_keeps_its_warm_start_and_nothing_else_is_refused(mixed, tmp_path):
+def test_baseline_without_val_keeps_its_warm_start_and_nothing_else_is_refused(mixed, tmp_path, caplog):
     dataset, targets_dir, cache_root = mixed
     dataset = without_val(dataset)
+    caplog.set_level(logging.INFO, logger="iaa_distill")
     baseline = train_student(dataset, tmp_path / "baseline", tiny_config(epochs=2), targets_dir=targets_dir,
                              baseline=True, image_cache_dir=cache_root)
     assert [h["epoch"] for h in baseline["history"]] == [0] and baseline["best_epoch"] == 0
     assert [p.name for p in cache_root.iterdir() if "-val-" in p.name] == []  # no empty val image cache is built
-    assert choice_lines(baseline) == ["student recipe: the warm start (epoch 0, a linear probe on the frozen "
-                                      "backbone) kept and no epoch trained: no val images and no held-out unlabelled "
-                                      "photos to choose on"]  # and no share of the teacher on val
+    said = ["baseline recipe: the warm start (epoch 0, a linear probe on the frozen backbone) kept and no epoch "
+            "trained: no val images and no held-out unlabelled photos to choose on"]  # no share of the teacher on val
+    assert choice_lines(baseline) == said and said[0] in caplog.messages  # what the run logs
+    model_dir = tmp_path / "baseline" / "model"
+    assert Student.from_pretrained(model_dir).config.extra["split"] == {"val_images": 0}  # what its config records
+    copied = tmp_path / "copied"  # the model folder copied without its split.json: `iaa eval` carves 5 % as val
+    copied.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(model_dir / name, copied / name)
+    with pytest.raises(IAAError, match=r"copied: trained without val images \(val_fraction 0\)"):
+        evaluate_model(copied, carve_val(dataset), EvaluationSettings(split="val"))
     model = load_file(str(tmp_path / "baseline" / "model" / "model.safetensors"))
     probe = load_file(str(tmp_path / "baseline" / "probe" / "model.safetensors"))
     assert all(torch.equal(model[k], probe[k]) for k in model)  # the frozen-feature linear probe itself
@@ -111,12 +126,11 @@ def test_an_empty_val_split_is_usable_only_when_none_is_carved(tmp_path):
     touch_images(dataset)
     assert not check_dataset(dataset).usable and "split 'val'" in check_dataset(dataset).reasons[0]
     assert check_dataset(dataset, need_val=False).usable
-    assert carve_val(dataset, val_fraction=0.0) is dataset  # nothing carved, nothing noted ("val = 0 of 20")
+    unsplit = carve_val(dataset, val_fraction=0.0)  # nothing carved, nothing noted ("val = 0 of 20"), but recorded
+    assert (unsplit.records, unsplit.notes, unsplit.val_carved) == (dataset.records, dataset.notes, (0.0, 0))
 
 
 def test_evaluating_the_val_split_of_a_model_trained_without_val_is_refused_in_one_line(unsplit, tmp_path):
-    from iaa_distill.evaluation import EvaluationSettings, evaluate_model
-
     dataset, cache, _ = unsplit
     train_teacher_head(dataset, cache, tmp_path / "head", TeacherTrainConfig(**{**MLP, "candidates": ("ridge:2",)}))
     with pytest.raises(IAAError, match=f"^{re.escape(str(tmp_path / 'head'))}: trained without val images "
@@ -124,6 +138,38 @@ def test_evaluating_the_val_split_of_a_model_trained_without_val_is_refused_in_o
                                        "--val-fraction > 0$"):
         evaluate_model(tmp_path / "head", dataset, EvaluationSettings(split="val"), features=cache.directory)
     assert evaluate_model(tmp_path / "head", dataset, EvaluationSettings(split="test"), features=cache.directory)["n"]
+
+
+def test_a_model_folder_without_its_split_json_is_evaluated_on_the_split_its_config_records(unsplit, tmp_path):
+    from tests.test_readers import touch_images
+
+    dataset, cache, _ = unsplit
+    dataset = replace(dataset, root=tmp_path, records=[replace(r, path=tmp_path / r.path) for r in dataset.records])
+    touch_images(dataset)  # val is carved from the found train images
+    ridge = TeacherTrainConfig(**{**MLP, "candidates": ("ridge:2",)})
+    settings = EvaluationSettings(split="val")
+    # trained without val (val_fraction 0): the val split `iaa eval` carves by default is refused
+    train_teacher_head(carve_val(dataset, 0.0), cache, tmp_path / "none", ridge)
+    (tmp_path / "none" / SPLIT_FILE).unlink()
+    with pytest.raises(IAAError, match=r"none: trained without val images \(val_fraction 0\), .*\(--split test\)"):
+        evaluate_model(tmp_path / "none", carve_val(dataset), settings, features=cache.directory)
+    # val carved with val_fraction 0.2, seed 3: evaluated on those images (carved again), saying so in one line
+    train_teacher_head(carve_val(dataset, 0.2, seed=3), cache, tmp_path / "head", ridge)
+    trained = load_split(tmp_path / "head")["val"]
+    (tmp_path / "head" / SPLIT_FILE).unlink()
+    document = evaluate_model(tmp_path / "head", carve_val(dataset), settings, out=tmp_path / "eval",
+                              features=cache.directory)
+    with open(tmp_path / "eval" / "per_image.csv") as rows:
+        assert sorted(row["id"] for row in csv.DictReader(rows)) == sorted(trained)
+    assert document["notes"] == [f"no split.json with the model: val carved as in its training (val_fraction 0.2, "
+                                 f"seed 3), {len(trained)} images"]
+    same = evaluate_model(tmp_path / "head", carve_val(dataset, 0.2, seed=3), settings, features=cache.directory)
+    assert (same["n"], same["notes"]) == (len(trained), [])  # the dataset as trained: nothing assumed
+    config = json.loads((tmp_path / "head" / "config.json").read_text())
+    del config["extra"]  # a folder saved before the record: the dataset's val split as given
+    (tmp_path / "head" / "config.json").write_text(json.dumps(config))
+    older = evaluate_model(tmp_path / "head", carve_val(dataset), settings, features=cache.directory)
+    assert (older["n"], older["notes"]) == (len(carve_val(dataset).split("val")), [])
 
 
 def test_fit_evaluating_on_val_without_val_images_stops_before_the_features(tmp_path, capsys):
@@ -154,3 +200,5 @@ def test_choice_lines_give_the_kept_epoch_and_the_share_of_the_teacher_only_on_v
               "teacher_val_srcc": None, "best_epoch": 0}
     assert choice_lines(agreed) == ["student recipe: partial, epoch 0 kept (agreement with the teacher on the held-out "
                                     f"unlabelled photos per recipe: probe 0.900; {recipe['selected_on']})"]
+    baseline = {**validated, "baseline": True, "teacher_val_srcc": None}  # a label-only run: no teacher rows
+    assert choice_lines(baseline) == [choice_lines(validated)[0].replace("student recipe:", "baseline recipe:", 1)]

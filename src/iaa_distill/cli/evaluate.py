@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder for metrics, per-image CSV, reports and plots")
     parser.add_argument("--features", metavar="CACHE", help="feature cache folder (teacher heads; ignored for students)")
     add_options(parser, EvaluationSettings)
-    add_split_options(parser)  # as used in training; only for models saved without the split.json of their run
+    add_split_options(parser)  # as used in training; only for models saved without split.json or a split record
 
 
 def run(args: argparse.Namespace) -> int:

@@ -87,6 +87,7 @@ class Dataset:
     synthetic_labels: bool = False  # labels made by a formula (the demo's), not human ratings
     dropped: dict[str, str] = field(default_factory=dict)  # image id -> why it is left out (missing, undecodable)
     listed_fingerprint: str = ""  # `fingerprint()` of the records as listed, kept when images are dropped
+    val_carved: tuple[float, int] | None = None  # (val_fraction, seed) of `splits.carve_val`; None: a val list
 
     def split(self, name: str) -> list[ImageRecord]:
         """Records of one split ('train', 'val', 'test'; 'all' for every record)."""

@@ -10,30 +10,35 @@ import numpy as np
 from ..artifacts import model_name, read_config
 from ..data.records import Dataset, ImageRecord
 from ..errors import IAAError
-from ..data.splits import SPLIT_FILE, load_split
+from ..data.splits import SPLIT_FILE, SPLIT_RECORD, as_trained, load_split
 from .predictions import Predictions
 from .report import build_document, write_report
 from .settings import EvaluationSettings
 
 
-def _labelled(dataset: Dataset, split: str, model_dir: Path) -> list[ImageRecord]:
-    """Labelled images of `split`; train/val are the ids saved with the model (`split.json`) when it has them.
-    IAAError for the val split of a model trained without val images (every label trained it)."""
+def _labelled(dataset: Dataset, split: str, model_dir: Path, config: dict[str, Any]
+              ) -> tuple[list[ImageRecord], list[str]]:
+    """Labelled images of `split`, and notes; train/val are the ids saved with the model (`split.json`) when it
+    has them, else those of the split its config.json records (`splits.as_trained`; older models: the dataset's
+    as given). IAAError for the val split of a model trained without val images (every label trained it)."""
     saved = load_split(model_dir) if split in ("train", "val") else None
+    recorded = config.get("extra", {}).get(SPLIT_RECORD) if split in ("train", "val") else None
+    had_no_val = not saved["val"] if saved is not None else recorded is not None and not recorded["val_images"]
+    if split == "val" and had_no_val:
+        raise IAAError(f"{model_dir}: trained without val images (val_fraction 0), so it has no val split to "
+                       "evaluate on: evaluate on test (--split test), or retrain with --val-fraction > 0")
     if saved is not None:
         wanted = set(saved[split])
-        if split == "val" and not wanted:
-            raise IAAError(f"{model_dir}: trained without val images (val_fraction 0), so it has no val split to "
-                           "evaluate on: evaluate on test (--split test), or retrain with --val-fraction > 0")
         records = [r for r in dataset.records if r.image_id in wanted and r.label is not None]
         if not records:
             raise IAAError(f"none of the {len(wanted)} {split} images in {model_dir / SPLIT_FILE} is a labelled "
                            f"image of dataset '{dataset.name}': evaluate the model on the dataset it was trained on")
-        return records
+        return records, []
+    dataset, note = as_trained(dataset, recorded) if recorded is not None else (dataset, None)
     records = [r for r in dataset.split(split) if r.label is not None]
     if not records:
         raise IAAError(f"dataset '{dataset.name}' has no labelled images in split '{split}'")
-    return records
+    return records, [note] if note else []
 
 
 def _teacher_names(teachers: list | None) -> list[str]:
@@ -116,7 +121,7 @@ def evaluate_model(
         from ..data.registry import open_dataset
 
         dataset = open_dataset(dataset)
-    records = _labelled(dataset, split, model_dir)
+    records, split_notes = _labelled(dataset, split, model_dir, config)
     kind = config.get("kind")
     if kind == "student":  # a student scores the images themselves; `features` is only for teacher heads
         records, pred_mean, pred_dist, excluded = _score_student(model_dir, records, settings)
@@ -134,6 +139,7 @@ def evaluate_model(
     labels = [r.label for r in records]
     scale = tuple(dataset.scale or labels[0].scale)
     true_dist, notes = _true_distributions(labels, dataset.num_levels, pred_dist)
+    notes = [*split_notes, *notes]
     model_scale = config.get("scale")
     if model_scale and tuple(map(float, model_scale)) != tuple(map(float, scale)):
         notes.append(f"the model predicts on the scale {model_scale[0]:g}..{model_scale[1]:g}, the labels are on "

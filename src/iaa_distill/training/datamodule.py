@@ -14,7 +14,8 @@ from (seed, epoch) alone: runs with the same seed see identical batches with any
 workers, a resumed run continues exactly where it stopped, and the baseline sees the same data
 as the distilled run. Under DDP each rank takes an equal-sized shard of that sequence.
 Batches are dicts of uint8 `image` (B, 3, S, S), `label` (GT distribution or normalised score),
-`mean` (GT mean on the scale) and, for distillation, the teacher's `feature` and `teacher` prediction rows.
+`mean` (GT mean on the scale) and, for distillation, the teacher's `feature` and `teacher` prediction rows;
+val batches also carry each image's `index` in its table (validation knows its predictions by image).
 
 Unlabelled images (distillation only): the train split then holds its labelled rows first and the
 unlabelled ones after them (`num_labelled`), and `MixedBatches` appends `unlabeled_ratio` x batch size
@@ -76,6 +77,8 @@ class CachedImages(torch.utils.data.Dataset):
             out["teacher"] = torch.from_numpy(np.asarray(s.predictions[i], dtype=np.float32))
         if s.num_labelled is not None:
             out["labelled"] = torch.tensor(i < s.num_labelled)
+        if self.crop is None:
+            out["index"] = torch.tensor(i)
         return out
 
 

@@ -191,34 +191,43 @@ class ValidationCorrelations:
     def __init__(self) -> None:
         self.pred: list[torch.Tensor] = []
         self.true: list[torch.Tensor] = []
+        self.index: list[torch.Tensor] = []
 
-    def update(self, pred: torch.Tensor, true: torch.Tensor) -> None:
+    def update(self, pred: torch.Tensor, true: torch.Tensor, index: torch.Tensor | None = None) -> None:
+        """index: each image's row in the validated table, so that its prediction is known by image (any order)."""
         self.pred.append(pred.detach().float())
         self.true.append(true.detach().float())
+        if index is not None:
+            self.index.append(index.detach())
 
-    def log(self, module: pl.LightningModule) -> tuple[np.ndarray, np.ndarray]:
+    def log(self, module: pl.LightningModule) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Log val_srcc (on the progress bar) and val_plcc over every rank's images; -1 where undefined.
-        Returns the (predicted, true) mean scores of every val image."""
-        pairs = torch.stack([torch.cat(self.pred), torch.cat(self.true)])
-        self.pred.clear()
-        self.true.clear()
+        Returns the (predicted, true) mean scores of every val image and their table rows (None without
+        `index`)."""
+        columns = [torch.cat(self.pred).double(), torch.cat(self.true).double()]
+        if self.index:
+            columns.append(torch.cat(self.index).double())
+        pairs = torch.stack(columns)
+        for collected in (self.pred, self.true, self.index):
+            collected.clear()
         if module.trainer.world_size > 1:
             pairs = _gather_columns(module, pairs)
-        pred, true = pairs.cpu().numpy().astype(np.float64)
+        pred, true, *index = pairs.cpu().numpy()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MetricWarning)
             values = {"val_srcc": srcc(true, pred), "val_plcc": plcc(true, pred)}
         for name, value in values.items():
             module.log(name, -1.0 if math.isnan(value) else value, prog_bar=name == "val_srcc", sync_dist=False)
-        return pred, true
+        return pred, true, index[0].astype(np.int64) if index else None
 
 
 def _gather_columns(module: pl.LightningModule, pairs: torch.Tensor) -> torch.Tensor:
-    """(2, n) columns of every rank (shards may differ by one image: padded with NaN, then dropped)."""
+    """(k, n) columns of every rank, row 1 the true scores (shards may differ by one image: padded with NaN, then
+    dropped)."""
     longest = int(module.all_gather(torch.tensor(pairs.shape[1], device=pairs.device)).max())
-    padded = torch.full((2, longest), math.nan, device=pairs.device)
+    padded = torch.full((pairs.shape[0], longest), math.nan, dtype=pairs.dtype, device=pairs.device)
     padded[:, :pairs.shape[1]] = pairs
-    gathered = module.all_gather(padded).transpose(0, 1).reshape(2, -1)
+    gathered = module.all_gather(padded).transpose(0, 1).reshape(pairs.shape[0], -1)
     return gathered[:, ~torch.isnan(gathered[1])]
 
 

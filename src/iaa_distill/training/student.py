@@ -58,7 +58,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
 from ..data.records import Dataset, ImageRecord, ids_hash
-from ..data.splits import SPLIT_FILE
+from ..data.splits import SPLIT_FILE, SPLIT_RECORD, split_record
 from ..data.table import SplitTable, teacher_rows
 from ..data.unlabeled import UNLABELED_SPLIT
 from ..data.views import source_groups
@@ -130,7 +130,8 @@ class StudentModule(pl.LightningModule):
             self.ema.requires_grad_(False)
         self.val_loss = MeanMetric()
         self.val_correlations = ValidationCorrelations()
-        self.agreement: TeacherAgreement | None = None  # held-out photos of rule `teacher` (set by train_student)
+        self.agreement: TeacherAgreement | None = None  # what rule `teacher` agrees on (set by train_student)
+        self.val_ids: list[str] = []  # the image of each of `val_predictions` (set with them)
         self._runtime: dict = {}  # the compiled forward (kept out of the state dict)
 
     @property
@@ -207,17 +208,24 @@ class StudentModule(pl.LightningModule):
         raw, _ = self.eval_model(self._images(batch))
         raw = raw.float()
         self.val_loss.update(label_loss(raw, batch["label"], self.num_levels, self.cfg.loss, self.cfg.rank_weight))
-        self.val_correlations.update(self.space.mean(raw), batch["mean"])
+        self.val_correlations.update(self.space.mean(raw), batch["mean"], batch["index"])
         self.log("val_loss", self.val_loss)
 
     def on_validation_epoch_end(self) -> None:
-        self.val_predictions = self.val_correlations.log(self)  # for `RecipeChoice`
+        pred, true, index = self.val_correlations.log(self)
+        self.val_predictions = pred, true  # for `RecipeChoice`
+        self.val_ids = [self.trainer.datamodule.val.ids[i] for i in index]
         self.measure_agreement()
 
     def measure_agreement(self) -> None:
-        """Set `val_agreement` for `RecipeChoice`: the validated model's agreement with the teacher on the held-out
-        photos (None without them)."""
-        self.val_agreement = None if self.agreement is None else self.agreement(self.eval_model)
+        """Set `val_agreement` for `RecipeChoice`: the validated model's agreement with the teacher (None with
+        nothing to agree on). On the val images it is the validation pass's own predictions, matched by image."""
+        if self.agreement is None:
+            self.val_agreement = None
+        elif self.agreement.on == ON_VAL:
+            self.val_agreement = self.agreement.of_predictions(self.val_ids, self.val_predictions[0])
+        else:
+            self.val_agreement = self.agreement(self.eval_model)
 
     def configure_optimizers(self):
         groups = []
@@ -375,10 +383,11 @@ def train_student(
     if data.train.features is not None:
         module.standardise_teacher_features(data.train.features)
     validated = counts[1] > 0
-    trainer = _trainer(run, config, baseline, callbacks, module.schedule, validated)
+    extra = _model_extra(run, config, baseline, split_record(dataset, len(splits[1])))
+    trainer = _trainer(run, config, extra, callbacks, module.schedule, validated)
     start = time.perf_counter()
     if resume is None:
-        _epoch_zero(run, module, trainer, data, config, baseline)
+        _epoch_zero(run, module, trainer, data, config, baseline, extra)
     if validated or module.agreement is not None:  # else the warm start is kept (`choice_lines` says so)
         _fit(trainer, module, data, resume)
     if not trainer.is_global_zero:
@@ -392,9 +401,10 @@ def train_student(
 
 
 def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data: StudentDataModule,
-                config: StudentTrainConfig, baseline: bool) -> None:
+                config: StudentTrainConfig, baseline: bool, extra: dict) -> None:
     """Warm start (when on), then the starting model validated and kept as epoch 0; the baseline's warm start
-    (the frozen-feature linear probe) is also saved as `probe/`. Deterministic: every process computes the same."""
+    (the frozen-feature linear probe) is also saved as `probe/`. Deterministic: every process computes the same.
+    extra: `_model_extra`."""
     start = time.perf_counter()
     report = {}
     if config.warm_start:
@@ -413,6 +423,7 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
         entry = validation_entry(module.space, raw, data.val.labels, data.val.means,
                                  lambda raw, y: label_loss(raw, y, module.num_levels, config.loss, config.rank_weight))
         module.val_predictions = module.space.mean(raw).double().numpy(), data.val.means
+        module.val_ids = list(data.val.ids)
     if module.ema is not None:
         module.ema.module.load_state_dict(module.model.state_dict())
     entry = {"epoch": 0, "step": 0, **entry, "train_seconds": round(time.perf_counter() - start, 3)}
@@ -422,8 +433,7 @@ def _epoch_zero(run: RunFolder, module: StudentModule, trainer: pl.Trainer, data
         atomic_write_text(run.out / WARM_START_FILE, json.dumps({"warm_start": report, "epoch_0": entry},
                                                                 indent=1) + "\n")
         if baseline and report:
-            _save_best(run.out, {**_model_extra(run, config, baseline), "linear_probe": True}, module, entry,
-                       folder=PROBE_DIR)
+            _save_best(run.out, {**extra, "linear_probe": True}, module, entry, folder=PROBE_DIR)
     module.model.train()
 
 
@@ -454,7 +464,8 @@ def _teacher_agreement(data: DatasetDataModule, held_out: list[ImageRecord], tar
                                 _teacher_means(teacher_rows(held, targets)[1], space))
     if not len(data.val) or data.val.predictions is None:
         return None
-    return TeacherAgreement(data.val.source, data.val.rows, _teacher_means(data.val.predictions, space), ON_VAL)
+    return TeacherAgreement(data.val.source, data.val.rows, _teacher_means(data.val.predictions, space), ON_VAL,
+                            list(data.val.ids))
 
 
 def _save_best(out: Path, extra: dict, module: StudentModule, entry: dict, folder: str = "model") -> None:
@@ -464,16 +475,16 @@ def _save_best(out: Path, extra: dict, module: StudentModule, entry: dict, folde
     shutil.copyfile(out / SPLIT_FILE, Path(model_dir) / SPLIT_FILE)
 
 
-def _model_extra(run: RunFolder, config: StudentTrainConfig, baseline: bool) -> dict:
-    """What a saved student's config.json records about its run."""
+def _model_extra(run: RunFolder, config: StudentTrainConfig, baseline: bool, split: dict) -> dict:
+    """What a saved student's config.json records about its run; split: `data.splits.split_record`."""
     return {"dataset": run.identity["dataset"], "dataset_fingerprint": run.identity["dataset_fingerprint"],
-            "baseline": baseline, "alpha": config.alpha, "beta": config.beta}
+            "baseline": baseline, "alpha": config.alpha, "beta": config.beta, SPLIT_RECORD: split}
 
 
-def _trainer(run: RunFolder, config: StudentTrainConfig, baseline: bool, callbacks: Sequence[Callback],
+def _trainer(run: RunFolder, config: StudentTrainConfig, extra: dict, callbacks: Sequence[Callback],
              schedule: str, validated: bool) -> pl.Trainer:
-    """validated: False without val images (no validation, no early stopping on val SRCC)."""
-    save_best = partial(_save_best, run.out, _model_extra(run, config, baseline))
+    """extra: `_model_extra`. validated: False without val images (no validation, no early stopping on val SRCC)."""
+    save_best = partial(_save_best, run.out, extra)
     phase_of = partial(phase, schedule=schedule, freeze_epochs=config.freeze_epochs,
                        partial_epochs=config.partial_epochs)
     hardware = {**config.hardware(), "precision": _precision(config), "strategy": _strategy(config)}

@@ -147,17 +147,25 @@ def hold_out(records: Sequence[ImageRecord], seed: int) -> tuple[list[ImageRecor
 @dataclass
 class TeacherAgreement:
     """Images to agree on (rows of an image cache: held-out unlabelled photos, or the val images) and the
-    teacher's mean score on each."""
+    teacher's mean score on each. On the val images the validation pass has already scored them: their
+    `ids` match its predictions to the teacher's (`of_predictions`), and nothing is scored twice."""
 
     source: Path  # a uint8 image cache (.npy), resized whole to the student's input size when read
     rows: np.ndarray
     teacher_means: np.ndarray
     on: str = ON_HELD_OUT  # or ON_VAL
+    ids: list[str] | None = None  # the image of each row (ON_VAL)
 
     def __call__(self, model: Student) -> float:
         """SRCC between `model`'s mean scores on the photos (eval mode) and the teacher's."""
         raw = predict_raw(model, cached_images(self.source, self.rows, model.config.input_size))
         return srcc(self.teacher_means, model.config.space.mean(raw).double().numpy())
+
+    def of_predictions(self, ids: Sequence[str], means: np.ndarray) -> float:
+        """SRCC between the teacher's mean scores and predicted ones `means` of the images `ids` (in any order,
+        e.g. a validation pass's; every image of `self.ids` among them)."""
+        position = {image_id: i for i, image_id in enumerate(ids)}
+        return srcc(self.teacher_means, np.asarray(means, np.float64)[[position[i] for i in self.ids]])
 
 
 class RecipeChoice(BestBySRCC):
@@ -264,22 +272,24 @@ def recipe_report(history: list[dict], best_epoch: int, schedule: str, freeze_ep
 
 
 def choice_lines(metrics: dict) -> list[str]:
-    """What `iaa train-student` / `iaa fit` print about a run's metrics.json: the kept recipe and epoch and what
-    chose them, and the student's share of the teacher on val (none without val images)."""
+    """What `iaa train-student`, `iaa fit` and `iaa taste` print about a run's metrics.json: the kept recipe and
+    epoch and what chose them, and the student's share of the teacher on val (none without val images). A
+    label-only baseline's lines speak of the baseline."""
     recipe, student_srcc, teacher_srcc = metrics["recipe"], metrics["best_val_srcc"], metrics.get("teacher_val_srcc")
+    who = "baseline" if metrics.get("baseline") else "student"
     parts = [f"{what} per recipe: " + ", ".join(f"{k} {v:.3f}" for k, v in recipe[key].items())
              for what, key in (("val SRCC", "scores"),
                                (f"agreement with the teacher on {AGREED_ON[recipe.get('agreement_on', ON_HELD_OUT)]}",
                                 "teacher_scores"))
              if recipe.get(key)]
     if not parts:  # nothing validated an epoch or agreed with the teacher: the warm start, as it is
-        return [f"student recipe: {recipe['selected_on']}"]
-    lines = [f"student recipe: {recipe['chosen']}, epoch {metrics['best_epoch']} kept "
+        return [f"{who} recipe: {recipe['selected_on']}"]
+    lines = [f"{who} recipe: {recipe['chosen']}, epoch {metrics['best_epoch']} kept "
              f"({'; '.join([*parts, recipe['selected_on']])})"]
     if student_srcc is None or not teacher_srcc or not math.isfinite(teacher_srcc) or teacher_srcc <= 0:
         return lines
     share = student_srcc / teacher_srcc
-    lines.append(f"the student keeps {100 * share:.0f} % of the teacher on val (SRCC {student_srcc:.3f} vs "
+    lines.append(f"the {who} keeps {100 * share:.0f} % of the teacher on val (SRCC {student_srcc:.3f} vs "
                  f"{teacher_srcc:.3f})")
     if share < TEACHER_SHARE_FOR_STUDENT:
         lines.append("below 90 %: for the best accuracy score with the teacher (accuracy mode: `iaa score PHOTOS "

@@ -29,6 +29,7 @@ import torch
 
 from ..artifacts import atomic_write_text
 from ..data.records import Dataset, ids_hash
+from ..data.splits import SPLIT_RECORD, split_record
 from ..data.table import SplitTable, split_table
 from ..errors import DatasetError, IAAError
 from ..evaluation.metrics import plcc, srcc
@@ -138,12 +139,13 @@ def _head_config(dataset: Dataset, cache: FeatureCache, config: TeacherTrainConf
     )
 
 
-def _save_head(out: Path, module: TeacherHeadModule, entry: dict) -> None:
-    module.head.save_pretrained(out)
+def _save_head(out: Path, split: dict, module: TeacherHeadModule, entry: dict) -> None:
+    """The best head so far into `out`; split: `data.splits.split_record`, kept in its config.json."""
+    module.head.save_pretrained(out, **{SPLIT_RECORD: split})
 
 
 def _fit(run: RunFolder, config: TeacherTrainConfig, head_config: TeacherHeadConfig, data: TeacherDataModule,
-         resume: Path | None) -> pl.Trainer:
+         resume: Path | None, split: dict) -> pl.Trainer:
     """Train (or resume from `resume`) the MLP head; the best epoch's head is saved into the run folder."""
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = TeacherHeadModule(asdict(head_config), {**asdict(config), "hidden": list(config.hidden)})
@@ -152,7 +154,7 @@ def _fit(run: RunFolder, config: TeacherTrainConfig, head_config: TeacherHeadCon
                 "progress": config.progress}
     trainer = build_trainer(
         run.out, hardware, max_epochs=config.epochs, patience=config.patience,
-        callbacks=[BestBySRCC(run.out, partial(_save_head, run.out), config.batch_size),
+        callbacks=[BestBySRCC(run.out, partial(_save_head, run.out, split), config.batch_size),
                    RunStamp(run.fingerprint)],
         log_every_n_steps=max(1, min(50, len(data.train) // config.batch_size)),
     )
@@ -217,11 +219,13 @@ def _refuse_unvalidated_mlp(name: str, config: TeacherTrainConfig, num_train: in
                        "(e.g. mlp,ridge:4) or a linear one (ridge:4)")
 
 
-def _fit_ridge(run: RunFolder, head_config: TeacherHeadConfig, cache: FeatureCache, splits: list[SplitTable]) -> None:
-    """Fit the linear head on every image of `splits` (train, or train and val) and save it into the run folder."""
-    features = np.concatenate([_features_of(cache, split) for split in splits])
-    labels = np.concatenate([split.labels for split in splits])
-    fit_ridge_head(features, labels, head_config).save_pretrained(run.out)
+def _fit_ridge(run: RunFolder, head_config: TeacherHeadConfig, cache: FeatureCache, splits: list[SplitTable],
+               split: dict) -> None:
+    """Fit the linear head on every image of `splits` (train, or train and val) and save it into the run folder
+    (split: `data.splits.split_record`)."""
+    features = np.concatenate([_features_of(cache, part) for part in splits])
+    labels = np.concatenate([part.labels for part in splits])
+    fit_ridge_head(features, labels, head_config).save_pretrained(run.out, **{SPLIT_RECORD: split})
 
 
 def _metrics(run: RunFolder, epochs_trained: int, raw: np.ndarray, valid: list[str],
@@ -274,14 +278,15 @@ def train_teacher_head(
     resume = run.start(train.ids, val.ids)
     chosen, selection = _select_head(run, config, head_config, cache, train)
     head_config = candidate_config(chosen, head_config, head_config.output_dim)
-    epochs_trained = 0
+    epochs_trained, split = 0, split_record(dataset, len(val.ids))
     if chosen.kind == "ridge":
-        _fit_ridge(run, head_config, cache, [train, val] if config.linear_on_val else [train])
+        _fit_ridge(run, head_config, cache, [train, val] if config.linear_on_val else [train], split)
     elif not len(val):  # as in its CV folds: every training image, `epochs` epochs, no early stopping
-        fit_mlp_head(_features_of(cache, train), train.labels, head_config, config).save_pretrained(run.out)
+        fit_mlp_head(_features_of(cache, train), train.labels, head_config, config).save_pretrained(
+            run.out, **{SPLIT_RECORD: split})
         epochs_trained = config.epochs
     else:
-        epochs_trained = _fit(run, config, head_config, data, resume).current_epoch
+        epochs_trained = _fit(run, config, head_config, data, resume, split).current_epoch
     valid, raw = _write_targets(run.out, cache, head_config.space)
     metrics = {**_metrics(run, epochs_trained, raw, valid, splits, head_config, config), "head": selection}
     run.write_metrics(metrics)
