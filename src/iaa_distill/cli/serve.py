@@ -1,4 +1,4 @@
-"""Serve a trained student over HTTP (FastAPI + uvicorn).
+"""Serve a trained student, or a teacher folder (accuracy mode), over HTTP (FastAPI + uvicorn).
 
 POST /score with multipart field `files` (one or many images), or one image as the raw body (Content-Type
 image/jpeg, ...; ?name=photo.jpg), returns {"results": [{path, mean, std, distribution, embedding, error}]}
