@@ -209,7 +209,7 @@ def test_torch_floor_allows_safe_checkpoint_loading():
 # -- pixel limit and formats ---------------------------------------------------------------------
 def test_max_pixels_option_and_the_configured_limit_in_messages(model_dir, photo_dir, tmp_path, monkeypatch):
     out = tmp_path / "s.csv"
-    assert score(photo_dir, "--model", model_dir, "--out", out, "--max-pixels", "1000") == 0
+    assert score(photo_dir, "--model", model_dir, "--out", out, "--max-pixels", "1000") == 1  # none scored
     assert out.read_text().count("exceeds the limit of 1,000 pixels") == 3
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's own guard fires above twice this
     with pytest.raises(DecodeError) as info:
