@@ -387,8 +387,9 @@ def test_raw_and_jpeg_twins_are_one_photo(model_dir, tmp_path, sample_photos):
 
 # -- 14: options and the gallery in an ASCII locale ------------------------------------------------
 @pytest.mark.parametrize("option", [("--keep-top", "nan%"), ("--min-score", "nan"), ("--burst-gap", "nan"),
-                                    ("--star-thresholds", "1", "2", "nan", "4"), ("--reject-bottom", "nan")])
-def test_nan_options_are_refused_before_scoring(shoot, tmp_path, option, capsys):
+                                    ("--star-thresholds", "1", "2", "nan", "4"), ("--reject-bottom", "nan"),
+                                    ("--star-thresholds", "1", "2", "3"), ("--star-thresholds", "4", "3", "2", "1")])
+def test_bad_rule_options_are_refused_before_scoring(shoot, tmp_path, option, capsys):
     assert cull(shoot, "--model", tmp_path / "no-model-needed", *option) == 1
     err = capsys.readouterr().err
     assert option[0] in err and "Traceback" not in err and "no-model-needed" not in err

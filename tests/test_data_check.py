@@ -82,6 +82,10 @@ def test_unusable_verdicts(tmp_path, sample_photos):
     report = check_dataset(open_dataset(f"folder:{tmp_path / 'empty'}"))
     assert not report.usable and "no image files" in report.reasons[0]
 
+    write_jpegs(tmp_path / "unrated", sample_photos, 3)  # photos that exist, none of them rated
+    report = check_dataset(open_dataset(f"xmp:{tmp_path / 'unrated'}"))
+    assert not report.usable and report.reasons == ["no labelled images: all 3 are unlabelled"]
+
 
 def test_an_empty_val_split_is_unusable_with_the_fix_and_fit_stops_before_features(tmp_path, capsys):
     """AVA with most images absent: val is carved from the found train images, so here it is empty."""

@@ -221,6 +221,28 @@ def test_set_overrides_a_recipe_key(tmp_path):
         stage_settings(Recipe.load(path, ["student.alpha=-1"]))
 
 
+def test_settings_of_the_wrong_type_are_refused_when_the_recipe_is_read(tmp_path, capsys):
+    """A typo in `--set` or a recipe stops with one line before any stage runs (it used to start the student
+    stage afresh, deleting the finished one, and then fail with a traceback); YAML's text `1e-4` is a number."""
+    from iaa_distill.cli import main
+
+    path = tmp_path / "r.yaml"
+    path.write_text(f"dataset: csv:x.csv\nout: {tmp_path / 'run'}\nstudent:\n")
+    for item, message in (("student.alpha=abc", "recipe section 'student': alpha must be a number, got 'abc'"),
+                          ("student.epochs=2.5", "recipe section 'student': epochs must be an integer, got 2.5"),
+                          ("student.pretrained=maybe", "pretrained must be true or false, got 'maybe'"),
+                          ("features.teachers=tf_efficientnet_lite0", "teachers must be a list of strings"),
+                          ("evaluation.split=testing", "split must be one of 'test', 'val', 'train', 'all'"),
+                          ("seed=abc", "r.yaml: seed must be an integer, got 'abc'"),
+                          ("teacher=5", "r.yaml: teacher must be a mapping, got 5")):
+        with pytest.raises(IAAError, match=message):
+            stage_settings(Recipe.load(path, [item]))
+    assert stage_settings(Recipe.load(path, ["student.backbone_lr=1e-4"])).student.backbone_lr == 1e-4
+    assert stage_settings(Recipe.load(path)).student.alpha == 0.1  # `student:` with nothing under it
+    assert main(["fit", "--config", str(path), "--set", "student.alpha=abc"]) == 1
+    assert capsys.readouterr().err.strip() == "iaa: error: recipe section 'student': alpha must be a number, got 'abc'"
+
+
 @pytest.mark.parametrize("version", ["TEACHER_FIT_VERSION", "STUDENT_FIT_VERSION"])
 def test_a_changed_fit_trains_again_what_it_fits(tmp_path, monkeypatch, version):
     import iaa_distill.recipe as recipe_module

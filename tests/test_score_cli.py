@@ -45,6 +45,15 @@ def score(*args: str) -> int:
     return main(["score", *map(str, args), "--workers", "0", "--no-progress"])
 
 
+def test_exit_code_is_1_when_no_file_could_be_scored(model_dir, photo_dir, capsys):
+    broken = next(photo_dir.rglob("broken.jpg"))
+    assert score(broken, "--model", model_dir) == 1
+    captured = capsys.readouterr()
+    assert "broken.jpg" in captured.out  # its row, with the reason, still comes out
+    assert captured.err.splitlines()[-1] == "iaa: error: no file could be scored (1 file failed)"
+    assert score(photo_dir, "--model", model_dir) == 0  # some scored: the failures are listed, not fatal
+
+
 def test_folder_to_csv_lists_failures_and_matches_the_api(model_dir, photo_dir, tmp_path):
     out = tmp_path / "scores.csv"
     assert score(photo_dir, "--model", model_dir, "--out", out) == 0

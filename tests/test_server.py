@@ -152,3 +152,17 @@ def test_a_raised_pixel_limit_is_not_undercut_by_pils_own(model_dir, monkeypatch
     Image.new("RGB", (200, 100), "white").save(buffer, format="PNG")
     with TestClient(create_app(model_dir, device="cpu", max_pixels=50_000)) as client:
         assert client.post("/score", files=upload(("wide.png", buffer.getvalue()))).status_code == 200
+
+
+def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path, capsys):
+    import socket
+
+    from iaa_distill.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model", str(tmp_path / "no-model-needed"), "--port", str(port)]) == 1
+    assert capsys.readouterr().err.strip() == (f"iaa: error: cannot listen on 127.0.0.1:{port}: Address already in use; "
+                                              "choose another --port or --host")

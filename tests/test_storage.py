@@ -111,3 +111,14 @@ def test_atomic_file_replaces_whole_or_keeps_the_old_file(tmp_path):
     atomic_write_text(path, "caf\u00e9 \udcff")  # a non-UTF-8 name byte kept as a surrogate escape
     assert path.read_bytes() == "café".encode() + b" \xff"
     assert path.stat().st_mode & 0o777 == FILE_MODE
+
+
+def test_saved_models_get_the_usual_permissions(tmp_path):
+    """safetensors writes its file anew (0600): a model folder must stay readable to whoever serves or copies it."""
+    import torch
+
+    from iaa_distill.artifacts import FILE_MODE, WEIGHTS_NAME, save_artifact
+
+    save_artifact(tmp_path / "model", "test", {}, {"w": torch.zeros(2)})
+    assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "model").iterdir()} == {
+        WEIGHTS_NAME: FILE_MODE, "config.json": FILE_MODE}

@@ -37,6 +37,7 @@ def atomic_file(path: Path, durable: bool = True) -> Iterator[Path]:
         os.close(fd)
         os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600
         yield tmp
+        os.chmod(tmp, FILE_MODE)  # and so do writers that make their file anew (safetensors)
         if durable:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())

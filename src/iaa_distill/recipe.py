@@ -34,7 +34,7 @@ from .errors import IAAError
 from .evaluation.settings import EvaluationSettings
 from .features.settings import ExtractionSettings
 from .messages import get_logger
-from .settings import check_ranges, fingerprint
+from .settings import check_ranges, checked_values, fingerprint
 from .storage import Reuse, reuse_decision
 from .training.student_config import STUDENT_FIT_VERSION
 from .training.teacher_config import TEACHER_FIT_VERSION
@@ -108,9 +108,11 @@ class Recipe:
         data["views"] = {} if views is None else views if isinstance(views, dict) else {"count": views}  # views: 4
         unlabeled = data.get("unlabeled") or []
         data["unlabeled"] = [unlabeled] if isinstance(unlabeled, str) else unlabeled
-        if not all(isinstance(spec, str) for spec in data["unlabeled"]):
+        if not isinstance(data["unlabeled"], list) or not all(isinstance(spec, str) for spec in data["unlabeled"]):
             raise IAAError(f"{path}: 'unlabeled' is a list of dataset specs such as folder:~/Photos")
-        return cls(**data)
+        for section in SECTIONS:
+            data[section] = data.get(section) or {}  # `student:` with nothing under it
+        return cls(**checked_values(cls, data, f"{path}: "))
 
     def save(self, path: str | Path) -> Path:
         """Write the recipe as YAML that `load` (and `iaa fit --config PATH`) reads back; returns the path."""
@@ -165,7 +167,8 @@ def _checked_fields(cls: type, values: dict[str, Any], stage: str) -> Any:
         raise IAAError(f"recipe section '{stage}': '{name}' moved to {MOVED[name]}: write it there")
     if unknown:
         raise IAAError(f"recipe section '{stage}': unknown settings {unknown}")
-    return check_ranges(cls(**values), f"recipe section '{stage}': ")
+    where = f"recipe section '{stage}': "
+    return check_ranges(cls(**checked_values(cls, values, where)), where)
 
 
 class StageRunner:

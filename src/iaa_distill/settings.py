@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -82,6 +84,69 @@ def check_ranges(settings: Any, where: str = "") -> Any:
             kind = int if str(f.type).split("|")[0].strip() == "int" else float
             raise IAAError(f"{where}{f.name} must be {limits.describe(kind)}, got {value!r}")
     return settings
+
+
+def checked_values(cls: type, values: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """`values` for the fields of settings dataclass `cls` (a recipe's section), each of its field's type, or an
+    IAAError naming the first that is not (`where` prefixes the name). A float written `1e-4` (YAML reads it
+    as text) becomes a number; types this check does not know (paths, `Any`) pass as they are."""
+    hints = typing.get_type_hints(cls)
+    out = dict(values)
+    for name, value in values.items():
+        if name not in hints:
+            continue
+        ok, out[name] = _typed(hints[name], value)
+        if not ok:
+            raise IAAError(f"{where}{name} must be {_type_name(hints[name])}, got {value!r}")
+    return out
+
+
+def _typed(kind: Any, value: Any) -> tuple[bool, Any]:
+    """(whether `value` is of type `kind`, the value; a float's text `1e-4` as its number)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            ok, typed = _typed(option, value)
+            if ok:
+                return True, typed
+        return False, value
+    if kind is type(None):
+        return value is None, value
+    if origin is typing.Literal:
+        return value in args, value
+    if kind is bool:
+        return isinstance(value, bool), value
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if kind is float:
+        if isinstance(value, str):
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
+        return isinstance(value, (int, float)) and not isinstance(value, bool), value
+    if kind is str:
+        return isinstance(value, str), value
+    if origin in (tuple, list):
+        element = args[0] if args else Any
+        return isinstance(value, (list, tuple)) and all(_typed(element, v)[0] for v in value), value
+    if origin is dict or kind is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+def _type_name(kind: Any) -> str:
+    """'a number', 'an integer', 'true or false', "one of 'emd', 'mse'", 'a list of strings' ..."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in args else "")
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (tuple, list):
+        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ') if args else 'value'}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        kind, "a mapping" if origin is dict or kind is dict else str(kind))
 
 
 def is_execution(f: Field) -> bool:

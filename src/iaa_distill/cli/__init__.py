@@ -29,9 +29,9 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("compare", "compare", "compare evaluation folders vs a baseline: paired bootstrap CIs, per-category gains"),
     ("score", "score", "score photos (files, folders, globs): a table or JSONL on stdout, CSV/JSONL/JSON files, embeddings, --html gallery"),
     ("cull", "cull", "cull photo folders: keep/reject by score and bursts, XMP stars, copy/link/move the picks, gallery"),
-    ("export", "export", "export a trained student: iaa export onnx --model DIR --out model.onnx"),
+    ("export", "export", "export a trained student or teacher folder: iaa export onnx --model DIR --out model.onnx"),
     ("push", "push", "publish a model folder on the Hugging Face Hub with a model card: iaa push DIR ORG/NAME"),
-    ("serve", "serve", "HTTP service + web page for a trained student (FastAPI + uvicorn)"),
+    ("serve", "serve", "HTTP service + web page for a trained student or teacher folder (FastAPI + uvicorn)"),
     ("bench", "bench", "measure every speed goal on this machine and print figures and ratios"),
 ]
 

@@ -1,4 +1,4 @@
-"""Inspect datasets named as FORMAT:PATH (ava, tad66k, aadb, koniq, csv, folder), e.g. `iaa data check ava:/data/AVA`."""
+"""Inspect datasets named as FORMAT:PATH (ava, tad66k, aadb, koniq, csv, folder, xmp, decisions, darktable), e.g. `iaa data check ava:/data/AVA`."""
 from __future__ import annotations
 
 import argparse

@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
         write_gallery(rows, args.html, scorer.config.scale, title=f"iaa score: {scorer.name}",
                       synthetic=synthetic)
         print(f"gallery -> {args.html}", file=sys.stderr)
+    if rows and failed == len(rows):  # `iaa score broken.jpg && ...` must not go on as if it had a score
+        print(f"iaa: error: no file could be scored ({count(failed, 'file')} failed)", file=sys.stderr)
+        return 1
     return 0
 
 

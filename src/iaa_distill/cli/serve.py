@@ -1,4 +1,4 @@
-"""Serve a trained student over HTTP (FastAPI + uvicorn).
+"""Serve a trained student, or a teacher folder (accuracy mode), over HTTP (FastAPI + uvicorn).
 
 POST /score with multipart field `files` (one or many images), or one image as the raw body (Content-Type
 image/jpeg, ...; ?name=photo.jpg), returns {"results": [{path, mean, std, distribution, embedding, error}]}
@@ -42,12 +42,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_options(parser)
 
 
+def check_address(host: str, port: int) -> None:
+    """IAAError in one line when `host:port` cannot be listened on (in use, not an address of this machine, a
+    privileged port), before the model is loaded; uvicorn would log a traceback-like error and exit 3."""
+    import socket
+
+    from ..errors import IAAError
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise IAAError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port or --host") from None
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..scoring.guard import HeaderTimeoutProtocol
     from ..scoring.server import MIN_UPLOAD_KBPS, PIXEL_BUDGET, SERVER_MAX_PIXELS, create_app
 
+    check_address(args.host, args.port)
     max_pixels = SERVER_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     app = create_app(
         args.model, max_upload_mb=args.max_upload_mb, max_pixels=max_pixels, max_concurrency=args.max_concurrency,

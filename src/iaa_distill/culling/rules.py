@@ -48,6 +48,7 @@ class CullRules:
                 raise IAAError(f"{option}: give a finite number (got {values})")
         if self.burst_gap < 0 or self.burst_keep < 1 or not 0 <= self.burst_distance <= 64:
             raise IAAError("--burst-gap must be >= 0, --burst-keep >= 1 and --burst-distance within 0..64")
+        check_star_thresholds(self.star_thresholds)
 
 
 @dataclass(frozen=True)
@@ -80,13 +81,18 @@ def keep_count(keep_top: str | None, total: int, option: str = "--keep-top") -> 
     return min(total, math.ceil(total * value / 100) if text.endswith("%") else int(value))
 
 
+def check_star_thresholds(thresholds: Sequence[float] | None) -> None:
+    """IAAError unless `thresholds` is None or four ascending scores."""
+    if thresholds and (len(thresholds) != 4 or list(thresholds) != sorted(thresholds)):
+        raise IAAError("--star-thresholds: give four ascending scores (where 2, 3, 4 and 5 stars begin)")
+
+
 def star_ratings(scores: np.ndarray, thresholds: Sequence[float] | None = None) -> np.ndarray:
     """1-5 stars per score: by the four `thresholds` when given, else by this set's quintiles."""
     if len(scores) == 0:
         return np.zeros(0, dtype=int)
     if thresholds:
-        if len(thresholds) != 4 or list(thresholds) != sorted(thresholds):
-            raise IAAError("--star-thresholds: give four ascending scores (where 2, 3, 4 and 5 stars begin)")
+        check_star_thresholds(thresholds)
         cuts = np.asarray(thresholds, dtype=np.float64)
         return 1 + np.searchsorted(cuts, scores, side="right")
     ranks = np.argsort(np.argsort(scores, kind="stable"), kind="stable")  # 0 = worst

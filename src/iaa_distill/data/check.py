@@ -114,10 +114,13 @@ def check_dataset(
         splits.append(report)
 
     reasons, warnings = [], []
+    listed = sum(s.listed for s in splits)  # the unlabelled images of a labelled dataset are in no split here
     if not dataset.records:
         reasons.append("no images listed" if labelled else f"no image files under {dataset.root}")
+    elif listed == 0:
+        reasons.append(f"no labelled images: all {len(dataset.records):,} are unlabelled")
     elif sum(s.usable for s in splits) == 0:
-        reasons.append(f"none of the {len(dataset.records):,} listed images {'decode' if decode else 'exist'} (wrong image folder?)")
+        reasons.append(f"none of the {listed:,} listed images {'decode' if decode else 'exist'} (wrong image folder?)")
     elif labelled:
         for split in splits:
             if split.name in REQUIRED_SPLITS and split.usable == 0 and (need_val or split.name != "val"):
