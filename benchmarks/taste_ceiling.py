@@ -17,7 +17,9 @@ by SRCC with the hidden taste on the held-out photos:
 - `lite0@224 probe` / `lite0@224 ← teacher`: the same with the first teacher's features (the student's own
   backbone at 224 px instead of 128 px).
 
-The paired difference with `student probe` is given as mean ± 95 % t-interval over the split seeds.
+The paired difference with `student probe` is given as mean ± 95 % t-interval over the split seeds, and a
+second table gives `lite0@224 ← teacher` − `student ← teacher` the same way (`PAIRED`: what a 224-px student
+would gain over the 128-px one, both fitted to the teacher).
 
     python benchmarks/taste_ceiling.py --dir /tmp/taste3-bench --points 25,50,100 --seeds 10
 """
@@ -44,6 +46,7 @@ from iaa_distill.training.linear_probe import fit_linear_probe
 
 HELD_OUT = 90
 CARVED_VAL = 0.2  # the val split `iaa taste` carved before it trained on every rating (`teacher, no val`)
+PAIRED = ("lite0@224 ← teacher", "student ← teacher")  # the student at 224 px against it at 128 px
 
 
 @dataclass
@@ -89,15 +92,25 @@ def split_scores(ids: list[str], teacher: Features, student: Features, lite0: Fe
     return {name: srcc(truth, pred) for name, pred in found.items()}
 
 
+def paired(scores: list[dict[str, float]], name: str, base: str) -> tuple[float, float]:
+    """`name` − `base`, paired per split: mean and half-width of its 95 % t-interval."""
+    return t_interval([s[name] - s[base] for s in scores])
+
+
 def row(count: int, scores: list[dict[str, float]]) -> str:
     """Markdown row: each model's mean SRCC and its paired difference with the student probe (95 % t-CI)."""
-    base = np.array([s["student probe"] for s in scores])
     cells = []
     for name in scores[0]:
-        v = np.array([s[name] for s in scores])
-        mean, half = t_interval(v - base)
-        cells.append(f"{v.mean():.3f}" + ("" if name == "student probe" else f" ({mean:+.3f} ± {half:.3f})"))
+        mean, half = paired(scores, name, "student probe")
+        cells.append(f"{np.mean([s[name] for s in scores]):.3f}"
+                     + ("" if name == "student probe" else f" ({mean:+.3f} ± {half:.3f})"))
     return f"| {count} | {len(scores)} | " + " | ".join(cells) + " |"
+
+
+def paired_row(count: int, scores: list[dict[str, float]]) -> str:
+    """Markdown row: `PAIRED`'s difference (mean ± 95 % t half-width) and its interval."""
+    mean, half = paired(scores, *PAIRED)
+    return f"| {count} | {len(scores)} | {mean:+.4f} ± {half:.4f} | {mean - half:+.4f} .. {mean + half:+.4f} |"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({n: [{k: round(v, 4) for k, v in s.items()} for s in r] for n, r in rows.items()}))
     print("\n| ratings | splits | " + " | ".join(names) + " |\n" + "|---" * (len(names) + 2) + "|")
     print("\n".join(row(n, r) for n, r in rows.items()))
+    print(f"\n| ratings | splits | {PAIRED[0]} − {PAIRED[1]} | 95 % interval |\n" + "|---" * 4 + "|")
+    print("\n".join(paired_row(n, r) for n, r in rows.items()))
     return 0
 
 

@@ -53,6 +53,16 @@ def test_the_label_only_baseline_is_trained_only_when_asked_for(tmp_path):
     assert list(student_runs(taste_recipe(str(tmp_path), tmp_path / "b", compare=True))) == ["student", "baseline"]
 
 
+def test_the_student_trains_at_its_backbones_own_input_size_as_the_first_teacher_sees_it(tmp_path):
+    """224 px for lite0: at 128 px its frozen features could not take in the teacher's lead (docs/taste.md)."""
+    from iaa_distill.student import StudentConfig
+    from iaa_distill.taste.personal import taste_recipe
+
+    recipe = taste_recipe(str(tmp_path), tmp_path / "out")
+    assert recipe.student["backbone"] == recipe.features["teachers"][0]
+    assert recipe.student["input_size"] == StudentConfig.for_backbone(recipe.student["backbone"]).input_size == 224
+
+
 def test_too_few_ratings_is_refused_with_one_line(tmp_path, sample_photos, capsys):
     """A refused sidecar is one line naming it (before the refusal, which it may explain), never a traceback."""
     paths = write_jpegs(tmp_path / "lib", sample_photos, 12, size=48)

@@ -32,7 +32,7 @@ MIN_RATINGS = 20
 AGREEMENT_FILE = "agreement.json"
 VAL_FRACTION = 0.0  # every rating that is not held out trains (see the module doc)
 TEACHER = {"epochs": 80, "batch_size": 32, "patience": 15, "hidden": [256, 128], "dropout": 0.2}
-STUDENT = {"backbone": "tf_efficientnet_lite0", "input_size": 128, "epochs": 4, "batch_size": 16, "num_workers": 2,
+STUDENT = {"backbone": "tf_efficientnet_lite0", "input_size": 224, "epochs": 4, "batch_size": 16, "num_workers": 2,
            "warmup_epochs": 0.5, "patience": 10, "unlabeled_ratio": 3.0, "recipe_rule": "teacher",
            "agreement_patience": 2}
 
